@@ -1,0 +1,445 @@
+"""Campaign verbs: import contacts, launch (plan calls in bulk), pause/resume/cancel, sweep the dialer.
+
+Views, admin actions, tasks and commands call these; they hold no business logic of their own.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import phonenumbers
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from campaigns.contacts_csv import CsvImportError, parse_contacts_csv
+from campaigns.models import Call, Campaign, Contact, ContactImport, ContactList, DoNotCall, Variant
+from campaigns.templating import (
+    MissingVariables,
+    TemplateSyntaxError,
+    parse_template,
+    render_template,
+    validate_template,
+)
+from campaigns.windows import HARD_EARLIEST, HARD_LATEST, effective_window, is_open
+from synthesis.engines import engine_version
+from synthesis.engines.base import EngineError
+from synthesis.keys import normalise_text
+from synthesis.models import RenderedAudio
+
+log = logging.getLogger(__name__)
+
+OPEN_STATES = (Call.State.RENDERING, Call.State.READY, Call.State.DIALING, Call.State.IN_PROGRESS)
+ACTIVE_STATES = (Call.State.DIALING, Call.State.IN_PROGRESS)
+PLAN_CHUNK = 5000
+
+
+class LaunchError(Exception):
+    """The campaign cannot start; the message says why in words staff understand."""
+
+
+# --- contacts --------------------------------------------------------------------------------------
+
+
+def import_contacts(contact_list: ContactList, data: bytes, *, filename: str, by: Any = None) -> ContactImport:
+    """Add or update contacts from a CSV; every line ends up created, updated, merged or rejected."""
+    record = ContactImport(contact_list=contact_list, filename=filename[:255], imported_by=by)
+    try:
+        parsed = parse_contacts_csv(data, default_region=contact_list.default_region or settings.DEFAULT_REGION)
+    except CsvImportError as exc:
+        record.error = str(exc)
+        record.save()
+        return record
+    record.encoding = parsed.encoding
+    record.total_rows = parsed.total_rows
+    record.merged = parsed.merged
+    record.rejected = len(parsed.rejected)
+    record.rejected_rows = [{"line": r.line, "reason": r.reason, "raw": r.raw} for r in parsed.rejected]
+    with transaction.atomic():
+        existing = dict(contact_list.contacts.values_list("phone", "pk"))
+        new, changed = [], []
+        for item in parsed.contacts:
+            contact = Contact(
+                contact_list=contact_list,
+                phone=item.phone,
+                name=item.name,
+                timezone=item.timezone,
+                fields=item.fields,
+                source_line=item.line,
+            )
+            if item.phone in existing:
+                contact.pk = existing[item.phone]
+                changed.append(contact)
+            else:
+                new.append(contact)
+        Contact.objects.bulk_create(new, batch_size=2000)
+        Contact.objects.bulk_update(changed, ["name", "timezone", "fields", "source_line"], batch_size=2000)
+        record.created, record.updated = len(new), len(changed)
+        record.save()
+    log.info(
+        "import %s into %s: %d created, %d updated, %d merged, %d rejected",
+        filename, contact_list, record.created, record.updated, record.merged, record.rejected,
+    )
+    return record
+
+
+def add_to_do_not_call(phone: str, *, reason: str, source: str) -> bool:
+    """Put a number on the DNC list (idempotent); True if it was not there before."""
+    _, created = DoNotCall.objects.get_or_create(phone=phone, defaults={"reason": reason[:200], "source": source})
+    return created
+
+
+# --- scripts ---------------------------------------------------------------------------------------
+
+
+def validate_script(text: str) -> None:
+    """Raise ValidationError naming the position and problem of a bad template."""
+    try:
+        validate_template(text)
+    except TemplateSyntaxError as exc:
+        raise ValidationError(str(exc), code="template") from exc
+
+
+# --- launch and planning ---------------------------------------------------------------------------
+
+
+def check_launchable(campaign: Campaign) -> None:
+    """Raise LaunchError with the first reason the campaign cannot run."""
+    if campaign.status not in (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED):
+        raise LaunchError(f"campaign is {campaign.status}; only draft or scheduled campaigns can be launched")
+    variants = list(campaign.variants.select_related("voice", "script"))
+    if not variants:
+        raise LaunchError("add at least one variant (voice + script) before launching")
+    for variant in variants:
+        try:
+            validate_template(variant.script.text)
+        except TemplateSyntaxError as exc:
+            raise LaunchError(f"script '{variant.script}' of variant {variant.name}: {exc}") from exc
+        if not variant.voice.is_usable():
+            raise LaunchError(
+                f"voice '{variant.voice}' (variant {variant.name}) is a cloned voice without a valid "
+                "speaker consent; record the speaker's consent first"
+            )
+        try:
+            engine_version(variant.voice.engine)
+        except EngineError as exc:
+            raise LaunchError(f"voice '{variant.voice}' (variant {variant.name}): {exc}") from exc
+    earliest, latest = effective_window(campaign.window_start, campaign.window_end)
+    if earliest >= latest:
+        raise LaunchError(
+            f"the calling window {campaign.window_start:%H:%M}–{campaign.window_end:%H:%M} has no time inside "
+            f"the permitted {HARD_EARLIEST:%H:%M}–{HARD_LATEST:%H:%M} local hours"
+        )
+    if not campaign.weekdays or set(campaign.weekdays) - set("0123456"):
+        raise LaunchError("weekdays must be digits 0 (Monday) to 6 (Sunday), e.g. 01234")
+    try:
+        caller = phonenumbers.parse(campaign.caller_id, None)
+        valid_caller = phonenumbers.is_valid_number(caller)
+    except phonenumbers.NumberParseException:
+        valid_caller = False
+    if not valid_caller:
+        raise LaunchError(f"caller id {campaign.caller_id!r} is not a valid E.164 number (+country code)")
+    account = campaign.telephony_account
+    if account.caller_ids and campaign.caller_id not in account.caller_ids:
+        raise LaunchError(f"caller id {campaign.caller_id} is not one of account {account.name}'s numbers")
+    from telephony.credentials import CredentialsError, auth_token
+
+    try:
+        auth_token(account)
+    except CredentialsError as exc:
+        raise LaunchError(str(exc)) from exc
+    if campaign.ends_at and campaign.ends_at <= timezone.now():
+        raise LaunchError("the campaign's end time is already past")
+    if not campaign.contact_list.contacts.exists():
+        raise LaunchError(f"contact list '{campaign.contact_list}' is empty")
+
+
+def launch_campaign(campaign: Campaign, *, by: Any = None) -> int:
+    """Validate, then plan one Call per contact and start rendering; returns how many calls were planned."""
+    check_launchable(campaign)
+    now = timezone.now()
+    status = Campaign.Status.SCHEDULED if campaign.starts_at > now else Campaign.Status.RUNNING
+    with transaction.atomic():
+        updated = Campaign.objects.filter(
+            pk=campaign.pk, status__in=[Campaign.Status.DRAFT, Campaign.Status.SCHEDULED]
+        ).update(status=status, launched_at=now)
+        if updated != 1:
+            raise LaunchError("the campaign was launched by somebody else just now")
+        result = plan_calls(campaign)
+    campaign.refresh_from_db()
+    log.info(
+        "launched campaign %s: %d planned, %d invalid, %d on do-not-call, %d renders queued",
+        campaign.pk, result.planned, result.invalid, result.do_not_call, result.render_batches,
+    )
+    return result.planned
+
+
+@dataclass
+class PlanResult:
+    planned: int = 0
+    invalid: int = 0
+    do_not_call: int = 0
+    cached: int = 0
+    render_batches: int = 0
+    per_variant: Counter = field(default_factory=Counter)
+
+
+class _PreparedVariant:
+    def __init__(self, variant: Variant) -> None:
+        from synthesis.actions import keyer_for
+
+        self.variant = variant
+        self.template = parse_template(variant.script.text)
+        self.keyer = keyer_for(variant.voice)
+
+
+def pick_variant(campaign_id: int, phone: str, cumulative: list[int]) -> int:
+    """Deterministic weighted choice: the same contact always hears the same variant of a campaign."""
+    digest = hashlib.blake2b(f"{campaign_id}:{phone}".encode(), digest_size=8).digest()
+    point = int.from_bytes(digest, "big") % cumulative[-1]
+    return bisect.bisect_right(cumulative, point)
+
+
+def plan_calls(campaign: Campaign) -> PlanResult:
+    """Create the campaign's Calls in bulk (idempotent: contacts already planned are left alone)."""
+    from synthesis.tasks import enqueue_renders
+
+    result = PlanResult()
+    prepared = [_PreparedVariant(v) for v in campaign.variants.select_related("voice", "script").order_by("pk")]
+    cumulative = []
+    total = 0
+    for p in prepared:
+        total += p.variant.weight
+        cumulative.append(total)
+    start_at = max(campaign.starts_at, timezone.now())
+    contacts = campaign.contact_list.contacts.order_by("pk").values_list("pk", "phone", "name", "timezone", "fields")
+    last_pk = 0
+    new_audio_keys: dict[str, int] = {}
+    while True:
+        chunk = list(contacts.filter(pk__gt=last_pk)[:PLAN_CHUNK])
+        if not chunk:
+            break
+        last_pk = chunk[-1][0]
+        blocked = set(
+            DoNotCall.objects.filter(phone__in=[c[1] for c in chunk]).values_list("phone", flat=True)
+        )
+        calls: list[Call] = []
+        audio: dict[str, RenderedAudio] = {}
+        for pk, phone, name, tz, fields in chunk:
+            p = prepared[pick_variant(campaign.pk, phone, cumulative)]
+            call = Call(
+                campaign=campaign, contact_id=pk, variant=p.variant, phone=phone, timezone=tz,
+                next_attempt_at=start_at,
+            )
+            if phone in blocked:
+                call.state, call.outcome = Call.State.DONE, Call.Outcome.DO_NOT_CALL
+                call.error = "number is on the do-not-call list"
+                result.do_not_call += 1
+            else:
+                variables = dict(fields or {})
+                variables["name"] = name
+                variables["phone"] = phone
+                try:
+                    text = normalise_text(render_template(p.template, variables))
+                except MissingVariables as exc:
+                    call.state, call.error = Call.State.INVALID, str(exc)
+                    result.invalid += 1
+                else:
+                    key = p.keyer.key(text)
+                    call.text, call.audio_id = text, key
+                    if key not in audio:
+                        audio[key] = RenderedAudio(
+                            render_key=key,
+                            engine=p.variant.voice.engine,
+                            engine_version=p.keyer.engine_version,
+                            voice_id=p.variant.voice_id,
+                            text=text,
+                            parameters=dict(p.variant.voice.parameters or {}),
+                        )
+                    result.per_variant[p.variant.name] += 1
+            calls.append(call)
+        if audio:
+            RenderedAudio.objects.bulk_create(list(audio.values()), ignore_conflicts=True, batch_size=2000)
+        Call.objects.bulk_create(calls, ignore_conflicts=True, batch_size=2000)
+        for key, row in audio.items():
+            new_audio_keys[key] = row.voice_id
+    result.planned = Call.objects.filter(campaign=campaign).exclude(state=Call.State.INVALID).exclude(
+        outcome=Call.Outcome.DO_NOT_CALL
+    ).count()
+    # Cache hits: audio rendered earlier (another campaign, a previous launch) makes the call ready at once.
+    result.cached = Call.objects.filter(
+        campaign=campaign, state=Call.State.RENDERING, audio__state=RenderedAudio.State.READY
+    ).update(state=Call.State.READY)
+    pending = RenderedAudio.objects.filter(
+        render_key__in=Call.objects.filter(campaign=campaign, state=Call.State.RENDERING).values("audio_id"),
+        state=RenderedAudio.State.PENDING,
+    ).values_list("render_key", "voice_id")
+    result.render_batches = enqueue_renders(pending.iterator(chunk_size=5000))
+    return result
+
+
+def mark_calls_ready(render_key: str) -> int:
+    """Audio for this key exists now: its waiting calls may be dialled."""
+    return Call.objects.filter(audio_id=render_key, state=Call.State.RENDERING).update(
+        state=Call.State.READY, updated_at=timezone.now()
+    )
+
+
+def fail_calls_for_audio(render_key: str, message: str) -> int:
+    return Call.objects.filter(audio_id=render_key, state=Call.State.RENDERING).update(
+        state=Call.State.FAILED, outcome=Call.Outcome.FAILED, error=message[:2000], updated_at=timezone.now()
+    )
+
+
+# --- status changes --------------------------------------------------------------------------------
+
+
+def pause_campaign(campaign: Campaign) -> None:
+    """Stop dialling new calls; calls in progress finish normally."""
+    Campaign.objects.filter(pk=campaign.pk, status__in=[Campaign.Status.RUNNING, Campaign.Status.SCHEDULED]).update(
+        status=Campaign.Status.PAUSED
+    )
+    campaign.refresh_from_db()
+
+
+def resume_campaign(campaign: Campaign) -> None:
+    Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.PAUSED).update(status=Campaign.Status.RUNNING)
+    campaign.refresh_from_db()
+
+
+def cancel_campaign(campaign: Campaign) -> int:
+    """Cancel every call not yet dialled; returns how many were cancelled."""
+    now = timezone.now()
+    with transaction.atomic():
+        Campaign.objects.filter(pk=campaign.pk).exclude(
+            status__in=[Campaign.Status.COMPLETED, Campaign.Status.CANCELLED]
+        ).update(status=Campaign.Status.CANCELLED, finished_at=now)
+        cancelled = Call.objects.filter(
+            campaign=campaign, state__in=[Call.State.RENDERING, Call.State.READY]
+        ).update(state=Call.State.CANCELLED, updated_at=now)
+    campaign.refresh_from_db()
+    return cancelled
+
+
+# --- the dialer sweep ------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    enqueued: list[int] = field(default_factory=list)
+    started: int = 0
+    completed: list[int] = field(default_factory=list)
+
+
+def _rate_budget(calls_per_second: float) -> int:
+    return max(1, math.floor(calls_per_second * settings.SWEEP_INTERVAL))
+
+
+def sweep(now: datetime | None = None) -> SweepResult:
+    """Move ready calls whose callee-local window is open to the telephony queue, within rate limits."""
+    from telephony.tasks import enqueue_place_call
+
+    now = now or timezone.now()
+    result = SweepResult()
+    result.started = Campaign.objects.filter(status=Campaign.Status.SCHEDULED, starts_at__lte=now).update(
+        status=Campaign.Status.RUNNING
+    )
+    for campaign in Campaign.objects.filter(status=Campaign.Status.RUNNING, ends_at__lte=now):
+        _finish(campaign, now, cancel_remaining=True)
+        result.completed.append(campaign.pk)
+    active = Counter(
+        dict(
+            Call.objects.filter(state__in=ACTIVE_STATES)
+            .values_list("campaign_id")
+            .annotate(n=Count("pk"))
+            .values_list("campaign_id", "n")
+        )
+    )
+    account_active: Counter = Counter()
+    campaigns = list(Campaign.objects.filter(status=Campaign.Status.RUNNING).select_related("telephony_account"))
+    for campaign in campaigns:
+        account_active[campaign.telephony_account_id] += active[campaign.pk]
+    account_budget: dict[int, int] = {}
+    for campaign in campaigns:
+        account = campaign.telephony_account
+        if account.pk not in account_budget:
+            account_budget[account.pk] = min(
+                _rate_budget(account.calls_per_second), account.max_concurrent_calls - account_active[account.pk]
+            )
+        budget = min(
+            campaign.max_concurrent_calls - active[campaign.pk],
+            _rate_budget(campaign.calls_per_second),
+            account_budget[account.pk],
+        )
+        if budget <= 0:
+            continue
+        picked = _pick_dialable(campaign, now, budget)
+        spacing = 1.0 / min(campaign.calls_per_second, account.calls_per_second)
+        for i, pk in enumerate(picked):
+            claimed = Call.objects.filter(pk=pk, state=Call.State.READY).update(
+                state=Call.State.DIALING, claimed_at=now, updated_at=now
+            )
+            if claimed == 1:
+                enqueue_place_call(pk, delay=i * spacing)
+                result.enqueued.append(pk)
+                account_budget[account.pk] -= 1
+    for campaign in Campaign.objects.filter(status=Campaign.Status.RUNNING).exclude(
+        pk__in=Call.objects.filter(state__in=OPEN_STATES).values("campaign_id")
+    ):
+        _finish(campaign, now, cancel_remaining=False)
+        result.completed.append(campaign.pk)
+    return result
+
+
+def _pick_dialable(campaign: Campaign, now: datetime, budget: int) -> list[int]:
+    """Up to `budget` ready calls whose callee may be called now, oldest due first."""
+    picked: list[int] = []
+    last: tuple[datetime, int] | None = None
+    for _page in range(10):  # bounded scan: a sweep never walks a whole million-row campaign
+        due = Call.objects.filter(campaign=campaign, state=Call.State.READY, next_attempt_at__lte=now)
+        if last is not None:
+            due = due.filter(Q(next_attempt_at__gt=last[0]) | Q(next_attempt_at=last[0], pk__gt=last[1]))
+        page = list(due.order_by("next_attempt_at", "pk").values_list("pk", "timezone", "next_attempt_at")[:500])
+        for pk, tz, _ in page:
+            if is_open(tz, now, campaign.window_start, campaign.window_end, campaign.weekdays):
+                picked.append(pk)
+                if len(picked) >= budget:
+                    return picked
+        if len(page) < 500:
+            break
+        last = (page[-1][2], page[-1][0])
+    return picked
+
+
+def _finish(campaign: Campaign, now: datetime, *, cancel_remaining: bool) -> None:
+    with transaction.atomic():
+        if cancel_remaining:
+            Call.objects.filter(campaign=campaign, state__in=[Call.State.RENDERING, Call.State.READY]).update(
+                state=Call.State.CANCELLED, error="campaign ended before this call could be made", updated_at=now
+            )
+        Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.RUNNING).update(
+            status=Campaign.Status.COMPLETED, finished_at=now
+        )
+    log.info("campaign %s completed", campaign.pk)
+
+
+def requeue_stale_dialing(now: datetime | None = None) -> int:
+    """Calls claimed by a sweep whose telephony task never ran (lost message, dead worker) go back to ready.
+
+    Only calls with no attempt row for the claim are touched: an attempt row means the provider may have been
+    asked, and an ambiguous call is never re-dialled automatically.
+    """
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.DIAL_STALE_SECONDS)
+    return Call.objects.filter(state=Call.State.DIALING, claimed_at__lt=stale).update(
+        state=Call.State.READY, claimed_at=None, updated_at=now
+    )

@@ -1,0 +1,459 @@
+"""Staff pages for contacts, scripts, campaigns and calls. Every write goes through campaigns.actions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+
+from campaigns import reports, views
+from campaigns.forms import ContactImportForm, DoNotCallForm, ScriptTemplateForm
+from campaigns.models import (
+    Call,
+    CallAttempt,
+    Campaign,
+    Contact,
+    ContactImport,
+    ContactList,
+    DoNotCall,
+    ScriptTemplate,
+    Variant,
+)
+from herald.logmask import mask_phone
+from synthesis.signing import signed_audio_url
+
+REJECTED_ROWS_SHOWN = 1000  # the import page stays usable when a whole file is rejected
+
+
+class ReadOnlyAdminMixin:
+    """Records of what happened: viewable, never edited or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# --- contacts --------------------------------------------------------------------------------------
+
+
+@admin.register(ContactList)
+class ContactListAdmin(admin.ModelAdmin):
+    list_display = ["name", "default_region", "contact_count", "contacts_link", "import_link", "created_at"]
+    search_fields = ["name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ContactList]:
+        return super().get_queryset(request).annotate(contact_count=Count("contacts"))
+
+    @admin.display(description="contacts", ordering="contact_count")
+    def contact_count(self, obj: ContactList) -> int:
+        return obj.contact_count
+
+    @admin.display(description="")
+    def contacts_link(self, obj: ContactList) -> str:
+        url = (
+            reverse("admin:campaigns_contact_changelist")
+            + "?"
+            + urlencode({"contact_list__id__exact": obj.pk})
+        )
+        return format_html('<a href="{}">View contacts</a>', url)
+
+    @admin.display(description="")
+    def import_link(self, obj: ContactList) -> str:
+        url = reverse("admin:campaigns_contactlist_import") + "?" + urlencode({"contact_list": obj.pk})
+        return format_html('<a href="{}">Import CSV</a>', url)
+
+    def get_urls(self) -> list:
+        return [
+            path(
+                "import/", self.admin_site.admin_view(self.import_view), name="campaigns_contactlist_import"
+            ),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload a CSV into a list, then show what happened to every line on the ContactImport page."""
+        from campaigns.actions import import_contacts
+
+        if not self.has_change_permission(request) or not request.user.has_perm("campaigns.add_contact"):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = ContactImportForm(request.POST, request.FILES)
+            if form.is_valid():
+                upload = form.cleaned_data["file"]
+                record = import_contacts(
+                    form.cleaned_data["contact_list"], upload.read(), filename=upload.name, by=request.user
+                )
+                if record.error:
+                    self.message_user(request, f"Nothing was imported: {record.error}", messages.ERROR)
+                else:
+                    level = messages.WARNING if record.rejected else messages.SUCCESS
+                    self.message_user(
+                        request,
+                        f"Imported {record.filename}: {record.created} created, {record.updated} updated, "
+                        f"{record.merged} merged, {record.rejected} rejected.",
+                        level,
+                    )
+                return HttpResponseRedirect(reverse("admin:campaigns_contactimport_change", args=[record.pk]))
+        else:
+            form = ContactImportForm(initial={"contact_list": request.GET.get("contact_list")})
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Import contacts from CSV",
+            "form": form,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/campaigns/contactlist/import.html", context)
+
+
+@admin.register(ContactImport)
+class ContactImportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "filename",
+        "contact_list",
+        "imported_at",
+        "total_rows",
+        "created",
+        "updated",
+        "merged",
+        "rejected",
+        "result",
+    ]
+    list_filter = ["contact_list"]
+    list_select_related = ["contact_list"]
+    fields = [
+        "contact_list",
+        "filename",
+        "imported_by",
+        "imported_at",
+        "encoding",
+        "total_rows",
+        "created",
+        "updated",
+        "merged",
+        "rejected",
+    ]
+    change_form_template = "admin/campaigns/contactimport/change_form.html"
+
+    @admin.display(description="result")
+    def result(self, obj: ContactImport) -> str:
+        if obj.error:
+            return "file rejected"
+        return "with rejected rows" if obj.rejected else "ok"
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ):
+        record = self.get_object(request, unquote(object_id))
+        rows = record.rejected_rows if record else []
+        extra = {
+            "rejected_rows": rows[:REJECTED_ROWS_SHOWN],
+            "rejected_rows_hidden": max(0, len(rows) - REJECTED_ROWS_SHOWN),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra)
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ["masked_phone", "name", "timezone", "contact_list"]
+    list_filter = ["contact_list"]
+    list_select_related = ["contact_list"]
+    search_fields = ["phone", "name"]
+    show_full_result_count = False
+
+    @admin.display(description="phone", ordering="phone")
+    def masked_phone(self, obj: Contact) -> str:
+        return mask_phone(obj.phone)
+
+
+@admin.register(DoNotCall)
+class DoNotCallAdmin(admin.ModelAdmin):
+    form = DoNotCallForm
+    list_display = ["masked_phone", "reason", "source", "created_at"]
+    list_filter = ["source"]
+    search_fields = ["phone", "reason"]
+
+    @admin.display(description="phone", ordering="phone")
+    def masked_phone(self, obj: DoNotCall) -> str:
+        return mask_phone(obj.phone)
+
+    def save_model(self, request: HttpRequest, obj: DoNotCall, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        from campaigns.actions import add_to_do_not_call
+
+        add_to_do_not_call(obj.phone, reason=obj.reason, source=obj.source or "admin")
+        obj.pk = DoNotCall.objects.values_list("pk", flat=True).get(phone=obj.phone)
+
+
+# --- scripts and campaigns -------------------------------------------------------------------------
+
+
+@admin.register(ScriptTemplate)
+class ScriptTemplateAdmin(admin.ModelAdmin):
+    form = ScriptTemplateForm
+    list_display = ["name", "language", "created_at"]
+    search_fields = ["name", "text"]
+
+
+class VariantInline(admin.TabularInline):
+    model = Variant
+    fields = ["name", "voice", "script", "weight"]
+    extra = 1
+
+    def _locked(self, obj: Campaign | None) -> bool:
+        # Calls carry their variant's voice and text from planning on: changing it later would make
+        # the report describe calls that were never made that way.
+        return obj is not None and obj.status != Campaign.Status.DRAFT
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not self._locked(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not self._locked(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not self._locked(obj) and super().has_delete_permission(request, obj)
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    inlines = [VariantInline]
+    list_display = ["name", "status", "progress", "answer_rate", "contact_list", "launched_at", "report_link"]
+    list_filter = ["status"]
+    list_select_related = ["contact_list"]
+    search_fields = ["name"]
+    readonly_fields = ["status", "created_by", "launched_at", "finished_at"]
+    actions = ["launch", "pause", "resume", "cancel"]
+    fieldsets = [
+        (None, {"fields": ["name", "status", "contact_list", "telephony_account", "caller_id"]}),
+        ("Schedule", {"fields": ["starts_at", "ends_at", "window_start", "window_end", "weekdays"]}),
+        ("Dialling", {"fields": ["max_attempts", "retry_delay", "calls_per_second", "max_concurrent_calls"]}),
+        ("History", {"fields": ["created_by", "launched_at", "finished_at"]}),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
+        return reports.with_summary(super().get_queryset(request))
+
+    @admin.display(description="progress")
+    def progress(self, obj: Campaign) -> str:
+        return f"{obj.summary_done}/{obj.summary_calls} done"
+
+    @admin.display(description="answer rate")
+    def answer_rate(self, obj: Campaign) -> str:
+        return reports.format_rate(
+            obj.summary_answered / obj.summary_dialled if obj.summary_dialled else None
+        )
+
+    @admin.display(description="")
+    def report_link(self, obj: Campaign) -> str:
+        return format_html(
+            '<a href="{}">Report</a>', reverse("admin:campaigns_campaign_report", args=[obj.pk])
+        )
+
+    def save_model(self, request: HttpRequest, obj: Campaign, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    # -- admin actions: each calls one campaigns.actions verb per selected campaign --
+
+    def _each(
+        self, request: HttpRequest, queryset: QuerySet[Campaign], verb: Callable[[Campaign], str | None]
+    ) -> None:
+        for campaign in queryset:
+            problem = verb(campaign)
+            if problem:
+                self.message_user(request, f"{campaign}: {problem}", messages.ERROR)
+
+    @admin.action(description="Launch selected campaigns", permissions=["change"])
+    def launch(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        from campaigns.actions import LaunchError, launch_campaign
+
+        def verb(campaign: Campaign) -> str | None:
+            try:
+                planned = launch_campaign(campaign, by=request.user)
+            except LaunchError as exc:
+                return f"not launched: {exc}"
+            self.message_user(request, f"{campaign}: launched, {planned} calls planned.", messages.SUCCESS)
+            return None
+
+        self._each(request, queryset, verb)
+
+    @admin.action(description="Pause selected campaigns", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        from campaigns.actions import pause_campaign
+
+        def verb(campaign: Campaign) -> str | None:
+            pause_campaign(campaign)
+            if campaign.status != Campaign.Status.PAUSED:
+                return f"not paused: it is {campaign.get_status_display().lower()}; only running or scheduled campaigns pause"
+            self.message_user(
+                request, f"{campaign}: paused; calls in progress finish normally.", messages.SUCCESS
+            )
+            return None
+
+        self._each(request, queryset, verb)
+
+    @admin.action(description="Resume selected campaigns", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        from campaigns.actions import resume_campaign
+
+        def verb(campaign: Campaign) -> str | None:
+            was = campaign.status
+            resume_campaign(campaign)
+            if was != Campaign.Status.PAUSED:
+                return f"not resumed: it is {campaign.get_status_display().lower()}, not paused"
+            self.message_user(request, f"{campaign}: running again.", messages.SUCCESS)
+            return None
+
+        self._each(request, queryset, verb)
+
+    @admin.action(description="Cancel selected campaigns", permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        from campaigns.actions import cancel_campaign
+
+        def verb(campaign: Campaign) -> str | None:
+            was = campaign.status
+            cancelled = cancel_campaign(campaign)
+            if was in (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED):
+                return f"not cancelled: it is already {campaign.get_status_display().lower()}"
+            self.message_user(
+                request,
+                f"{campaign}: cancelled; {cancelled} calls not yet dialled were dropped.",
+                messages.SUCCESS,
+            )
+            return None
+
+        self._each(request, queryset, verb)
+
+    # -- report pages --
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/report/", wrap(self.report_view), name="campaigns_campaign_report"),
+            path(
+                "<path:object_id>/report.csv",
+                wrap(self.report_csv_view),
+                name="campaigns_campaign_report_csv",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _viewable(self, request: HttpRequest, object_id: str) -> Campaign:
+        campaign = self.get_object(request, unquote(object_id))
+        if campaign is None:
+            raise Http404("No such campaign")
+        if not self.has_view_permission(request, campaign):
+            raise PermissionDenied
+        return campaign
+
+    def report_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        campaign = self._viewable(request, object_id)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": f"Report: {campaign}"}
+        return views.report_page(request, campaign, context)
+
+    def report_csv_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return views.report_csv_download(self._viewable(request, object_id))
+
+
+# --- calls -----------------------------------------------------------------------------------------
+
+
+class CallAttemptInline(admin.TabularInline):
+    model = CallAttempt
+    ordering = ["number"]
+    can_delete = False
+    extra = 0
+    fields = [
+        "number",
+        "status",
+        "answered_by",
+        "duration",
+        "digits",
+        "listened_to_end",
+        "placed_at",
+        "answered_at",
+        "ended_at",
+        "error",
+        "events",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="error")
+    def error(self, obj: CallAttempt) -> str:
+        return " ".join(part for part in (obj.error_code, obj.error_message) if part) or "-"
+
+    @admin.display(description="timeline")
+    def events(self, obj: CallAttempt) -> str:
+        entries = [entry for entry in obj.timeline if isinstance(entry, list | tuple) and len(entry) >= 2]
+        if not entries:
+            return "-"
+        return format_html_join(format_html("<br>"), "{} <small>{}</small>", ((e[0], e[1]) for e in entries))
+
+
+@admin.register(Call)
+class CallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    inlines = [CallAttemptInline]
+    list_display = ["pk", "masked_phone", "campaign", "variant", "state", "outcome", "attempts_made", "error"]
+    list_filter = ["campaign", "state", "outcome"]
+    list_select_related = ["campaign", "variant"]
+    search_fields = ["phone"]
+    show_full_result_count = False
+    fields = [
+        "campaign",
+        "variant",
+        "contact",
+        "phone",
+        "timezone",
+        "state",
+        "outcome",
+        "error",
+        "attempts_made",
+        "next_attempt_at",
+        "updated_at",
+        "text",
+        "audio_link",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="phone", ordering="phone")
+    def masked_phone(self, obj: Call) -> str:
+        return mask_phone(obj.phone)
+
+    @admin.display(description="audio")
+    def audio_link(self, obj: Call) -> str:
+        if not obj.audio_id:
+            return "-"
+        page = reverse("admin:synthesis_renderedaudio_change", args=[obj.audio.pk])
+        if obj.audio.state != obj.audio.State.READY:
+            return format_html('<a href="{}">{}</a> ({})', page, obj.audio_id[:12], obj.audio.state)
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}">download WAV</a> <small>(link valid for one hour)</small>',
+            page,
+            obj.audio_id[:12],
+            signed_audio_url(obj.audio_id, ttl=3600),
+        )

@@ -1,0 +1,644 @@
+"""Parse an uploaded contacts CSV (raw bytes) into validated contact rows.
+
+Pure Python: no Django, no database. The Django side calls
+:func:`parse_contacts_csv` and stores the result.
+
+Guarantee: nothing is dropped silently. Every non-blank data row ends up in
+exactly one of ``contacts`` (accepted), ``merged`` (a later duplicate of an
+accepted phone number, folded into the first occurrence) or ``rejected``
+(with its physical line number and a reason a non-engineer can act on)::
+
+    len(result.contacts) + result.merged + len(result.rejected) == result.total_rows
+
+Problems with the whole file (empty, not decodable, no header, no phone
+column, ambiguous header, too many rows, broken quoting) raise
+:class:`CsvImportError` instead.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import functools
+import io
+import re
+import unicodedata
+import zoneinfo
+from dataclasses import dataclass, field
+
+import phonenumbers
+from phonenumbers import PhoneNumberFormat, ValidationResult
+from phonenumbers import timezone as pn_timezone
+
+__all__ = [
+    "MAX_FIELD_LENGTH",
+    "PHONE_ALIASES",
+    "NAME_ALIASES",
+    "TIMEZONE_ALIASES",
+    "CsvImportError",
+    "ParsedContact",
+    "RejectedRow",
+    "ParseResult",
+    "parse_contacts_csv",
+]
+
+MAX_FIELD_LENGTH = 1000
+
+PHONE_ALIASES = ("phone", "phone_number", "mobile", "tel", "电话", "手机", "手机号", "手机号码", "联系电话")
+NAME_ALIASES = ("name", "姓名", "名字", "客户姓名", "收件人")
+TIMEZONE_ALIASES = ("timezone", "tz", "时区")
+
+_SAVE_AS_HINT = 'In Excel choose "Save As" → "CSV UTF-8 (Comma delimited)" and upload the new file.'
+
+
+# --------------------------------------------------------------------------- results
+
+
+class CsvImportError(ValueError):
+    """A problem with the whole file; nothing was imported.
+
+    ``line`` (1-based physical line) and ``byte_offset`` (0-based offset into
+    the uploaded bytes) are set when the problem has a location.
+    """
+
+    def __init__(self, message: str, *, line: int | None = None, byte_offset: int | None = None):
+        super().__init__(message)
+        self.line = line
+        self.byte_offset = byte_offset
+
+
+@dataclass(frozen=True)
+class ParsedContact:
+    line: int  # physical line where the (first occurrence of the) row starts
+    phone: str  # E.164, e.g. "+8613800138000"
+    name: str
+    timezone: str  # IANA name, e.g. "Asia/Shanghai"
+    fields: dict[str, str] = field(default_factory=dict)  # every other column: header text → value
+    merged_lines: tuple[int, ...] = ()  # later lines with the same phone, merged into this one
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    line: int
+    reason: str
+    raw: str  # the row's original text (all its physical lines), without the final line break
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    encoding: str  # "utf-8", "utf-8-sig", "gb18030" (or "utf-16" for Excel "Unicode Text" files)
+    contacts: list[ParsedContact]
+    rejected: list[RejectedRow]
+    merged: int  # rows folded into an earlier row with the same phone number
+    total_rows: int  # non-blank data rows (header and blank lines excluded)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _line_of_offset(data: bytes, offset: int, encoding: str) -> int:
+    prefix = data[:offset].decode(encoding, errors="replace")
+    # Same notion of a line as the parser: \n, \r\n and a lone \r each end one.
+    return prefix.count("\n") + prefix.count("\r") - prefix.count("\r\n") + 1
+
+
+def _decode_error(data: bytes, exc: UnicodeDecodeError, label: str, *, skip: int = 0) -> CsvImportError:
+    """``skip``: length of a BOM that was cut off before decoding (exc offsets are relative to it)."""
+    offset = exc.start + skip
+    line = _line_of_offset(data[skip:], exc.start, exc.encoding or "latin-1")
+    bad = data[offset : max(exc.end + skip, offset + 1)][:4]
+    shown = " ".join(f"0x{b:02X}" for b in bad)
+    return CsvImportError(
+        f"The file could not be read as {label} text: the byte(s) {shown} on line {line} "
+        f"(byte offset {offset}) are not valid. {_SAVE_AS_HINT}",
+        line=line,
+        byte_offset=offset,
+    )
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    """Return (text, encoding-name). UTF-8 (± BOM) first, then GB18030."""
+    if data.startswith(b"PK\x03\x04"):
+        raise CsvImportError(
+            f"This is an Excel workbook (.xlsx), not a CSV file. {_SAVE_AS_HINT}", line=1, byte_offset=0
+        )
+    if data.startswith(b"\xd0\xcf\x11\xe0"):
+        raise CsvImportError(
+            f"This is an old Excel workbook (.xls), not a CSV file. {_SAVE_AS_HINT}", line=1, byte_offset=0
+        )
+
+    if data.startswith(codecs.BOM_UTF8):
+        # The BOM declares UTF-8: a decoding failure is a real error, not a hint to try GB18030.
+        try:
+            return data[3:].decode("utf-8"), "utf-8-sig"
+        except UnicodeDecodeError as exc:
+            raise _decode_error(data, exc, "UTF-8", skip=3) from None
+    for bom, codec in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if data.startswith(bom):
+            # Excel's "Unicode Text" export: UTF-16 with BOM, tab separated.
+            try:
+                return data[2:].decode(codec), "utf-16"
+            except UnicodeDecodeError as exc:
+                raise _decode_error(data, exc, "UTF-16", skip=2) from None
+
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as utf8_exc:
+        try:
+            return data.decode("gb18030"), "gb18030"
+        except UnicodeDecodeError as gb_exc:
+            # Report the failure of the encoding that got further: that one is most
+            # likely what the file was meant to be, and its first bad byte is the real culprit.
+            if gb_exc.start > utf8_exc.start:
+                raise _decode_error(data, gb_exc, "UTF-8 or GBK/GB18030") from None
+            raise _decode_error(data, utf8_exc, "UTF-8 or GBK/GB18030") from None
+
+
+# --------------------------------------------------------------------------- text helpers
+
+# Control and format characters (Cc, Cf, line/paragraph separators). Line breaks and tabs
+# inside a value become a space; everything else is removed.
+_SPACE_LIKE = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1f\x85\u2028\u2029]+")
+_INVISIBLE = re.compile(
+    r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f"
+    r"\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]"
+)
+
+
+def _clean(value: str) -> str:
+    if value.isprintable():
+        return value.strip()
+    value = _SPACE_LIKE.sub(" ", value)
+    value = _INVISIBLE.sub("", value)
+    return value.strip()
+
+
+def _header_key(header: str) -> str:
+    """Normalisation used to compare header names: NFKC, case-folded, spaces/dashes → '_'."""
+    key = unicodedata.normalize("NFKC", header).casefold().strip()
+    return re.sub(r"[\s\-]+", "_", key)
+
+
+_ROLE_BY_KEY: dict[str, str] = {}
+for _role, _aliases in (("phone", PHONE_ALIASES), ("name", NAME_ALIASES), ("timezone", TIMEZONE_ALIASES)):
+    for _alias in _aliases:
+        _ROLE_BY_KEY[_header_key(_alias)] = _role
+
+
+def _col_label(index: int) -> str:
+    """Column 3 → '3 (C)': the number plus the Excel column letter."""
+    n, letters = index + 1, ""
+    while n:
+        n, rem = divmod(n - 1, 26)
+        letters = chr(65 + rem) + letters
+    return f"{index + 1} ({letters})"
+
+
+def _sniff_delimiter(first_line: str) -> str:
+    """Comma unless the header line clearly uses tabs or semicolons (counted outside quotes)."""
+    counts = {",": 0, "\t": 0, ";": 0}
+    in_quotes = False
+    for ch in first_line:
+        if ch == '"':
+            in_quotes = not in_quotes
+        elif not in_quotes and ch in counts:
+            counts[ch] += 1
+    best = max(("\t", ";"), key=lambda d: counts[d])
+    if counts[best] > counts[","]:
+        return best
+    return ","
+
+
+def _ends_inside_quotes(raw: str, delimiter: str) -> bool:
+    """Mirror of the csv module's quote handling: does ``raw`` end inside a quoted value?"""
+    in_quotes = False
+    field_start = True
+    i, n = 0, len(raw)
+    while i < n:
+        ch = raw[i]
+        if in_quotes:
+            if ch == '"':
+                if i + 1 < n and raw[i + 1] == '"':
+                    i += 2
+                    continue
+                in_quotes = False
+        elif ch == '"' and field_start:
+            in_quotes = True
+            field_start = False
+        else:
+            field_start = ch == delimiter or ch in "\r\n"
+        i += 1
+    return in_quotes
+
+
+# --------------------------------------------------------------------------- phone numbers
+
+_SCIENTIFIC = re.compile(r"[+-]?\d+(?:\.\d*)?[eE][+-]?\d+")
+_EXCEL_FLOAT = re.compile(r"\+?\d+\.0+")
+_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212().·]+")
+_DIGITS_ONLY = re.compile(r"\+?\d+")
+_DIGIT_RUN = re.compile(r"\d{7,}")
+
+_PARSE_ERRORS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "{v} does not start with a known country code",
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "{v} is not a phone number",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "{v} is too short to be a phone number",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "{v} is too short to be a phone number",
+    phonenumbers.NumberParseException.TOO_LONG: "{v} is too long to be a phone number",
+}
+
+
+def _country(numobj: phonenumbers.PhoneNumber) -> str:
+    try:
+        from phonenumbers import geocoder
+
+        name = geocoder.country_name_for_number(numobj, "en")
+    except Exception:  # pragma: no cover - geodata is part of phonenumbers
+        name = ""
+    if name:
+        return name
+    region = phonenumbers.region_code_for_country_code(numobj.country_code)
+    return region if region and region != "ZZ" else f"+{numobj.country_code}"
+
+
+def _parse_phone(value: str, region: str | None) -> tuple[phonenumbers.PhoneNumber | None, str]:
+    """Return (number, "") or (None, reason)."""
+    shown = f'"{value}"'
+    v = unicodedata.normalize("NFKC", value).strip()  # full-width digits/+/brackets → ASCII
+    if v.startswith("'"):  # Excel's "treat as text" marker
+        v = v[1:].strip()
+    if not v:
+        return None, "the phone number is empty"
+    compact_ws = re.sub(r"\s+", "", v)
+    if _SCIENTIFIC.fullmatch(compact_ws):
+        return None, (
+            f"the phone number {shown} was turned into scientific notation by Excel, so some of its "
+            "digits were lost; format the phone column as Text in Excel, re-enter the number and export again"
+        )
+    if _EXCEL_FLOAT.fullmatch(compact_ws):  # 13800138000.0: Excel stored the number as a float
+        compact_ws = compact_ws.split(".", 1)[0]
+    compact = _SEPARATORS.sub("", compact_ws)
+    if not _DIGITS_ONLY.fullmatch(compact):
+        if len(_DIGIT_RUN.findall(v)) >= 2:
+            return None, f"{shown} looks like more than one phone number; put one number per row"
+        return None, f"{shown} is not a phone number (it contains characters other than digits)"
+    try:
+        num = phonenumbers.parse(compact, region)
+    except phonenumbers.NumberParseException as exc:
+        template = _PARSE_ERRORS.get(exc.error_type, "{v} is not a phone number")
+        reason = template.format(v=shown)
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE and not region:
+            reason += " (numbers without a country code need a default region)"
+        return None, reason
+
+    possible = phonenumbers.is_possible_number_with_reason(num)
+    if possible != ValidationResult.IS_POSSIBLE:
+        country = _country(num)
+        if possible == ValidationResult.TOO_SHORT:
+            return None, f"the phone number {shown} is too short for a {country} number (digits are missing)"
+        if possible == ValidationResult.TOO_LONG:
+            return None, f"the phone number {shown} is too long for a {country} number (it has extra digits)"
+        if possible == ValidationResult.INVALID_LENGTH:
+            return None, f"the phone number {shown} has the wrong number of digits for a {country} number"
+        if possible == ValidationResult.IS_POSSIBLE_LOCAL_ONLY:
+            return None, f"the phone number {shown} is missing its area code"
+        if possible == ValidationResult.INVALID_COUNTRY_CODE:
+            return None, f"the phone number {shown} does not start with a known country code"
+        return None, f"the phone number {shown} is not a possible phone number"
+    if not phonenumbers.is_valid_number(num):
+        return None, (
+            f"the phone number {shown} is not a valid {_country(num)} phone number; "
+            "check for wrong, missing or extra digits"
+        )
+    return num, ""
+
+
+# --------------------------------------------------------------------------- time zones
+
+
+@functools.lru_cache(maxsize=1)
+def _zone_names() -> dict[str, str]:
+    return {name.casefold(): name for name in zoneinfo.available_timezones()}
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_timezone(value: str) -> str | None:
+    """'asia/shanghai' → 'Asia/Shanghai'; None when not a known IANA zone."""
+    value = unicodedata.normalize("NFKC", value).strip()
+    if not value:
+        return None
+    name = _zone_names().get(value.casefold())
+    if name is None:
+        # Not in the listed zones (or the list is unavailable): ask zoneinfo directly.
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            return None
+        return value
+    return name
+
+
+def _zones_for(num: phonenumbers.PhoneNumber) -> list[str]:
+    return [z for z in pn_timezone.time_zones_for_number(num) if z and z != "Etc/Unknown"]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Lines:
+    """Iterator over physical lines that counts them and remembers the current record's text."""
+
+    __slots__ = ("_it", "count", "buf")
+
+    def __init__(self, text: str):
+        self._it = iter(io.StringIO(text, newline=""))
+        self.count = 0
+        self.buf: list[str] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._it)
+        self.count += 1
+        self.buf.append(line)
+        return line
+
+    def take(self) -> str:
+        raw = "".join(self.buf)
+        self.buf.clear()
+        return raw
+
+
+@dataclass
+class _Layout:
+    """What the header row says about the columns."""
+
+    header: list[str]
+    delimiter: str
+    phone_i: int
+    name_i: int  # -1: no such column
+    tz_i: int  # -1: no such column
+    field_cols: list[tuple[int, str]]  # (index, header text) of the other named columns
+    unnamed_cols: list[int]  # columns with an empty header
+
+
+@dataclass
+class _Draft:
+    line: int
+    phone: str
+    name: str
+    timezone: str
+    tz_explicit: bool
+    fields: dict[str, str]
+    merged_lines: list[int]
+
+
+def _looks_like_swallowed_rows(cell: str, delimiter: str, ncols: int) -> bool:
+    """A multi-line value whose later lines look like whole CSV rows: a misplaced quote."""
+    if ncols < 3:
+        return False
+    lines = cell.splitlines()
+    return any(line.count(delimiter) >= ncols - 1 for line in lines[1:])
+
+
+def parse_contacts_csv(
+    data: bytes,
+    *,
+    default_region: str = "CN",
+    default_timezone: str | None = None,
+    max_rows: int = 1_000_000,
+) -> ParseResult:
+    """Parse contacts CSV bytes. See the module docstring for the guarantees."""
+    if default_region is not None and default_region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown default_region {default_region!r}")
+    default_tz: str | None = None
+    if default_timezone:
+        default_tz = _canonical_timezone(default_timezone)
+        if default_tz is None:
+            raise ValueError(f"unknown default_timezone {default_timezone!r}")
+
+    if not data.strip():
+        raise CsvImportError("The file is empty.")
+    text, encoding = _decode(data)
+    if not text.strip():
+        raise CsvImportError("The file is empty.")
+
+    first_line = next((ln for ln in io.StringIO(text, newline="") if ln.strip()), "")
+    delimiter = _sniff_delimiter(first_line)
+
+    lines = _Lines(text)
+    reader = csv.reader(lines, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
+
+    layout: _Layout | None = None
+    drafts: list[_Draft] = []
+    by_phone: dict[str, _Draft] = {}
+    rejected: list[RejectedRow] = []
+    merged = 0
+    total_rows = 0
+
+    prev_count = 0
+    last_raw = ""
+    last_start = 0
+    try:
+        for row in reader:
+            start = prev_count + 1
+            end = lines.count
+            prev_count = end
+            raw = lines.take()
+            last_raw, last_start = raw, start
+
+            if not row or all(not c.strip() for c in row):
+                continue  # blank line (or a row of empty cells): not a row
+
+            if layout is None:
+                layout = _read_header([_clean(c) for c in row], start, delimiter)
+                continue
+
+            total_rows += 1
+            if total_rows > max_rows:
+                raise CsvImportError(
+                    f"The file has more than {max_rows:,} contact rows (line {start} is row {total_rows:,}); "
+                    "split it into smaller files.",
+                    line=start,
+                )
+
+            checked = _check_row(row, end > start, layout, default_region, default_tz)
+            if isinstance(checked, str):
+                reason = checked if end == start else f"{checked} (this row spans lines {start}–{end})"
+                rejected.append(RejectedRow(line=start, reason=reason, raw=raw.rstrip("\r\n")))
+                continue
+            e164, name, tz, tz_explicit, fields = checked
+
+            # Duplicates: fold into the first occurrence; later non-empty values win.
+            first = by_phone.get(e164)
+            if first is not None:
+                if name:
+                    first.name = name
+                for key, val in fields.items():
+                    if val:
+                        first.fields[key] = val
+                if tz_explicit:
+                    first.timezone, first.tz_explicit = tz, True
+                first.merged_lines.append(start)
+                merged += 1
+                continue
+            draft = _Draft(start, e164, name, tz, tz_explicit, fields, [])
+            drafts.append(draft)
+            by_phone[e164] = draft
+    except csv.Error as exc:
+        line = prev_count + 1
+        raise CsvImportError(
+            f"The file's CSV structure is broken in the row starting on line {line} ({exc}); "
+            'check that every double quote (") is closed.',
+            line=line,
+        ) from None
+
+    if layout is None:
+        raise CsvImportError("The file has no header row (it contains only blank lines).")
+    if last_start and lines.count > last_start and _ends_inside_quotes(last_raw, delimiter):
+        raise CsvImportError(
+            f'A double quote (") opened on line {last_start} is never closed, so lines '
+            f"{last_start}–{lines.count} were read as a single value. Fix the quotes and upload again.",
+            line=last_start,
+        )
+
+    contacts = [
+        ParsedContact(
+            line=d.line,
+            phone=d.phone,
+            name=d.name,
+            timezone=d.timezone,
+            fields=d.fields,
+            merged_lines=tuple(d.merged_lines),
+        )
+        for d in drafts
+    ]
+    return ParseResult(
+        encoding=encoding, contacts=contacts, rejected=rejected, merged=merged, total_rows=total_rows
+    )
+
+
+def _read_header(header: list[str], line: int, delimiter: str) -> _Layout:
+    seen: dict[str, int] = {}
+    roles: dict[str, int] = {}
+    field_cols: list[tuple[int, str]] = []
+    unnamed: list[int] = []
+    for i, h in enumerate(header):
+        if not h:
+            unnamed.append(i)
+            continue
+        key = _header_key(h)
+        if key in seen:
+            j = seen[key]
+            raise CsvImportError(
+                f'The header (line {line}) has the column name "{h}" twice: columns {_col_label(j)} '
+                f"and {_col_label(i)}. Rename or remove one of them.",
+                line=line,
+            )
+        seen[key] = i
+        role = _ROLE_BY_KEY.get(key)
+        if role is None:
+            field_cols.append((i, h))
+        elif role in roles:
+            j = roles[role]
+            raise CsvImportError(
+                f'The header (line {line}) has two {role} columns: "{header[j]}" in column {_col_label(j)} '
+                f'and "{h}" in column {_col_label(i)}. Rename one of them so it is clear which to use.',
+                line=line,
+            )
+        else:
+            roles[role] = i
+    if "phone" not in roles:
+        found = ", ".join(f'"{h}"' for h in header if h) or "(none)"
+        raise CsvImportError(
+            f"The header (line {line}) has no phone number column. Name the column one of: "
+            f"{', '.join(PHONE_ALIASES)}. Columns found: {found}.",
+            line=line,
+        )
+    return _Layout(
+        header=header,
+        delimiter=delimiter,
+        phone_i=roles["phone"],
+        name_i=roles.get("name", -1),
+        tz_i=roles.get("timezone", -1),
+        field_cols=field_cols,
+        unnamed_cols=unnamed,
+    )
+
+
+def _check_row(
+    row: list[str], multiline: bool, layout: _Layout, region: str | None, default_tz: str | None
+) -> str | tuple[str, str, str, bool, dict[str, str]]:
+    """Validate one data row: a rejection reason, or (e164, name, timezone, tz_explicit, fields)."""
+    header, ncols = layout.header, len(layout.header)
+
+    # ---- shape
+    if len(row) > ncols and all(not c.strip() for c in row[ncols:]):
+        row = row[:ncols]  # trailing empty cells carry no data
+    if len(row) != ncols:
+        if len(row) < ncols:
+            hint = "some values are missing"
+        elif layout.delimiter == ",":
+            hint = "a value probably contains an unquoted comma; put that value in double quotes"
+        else:
+            hint = "a value probably contains the separator character; put that value in double quotes"
+        return f"expected {ncols} columns, found {len(row)} ({hint})"
+    if multiline:
+        for i, cell in enumerate(row):
+            if ("\n" in cell or "\r" in cell) and _looks_like_swallowed_rows(cell, layout.delimiter, ncols):
+                return (
+                    f'the value in column "{header[i] or _col_label(i)}" contains what look like whole rows: '
+                    'a double quote (") was probably opened but not closed; fix the quotes'
+                )
+
+    # ---- values
+    cells = [_clean(c) for c in row]
+    for i, cell in enumerate(cells):
+        if len(cell) > MAX_FIELD_LENGTH:
+            return (
+                f'the value in column "{header[i] or _col_label(i)}" is {len(cell):,} characters long; '
+                f"the limit is {MAX_FIELD_LENGTH:,}"
+            )
+    for i in layout.unnamed_cols:
+        if cells[i]:
+            return (
+                f"column {_col_label(i)} has a value but no header, so it would be lost; "
+                "give the column a name in the first row"
+            )
+
+    # ---- phone
+    num, why = _parse_phone(cells[layout.phone_i], region)
+    if num is None:
+        return why
+    e164 = phonenumbers.format_number(num, PhoneNumberFormat.E164)
+
+    # ---- time zone
+    tz_value = cells[layout.tz_i] if layout.tz_i >= 0 else ""
+    if tz_value:
+        tz = _canonical_timezone(tz_value)
+        if tz is None:
+            return f'the time zone "{tz_value}" is not recognised; use a name like Asia/Shanghai or America/New_York'
+        tz_explicit = True
+    else:
+        tz_explicit = False
+        zones = _zones_for(num)
+        if len(zones) == 1:
+            tz = zones[0]
+        elif default_tz is not None:
+            tz = default_tz
+        elif zones:
+            shown = ", ".join(zones[:3]) + (", …" if len(zones) > 3 else "")
+            return (
+                f"the phone number {e164} could be in several time zones ({shown}); "
+                "add a timezone column (e.g. America/New_York) or choose a default time zone"
+            )
+        else:
+            return (
+                f"the time zone of the phone number {e164} is unknown; "
+                "add a timezone column (e.g. Asia/Shanghai) or choose a default time zone"
+            )
+
+    name = cells[layout.name_i] if layout.name_i >= 0 else ""
+    fields = {h: cells[i] for i, h in layout.field_cols}
+    return e164, name, tz, tz_explicit, fields

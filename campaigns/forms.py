@@ -1,0 +1,80 @@
+"""Admin forms: input checks that give people a readable error; the writes happen in campaigns.actions."""
+
+from __future__ import annotations
+
+import phonenumbers
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from campaigns.models import ContactList, DoNotCall, ScriptTemplate
+from campaigns.templating import KNOWN_HINTS
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # far above any real contact list; stops a wrong file filling memory
+
+SCRIPT_HELP = (
+    "Variables: {name}, {phone} and every other column of the contact list CSV, by its header, "
+    "e.g. {order_id} or {订单号}. Add a reading hint after a colon, e.g. {order_id:digits}; hints: "
+    + ", ".join(sorted(KNOWN_HINTS))
+    + ". Write {{ and }} for literal braces."
+)
+
+
+class ContactImportForm(forms.Form):
+    contact_list = forms.ModelChoiceField(queryset=ContactList.objects.order_by("name"))
+    file = forms.FileField(
+        label="CSV file",
+        help_text="One contact per row with a header row; a phone column is required "
+        "(phone / mobile / 手机号 …), name and timezone are optional, other columns become script variables. "
+        "UTF-8 or GBK, as Excel saves it.",
+    )
+
+    def clean_file(self) -> object:
+        upload = self.cleaned_data["file"]
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise ValidationError(
+                f"The file is {upload.size / 1024 / 1024:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 1024 // 1024} MB. "
+                "Split it into several lists."
+            )
+        return upload
+
+
+class ScriptTemplateForm(forms.ModelForm):
+    class Meta:
+        model = ScriptTemplate
+        fields = ["name", "language", "text"]
+        help_texts = {"text": SCRIPT_HELP}
+
+    def clean_text(self) -> str:
+        from campaigns.actions import validate_script
+
+        text = self.cleaned_data["text"]
+        validate_script(text)  # a ValidationError here becomes the field's error message
+        return text
+
+
+def normalise_phone(value: str, region: str) -> str:
+    """E.164 form of a number typed by a person, or a ValidationError saying what is wrong."""
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValidationError(f"“{value}” is not a phone number ({exc}).") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ValidationError(
+            f"“{value}” is not a valid phone number. Write it with the country code (e.g. +8613800138000); "
+            f"numbers without one are read as {region} numbers."
+        )
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class DoNotCallForm(forms.ModelForm):
+    class Meta:
+        model = DoNotCall
+        fields = ["phone", "reason", "source"]
+        help_texts = {
+            "phone": f"Any common format; stored in E.164. Numbers without a country code are read as "
+            f"{settings.DEFAULT_REGION} numbers."
+        }
+
+    def clean_phone(self) -> str:
+        return normalise_phone(self.cleaned_data["phone"].strip(), settings.DEFAULT_REGION)

@@ -1,0 +1,229 @@
+"""Contacts, scripts, campaigns and the calls they make."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils.timezone import now
+
+ALL_WEEKDAYS = "0123456"  # Monday=0, as datetime.weekday()
+
+
+class ContactList(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    default_region = models.CharField(
+        max_length=2, default="CN", help_text="ISO country for numbers written without +country code."
+    )
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Contact(models.Model):
+    contact_list = models.ForeignKey(ContactList, on_delete=models.CASCADE, related_name="contacts")
+    phone = models.CharField(max_length=20, help_text="E.164")
+    name = models.CharField(max_length=200, blank=True)
+    timezone = models.CharField(max_length=64)
+    fields = models.JSONField(default=dict, blank=True)
+    source_line = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["contact_list", "phone"], name="contact_unique_phone")]
+
+    def __str__(self) -> str:
+        return f"{self.name or '-'} {self.phone}"
+
+
+class ContactImport(models.Model):
+    """What happened to each line of an uploaded CSV: nothing is dropped without a trace."""
+
+    contact_list = models.ForeignKey(ContactList, on_delete=models.CASCADE, related_name="imports")
+    filename = models.CharField(max_length=255)
+    encoding = models.CharField(max_length=20, blank=True)
+    total_rows = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    merged = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    rejected_rows = models.JSONField(default=list, blank=True, help_text="[{line, reason, raw}]")
+    error = models.TextField(blank=True, help_text="Whole-file problem, when the file could not be read at all.")
+    imported_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    imported_at = models.DateTimeField(default=now)
+
+    def __str__(self) -> str:
+        return f"{self.filename} → {self.contact_list}"
+
+
+class ScriptTemplate(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    language = models.CharField(max_length=8, default="zh")
+    text = models.TextField(help_text="Use {variable} for contact fields, e.g. 您好{name}，您的订单{order_id}…")
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Campaign(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        SCHEDULED = "scheduled"
+        RUNNING = "running"
+        PAUSED = "paused"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+
+    name = models.CharField(max_length=200, unique=True)
+    contact_list = models.ForeignKey(ContactList, on_delete=models.PROTECT, related_name="campaigns")
+    telephony_account = models.ForeignKey(
+        "telephony.TelephonyAccount", on_delete=models.PROTECT, related_name="campaigns"
+    )
+    caller_id = models.CharField(max_length=20, help_text="E.164 number presented to callees")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    starts_at = models.DateTimeField(default=now)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    window_start = models.TimeField(default="09:00", help_text="Earliest local time of the callee")
+    window_end = models.TimeField(default="20:00", help_text="Latest local time of the callee")
+    weekdays = models.CharField(
+        max_length=7, default=ALL_WEEKDAYS, help_text="Days to call, Monday=0 … Sunday=6, e.g. 01234"
+    )
+    max_attempts = models.PositiveSmallIntegerField(default=3, validators=[MinValueValidator(1), MaxValueValidator(10)])
+    retry_delay = models.DurationField(default=timedelta(minutes=30))
+    calls_per_second = models.FloatField(default=1.0, validators=[MinValueValidator(0.01)])
+    max_concurrent_calls = models.PositiveIntegerField(default=5, validators=[MinValueValidator(1)])
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=now, editable=False)
+    launched_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Variant(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="variants")
+    name = models.CharField(max_length=50)
+    voice = models.ForeignKey("voices.Voice", on_delete=models.PROTECT, related_name="variants")
+    script = models.ForeignKey(ScriptTemplate, on_delete=models.PROTECT, related_name="variants")
+    weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "name"], name="variant_unique_name")]
+        ordering = ["campaign", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} / {self.name}"
+
+
+class Call(models.Model):
+    """One per campaign × contact: what to say, to whom, and where it stands."""
+
+    class State(models.TextChoices):
+        INVALID = "invalid", "Invalid (script error)"
+        RENDERING = "rendering", "Waiting for audio"
+        READY = "ready", "Ready to dial"
+        DIALING = "dialing", "Dialling"
+        IN_PROGRESS = "in_progress", "In progress"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Outcome(models.TextChoices):
+        ANSWERED = "answered"
+        MACHINE = "machine"
+        BUSY = "busy"
+        NO_ANSWER = "no_answer"
+        FAILED = "failed"
+        OPTED_OUT = "opted_out"
+        DO_NOT_CALL = "do_not_call"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="calls")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="calls")
+    variant = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="calls")
+    phone = models.CharField(max_length=20)
+    timezone = models.CharField(max_length=64)
+    text = models.TextField(blank=True)
+    audio = models.ForeignKey(
+        "synthesis.RenderedAudio",
+        to_field="render_key",
+        db_column="render_key",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="calls",
+    )
+    state = models.CharField(max_length=12, choices=State.choices, default=State.RENDERING)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices, blank=True)
+    error = models.TextField(blank=True)
+    attempts_made = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "contact"], name="call_unique_contact")]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="call_dialable"),
+            models.Index(fields=["campaign", "state"], name="call_campaign_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"call {self.pk} ({self.state})"
+
+
+class CallAttempt(models.Model):
+    """Written before the provider is asked to dial: the record that stops a person being dialled twice."""
+
+    class Status(models.TextChoices):
+        CREATED = "created"  # row written, provider not yet asked
+        QUEUED = "queued"
+        INITIATED = "initiated"
+        RINGING = "ringing"
+        IN_PROGRESS = "in-progress"
+        COMPLETED = "completed"
+        BUSY = "busy"
+        NO_ANSWER = "no-answer"
+        FAILED = "failed"
+        CANCELED = "canceled"
+        UNKNOWN = "unknown"  # the provider request failed ambiguously; never re-dialled automatically
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    provider = models.CharField(max_length=10)
+    provider_call_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.CREATED)
+    answered_by = models.CharField(max_length=20, blank=True)
+    duration = models.PositiveIntegerField(null=True, blank=True, help_text="seconds")
+    digits = models.CharField(max_length=20, blank=True)
+    listened_to_end = models.BooleanField(default=False)
+    error_code = models.CharField(max_length=20, blank=True)
+    error_message = models.TextField(blank=True)
+    timeline = models.JSONField(default=list, blank=True, help_text="[[status, iso time], …]")
+    created_at = models.DateTimeField(default=now)
+    placed_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["call", "number"], name="attempt_unique_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of call {self.call_id} ({self.status})"
+
+
+class DoNotCall(models.Model):
+    phone = models.CharField(max_length=20, unique=True, help_text="E.164")
+    reason = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=50, blank=True, help_text="keypress, admin, import …")
+    created_at = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = "do-not-call entry"
+        verbose_name_plural = "do-not-call list"
+
+    def __str__(self) -> str:
+        return self.phone

@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+admin.site.site_header = "Herald"
+admin.site.site_title = "Herald"
+admin.site.index_title = "Voice-notification campaigns"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("telephony/", include("telephony.urls")),
+    path("audio/", include("synthesis.urls")),
+]

@@ -1,0 +1,197 @@
+"""Render pipeline: claim a pending render key, synthesise, post-process for the phone, cache, mark calls ready.
+
+Every function here is safe to run twice and concurrently: work is claimed with a conditional UPDATE, files
+are written atomically under their content address, and a cache hit does no work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from synthesis.audio import AudioError, to_telephony, write_mulaw_wav, write_wav
+from synthesis.engines import engine_version, get_engine
+from synthesis.engines.base import EngineError, VoiceSpec
+from synthesis.keys import RenderKeyer
+from synthesis.models import RenderedAudio
+from voices.models import Voice
+
+log = logging.getLogger(__name__)
+
+MAX_RENDER_ATTEMPTS = 5
+
+
+class TransientRenderError(Exception):
+    """The engine could not run now (out of memory, device busy); the keys were released for a retry."""
+
+
+@dataclass
+class RenderSummary:
+    rendered: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already ready, or claimed by another worker
+
+
+def voice_spec(voice: Voice) -> VoiceSpec:
+    """What an engine needs to know about a voice, with file paths resolved."""
+    weights = {}
+    if voice.gpt_weights:
+        weights["gpt"] = voice.gpt_weights.path
+    if voice.sovits_weights:
+        weights["sovits"] = voice.sovits_weights.path
+    return VoiceSpec(
+        voice_id=voice.pk,
+        language=voice.language,
+        parameters=dict(voice.parameters or {}),
+        weights=weights,
+        reference_audio=voice.reference_audio.path if voice.reference_audio else None,
+        reference_text=voice.reference_text,
+    )
+
+
+def keyer_for(voice: Voice) -> RenderKeyer:
+    """The render-key hasher for one voice; computing it loads no model."""
+    return RenderKeyer(
+        engine=voice.engine,
+        engine_version=engine_version(voice.engine),
+        voice_id=voice.pk,
+        voice_digest=voice.weights_digest,
+        parameters=dict(voice.parameters or {}),
+    )
+
+
+def audio_paths(render_key: str) -> tuple[str, str]:
+    """Relative paths (under MEDIA_ROOT) of the telephony file and the engine-rate original."""
+    folder = f"audio/{render_key[:2]}/{render_key[2:4]}"
+    return f"{folder}/{render_key}.wav", f"{folder}/{render_key}.orig.wav"
+
+
+def _claim(render_keys: list[str]) -> dict[str, object]:
+    """Claim pending keys (and keys whose renderer died long ago); returns key → claim time."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.RENDER_STALE_SECONDS)
+    claimed: dict[str, object] = {}
+    for key in dict.fromkeys(render_keys):
+        updated = (
+            RenderedAudio.objects.filter(render_key=key)
+            .filter(Q(state=RenderedAudio.State.PENDING) | Q(state=RenderedAudio.State.RENDERING, claimed_at__lt=stale))
+            .update(state=RenderedAudio.State.RENDERING, claimed_at=now, attempts=F("attempts") + 1)
+        )
+        if updated == 1:
+            claimed[key] = now
+    return claimed
+
+
+def _fail(row: RenderedAudio, message: str) -> None:
+    from campaigns.actions import fail_calls_for_audio
+
+    with transaction.atomic():
+        RenderedAudio.objects.filter(pk=row.pk, state=RenderedAudio.State.RENDERING).update(
+            state=RenderedAudio.State.FAILED, error=message[:2000], claimed_at=None
+        )
+        fail_calls_for_audio(row.render_key, f"audio could not be rendered: {message}")
+    log.error("render %s failed: %s", row.render_key[:12], message)
+
+
+def _release(keys: list[str]) -> None:
+    RenderedAudio.objects.filter(render_key__in=keys, state=RenderedAudio.State.RENDERING).update(
+        state=RenderedAudio.State.PENDING, claimed_at=None
+    )
+
+
+def _store(row: RenderedAudio, claimed_at: object, wave) -> None:  # wave: synthesis.audio.Waveform
+    from campaigns.actions import mark_calls_ready
+
+    telephony = to_telephony(wave)
+    tel_rel, orig_rel = audio_paths(row.render_key)
+    media = Path(settings.MEDIA_ROOT)
+    (media / tel_rel).parent.mkdir(parents=True, exist_ok=True)
+    write_wav(media / orig_rel, wave)
+    write_mulaw_wav(media / tel_rel, telephony)
+    data = (media / tel_rel).read_bytes()
+    with transaction.atomic():
+        stored = RenderedAudio.objects.filter(
+            pk=row.pk, state=RenderedAudio.State.RENDERING, claimed_at=claimed_at
+        ).update(
+            state=RenderedAudio.State.READY,
+            telephony_file=tel_rel,
+            original_file=orig_rel,
+            sample_rate=telephony.sample_rate,
+            original_sample_rate=wave.sample_rate,
+            duration=round(telephony.duration, 3),
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            error="",
+            rendered_at=timezone.now(),
+        )
+        if stored:
+            mark_calls_ready(row.render_key)
+
+
+def render(render_keys: list[str]) -> RenderSummary:
+    """Render every claimable key, one engine batch per voice."""
+    summary = RenderSummary()
+    claimed = _claim(render_keys)
+    summary.skipped = [k for k in dict.fromkeys(render_keys) if k not in claimed]
+    if not claimed:
+        return summary
+    rows = list(RenderedAudio.objects.filter(render_key__in=list(claimed)).select_related("voice"))
+    by_voice: dict[int | None, list[RenderedAudio]] = defaultdict(list)
+    for row in rows:
+        by_voice[row.voice_id].append(row)
+    for group in by_voice.values():
+        voice = group[0].voice
+        if voice is None:
+            for row in group:
+                _fail(row, "the voice was deleted")
+                summary.failed.append(row.render_key)
+            continue
+        if group[0].attempts > MAX_RENDER_ATTEMPTS:
+            for row in group:
+                _fail(row, f"gave up after {MAX_RENDER_ATTEMPTS} attempts")
+                summary.failed.append(row.render_key)
+            continue
+        try:
+            engine = get_engine(voice.engine)
+            waves = engine.synthesize(voice_spec(voice), [row.text for row in group])
+        except EngineError as exc:
+            if not exc.permanent:
+                _release([row.render_key for row in group])
+                raise TransientRenderError(str(exc)) from exc
+            for row in group:
+                _fail(row, str(exc))
+                summary.failed.append(row.render_key)
+            continue
+        for row, wave in zip(group, waves, strict=True):
+            try:
+                _store(row, claimed[row.render_key], wave)
+            except AudioError as exc:
+                _fail(row, str(exc))
+                summary.failed.append(row.render_key)
+            else:
+                summary.rendered.append(row.render_key)
+    return summary
+
+
+def recover_stale_renders() -> int:
+    """Re-queue renders whose worker died mid-render (the broker redelivers too; this is the backstop)."""
+    from synthesis.tasks import enqueue_renders
+
+    stale = timezone.now() - timedelta(seconds=settings.RENDER_STALE_SECONDS)
+    keys = list(
+        RenderedAudio.objects.filter(state=RenderedAudio.State.RENDERING, claimed_at__lt=stale).values_list(
+            "render_key", "voice_id"
+        )
+    )
+    if keys:
+        enqueue_renders(keys)
+    return len(keys)

@@ -1,0 +1,40 @@
+"""Synthesis queue: ids in, one action, JSON only."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import transaction
+
+from herald.celery import app
+from synthesis import actions
+
+
+@app.task(
+    acks_late=True,
+    autoretry_for=(actions.TransientRenderError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def render_batch(render_keys: list[str]) -> dict[str, int]:
+    summary = actions.render(render_keys)
+    return {"rendered": len(summary.rendered), "failed": len(summary.failed), "skipped": len(summary.skipped)}
+
+
+def enqueue_renders(keys_with_voice: Iterable[tuple[str, int | None]]) -> int:
+    """One task per batch of keys of the same voice, sent after the surrounding transaction commits."""
+    by_voice: dict[int | None, list[str]] = defaultdict(list)
+    for key, voice_id in keys_with_voice:
+        by_voice[voice_id].append(key)
+    size = settings.RENDER_BATCH_SIZE
+    batches = [keys[i : i + size] for keys in by_voice.values() for i in range(0, len(keys), size)]
+
+    def send() -> None:
+        for batch in batches:
+            render_batch.delay(batch)
+
+    transaction.on_commit(send)
+    return len(batches)

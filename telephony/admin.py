@@ -1,0 +1,63 @@
+"""Carrier accounts (secrets write-only) and the raw webhook events, read-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db import models
+from django.http import HttpRequest
+
+from telephony.forms import TelephonyAccountForm
+from telephony.models import ProviderEvent, TelephonyAccount
+
+
+@admin.register(TelephonyAccount)
+class TelephonyAccountAdmin(admin.ModelAdmin):
+    form = TelephonyAccountForm
+    list_display = ["name", "kind", "account_sid", "token_source", "calls_per_second", "max_concurrent_calls"]
+    list_filter = ["kind"]
+    search_fields = ["name", "account_sid"]
+    readonly_fields = ["token_source"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    @admin.display(description="auth token")
+    def token_source(self, obj: TelephonyAccount) -> str:
+        if obj.auth_token_env:
+            return f"from environment variable {obj.auth_token_env}"
+        return "stored (encrypted)" if obj.auth_token_encrypted else "not set"
+
+    def save_model(self, request: HttpRequest, obj: TelephonyAccount, form: Any, change: bool) -> None:
+        from telephony.actions import set_auth_token
+
+        super().save_model(request, obj, form, change)
+        token = form.cleaned_data.get("auth_token")
+        if token:
+            set_auth_token(obj, token)
+
+
+@admin.register(ProviderEvent)
+class ProviderEventAdmin(admin.ModelAdmin):
+    list_display = [
+        "received_at",
+        "kind",
+        "account",
+        "provider_call_id",
+        "signature_valid",
+        "applied",
+        "note",
+    ]
+    list_filter = ["kind", "signature_valid", "applied", "account"]
+    list_select_related = ["account"]
+    search_fields = ["provider_call_id"]
+    show_full_result_count = False
+    date_hierarchy = "received_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

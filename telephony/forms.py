@@ -1,0 +1,42 @@
+"""Telephony account form: the auth token is write-only, stored through telephony.actions.set_auth_token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.db import models
+
+from telephony.models import TelephonyAccount
+
+
+def https_urls(field: models.Field, **kwargs: Any) -> forms.Field | None:
+    """Form fields for model fields; a URL typed without a scheme means https (Django 6's default)."""
+    if isinstance(field, models.URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return field.formfield(**kwargs)
+
+
+class TelephonyAccountForm(forms.ModelForm):
+    auth_token = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only: stored encrypted and never shown again. Leave blank to keep the current token. "
+        "In production prefer naming an environment variable below.",
+    )
+
+    class Meta:
+        model = TelephonyAccount
+        formfield_callback = https_urls
+        fields = [
+            "name",
+            "kind",
+            "account_sid",
+            "auth_token",
+            "auth_token_env",
+            "api_base_url",
+            "caller_ids",
+            "calls_per_second",
+            "max_concurrent_calls",
+        ]

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from telephony import views
+
+app_name = "telephony"
+urlpatterns = [
+    path("twilio/<int:attempt_id>/status", views.twilio_status, name="twilio-status"),
+    path("twilio/<int:attempt_id>/gather", views.twilio_gather, name="twilio-gather"),
+]

@@ -1,0 +1,120 @@
+"""Twilio webhooks: verify the signature (403 otherwise), store the raw event, apply it to the attempt."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from campaigns.models import CallAttempt
+from telephony import outcomes
+from telephony.credentials import CredentialsError
+from telephony.models import ProviderEvent, TelephonyAccount
+from telephony.providers import get_provider
+
+log = logging.getLogger(__name__)
+TWIML_HANGUP = '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>'
+
+
+def _verified_account(request: HttpRequest, attempt: CallAttempt | None) -> TelephonyAccount | None:
+    """The account whose token signed this request, or None."""
+    url = settings.PUBLIC_URL + request.get_full_path()
+    signature = request.headers.get("X-Twilio-Signature", "")
+    params = request.POST.dict()
+    if attempt is not None:
+        candidates = [attempt.call.campaign.telephony_account]
+    else:  # an event for a call we do not know: accept it only if one of our accounts signed it
+        candidates = list(TelephonyAccount.objects.filter(kind=TelephonyAccount.Kind.TWILIO))
+    for account in candidates:
+        try:
+            if get_provider(account).verify_webhook(url, params, signature):
+                return account
+        except CredentialsError:
+            continue
+    return None
+
+
+def _receive(
+    request: HttpRequest, attempt_id: int, kind: str
+) -> tuple[CallAttempt | None, ProviderEvent | None, HttpResponse | None]:
+    attempt = (
+        CallAttempt.objects.select_related("call__campaign__telephony_account").filter(pk=attempt_id).first()
+    )
+    account = _verified_account(request, attempt)
+    if account is None:
+        log.warning(
+            "rejected %s webhook for attempt %s from %s: missing or invalid X-Twilio-Signature",
+            kind,
+            attempt_id,
+            request.META.get("REMOTE_ADDR"),
+        )
+        return None, None, HttpResponseForbidden("invalid signature")
+    sid = request.POST.get("CallSid", "")
+    event = ProviderEvent.objects.create(
+        account=account,
+        attempt=attempt,
+        kind=kind,
+        provider_call_id=sid[:64],
+        payload=request.POST.dict(),
+        signature_valid=True,
+    )
+    if attempt is None:
+        event.note = "unknown attempt"
+    elif attempt.provider_call_id and sid and attempt.provider_call_id != sid:
+        event.note = f"CallSid does not match the attempt's call {attempt.provider_call_id}"
+        attempt = None
+    if event.note:
+        event.save(update_fields=["note"])
+        log.warning("%s webhook %s not applied: %s", kind, event.pk, event.note)
+    return attempt, event, None
+
+
+@csrf_exempt
+@require_POST
+def twilio_status(request: HttpRequest, attempt_id: int) -> HttpResponse:
+    attempt, event, refused = _receive(request, attempt_id, ProviderEvent.Kind.STATUS)
+    if refused:
+        return refused
+    if attempt is not None and event is not None:
+        if not attempt.provider_call_id and event.provider_call_id:
+            # The create response was lost (ambiguous failure) but the call exists: adopt its id.
+            CallAttempt.objects.filter(pk=attempt.pk, provider_call_id__isnull=True).update(
+                provider_call_id=event.provider_call_id
+            )
+        status = request.POST.get("CallStatus", "")
+        duration = request.POST.get("CallDuration", "")
+        try:
+            applied = outcomes.apply_status(
+                attempt.pk,
+                status,
+                answered_by=request.POST.get("AnsweredBy", ""),
+                duration=int(duration) if duration.isdigit() else None,
+                error_code=request.POST.get("ErrorCode", ""),
+                error_message=request.POST.get("ErrorMessage", ""),
+            )
+        except ValueError as exc:
+            event.note = str(exc)[:255]
+            event.save(update_fields=["note"])
+            log.warning("status webhook %s: %s", event.pk, exc)
+        else:
+            if applied:
+                event.applied = True
+                event.save(update_fields=["applied"])
+    return HttpResponse(status=204)
+
+
+@csrf_exempt
+@require_POST
+def twilio_gather(request: HttpRequest, attempt_id: int) -> HttpResponse:
+    attempt, event, refused = _receive(request, attempt_id, ProviderEvent.Kind.GATHER)
+    if refused:
+        return refused
+    if attempt is not None and event is not None:
+        digits = request.POST.get("Digits", "").strip()
+        if outcomes.apply_gather(attempt.pk, digits):
+            event.applied = True
+            event.save(update_fields=["applied"])
+    return HttpResponse(TWIML_HANGUP, content_type="text/xml")

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from campaigns.actions import LaunchError, launch_campaign, pick_variant, plan_calls
+from campaigns.models import Call, Campaign, DoNotCall
+from synthesis.models import RenderedAudio
+from voices.models import SpeakerConsent, Voice
+
+pytestmark = pytest.mark.django_db
+
+
+def test_launch_plans_one_call_per_contact_and_queues_renders(make_campaign, django_capture_on_commit_callbacks):
+    campaign = make_campaign(40)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        planned = launch_campaign(campaign)
+    assert planned == 40
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+    calls = list(campaign.calls.all())
+    assert len(calls) == 40
+    assert {c.state for c in calls} == {Call.State.RENDERING}
+    assert all(c.text.startswith("您好张") and "SF" in c.text for c in calls)
+    assert RenderedAudio.objects.filter(state="pending").count() == 40  # every text differs
+    assert len(callbacks) == 1  # one on_commit hook sends the render batches
+
+
+def test_variant_choice_is_sticky_and_follows_weights(make_campaign):
+    campaign = make_campaign(2000, weights=(3, 1))
+    launch_campaign(campaign)
+    counts = Counter(campaign.calls.values_list("variant__name", flat=True))
+    assert 0.70 < counts["A"] / 2000 < 0.80
+    # The same contact always gets the same variant: recompute from the rule.
+    cumulative = [3, 4]
+    names = ["A", "B"]
+    for phone, variant in campaign.calls.values_list("phone", "variant__name")[:200]:
+        assert names[pick_variant(campaign.pk, phone, cumulative)] == variant
+
+
+def test_missing_variable_is_a_per_contact_error(make_campaign):
+    campaign = make_campaign(5, fields=lambda i: {"order_id": f"SF{i}"} if i % 2 else {})
+    planned = launch_campaign(campaign)
+    invalid = campaign.calls.filter(state=Call.State.INVALID)
+    assert planned == 2 and invalid.count() == 3
+    assert all("order_id" in c.error for c in invalid)
+    assert all(c.audio_id is None for c in invalid)
+
+
+def test_do_not_call_numbers_are_excluded_at_planning(make_campaign):
+    campaign = make_campaign(5)
+    DoNotCall.objects.create(phone="+8613800000003", source="admin")
+    assert launch_campaign(campaign) == 4
+    blocked = campaign.calls.get(phone="+8613800000003")
+    assert blocked.state == Call.State.DONE and blocked.outcome == Call.Outcome.DO_NOT_CALL
+
+
+def test_identical_texts_share_one_render_and_cached_audio_is_ready_at_once(make_campaign):
+    campaign = make_campaign(6, text="您好，您的包裹明天送达。")
+    launch_campaign(campaign)
+    keys = set(campaign.calls.values_list("audio_id", flat=True))
+    assert len(keys) == 2  # one per voice
+    RenderedAudio.objects.filter(render_key__in=keys).update(state="ready")
+    again = make_campaign(6, text="您好，您的包裹明天送达。")
+    launch_campaign(again)
+    assert set(again.calls.values_list("audio_id", flat=True)) == keys
+    assert set(again.calls.values_list("state", flat=True)) == {Call.State.READY}
+
+
+def test_planning_twice_creates_nothing_new(make_campaign):
+    campaign = make_campaign(10)
+    launch_campaign(campaign)
+    before = list(campaign.calls.order_by("pk").values_list("pk", "variant_id", "audio_id"))
+    plan_calls(campaign)
+    assert list(campaign.calls.order_by("pk").values_list("pk", "variant_id", "audio_id")) == before
+
+
+def test_cloned_voice_needs_consent(make_campaign):
+    campaign = make_campaign(3)
+    Voice.objects.filter(pk=campaign.variants.first().voice_id).update(engine=Voice.Engine.GPT_SOVITS)
+    with pytest.raises(LaunchError, match="consent"):
+        launch_campaign(campaign)
+    voice = campaign.variants.first().voice
+    consent = SpeakerConsent.objects.create(voice=voice, speaker_name="李娜", signed_on="2026-11-01", document="c.pdf")
+    # With consent the next check is the engine itself (GPT-SoVITS lands with its own issue).
+    with pytest.raises(LaunchError, match="gpt-sovits"):
+        launch_campaign(campaign)
+    consent.revoked_at = consent.recorded_at
+    consent.save()
+    assert not voice.is_usable()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"window_start": "21:30", "window_end": "23:00"}, "08:00–21:00"),
+        ({"caller_id": "12345"}, "caller id"),
+        ({"caller_id": "+862161234599"}, "not one of account"),
+        ({"status": Campaign.Status.RUNNING}, "only draft"),
+        ({"weekdays": "78"}, "weekdays"),
+    ],
+)
+def test_launch_refuses_with_a_reason(make_campaign, changes, message):
+    campaign = make_campaign(2)
+    Campaign.objects.filter(pk=campaign.pk).update(**changes)
+    campaign.refresh_from_db()
+    with pytest.raises(LaunchError, match=message):
+        launch_campaign(campaign)
+    assert not campaign.calls.exists()
+
+
+def test_launch_refuses_a_bad_script(make_campaign):
+    campaign = make_campaign(2, text="您好{name，明天见")
+    with pytest.raises(LaunchError, match="script"):
+        launch_campaign(campaign)

@@ -1,0 +1,20 @@
+"""Test-only overrides: everything else is herald.settings as production reads it."""
+
+import os
+
+os.environ.setdefault("HERALD_VAR_DIR", os.path.join(os.path.dirname(__file__), "..", "var", "test"))
+
+from herald.settings import *  # noqa: E402,F403
+from herald.settings import DATABASES, STATIC_ROOT, VAR_DIR  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests only
+MEDIA_ROOT = VAR_DIR / "media"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not :memory:, so real Celery worker processes see the same test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-herald.sqlite3")}
+
+# The process under test publishes to real Redis; worker processes started by tests/conftest.py consume it.
+CELERY_BROKER_URL = os.environ.get("HERALD_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+SWEEP_INTERVAL = 0.5
