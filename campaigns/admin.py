@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
@@ -16,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from campaigns import reports, views
-from campaigns.forms import ContactImportForm, DoNotCallForm, ScriptTemplateForm
+from campaigns.forms import ContactForm, ContactImportForm, DoNotCallForm, ScriptTemplateForm
 from campaigns.models import (
     Call,
     CallAttempt,
@@ -28,7 +30,7 @@ from campaigns.models import (
     ScriptTemplate,
     Variant,
 )
-from herald.logmask import mask_phone
+from herald.logmask import mask_phone, mask_text
 from synthesis.signing import signed_audio_url
 
 REJECTED_ROWS_SHOWN = 1000  # the import page stays usable when a whole file is rejected
@@ -45,6 +47,23 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class MaskedPhoneMixin:
+    """Lists show +86138****8000, not the number: the row checkbox's label would otherwise carry str(obj)."""
+
+    @admin.display(description="phone", ordering="phone")
+    def masked_phone(self, obj: Contact | DoNotCall | Call) -> str:
+        return mask_phone(obj.phone)
+
+    def action_checkbox(self, obj: Any) -> str:
+        attrs = {
+            "class": "action-select",
+            "aria-label": f"Select this object for an action - {mask_text(str(obj))}",
+        }
+        return forms.CheckboxInput(attrs, lambda value: False).render(
+            helpers.ACTION_CHECKBOX_NAME, str(obj.pk)
+        )
 
 
 # --- contacts --------------------------------------------------------------------------------------
@@ -169,28 +188,21 @@ class ContactImportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):
+class ContactAdmin(MaskedPhoneMixin, admin.ModelAdmin):
+    form = ContactForm
     list_display = ["masked_phone", "name", "timezone", "contact_list"]
     list_filter = ["contact_list"]
     list_select_related = ["contact_list"]
     search_fields = ["phone", "name"]
     show_full_result_count = False
 
-    @admin.display(description="phone", ordering="phone")
-    def masked_phone(self, obj: Contact) -> str:
-        return mask_phone(obj.phone)
-
 
 @admin.register(DoNotCall)
-class DoNotCallAdmin(admin.ModelAdmin):
+class DoNotCallAdmin(MaskedPhoneMixin, admin.ModelAdmin):
     form = DoNotCallForm
     list_display = ["masked_phone", "reason", "source", "created_at"]
     list_filter = ["source"]
     search_fields = ["phone", "reason"]
-
-    @admin.display(description="phone", ordering="phone")
-    def masked_phone(self, obj: DoNotCall) -> str:
-        return mask_phone(obj.phone)
 
     def save_model(self, request: HttpRequest, obj: DoNotCall, form: Any, change: bool) -> None:
         if change:
@@ -416,7 +428,7 @@ class CallAttemptInline(admin.TabularInline):
 
 
 @admin.register(Call)
-class CallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class CallAdmin(MaskedPhoneMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = [CallAttemptInline]
     list_display = ["pk", "masked_phone", "campaign", "variant", "state", "outcome", "attempts_made", "error"]
     list_filter = ["campaign", "state", "outcome"]
@@ -439,10 +451,6 @@ class CallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "audio_link",
     ]
     readonly_fields = fields
-
-    @admin.display(description="phone", ordering="phone")
-    def masked_phone(self, obj: Call) -> str:
-        return mask_phone(obj.phone)
 
     @admin.display(description="audio")
     def audio_link(self, obj: Call) -> str:

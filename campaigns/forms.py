@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import zoneinfo
+
 import phonenumbers
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from campaigns.models import ContactList, DoNotCall, ScriptTemplate
+from campaigns.models import Contact, ContactList, DoNotCall, ScriptTemplate
 from campaigns.templating import KNOWN_HINTS
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # far above any real contact list; stops a wrong file filling memory
@@ -78,3 +80,34 @@ class DoNotCallForm(forms.ModelForm):
 
     def clean_phone(self) -> str:
         return normalise_phone(self.cleaned_data["phone"].strip(), settings.DEFAULT_REGION)
+
+
+class ContactForm(forms.ModelForm):
+    class Meta:
+        model = Contact
+        fields = ["contact_list", "phone", "name", "timezone", "fields"]
+        help_texts = {
+            "phone": "Any common format; stored in E.164. Numbers without a country code are read in the "
+            "list's default region.",
+            "timezone": "IANA name, e.g. Asia/Shanghai: calls are only placed inside the callee's local window.",
+        }
+
+    def clean_timezone(self) -> str:
+        name = self.cleaned_data["timezone"].strip()
+        if name not in zoneinfo.available_timezones():
+            raise ValidationError(
+                f"“{name}” is not a time zone name; use one like Asia/Shanghai or Europe/London."
+            )
+        return name
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        contact_list, phone = cleaned.get("contact_list"), cleaned.get("phone")
+        if contact_list and phone:
+            try:
+                cleaned["phone"] = normalise_phone(
+                    phone.strip(), contact_list.default_region or settings.DEFAULT_REGION
+                )
+            except ValidationError as exc:
+                self.add_error("phone", exc)
+        return cleaned

@@ -70,9 +70,9 @@ class BarChart:
     legend: list[tuple[float, float, str, str]] = field(default_factory=list)  # (x, text x, color, name)
 
 
-def _nice_ceiling(value: float) -> float:
-    """Smallest 1, 2 or 5 × 10^k at or above value, so axis ticks are round numbers."""
-    if value <= 0:
+def _nice_step(value: float) -> float:
+    """Smallest 1, 2 or 5 × 10^k at or above value (at least 1), so axis ticks are round whole numbers."""
+    if value <= 1:
         return 1
     magnitude = 10 ** math.floor(math.log10(value))
     return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= value)
@@ -89,10 +89,16 @@ def grouped_bar_chart(
     """Geometry of a grouped bar chart: one group per label, one bar per series (None draws no bar)."""
     left, right_pad, top, bottom, gap, height = 52, 16, 36, 34, 18, 240
     group_width = bar_width * len(series) + gap
-    width = max(360, left + right_pad + group_width * max(len(groups), 1))
+    width = max(420, left + right_pad + group_width * max(len(groups), 1))
     plot_bottom = height - bottom
     plot_height = plot_bottom - top
-    top_value = 1.0 if percent else _nice_ceiling(max((v or 0 for _, vs in groups for v in vs), default=0))
+    if percent:
+        step, intervals = 0.25, 4
+    else:
+        largest = max((v or 0 for _, vs in groups for v in vs), default=0)
+        step = _nice_step(largest / 4)
+        intervals = max(1, math.ceil(largest / step))
+    top_value = step * intervals
 
     def fmt(value: float) -> str:
         return f"{value * 100:.0f}%" if percent else f"{value:g}"
@@ -105,9 +111,8 @@ def grouped_bar_chart(
         plot_right=width - right_pad,
         plot_bottom=plot_bottom,
     )
-    for i in range(5):
-        value = top_value * i / 4
-        chart.ticks.append((plot_bottom - plot_height * i / 4, fmt(value)))
+    for i in range(intervals + 1):
+        chart.ticks.append((plot_bottom - plot_height * i / intervals, fmt(step * i)))
     for g, (label, values) in enumerate(groups):
         x0 = left + gap / 2 + g * group_width
         chart.group_labels.append((x0 + bar_width * len(series) / 2, label))

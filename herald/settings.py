@@ -138,8 +138,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
     }
+    _QUIET_LOGGERS = {"kombu.connection": {"level": "ERROR"}}  # "no hostname supplied" is expected here
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+    _QUIET_LOGGERS = {}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -183,5 +185,10 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "filters": ["mask_phones"], "formatter": "plain"},
     },
     "root": {"handlers": ["console"], "level": env_str("HERALD_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # twilio's HTTP client logs request bodies (phone numbers) at INFO.
+        "twilio.http_client": {"level": "WARNING"},
+        **_QUIET_LOGGERS,
+    },
 }

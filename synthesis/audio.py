@@ -154,9 +154,7 @@ def _trim_and_pad(x: np.ndarray, rate: int) -> np.ndarray:
     edge = round(_EDGE_SECONDS * rate)
     head = x[max(0, start - edge) : start]
     tail = x[end : end + edge]
-    return np.concatenate(
-        [np.zeros(edge - len(head)), head, x[start:end], tail, np.zeros(edge - len(tail))]
-    )
+    return np.concatenate([np.zeros(edge - len(head)), head, x[start:end], tail, np.zeros(edge - len(tail))])
 
 
 def _limit(x: np.ndarray, ceiling: float, rate: int) -> np.ndarray:
@@ -203,7 +201,9 @@ def to_telephony(wave: Waveform, *, target_rms_dbfs: float = -20.0, peak_dbfs: f
     if peak_dbfs > 0:
         raise AudioError(f"peak_dbfs must be <= 0 dBFS, got {peak_dbfs}")
     if target_rms_dbfs >= peak_dbfs:
-        raise AudioError(f"target level {target_rms_dbfs} dBFS must be below the peak ceiling {peak_dbfs} dBFS")
+        raise AudioError(
+            f"target level {target_rms_dbfs} dBFS must be below the peak ceiling {peak_dbfs} dBFS"
+        )
     x = np.asarray(wave.samples, dtype=np.float64)
     if x.size == 0:
         raise AudioError("audio is empty: the engine produced no samples")
@@ -334,9 +334,15 @@ def _mulaw_wav_bytes(payload: bytes, sample_rate: int) -> bytes:
         0,  # cbSize
     )
     chunks = (
-        b"fmt " + struct.pack("<I", len(fmt)) + fmt
-        + b"fact" + struct.pack("<II", 4, n)
-        + b"data" + struct.pack("<I", n) + payload + b"\x00" * pad
+        b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"fact"
+        + struct.pack("<II", 4, n)
+        + b"data"
+        + struct.pack("<I", n)
+        + payload
+        + b"\x00" * pad
     )
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
 
@@ -378,9 +384,13 @@ def read_mulaw_wav(path: str | os.PathLike[str]) -> tuple[bytes, int]:
         if chunk_id == b"fmt ":
             if size < 16 or body_end > len(raw):
                 raise bad(f"fmt chunk is {size} bytes (truncated or too short)")
-            tag, channels, rate, _byte_rate, block_align, bits = struct.unpack_from("<HHIIHH", raw, body_start)
+            tag, channels, rate, _byte_rate, block_align, bits = struct.unpack_from(
+                "<HHIIHH", raw, body_start
+            )
             if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 40:
-                (tag,) = struct.unpack_from("<H", raw, body_start + 24)  # first two bytes of the SubFormat GUID
+                (tag,) = struct.unpack_from(
+                    "<H", raw, body_start + 24
+                )  # first two bytes of the SubFormat GUID
             fmt = (tag, channels, rate, block_align, bits)
         elif chunk_id == b"data":
             if fmt is None:
@@ -395,7 +405,9 @@ def read_mulaw_wav(path: str | os.PathLike[str]) -> tuple[bytes, int]:
             if rate <= 0:
                 raise bad(f"sample rate {rate}")
             if body_end > len(raw):
-                raise bad(f"data chunk declares {size} bytes but only {len(raw) - body_start} are present (truncated)")
+                raise bad(
+                    f"data chunk declares {size} bytes but only {len(raw) - body_start} are present (truncated)"
+                )
             if size == 0:
                 raise bad("data chunk is empty")
             return raw[body_start:body_end], rate

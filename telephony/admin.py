@@ -19,9 +19,21 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
     list_filter = ["kind"]
     search_fields = ["name", "account_sid"]
     readonly_fields = ["token_source"]
+    fields = [
+        "name",
+        "kind",
+        "account_sid",
+        "token_source",
+        "auth_token",
+        "auth_token_env",
+        "api_base_url",
+        "caller_ids",
+        "calls_per_second",
+        "max_concurrent_calls",
+    ]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
-    @admin.display(description="auth token")
+    @admin.display(description="current token")
     def token_source(self, obj: TelephonyAccount) -> str:
         if obj.auth_token_env:
             return f"from environment variable {obj.auth_token_env}"

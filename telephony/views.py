@@ -29,6 +29,8 @@ def _verified_account(request: HttpRequest, attempt: CallAttempt | None) -> Tele
     else:  # an event for a call we do not know: accept it only if one of our accounts signed it
         candidates = list(TelephonyAccount.objects.filter(kind=TelephonyAccount.Kind.TWILIO))
     for account in candidates:
+        if account.kind != TelephonyAccount.Kind.TWILIO:
+            continue  # these URLs are Twilio's: another provider's account cannot vouch for them
         try:
             if get_provider(account).verify_webhook(url, params, signature):
                 return account

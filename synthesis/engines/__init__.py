@@ -35,7 +35,9 @@ def _engine_class(kind: str) -> type[Engine]:
         return ENGINES[kind]
     except (KeyError, TypeError):
         available = ", ".join(sorted(ENGINES))
-        raise EngineError(f"unknown synthesis engine {kind!r} (available: {available})", permanent=True) from None
+        raise EngineError(
+            f"unknown synthesis engine {kind!r} (available: {available})", permanent=True
+        ) from None
 
 
 def get_engine(kind: str) -> Engine:

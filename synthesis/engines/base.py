@@ -41,7 +41,9 @@ class VoiceSpec:
 
     voice_id: int
     language: str  # BCP 47 tag, e.g. "zh-CN", "en-US"
-    parameters: dict[str, Any] = field(default_factory=dict)  # engine specific (eSpeak: voice, rate, pitch, range)
+    parameters: dict[str, Any] = field(
+        default_factory=dict
+    )  # engine specific (eSpeak: voice, rate, pitch, range)
     weights: dict[str, str] = field(default_factory=dict)  # name -> file path; empty for the embedded engine
     reference_audio: str | None = None  # path of the reference clip (cloning engines)
     reference_text: str = ""  # transcript of the reference clip

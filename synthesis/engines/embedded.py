@@ -7,9 +7,10 @@ in one process: its wave generator keeps state between utterances (pitch-flutter
 buffer...) that ``espeak_Terminate``/``espeak_Initialize`` do not reset, and ``espeak_Initialize`` seeds its
 noise generator from ``time()`` (breathy variants such as ``+f3``/``+whisper`` differ from second to second).
 So every utterance is rendered by a *fresh instance* of the library: we dlopen a private copy of
-``libespeak-ng.so`` (private, so no other user of espeakng-loader in this process, e.g. a phonemizer, can keep
-it loaded or share its global state), initialise it, fix the noise seed with ``espeak_ng_SetRandSeed``,
-synthesise, terminate and dlclose it, which discards all static state. Reloading costs ~3 ms per utterance.
+``libespeak-ng.so`` (an in-memory memfd copy on Linux, a temporary file elsewhere; private, so no other user
+of espeakng-loader in this process, e.g. a phonemizer, can keep it loaded or share its global state),
+initialise it, fix the noise seed with ``espeak_ng_SetRandSeed``, synthesise, terminate and dlclose it, which
+discards all static state. Reloading costs ~3 ms per utterance.
 A fresh instance is verified (``espeak_ng_GetSampleRate()`` is 0 before initialisation); if the platform ever
 refuses to unload the library, a new uniquely named copy is loaded instead.
 
@@ -78,7 +79,7 @@ _VOICE_VARIANT = re.compile(r"[A-Za-z0-9_]{1,32}")
 # The library: private copy, fresh instance per utterance, one lock per process
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"owner_pid": None, "copy_dir": None, "copy_path": None, "copies": 0}
+_state: dict[str, Any] = {"owner_pid": None, "copy_dir": None, "copy_path": None, "copies": 0, "memfds": []}
 _version_cache: dict[str, str] = {}
 _known_voices: dict[str, bool] = {}
 
@@ -121,20 +122,45 @@ def _cleanup_copies() -> None:
 atexit.register(_cleanup_copies)
 
 
+def _memfd_copy(lib_path: str) -> str | None:
+    """Copy the library into an anonymous in-memory file (Linux); returns a dlopen-able path or None.
+
+    Nothing is left on disk, the memory goes away with the process, and forked children (Celery prefork)
+    inherit the descriptor, so /proc/self/fd/N stays valid there too.
+    """
+    if not hasattr(os, "memfd_create") or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        fd = os.memfd_create("libespeak-ng-herald")  # close-on-exec; kept open for the process lifetime
+        with open(lib_path, "rb") as src:
+            os.write(fd, src.read())
+    except OSError:
+        return None
+    _state["memfds"].append(fd)
+    return f"/proc/self/fd/{fd}"
+
+
 def _private_copy(*, new_name: bool = False) -> str:
-    """Path of this process's private copy of libespeak-ng (made on first use, remade after fork)."""
-    if _state["owner_pid"] != os.getpid() or not _state["copy_dir"] or not os.path.isdir(_state["copy_dir"]):
-        _state.update(owner_pid=os.getpid(), copy_dir=tempfile.mkdtemp(prefix="herald-espeak-"), copy_path=None)
+    """Path of this process's private copy of libespeak-ng (made on first use; ``new_name``: a new copy)."""
     path = _state["copy_path"]
-    if path is None or new_name or not os.path.isfile(path):
-        lib_path, _ = _loader_paths()
+    if path is not None and not new_name and os.path.exists(path):
+        return path
+    lib_path, _ = _loader_paths()
+    path = _memfd_copy(lib_path)
+    if path is None:  # no memfd: a file in a private temporary directory, removed at exit
+        if (
+            _state["owner_pid"] != os.getpid()
+            or not _state["copy_dir"]
+            or not os.path.isdir(_state["copy_dir"])
+        ):
+            _state.update(owner_pid=os.getpid(), copy_dir=tempfile.mkdtemp(prefix="herald-espeak-"))
         _state["copies"] += 1
         path = os.path.join(_state["copy_dir"], f"libespeak-ng-herald-{_state['copies']}.so")
         try:
             shutil.copyfile(lib_path, path)
         except OSError as exc:
             raise EngineError(f"cannot copy libespeak-ng to {path}: {exc}", permanent=False) from exc
-        _state["copy_path"] = path
+    _state["copy_path"] = path
     return path
 
 
@@ -158,8 +184,14 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_SetParameter.restype = ctypes.c_int
     lib.espeak_Synth.argtypes = [
-        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-        ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
     ]
     lib.espeak_Synth.restype = ctypes.c_int
     lib.espeak_Synchronize.restype = ctypes.c_int
@@ -196,7 +228,9 @@ def _fresh_library() -> Iterator[ctypes.CDLL]:
 
 
 def _initialise(lib: ctypes.CDLL, data_path: str) -> int:
-    rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, _BUFFER_MS, data_path.encode(), _INITIALIZE_DONT_EXIT)
+    rate = lib.espeak_Initialize(
+        _AUDIO_OUTPUT_SYNCHRONOUS, _BUFFER_MS, data_path.encode(), _INITIALIZE_DONT_EXIT
+    )
     if rate <= 0:
         raise EngineError(f"espeak_Initialize failed ({rate}) with data at {data_path}", permanent=False)
     return rate
@@ -239,8 +273,12 @@ def _render(params: dict[str, Any], text: str) -> tuple[np.ndarray, int]:
         lib.espeak_SetSynthCallback(callback)
         if lib.espeak_SetVoiceByName(params["voice"].encode()) != _EE_OK:
             raise EngineError(f"eSpeak NG has no voice {params['voice']!r}", permanent=True)
-        for parameter, value in ((_RATE, params["rate"]), (_VOLUME, _VOLUME_VALUE), (_PITCH, params["pitch"]),
-                                 (_RANGE, params["range"])):
+        for parameter, value in (
+            (_RATE, params["rate"]),
+            (_VOLUME, _VOLUME_VALUE),
+            (_PITCH, params["pitch"]),
+            (_RANGE, params["range"]),
+        ):
             if lib.espeak_SetParameter(parameter, value, 0) != _EE_OK:
                 raise EngineError(f"espeak_SetParameter({parameter}, {value}) failed", permanent=False)
         lib.espeak_ng_SetRandSeed(_RAND_SEED)
@@ -272,7 +310,9 @@ def _bounded_int(params: dict[str, Any], key: str, bounds: tuple[int, int]) -> i
         raise EngineError(f"eSpeak parameter {key!r} must be an integer, got {value!r}", permanent=True)
     low, high = bounds
     if not low <= value <= high:
-        raise EngineError(f"eSpeak parameter {key!r} must be between {low} and {high}, got {value}", permanent=True)
+        raise EngineError(
+            f"eSpeak parameter {key!r} must be between {low} and {high}, got {value}", permanent=True
+        )
     return int(value)
 
 
@@ -298,7 +338,9 @@ class EmbeddedEngine(Engine):
     def describe_parameters(self, voice: VoiceSpec) -> dict[str, Any]:
         params = voice.parameters or {}
         if not isinstance(params, dict):
-            raise EngineError(f"voice parameters must be a mapping, got {type(params).__name__}", permanent=True)
+            raise EngineError(
+                f"voice parameters must be a mapping, got {type(params).__name__}", permanent=True
+            )
         unknown = sorted(set(params) - self.ALLOWED_PARAMETERS)
         if unknown:
             raise EngineError(
@@ -310,7 +352,9 @@ class EmbeddedEngine(Engine):
         if name is None:
             name = default_voice_for(voice.language)
         elif not isinstance(name, str) or not name.strip():
-            raise EngineError(f"eSpeak parameter 'voice' must be a non-empty string, got {name!r}", permanent=True)
+            raise EngineError(
+                f"eSpeak parameter 'voice' must be a non-empty string, got {name!r}", permanent=True
+            )
         base, plus, variant = name.strip().partition("+")
         base = base.lower()
         if not _VOICE_BASE.fullmatch(base):
@@ -352,5 +396,7 @@ class EmbeddedEngine(Engine):
         if "\x00" in text:
             raise EngineError("text contains a NUL character", permanent=True)
         if len(text) > MAX_TEXT_CHARS:
-            raise EngineError(f"text is {len(text)} characters, the limit is {MAX_TEXT_CHARS}", permanent=True)
+            raise EngineError(
+                f"text is {len(text)} characters, the limit is {MAX_TEXT_CHARS}", permanent=True
+            )
         return text

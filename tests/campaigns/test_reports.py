@@ -15,7 +15,7 @@ from campaigns.models import Call, CallAttempt, Campaign, Contact, ContactList, 
 from telephony.models import TelephonyAccount
 from voices.models import Voice
 
-S, O, A = Call.State, Call.Outcome, CallAttempt.Status
+S, Out, A = Call.State, Call.Outcome, CallAttempt.Status
 
 
 def local(hour: int, minute: int) -> datetime:
@@ -25,26 +25,26 @@ def local(hour: int, minute: int) -> datetime:
 # (variant, state, outcome, [(status, answered_by, digits, listened_to_end, placed_at)])
 CALLS = [
     # variant A: 5 counted calls, one on the do-not-call list, one invalid
-    ("A", S.DONE, O.ANSWERED, [(A.COMPLETED, "human", "1", True, local(10, 15))]),
-    ("A", S.DONE, O.MACHINE, [(A.NO_ANSWER, "", "", False, local(10, 40)),
+    ("A", S.DONE, Out.ANSWERED, [(A.COMPLETED, "human", "1", True, local(10, 15))]),
+    ("A", S.DONE, Out.MACHINE, [(A.NO_ANSWER, "", "", False, local(10, 40)),
                               (A.COMPLETED, "machine_end_beep", "", True, local(11, 5))]),
-    ("A", S.DONE, O.OPTED_OUT, [(A.COMPLETED, "human", "9", False, local(11, 20))]),
-    ("A", S.DONE, O.BUSY, [(A.BUSY, "", "", False, local(11, 30))]),
+    ("A", S.DONE, Out.OPTED_OUT, [(A.COMPLETED, "human", "9", False, local(11, 20))]),
+    ("A", S.DONE, Out.BUSY, [(A.BUSY, "", "", False, local(11, 30))]),
     ("A", S.READY, "", []),
-    ("A", S.DONE, O.DO_NOT_CALL, []),
+    ("A", S.DONE, Out.DO_NOT_CALL, []),
     ("A", S.INVALID, "", []),
     # variant B: 7 counted calls
-    ("B", S.DONE, O.ANSWERED, [(A.COMPLETED, "human", "2", False, local(9, 5)),
+    ("B", S.DONE, Out.ANSWERED, [(A.COMPLETED, "human", "2", False, local(9, 5)),
                                (A.COMPLETED, "", "", True, local(13, 10))]),
-    ("B", S.DONE, O.ANSWERED, [(A.COMPLETED, "human", "1", False, local(9, 10)),
+    ("B", S.DONE, Out.ANSWERED, [(A.COMPLETED, "human", "1", False, local(9, 10)),
                                (A.COMPLETED, "unknown", "3", False, local(13, 20))]),
-    ("B", S.DONE, O.NO_ANSWER, [(A.NO_ANSWER, "", "", False, local(9, 30)),
+    ("B", S.DONE, Out.NO_ANSWER, [(A.NO_ANSWER, "", "", False, local(9, 30)),
                                 (A.NO_ANSWER, "", "", False, local(11, 45)),
                                 (A.NO_ANSWER, "", "", False, local(13, 50))]),
-    ("B", S.FAILED, O.FAILED, [(A.FAILED, "", "", False, local(9, 40))]),
+    ("B", S.FAILED, Out.FAILED, [(A.FAILED, "", "", False, local(9, 40))]),
     ("B", S.IN_PROGRESS, "", [(A.IN_PROGRESS, "", "", False, local(13, 55))]),
     ("B", S.DIALING, "", [(A.CREATED, "", "", False, None)]),
-    ("B", S.DONE, O.MACHINE, [(A.COMPLETED, "fax", "", False, local(13, 58))]),
+    ("B", S.DONE, Out.MACHINE, [(A.COMPLETED, "fax", "", False, local(13, 58))]),
 ]  # fmt: skip
 
 

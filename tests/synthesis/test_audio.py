@@ -160,7 +160,11 @@ def test_mulaw_wav_is_read_by_libsndfile(tmp_path):
 
     info = sf.info(str(path))
     assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == (
-        "WAV", "ULAW", 8000, 1, len(samples)
+        "WAV",
+        "ULAW",
+        8000,
+        1,
+        len(samples),
     )
     decoded, rate = sf.read(str(path), dtype="int16")
     assert rate == 8000

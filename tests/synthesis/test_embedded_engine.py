@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,12 @@ import pytest
 pytest.importorskip("espeakng_loader")
 
 from synthesis.audio import Waveform, to_telephony  # noqa: E402
-from synthesis.engines import ENGINES, engine_version, get_engine  # noqa: E402
+from synthesis.engines import (  # noqa: E402
+    ENGINES,
+    embedded,
+    engine_version,
+    get_engine,
+)
 from synthesis.engines.base import EngineError, VoiceSpec  # noqa: E402
 from synthesis.engines.embedded import EmbeddedEngine  # noqa: E402
 
@@ -38,7 +44,10 @@ def engine() -> EmbeddedEngine:
 
 
 def test_chinese_and_english_render_audible_speech(engine):
-    zh, en = engine.synthesize(_voice("zh-CN"), [SHORT_ZH])[0], engine.synthesize(_voice("en-US"), [SHORT_EN])[0]
+    zh, en = (
+        engine.synthesize(_voice("zh-CN"), [SHORT_ZH])[0],
+        engine.synthesize(_voice("en-US"), [SHORT_EN])[0],
+    )
     for wave in (zh, en):
         assert isinstance(wave, Waveform)
         assert wave.sample_rate == 22050
@@ -80,7 +89,9 @@ def test_concurrent_renders_are_serialised_and_identical(engine):
     voice = _voice("zh-CN")
     expected = engine.synthesize(voice, [SHORT_ZH])[0].samples.tobytes()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda _: engine.synthesize(voice, [SHORT_ZH])[0].samples.tobytes(), range(8)))
+        results = list(
+            pool.map(lambda _: engine.synthesize(voice, [SHORT_ZH])[0].samples.tobytes(), range(8))
+        )
     assert all(r == expected for r in results)
 
 
@@ -100,7 +111,12 @@ def test_different_voices_and_parameters_give_different_audio(engine):
 
 
 def test_describe_parameters_normalises_and_fills_defaults(engine):
-    assert engine.describe_parameters(_voice("zh-CN")) == {"voice": "cmn", "rate": 175, "pitch": 50, "range": 50}
+    assert engine.describe_parameters(_voice("zh-CN")) == {
+        "voice": "cmn",
+        "rate": 175,
+        "pitch": 50,
+        "range": 50,
+    }
     assert engine.describe_parameters(_voice("zh"))["voice"] == "cmn"
     assert engine.describe_parameters(_voice("en"))["voice"] == "en-us"
     assert engine.describe_parameters(_voice("en-GB"))["voice"] == "en"
@@ -139,7 +155,12 @@ def test_bad_parameters_are_permanent_errors(engine, language, parameters, messa
 
 
 def test_bad_texts_are_permanent_errors(engine):
-    for texts, message in (([""], "empty text"), (["   \n"], "empty text"), (["a\x00b"], "NUL"), ("hello", "list")):
+    for texts, message in (
+        ([""], "empty text"),
+        (["   \n"], "empty text"),
+        (["a\x00b"], "NUL"),
+        ("hello", "list"),
+    ):
         with pytest.raises(EngineError, match=message) as excinfo:
             engine.synthesize(_voice("en-US"), texts)
         assert excinfo.value.permanent is True
@@ -168,7 +189,9 @@ def test_engine_version_names_the_library():
 
 def test_unknown_engine_is_a_clear_permanent_error():
     for call in (get_engine, engine_version):
-        with pytest.raises(EngineError, match=r"unknown synthesis engine 'gpt-sovits-typo' \(available: embedded"):
+        with pytest.raises(
+            EngineError, match=r"unknown synthesis engine 'gpt-sovits-typo' \(available: embedded"
+        ):
             call("gpt-sovits-typo")
     with pytest.raises(EngineError) as excinfo:
         get_engine("")
@@ -188,4 +211,16 @@ def test_importing_the_registry_loads_no_native_library():
         "assert 'espeak' not in maps, 'libespeak-ng loaded at import'\n"
         "import sys; assert 'django' not in sys.modules, 'django imported'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).resolve().parents[2]
+    )
+
+
+def test_file_copy_fallback_without_memfd(engine, monkeypatch):
+    monkeypatch.setattr(embedded, "_memfd_copy", lambda lib_path: None)
+    monkeypatch.setitem(embedded._state, "copy_path", None)
+    voice = _voice("en-US", voice="en-us+f3")
+    first = engine.synthesize(voice, [SHORT_EN])[0].samples.tobytes()
+    copy = Path(embedded._state["copy_path"])
+    assert copy.is_file() and copy.parent.name.startswith("herald-espeak-")
+    assert engine.synthesize(voice, [SHORT_EN])[0].samples.tobytes() == first

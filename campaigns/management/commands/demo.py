@@ -141,20 +141,30 @@ class Command(BaseCommand):
     def _follow(self, campaign: Campaign, timeout: int) -> None:
         total = campaign.calls.count()
         deadline = time.monotonic() + timeout
+        last_line, last_print = "", 0.0
         while True:
             campaign.refresh_from_db()
             states = progress(campaign)
             finished = sum(n for s, n in states.items() if s in ("done", "failed", "cancelled", "invalid"))
             rendered = RenderedAudio.objects.filter(calls__campaign=campaign, state="ready").distinct().count()
-            width = 40
-            filled = int(width * finished / total) if total else width
-            sys.stdout.write(
-                f"\r  [{'#' * filled}{'.' * (width - filled)}] {finished}/{total} calls finished, "
-                f"{rendered} clips rendered, {states.get('in_progress', 0) + states.get('dialing', 0)} on the line  "
+            line = (
+                f"{finished}/{total} calls finished, {rendered} clips rendered, "
+                f"{states.get('in_progress', 0) + states.get('dialing', 0)} on the line"
             )
-            sys.stdout.flush()
+            if sys.stdout.isatty():
+                width = 40
+                filled = int(width * finished / total) if total else width
+                sys.stdout.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {line}  ")
+                sys.stdout.flush()
+            elif line != last_line and (time.monotonic() - last_print > 5 or campaign.status == "completed"):
+                self.stdout.write(f"  {line}")
+                last_print = time.monotonic()
+            last_line = line
             if campaign.status == Campaign.Status.COMPLETED:
-                sys.stdout.write("\n")
+                if sys.stdout.isatty():
+                    sys.stdout.write("\n")
+                else:
+                    self.stdout.write(f"  {line}")
                 return
             if time.monotonic() > deadline:
                 raise CommandError(f"\nthe campaign did not finish within {timeout} s; logs in {self.logs}")
@@ -164,13 +174,13 @@ class Command(BaseCommand):
     def _print_report(self, campaign: Campaign) -> None:
         report = campaign_report(campaign)
         self.stdout.write(self.style.SUCCESS(f"\nReport for '{campaign.name}'"))
-        header = f"{'':<10}{'calls':>7}{'attempts':>10}{'answered':>10}{'rate':>8}{'human':>7}{'machine':>9}{'listened':>10}{'opt-out':>9}  digits"
+        header = f"{'':<14}{'calls':>7}{'attempts':>10}{'answered':>10}{'rate':>8}{'human':>7}{'machine':>9}{'listened':>10}{'opt-out':>9}  digits"
         self.stdout.write(header)
         for row in [report.total, *report.variants]:
             rate = "—" if row.answer_rate is None else f"{row.answer_rate:.0%}"
             digits = " ".join(f"{d}:{n}" for d, n in sorted(row.digits.items())) or "-"
             self.stdout.write(
-                f"{row.label:<10}{row.calls:>7}{row.attempts:>10}{row.answered:>10}{rate:>8}{row.human:>7}"
+                f"{row.label:<14}{row.calls:>7}{row.attempts:>10}{row.answered:>10}{rate:>8}{row.human:>7}"
                 f"{row.machine:>9}{row.listened_to_end:>10}{row.opted_out:>9}  {digits}"
             )
         sample = RenderedAudio.objects.filter(calls__campaign=campaign, state="ready").first()

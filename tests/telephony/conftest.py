@@ -1,0 +1,181 @@
+"""Telephony fixtures: one running campaign with a call in progress, and signed Twilio webhooks."""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import urlencode
+from collections.abc import Callable, Iterator
+from datetime import time, timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+from twilio.request_validator import RequestValidator
+
+from campaigns.demo import daytime_zone
+from campaigns.models import Call, CallAttempt, Campaign, Contact, ContactList, ScriptTemplate, Variant
+from sandbox.twilio import TwilioSandbox
+from telephony.actions import set_auth_token
+from telephony.models import TelephonyAccount
+from voices.models import Voice
+
+PUBLIC_URL = "https://herald.example.test"
+CALLER_ID = "+862161234567"
+PHONE = "+8613800138000"
+FORM = "application/x-www-form-urlencoded"  # how Twilio posts webhooks
+
+
+@pytest.fixture
+def public_url(settings) -> str:
+    settings.PUBLIC_URL = PUBLIC_URL
+    return PUBLIC_URL
+
+
+@pytest.fixture
+def token() -> str:
+    return secrets.token_hex(16)
+
+
+@pytest.fixture
+def account(db, token) -> TelephonyAccount:
+    account = TelephonyAccount.objects.create(
+        name="Twilio", kind=TelephonyAccount.Kind.TWILIO, account_sid="AC" + secrets.token_hex(16), caller_ids=[CALLER_ID]
+    )
+    set_auth_token(account, token)
+    return account
+
+
+@pytest.fixture
+def campaign(account) -> Campaign:
+    """Running, open all day, three attempts half an hour apart."""
+    contact_list = ContactList.objects.create(name="Telephony contacts")
+    campaign = Campaign.objects.create(
+        name="Telephony campaign",
+        contact_list=contact_list,
+        telephony_account=account,
+        caller_id=CALLER_ID,
+        status=Campaign.Status.RUNNING,
+        window_start=time(0, 0),
+        window_end=time(23, 59),
+        max_attempts=3,
+        retry_delay=timedelta(minutes=30),
+    )
+    voice = Voice.objects.create(name="eSpeak", engine=Voice.Engine.EMBEDDED, parameters={"voice": "cmn"})
+    script = ScriptTemplate.objects.create(name="Reminder", text="您好{name}，您的快递今天送达。")
+    Variant.objects.create(campaign=campaign, name="A", voice=voice, script=script)
+    return campaign
+
+
+@pytest.fixture
+def make_call(campaign) -> Callable[..., Call]:
+    def make(phone: str = PHONE, **fields) -> Call:
+        contact = Contact.objects.create(
+            contact_list=campaign.contact_list, phone=phone, name="张先生", timezone=daytime_zone(timezone.now())
+        )
+        fields = {"state": Call.State.IN_PROGRESS, "attempts_made": 1, **fields}
+        return Call.objects.create(
+            campaign=campaign,
+            contact=contact,
+            variant=campaign.variants.get(),
+            phone=phone,
+            timezone=contact.timezone,
+            text="您好张先生，您的快递今天送达。",
+            next_attempt_at=timezone.now(),
+            **fields,
+        )
+
+    return make
+
+
+@pytest.fixture
+def call(make_call) -> Call:
+    return make_call()
+
+
+@pytest.fixture
+def attempt(call) -> CallAttempt:
+    return CallAttempt.objects.create(
+        call=call, number=1, provider="twilio", status=CallAttempt.Status.QUEUED, provider_call_id="CA" + secrets.token_hex(16)
+    )
+
+
+def status_path(attempt_id: int) -> str:
+    return reverse("telephony:twilio-status", args=[attempt_id])
+
+
+def gather_path(attempt_id: int) -> str:
+    return reverse("telephony:twilio-gather", args=[attempt_id])
+
+
+def twilio_params(attempt: CallAttempt, **params: str) -> dict[str, str]:
+    """What Twilio posts about a call, with the caller's overrides."""
+    account = attempt.call.campaign.telephony_account
+    return {
+        "CallSid": attempt.provider_call_id or "",
+        "AccountSid": account.account_sid,
+        "From": attempt.call.campaign.caller_id,
+        "To": attempt.call.phone,
+        "Direction": "outbound-api",
+        "ApiVersion": "2010-04-01",
+        **params,
+    }
+
+
+def sign(token: str, url: str, params: dict[str, str]) -> str:
+    return RequestValidator(token).compute_signature(url, params)
+
+
+@pytest.fixture
+def post_signed(client: Client, public_url: str, token: str) -> Callable[..., object]:
+    """POST to a webhook path signed the way Twilio signs it (over PUBLIC_URL + path and the form)."""
+
+    def post(path: str, params: dict[str, str], *, signed_with: str | None = None):
+        signature = sign(signed_with or token, public_url + path, params)
+        return client.post(
+            path, urlencode(params), content_type=FORM, headers={"X-Twilio-Signature": signature}
+        )
+
+    return post
+
+
+@pytest.fixture
+def send_status(post_signed) -> Callable[..., object]:
+    """A signed status callback for an attempt: send_status(attempt, "ringing", AnsweredBy="human")."""
+
+    def send(attempt: CallAttempt, status: str, **params: str):
+        response = post_signed(status_path(attempt.pk), twilio_params(attempt, CallStatus=status, **params))
+        assert response.status_code == 204, response.content
+        return response
+
+    return send
+
+
+@pytest.fixture
+def send_gather(post_signed) -> Callable[..., object]:
+    def send(attempt: CallAttempt, digits: str):
+        response = post_signed(
+            gather_path(attempt.pk), twilio_params(attempt, CallStatus="in-progress", Digits=digits, msg="Gather End")
+        )
+        assert response.status_code == 200, response.content
+        return response
+
+    return send
+
+
+@pytest.fixture
+def make_sandbox(account, token) -> Iterator[Callable[..., TwilioSandbox]]:
+    """A started local Twilio sandbox that knows the account; the account's API base URL points at it."""
+    started: list[TwilioSandbox] = []
+
+    def make(**kwargs) -> TwilioSandbox:
+        kwargs = {"seed": 7, "time_scale": 0.001, "hangup_early": 0.0, **kwargs}
+        sandbox = TwilioSandbox({account.account_sid: token}, **kwargs).start()
+        started.append(sandbox)
+        account.api_base_url = sandbox.url
+        account.save(update_fields=["api_base_url"])
+        return sandbox
+
+    yield make
+    for sandbox in started:
+        sandbox.stop()
