@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 import logging
 import math
 from collections import Counter
@@ -17,8 +18,8 @@ from typing import Any
 import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import Count, Q
+from django.db import connection, transaction
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from campaigns.contacts_csv import CsvImportError, parse_contacts_csv
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 OPEN_STATES = (Call.State.RENDERING, Call.State.READY, Call.State.DIALING, Call.State.IN_PROGRESS)
 ACTIVE_STATES = (Call.State.DIALING, Call.State.IN_PROGRESS)
-PLAN_CHUNK = 5000
+PLAN_CHUNK = 20000  # contacts per read-plan-write round; bounds memory on million-contact lists
 
 
 class LaunchError(Exception):
@@ -200,6 +201,7 @@ class _PreparedVariant:
         self.variant = variant
         self.template = parse_template(variant.script.text)
         self.keyer = keyer_for(variant.voice)
+        self.parameters = dict(variant.voice.parameters or {})
 
 
 def pick_variant(campaign_id: int, phone: str, cumulative: list[int]) -> int:
@@ -221,57 +223,24 @@ def plan_calls(campaign: Campaign) -> PlanResult:
         total += p.variant.weight
         cumulative.append(total)
     start_at = max(campaign.starts_at, timezone.now())
-    contacts = campaign.contact_list.contacts.order_by("pk").values_list("pk", "phone", "name", "timezone", "fields")
+    # The do-not-call check rides along in the contacts query: one round trip per chunk, not two.
+    contacts = (
+        campaign.contact_list.contacts.order_by("pk")
+        .annotate(blocked=Exists(DoNotCall.objects.filter(phone=OuterRef("phone"))))
+        .values_list("pk", "phone", "name", "timezone", "fields", "blocked")
+    )
+    writer = _CopyWriter(campaign, start_at) if connection.vendor == "postgresql" else _BulkWriter(campaign, start_at)
     last_pk = 0
-    new_audio_keys: dict[str, int] = {}
-    while True:
-        chunk = list(contacts.filter(pk__gt=last_pk)[:PLAN_CHUNK])
-        if not chunk:
-            break
-        last_pk = chunk[-1][0]
-        blocked = set(
-            DoNotCall.objects.filter(phone__in=[c[1] for c in chunk]).values_list("phone", flat=True)
-        )
-        calls: list[Call] = []
-        audio: dict[str, RenderedAudio] = {}
-        for pk, phone, name, tz, fields in chunk:
-            p = prepared[pick_variant(campaign.pk, phone, cumulative)]
-            call = Call(
-                campaign=campaign, contact_id=pk, variant=p.variant, phone=phone, timezone=tz,
-                next_attempt_at=start_at,
-            )
-            if phone in blocked:
-                call.state, call.outcome = Call.State.DONE, Call.Outcome.DO_NOT_CALL
-                call.error = "number is on the do-not-call list"
-                result.do_not_call += 1
-            else:
-                variables = dict(fields or {})
-                variables["name"] = name
-                variables["phone"] = phone
-                try:
-                    text = normalise_text(render_template(p.template, variables))
-                except MissingVariables as exc:
-                    call.state, call.error = Call.State.INVALID, str(exc)
-                    result.invalid += 1
-                else:
-                    key = p.keyer.key(text)
-                    call.text, call.audio_id = text, key
-                    if key not in audio:
-                        audio[key] = RenderedAudio(
-                            render_key=key,
-                            engine=p.variant.voice.engine,
-                            engine_version=p.keyer.engine_version,
-                            voice_id=p.variant.voice_id,
-                            text=text,
-                            parameters=dict(p.variant.voice.parameters or {}),
-                        )
-                    result.per_variant[p.variant.name] += 1
-            calls.append(call)
-        if audio:
-            RenderedAudio.objects.bulk_create(list(audio.values()), ignore_conflicts=True, batch_size=2000)
-        Call.objects.bulk_create(calls, ignore_conflicts=True, batch_size=2000)
-        for key, row in audio.items():
-            new_audio_keys[key] = row.voice_id
+    # Atomic even when called outside a transaction: the COPY staging tables live until commit.
+    with transaction.atomic():
+        writer.start()
+        while True:
+            chunk = list(contacts.filter(pk__gt=last_pk)[:PLAN_CHUNK])
+            if not chunk:
+                break
+            last_pk = chunk[-1][0]
+            writer.write(*_plan_chunk(campaign.pk, chunk, prepared, cumulative, result))
+        writer.finish()
     result.planned = Call.objects.filter(campaign=campaign).exclude(state=Call.State.INVALID).exclude(
         outcome=Call.Outcome.DO_NOT_CALL
     ).count()
@@ -285,6 +254,151 @@ def plan_calls(campaign: Campaign) -> PlanResult:
     ).values_list("render_key", "voice_id")
     result.render_batches = enqueue_renders(pending.iterator(chunk_size=5000))
     return result
+
+
+# A planned call, as the tuple _plan_chunk builds (tuples, not Call instances: a million of those is slow).
+_CALL_FIELDS = ("contact_id", "variant_id", "phone", "timezone", "text", "audio_id", "state", "outcome", "error")
+_DNC_ERROR = "number is on the do-not-call list"
+
+
+def _plan_chunk(
+    campaign_id: int, chunk: list[tuple], prepared: list[_PreparedVariant], cumulative: list[int], result: PlanResult
+) -> tuple[list[tuple], dict[str, tuple[str, _PreparedVariant]]]:
+    """Variant, text, render key and state of each contact; returns the call rows and the new audio by key."""
+    rendering, invalid, done = Call.State.RENDERING.value, Call.State.INVALID.value, Call.State.DONE.value
+    do_not_call = Call.Outcome.DO_NOT_CALL.value
+    calls: list[tuple] = []
+    audio: dict[str, tuple[str, _PreparedVariant]] = {}
+    for pk, phone, name, tz, fields, blocked in chunk:
+        p = prepared[pick_variant(campaign_id, phone, cumulative)]
+        if blocked:
+            calls.append((pk, p.variant.pk, phone, tz, "", None, done, do_not_call, _DNC_ERROR))
+            result.do_not_call += 1
+            continue
+        variables = dict(fields or {})
+        variables["name"] = name
+        variables["phone"] = phone
+        try:
+            text = normalise_text(render_template(p.template, variables))
+        except MissingVariables as exc:
+            calls.append((pk, p.variant.pk, phone, tz, "", None, invalid, "", str(exc)))
+            result.invalid += 1
+            continue
+        key = p.keyer.key(text)
+        calls.append((pk, p.variant.pk, phone, tz, text, key, rendering, "", ""))
+        if key not in audio:
+            audio[key] = (text, p)
+        result.per_variant[p.variant.name] += 1
+    return calls, audio
+
+
+class _BulkWriter:
+    """Any database: model instances through bulk_create, conflicts ignored."""
+
+    def __init__(self, campaign: Campaign, start_at: datetime) -> None:
+        self.campaign, self.start_at = campaign, start_at
+
+    def start(self) -> None:
+        pass
+
+    def write(self, calls: list[tuple], audio: dict[str, tuple[str, _PreparedVariant]]) -> None:
+        renders = [
+            RenderedAudio(
+                render_key=key, engine=p.variant.voice.engine, engine_version=p.keyer.engine_version,
+                voice_id=p.variant.voice_id, text=text, parameters=dict(p.parameters),
+            )
+            for key, (text, p) in audio.items()
+        ]
+        RenderedAudio.objects.bulk_create(renders, ignore_conflicts=True, batch_size=2000)
+        Call.objects.bulk_create(
+            [
+                Call(campaign=self.campaign, next_attempt_at=self.start_at, **dict(zip(_CALL_FIELDS, row, strict=True)))
+                for row in calls
+            ],
+            ignore_conflicts=True, batch_size=2000,
+        )
+
+    def finish(self) -> None:
+        pass
+
+
+class _CopyWriter:
+    """PostgreSQL: COPY the rows into staging tables, then one INSERT … SELECT … ON CONFLICT DO NOTHING each.
+
+    COPY skips the per-row cost of bulk_create (model instances, SQL text with 16 parameters a row), which
+    was most of planning's time. But COPY cannot skip conflicts, and both skips matter: a contact already
+    planned keeps its call (planning twice changes nothing), and a render key that another campaign already
+    inserted is shared, not an error. Staging gives COPY's speed with INSERT's ON CONFLICT. Columns the
+    planner does not set get the model's defaults, so the rows are the ones bulk_create would write.
+    """
+
+    AUDIO_FIELDS = ("render_key", "text", "engine", "engine_version", "voice_id", "parameters")
+
+    def __init__(self, campaign: Campaign, start_at: datetime) -> None:
+        self.campaign, self.start_at = campaign, start_at
+
+    def start(self) -> None:
+        # Staging tables with the real tables' column types; ON COMMIT DROP as a backstop for finish().
+        with connection.cursor() as cursor:
+            for staging, model, fields in self._tables():
+                columns = ", ".join(_columns(model, fields))
+                cursor.execute(
+                    f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS "
+                    f"SELECT {columns} FROM {connection.ops.quote_name(model._meta.db_table)} WITH NO DATA"
+                )
+
+    def write(self, calls: list[tuple], audio: dict[str, tuple[str, _PreparedVariant]]) -> None:
+        # jsonb goes over COPY as its JSON text: serialise each voice's parameters once, not once a row.
+        parameters = {id(p): json.dumps(p.parameters) for _, p in audio.values()}
+        with connection.cursor() as cursor:
+            with cursor.copy(f"COPY plan_audio ({', '.join(_columns(RenderedAudio, self.AUDIO_FIELDS))}) FROM STDIN") as copy:
+                for key, (text, p) in audio.items():
+                    copy.write_row(
+                        (key, text, p.variant.voice.engine, p.keyer.engine_version, p.variant.voice_id, parameters[id(p)])
+                    )
+            with cursor.copy(f"COPY plan_call ({', '.join(_columns(Call, _CALL_FIELDS))}) FROM STDIN") as copy:
+                for row in calls:
+                    copy.write_row(row)
+
+    def finish(self) -> None:
+        with connection.cursor() as cursor:
+            # Audio first only for readability: the calls' foreign key to it is checked at commit.
+            _insert_from_staging(cursor, RenderedAudio, "plan_audio", self.AUDIO_FIELDS, {}, conflict="render_key")
+            _insert_from_staging(
+                cursor, Call, "plan_call", _CALL_FIELDS,
+                {"campaign_id": self.campaign.pk, "next_attempt_at": self.start_at}, conflict="campaign_id, contact_id",
+            )
+            for staging, _, _ in self._tables():
+                cursor.execute(f"DROP TABLE {staging}")
+
+    def _tables(self) -> list[tuple[str, type, tuple[str, ...]]]:
+        return [("plan_audio", RenderedAudio, self.AUDIO_FIELDS), ("plan_call", Call, _CALL_FIELDS)]
+
+
+def _columns(model: type, fields: tuple[str, ...]) -> list[str]:
+    return [connection.ops.quote_name(model._meta.get_field(name).column) for name in fields]
+
+
+def _insert_from_staging(
+    cursor: Any, model: type, staging: str, fields: tuple[str, ...], constants: dict[str, Any], *, conflict: str
+) -> None:
+    """INSERT the staged rows into the model's table, filling every other column from `constants` or the
+    model's field default (a nullable column without one is left NULL); rows that conflict are skipped."""
+    columns, values, params = _columns(model, fields), _columns(model, fields), []
+    for f in model._meta.concrete_fields:
+        if f.primary_key or f.attname in fields:
+            continue
+        value = f.get_db_prep_save(constants[f.attname] if f.attname in constants else f.get_default(), connection)
+        if value is None:
+            continue
+        columns.append(connection.ops.quote_name(f.column))
+        values.append(f"CAST(%s AS {f.cast_db_type(connection)})")
+        params.append(value)
+    cursor.execute(
+        f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({', '.join(columns)}) "
+        f"SELECT {', '.join(values)} FROM {staging} ON CONFLICT ({conflict}) DO NOTHING",
+        params,
+    )
 
 
 def mark_calls_ready(render_key: str) -> int:

@@ -9,6 +9,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.timezone import now
 
+from herald.logmask import mask_phone
+
 ALL_WEEKDAYS = "0123456"  # Monday=0, as datetime.weekday()
 
 
@@ -35,7 +37,8 @@ class Contact(models.Model):
         constraints = [models.UniqueConstraint(fields=["contact_list", "phone"], name="contact_unique_phone")]
 
     def __str__(self) -> str:
-        return f"{self.name or '-'} {self.phone}"
+        # Shown in admin history and messages: keep the number masked there.
+        return f"{self.name or '-'} {mask_phone(self.phone)}"
 
 
 class ContactImport(models.Model):
@@ -226,4 +229,4 @@ class DoNotCall(models.Model):
         verbose_name_plural = "do-not-call list"
 
     def __str__(self) -> str:
-        return self.phone
+        return mask_phone(self.phone)

@@ -101,7 +101,7 @@ def grouped_bar_chart(
     top_value = step * intervals
 
     def fmt(value: float) -> str:
-        return f"{value * 100:.0f}%" if percent else f"{value:g}"
+        return f"{value * 100:.0f}%" if percent else f"{value:,.0f}"
 
     chart = BarChart(
         title=title,
@@ -120,7 +120,7 @@ def grouped_bar_chart(
             if value is None:
                 continue
             bar_height = plot_height * min(value / top_value, 1.0)
-            shown = f"{value * 100:.1f}%" if percent else f"{value:g}"
+            shown = f"{value * 100:.1f}%" if percent else f"{value:,.0f}"
             color = SERIES_COLORS[s % len(SERIES_COLORS)]
             tooltip = f"{label} · {series[s]}: {shown}"
             chart.bars.append(

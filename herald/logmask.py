@@ -5,28 +5,39 @@ from __future__ import annotations
 import logging
 import re
 
-_PHONE = re.compile(r"(?<![\w])(\+?\d[\d\- ]{6,}\d)(?![\w])")
+# ASCII boundaries, not \w: Chinese text often runs straight into a number (电话13800138000), while
+# letters or digits on either side mean an identifier (CA0123…) that is not a phone number.
+# A leading %2B is a URL-encoded "+". ISO dates (2010-04-01, Twilio's API version) are not numbers.
+_PHONE = re.compile(r"(?<![0-9A-Za-z])(\+|%2[Bb])?(?!\d{4}-\d\d-\d\d(?!\d))(\d[\d\- ]{6,}\d)(?![0-9A-Za-z])")
 
 
 def mask_phone(value: str) -> str:
-    """Keep the country/carrier prefix and the last four digits."""
+    """Keep the last four digits and at most five leading ones, always hiding at least four in between."""
     digits = re.sub(r"\D", "", value)
     if len(digits) < 7:
         return value
     plus = "+" if value.startswith("+") else ""
-    return f"{plus}{digits[:5]}{'*' * (len(digits) - 9)}{digits[-4:]}" if len(digits) > 9 else f"{plus}{'*' * (len(digits) - 4)}{digits[-4:]}"
+    keep = max(0, min(5, len(digits) - 8))
+    return f"{plus}{digits[:keep]}{'*' * (len(digits) - keep - 4)}{digits[-4:]}"
 
 
 def mask_text(text: str) -> str:
-    return _PHONE.sub(lambda m: mask_phone(m.group(1)), text)
+    return _PHONE.sub(lambda m: (m.group(1) or "") + mask_phone(m.group(2)), text)
 
 
 class MaskPhoneNumbers(logging.Filter):
-    """Rewrites the formatted message so no handler sees a full number."""
+    """Rewrites the formatted message, traceback and stack so no handler sees a full number."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         masked = mask_text(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when it is set: exception messages often quote the number dialled.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
         return True

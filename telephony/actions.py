@@ -39,7 +39,9 @@ def place_call(call_id: int) -> str:
     now = timezone.now()
     with transaction.atomic():
         call = (
-            Call.objects.select_for_update()
+            # of=self: PostgreSQL cannot lock the nullable side of the outer join to audio, and only the call
+            # needs the lock.
+            Call.objects.select_for_update(of=("self",))
             .select_related("campaign__telephony_account", "audio")
             .filter(pk=call_id)
             .first()
@@ -129,6 +131,15 @@ def settle_silent_attempts(now=None) -> int:
                 found = get_provider(attempt.call.campaign.telephony_account).fetch(attempt.provider_call_id)
             except ProviderError as exc:
                 log.warning("attempt %s: provider lookup failed: %s", attempt.pk, exc)
+                if exc.permanent:  # the provider has no such call: left open, it would hold a call slot forever
+                    outcomes.apply_status(
+                        attempt.pk,
+                        S.FAILED,
+                        error_code="unknown",
+                        error_message=f"the provider has no record of this call ({exc}); not re-dialled",
+                        permanent_error=True,
+                    )
+                    status = S.FAILED
             else:
                 if found.status in outcomes.TERMINAL:
                     status = found.status

@@ -102,10 +102,12 @@ def apply_gather(attempt_id: int, digits: str, *, at: datetime | None = None) ->
 
 
 def _finalise_call(attempt: CallAttempt, *, permanent_error: bool, at: datetime) -> None:
-    call = Call.objects.select_for_update().select_related("campaign").get(pk=attempt.call_id)
+    # Lock the call only: locking its campaign too would queue every webhook of a campaign behind one row.
+    call = Call.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=attempt.call_id)
     if call.state != Call.State.IN_PROGRESS or attempt.number != call.attempts_made:
         return  # a late event for an attempt the call has moved past
     campaign = call.campaign
+    call.error = attempt.error_message  # the latest attempt's word: an answered retry clears an earlier failure
     if attempt.digits == OPT_OUT_DIGIT:
         call.state, call.outcome = Call.State.DONE, Call.Outcome.OPTED_OUT
     elif attempt.status == S.COMPLETED:
@@ -127,7 +129,5 @@ def _finalise_call(attempt: CallAttempt, *, permanent_error: bool, at: datetime)
             call.next_attempt_at = at + campaign.retry_delay
         else:
             call.state = Call.State.FAILED if attempt.status == S.FAILED else Call.State.DONE
-        if attempt.error_message:
-            call.error = attempt.error_message
     call.updated_at = at
     call.save(update_fields=["state", "outcome", "next_attempt_at", "error", "updated_at"])

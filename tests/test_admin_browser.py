@@ -19,7 +19,8 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)"
+        not os.path.exists(CHROMIUM),
+        reason=f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)",
     ),
 ]
 
@@ -30,7 +31,8 @@ def browser(tmp_path: Path) -> Iterator:
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM  # with the driver path below, Selenium Manager never downloads anything
+    # With both the browser and the driver path given, Selenium Manager never looks for (or downloads) either.
+    options.binary_location = CHROMIUM
     for arg in (
         "--headless=new",
         "--no-sandbox",

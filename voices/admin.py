@@ -7,8 +7,8 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 
+from voices.actions import revoke_consent
 from voices.models import SpeakerConsent, Voice
 
 
@@ -65,9 +65,11 @@ class SpeakerConsentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke consent", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[SpeakerConsent]) -> None:
-        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(
-            request,
-            f"Revoked {revoked} consent record(s). Campaigns can no longer launch with a voice left without consent.",
-            messages.SUCCESS,
-        )
+        revoked, paused = 0, []
+        for consent in queryset.filter(revoked_at__isnull=True):
+            paused += revoke_consent(consent)
+            revoked += 1
+        message = f"Revoked {revoked} consent record(s). Voices left without consent cannot be used."
+        if paused:
+            message += f" Paused {len(paused)} campaign(s) that spoke with them: ids {', '.join(map(str, paused))}."
+        self.message_user(request, message, messages.WARNING if paused else messages.SUCCESS)

@@ -13,8 +13,9 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import Gather, VoiceResponse
+from urllib3.exceptions import NewConnectionError
 
-from telephony.credentials import auth_token
+from telephony.credentials import CredentialsError, auth_token
 from telephony.providers.base import Dial, Provider, ProviderError, ProviderStatus
 
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
@@ -51,7 +52,11 @@ class TwilioProvider(Provider):
 
     def place(self, dial: Dial) -> str:
         try:
-            call = self._client().calls.create(
+            client = self._client()
+        except CredentialsError as exc:  # nothing was sent: say what is missing instead of failing obscurely
+            raise ProviderError(str(exc), permanent=True, code="credentials") from exc
+        try:
+            call = client.calls.create(
                 to=dial.to,
                 from_=dial.caller_id,
                 twiml=twiml_for(dial),
@@ -78,7 +83,9 @@ class TwilioProvider(Provider):
             ) from exc
         except requests.ConnectionError as exc:
             # A refused connection never reached Twilio; anything after connecting might have.
-            refused = isinstance(exc, requests.exceptions.ConnectTimeout) or "NewConnectionError" in repr(exc)
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            # NewConnectionError covers refused connections and failed DNS lookups (NameResolutionError).
+            refused = isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(reason, NewConnectionError)
             raise ProviderError(
                 f"cannot reach Twilio: {type(exc).__name__}", permanent=False, ambiguous=not refused
             ) from exc
@@ -89,6 +96,8 @@ class TwilioProvider(Provider):
     def fetch(self, provider_call_id: str) -> ProviderStatus:
         try:
             call = self._client().calls(provider_call_id).fetch()
+        except CredentialsError as exc:  # cannot ask now; says nothing about the call
+            raise ProviderError(str(exc), permanent=False, code="credentials") from exc
         except TwilioRestException as exc:
             raise ProviderError(f"Twilio fetch failed: {exc.msg}", permanent=exc.status == 404) from exc
         except requests.RequestException as exc:

@@ -381,9 +381,21 @@ def test_campaign_page_links_to_report(admin_client, campaign):
 def test_contact_form_normalises_in_the_lists_region(admin_client, db):
     contacts = ContactList.objects.create(name="London", default_region="GB")
     fields = {"contact_list": contacts.pk, "name": "Ann", "timezone": "Europe/London", "fields": "{}"}
-    assert admin_client.post(admin_url(Contact, "add"), {**fields, "phone": "020 7946 0018"}).status_code == 302
+    assert (
+        admin_client.post(admin_url(Contact, "add"), {**fields, "phone": "020 7946 0018"}).status_code == 302
+    )
     assert Contact.objects.get().phone == "+442079460018"
     duplicate = admin_client.post(admin_url(Contact, "add"), {**fields, "phone": "+44 20 7946 0018"})
     assert duplicate.status_code == 200 and Contact.objects.count() == 1
-    bad_zone = admin_client.post(admin_url(Contact, "add"), {**fields, "phone": "020 7946 0019", "timezone": "GMT+8"})
+    bad_zone = admin_client.post(
+        admin_url(Contact, "add"), {**fields, "phone": "020 7946 0019", "timezone": "GMT+8"}
+    )
     assert "not a time zone" in str(bad_zone.context["adminform"].form.errors["timezone"])
+
+
+def test_contact_list_pages_link_to_import(admin_client, db):
+    contacts = ContactList.objects.create(name="Links")
+    import_url = reverse("admin:campaigns_contactlist_import")
+    assert import_url in admin_client.get(admin_url(ContactList, "changelist")).content.decode()
+    page = admin_client.get(admin_url(ContactList, "change", contacts.pk)).content.decode()
+    assert f"{import_url}?contact_list={contacts.pk}" in page

@@ -114,3 +114,17 @@ def test_launch_refuses_a_bad_script(make_campaign):
     campaign = make_campaign(2, text="您好{name，明天见")
     with pytest.raises(LaunchError, match="script"):
         launch_campaign(campaign)
+
+
+def test_revoking_consent_pauses_campaigns_using_the_voice(make_campaign):
+    from voices.actions import revoke_consent
+
+    campaign = make_campaign(2)
+    voice = campaign.variants.first().voice
+    consent = SpeakerConsent.objects.create(voice=voice, speaker_name="李娜", signed_on="2026-11-01", document="c.pdf")
+    Voice.objects.filter(pk=voice.pk).update(engine=Voice.Engine.GPT_SOVITS)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.RUNNING)
+    assert revoke_consent(consent) == [campaign.pk]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    assert revoke_consent(consent) == []  # already revoked: nothing more happens

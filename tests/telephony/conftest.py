@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from urllib.parse import urlencode
 from collections.abc import Callable, Iterator
 from datetime import time, timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.test import Client

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from campaigns.models import Call, CallAttempt
+from campaigns.models import Call, CallAttempt, DoNotCall
 from telephony.actions import set_auth_token
 from telephony.models import ProviderEvent, TelephonyAccount
 from tests.telephony.conftest import FORM, gather_path, sign, status_path, twilio_params
@@ -110,8 +110,6 @@ def test_params_changed_after_signing_are_refused(client, attempt, public_url, t
 
 
 def test_gather_with_bad_signature_does_not_opt_out(client, attempt, public_url):
-    from campaigns.models import DoNotCall
-
     params = twilio_params(attempt, Digits="9")
     forged = sign("not-the-token", public_url + gather_path(attempt.pk), params)
 
@@ -194,8 +192,6 @@ def test_call_sid_mismatch_is_stored_but_not_applied(attempt, post_signed):
 
 
 def test_gather_with_call_sid_mismatch_does_not_opt_out(attempt, post_signed):
-    from campaigns.models import DoNotCall
-
     response = post_signed(gather_path(attempt.pk), twilio_params(attempt, CallSid="CA" + "0" * 32, Digits="9"))
 
     assert response.status_code == 200

@@ -1,0 +1,336 @@
+"""Benchmark: plan a 100,000-contact campaign on PostgreSQL and print contacts per second.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/herald_bench .venv/bin/python bench/plan.py
+
+The database must exist and be migrated (`manage.py migrate`). The bench creates its own contact list,
+voices, script, account and campaign under a unique `bench-plan-<hex>` name, times `launch_campaign`
+(validation + planning + commit), and deletes everything it created at the end (`--keep` leaves it).
+
+Render tasks are sent on commit. The bench forces CELERY_BROKER_URL=memory:// so they go to an in-process
+throwaway broker (no worker ever renders 100,000 clips), and times that enqueue as its own figure.
+
+Where the time goes is shown per SQL statement kind (every statement Django runs, plus psycopg COPY
+blocks), with the rest of the launch counted as Python; the Python work per contact (variant pick +
+template render + render key) is also timed on its own over the same contacts.
+
+The last line of output is one JSON object with the figures. Target: >= 20,000 contacts/s, so a
+million-contact campaign plans in under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import secrets
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import time as clock_time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = 20_000  # contacts per second
+SCRIPT = "您好{name}，您的订单{order_id}将于明天送达，确认请按1。"
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高"
+GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂"
+
+
+def _setup_django() -> str:
+    """Configure Django for the bench; returns the database vendor. Exits with a message on SQLite."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://", "pgsql://")):
+        sys.exit(
+            "bench/plan.py measures planning on PostgreSQL; set DATABASE_URL, e.g.\n"
+            "  createdb -h 127.0.0.1 -U postgres herald_bench\n"
+            "  DATABASE_URL=postgres://postgres@127.0.0.1:5432/herald_bench .venv/bin/python manage.py migrate\n"
+            "  DATABASE_URL=postgres://postgres@127.0.0.1:5432/herald_bench .venv/bin/python bench/plan.py\n"
+            f"(DATABASE_URL is {url or 'unset, which means SQLite'})"
+        )
+    # Forced, not defaulted: a real broker here would have workers render 100,000 clips.
+    os.environ["CELERY_BROKER_URL"] = "memory://"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "herald.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    return connection.vendor
+
+
+# --- where the time goes ---------------------------------------------------------------------------
+
+_TABLE = re.compile(r'\b(?:INTO|FROM|UPDATE|COPY)\s+"?(\w+)"?', re.IGNORECASE)
+
+
+def _statement_kind(sql: str) -> str:
+    """'INSERT synthesis_renderedaudio', 'SELECT COUNT campaigns_call', … from the statement text."""
+    text = sql.lstrip()
+    verb = text.split(None, 1)[0].upper() if text else "?"
+    if verb == "SELECT" and text[:40].upper().startswith("SELECT COUNT("):
+        verb = "SELECT COUNT"
+    table = _TABLE.search(text)
+    return f"{verb} {table.group(1) if table else '-'}"
+
+
+class StatementTimer:
+    """Wall time and count per statement kind, for everything Django executes on the connection."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.count: dict[str, int] = defaultdict(int)
+
+    def __call__(self, execute, sql, params, many, context):  # noqa: ANN001 - Django's wrapper signature
+        start = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            kind = _statement_kind(sql)
+            self.seconds[kind] += time.perf_counter() - start
+            self.count[kind] += 1
+
+    @contextmanager
+    def copies(self) -> Iterator[None]:
+        """Also time psycopg COPY blocks, which bypass Django's execute wrappers."""
+        from django.db.backends.postgresql.base import Cursor
+
+        original = Cursor.copy
+        timer = self
+
+        @contextmanager
+        def timed_copy(cursor, statement, *args, **kwargs):  # noqa: ANN001
+            start = time.perf_counter()
+            with original(cursor, statement, *args, **kwargs) as copy:
+                yield copy
+            kind = _statement_kind(str(statement) if not hasattr(statement, "as_string") else
+                                   statement.as_string(cursor))
+            timer.seconds[kind] += time.perf_counter() - start
+            timer.count[kind] += 1
+
+        Cursor.copy = timed_copy
+        try:
+            yield
+        finally:
+            Cursor.copy = original
+
+
+# --- fixtures --------------------------------------------------------------------------------------
+
+
+def _create_fixtures(tag: str, n: int, *, dnc_every: int, invalid_every: int):
+    """A contact list of `n` generated contacts, two embedded voices, a script, an account, a campaign."""
+    from django.db import transaction
+
+    from campaigns.models import Campaign, Contact, ContactList, DoNotCall, ScriptTemplate, Variant
+    from telephony.actions import set_auth_token
+    from telephony.models import TelephonyAccount
+    from voices.models import Voice
+
+    rng = random.Random(2026)
+    base = rng.randrange(10**7) * 100  # a block of numbers unlikely to meet other data's
+    with transaction.atomic():
+        contact_list = ContactList.objects.create(name=tag)
+        contacts = []
+        for i in range(n):
+            fields = {} if invalid_every and i % invalid_every == 7 else {"order_id": f"SF{rng.randrange(10**10):010d}"}
+            contacts.append(
+                Contact(
+                    contact_list=contact_list,
+                    phone=f"+86139{(base + i) % 10**8:08d}",
+                    name=rng.choice(SURNAMES) + "".join(rng.choices(GIVEN, k=rng.choice((1, 2)))),
+                    timezone="Asia/Shanghai",
+                    fields=fields,
+                    source_line=i + 2,
+                )
+            )
+        Contact.objects.bulk_create(contacts, batch_size=5000)
+        if dnc_every:
+            DoNotCall.objects.bulk_create(
+                [DoNotCall(phone=c.phone, source=tag) for c in contacts[3::dnc_every]], ignore_conflicts=True
+            )
+        voices = [
+            Voice.objects.create(name=f"{tag}-{label}", engine="embedded", parameters={"voice": "cmn", "pitch": pitch})
+            for label, pitch in (("high", 60), ("low", 35))
+        ]
+        script = ScriptTemplate.objects.create(name=tag, text=SCRIPT)
+        account = TelephonyAccount.objects.create(
+            name=tag, account_sid="AC" + secrets.token_hex(16), caller_ids=["+862161234567"],
+            calls_per_second=100, max_concurrent_calls=100,
+        )
+        set_auth_token(account, secrets.token_hex(16))
+        campaign = Campaign.objects.create(
+            name=tag, contact_list=contact_list, telephony_account=account, caller_id="+862161234567",
+            window_start=clock_time(9, 0), window_end=clock_time(20, 0), calls_per_second=100,
+            max_concurrent_calls=100,
+        )
+        for voice, name in zip(voices, "AB", strict=True):
+            Variant.objects.create(campaign=campaign, name=name, voice=voice, script=script, weight=1)
+    return campaign
+
+
+def _cleanup(tag: str) -> None:
+    """Delete what the bench created. Raw DELETEs: the ORM's cascade collector would load 100,000 calls."""
+    from django.db import connection, transaction
+
+    from campaigns.models import (
+        Call,
+        CallAttempt,
+        Campaign,
+        Contact,
+        ContactList,
+        DoNotCall,
+        ScriptTemplate,
+        Variant,
+    )
+    from synthesis.models import RenderedAudio
+    from telephony.models import TelephonyAccount
+    from voices.models import Voice
+
+    campaign = Campaign.objects.filter(name=tag).first()
+    voice_ids = list(Voice.objects.filter(name__startswith=f"{tag}-").values_list("pk", flat=True))
+    with transaction.atomic(), connection.cursor() as cursor:
+        if campaign:
+            cursor.execute(
+                f"DELETE FROM {CallAttempt._meta.db_table} WHERE call_id IN "
+                f"(SELECT id FROM {Call._meta.db_table} WHERE campaign_id = %s)", [campaign.pk]
+            )
+            cursor.execute(f"DELETE FROM {Call._meta.db_table} WHERE campaign_id = %s", [campaign.pk])
+            Variant.objects.filter(campaign=campaign).delete()
+            campaign.delete()
+        if voice_ids:
+            # Only renders nobody else's calls point at (they are all the bench's: its voices are its own).
+            cursor.execute(
+                f"DELETE FROM {RenderedAudio._meta.db_table} r WHERE r.voice_id = ANY(%s) AND NOT EXISTS "
+                f"(SELECT 1 FROM {Call._meta.db_table} c WHERE c.render_key = r.render_key)", [voice_ids]
+            )
+        contact_list = ContactList.objects.filter(name=tag).first()
+        if contact_list:
+            cursor.execute(f"DELETE FROM {Contact._meta.db_table} WHERE contact_list_id = %s", [contact_list.pk])
+            contact_list.delete()
+        DoNotCall.objects.filter(source=tag).delete()
+        ScriptTemplate.objects.filter(name=tag).delete()
+        Voice.objects.filter(pk__in=voice_ids).delete()
+        TelephonyAccount.objects.filter(name=tag).delete()
+
+
+# --- the Python work per contact, alone -------------------------------------------------------------
+
+
+def _python_per_contact(campaign) -> tuple[int, float]:  # noqa: ANN001
+    """Variant pick + template render + normalise + render key for every contact, no database writes."""
+    from campaigns.actions import pick_variant
+    from campaigns.templating import MissingVariables, parse_template, render_template
+    from synthesis.actions import keyer_for
+    from synthesis.keys import normalise_text
+
+    variants = list(campaign.variants.select_related("voice", "script").order_by("pk"))
+    prepared = [(parse_template(v.script.text), keyer_for(v.voice)) for v in variants]
+    cumulative, total = [], 0
+    for v in variants:
+        total += v.weight
+        cumulative.append(total)
+    rows = list(campaign.contact_list.contacts.values_list("phone", "name", "fields"))
+    start = time.perf_counter()
+    for phone, name, fields in rows:
+        template, keyer = prepared[pick_variant(campaign.pk, phone, cumulative)]
+        variables = dict(fields or {})
+        variables["name"] = name
+        variables["phone"] = phone
+        try:
+            keyer.key(normalise_text(render_template(template, variables)))
+        except MissingVariables:
+            pass
+    return len(rows), time.perf_counter() - start
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--dnc-every", type=int, default=200, help="one contact in N is on the do-not-call list")
+    parser.add_argument("--invalid-every", type=int, default=100, help="one contact in N lacks {order_id}")
+    parser.add_argument("--keep", action="store_true", help="leave the campaign and its rows in the database")
+    args = parser.parse_args()
+
+    vendor = _setup_django()
+    from django.db import connection, transaction
+    from django.test import TestCase
+
+    from campaigns.actions import launch_campaign
+    from campaigns.models import Call
+    from synthesis.models import RenderedAudio
+
+    tag = f"bench-plan-{secrets.token_hex(4)}"
+    print(f"database: {vendor} {connection.settings_dict['NAME']}; run tag {tag}")
+    start = time.perf_counter()
+    campaign = _create_fixtures(tag, args.contacts, dnc_every=args.dnc_every, invalid_every=args.invalid_every)
+    print(f"setup: {args.contacts:,} contacts in {time.perf_counter() - start:.1f} s")
+
+    try:
+        timer = StatementTimer()
+        with connection.execute_wrapper(timer), timer.copies():
+            # The outer atomic lets the bench take the on-commit render enqueue out and time it on its own.
+            began = time.perf_counter()
+            with transaction.atomic():
+                with TestCase.captureOnCommitCallbacks(execute=False) as callbacks:
+                    planned = launch_campaign(campaign)
+                launched = time.perf_counter()
+            committed = time.perf_counter()
+        planning = committed - began
+        start = time.perf_counter()
+        for callback in callbacks:
+            callback()
+        enqueue = time.perf_counter() - start
+
+        calls = Call.objects.filter(campaign=campaign).count()
+        renders = RenderedAudio.objects.filter(voice__name__startswith=f"{tag}-").count()
+        checked, python_alone = _python_per_contact(campaign)
+
+        sql_total = sum(timer.seconds.values())
+        phases = {kind: round(seconds, 3) for kind, seconds in sorted(timer.seconds.items(), key=lambda kv: -kv[1])}
+        phases["COMMIT"] = round(committed - launched, 3)
+        phases["python (launch minus SQL)"] = round(launched - began - sql_total, 3)
+        rate = args.contacts / planning
+        print(f"launch_campaign: {planned:,} planned of {args.contacts:,} contacts ({calls:,} calls, "
+              f"{renders:,} renders) in {planning:.2f} s = {rate:,.0f} contacts/s (target {TARGET:,})")
+        print("where the time goes:")
+        for kind, seconds in phases.items():
+            count = timer.count.get(kind)
+            suffix = f"  ({count} statements)" if count else ""
+            print(f"  {seconds:8.3f} s  {kind}{suffix}")
+        print(f"python per contact, alone (pick + render + normalise + key): "
+              f"{python_alone / checked * 1e6:.1f} µs ({checked / python_alone:,.0f} contacts/s)")
+        print(f"render enqueue on commit (memory:// broker): {len(callbacks)} hook(s), {enqueue:.2f} s")
+        result = {
+            "contacts": args.contacts,
+            "planned": planned,
+            "calls": calls,
+            "renders": renders,
+            "seconds": round(planning, 3),
+            "contacts_per_second": round(rate),
+            "target_contacts_per_second": TARGET,
+            "meets_target": rate >= TARGET,
+            "enqueue_seconds": round(enqueue, 3),
+            "python_us_per_contact": round(python_alone / checked * 1e6, 2),
+            "phases_seconds": phases,
+            "database": vendor,
+            "tag": tag,
+            "kept": args.keep,
+        }
+    finally:
+        if not args.keep:
+            start = time.perf_counter()
+            _cleanup(tag)
+            print(f"cleanup: deleted {tag} in {time.perf_counter() - start:.1f} s")
+    print(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
