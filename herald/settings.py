@@ -127,8 +127,8 @@ SESSION_COOKIE_HTTPONLY = True
 LOGIN_URL = "admin:login"
 
 # --- Celery -----------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
-if CELERY_BROKER_URL.startswith("filesystem://"):
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "herald-fs://")
+if CELERY_BROKER_URL.startswith(("herald-fs://", "filesystem://")):
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)

@@ -75,16 +75,25 @@ def audio_paths(render_key: str) -> tuple[str, str]:
     return f"{folder}/{render_key}.wav", f"{folder}/{render_key}.orig.wav"
 
 
-def _claim(render_keys: list[str]) -> dict[str, object]:
-    """Claim pending keys (and keys whose renderer died long ago); returns key → claim time."""
+def _claim(render_keys: list[str], claim_token: str) -> dict[str, object]:
+    """Claim pending keys, keys whose renderer died long ago, and keys this same task claimed before it was
+    redelivered (its worker died mid-render); returns key → claim time."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.RENDER_STALE_SECONDS)
+    claimable = Q(state=RenderedAudio.State.PENDING) | Q(state=RenderedAudio.State.RENDERING, claimed_at__lt=stale)
+    if claim_token:
+        claimable |= Q(state=RenderedAudio.State.RENDERING, claimed_by=claim_token)
     claimed: dict[str, object] = {}
     for key in dict.fromkeys(render_keys):
         updated = (
             RenderedAudio.objects.filter(render_key=key)
-            .filter(Q(state=RenderedAudio.State.PENDING) | Q(state=RenderedAudio.State.RENDERING, claimed_at__lt=stale))
-            .update(state=RenderedAudio.State.RENDERING, claimed_at=now, attempts=F("attempts") + 1)
+            .filter(claimable)
+            .update(
+                state=RenderedAudio.State.RENDERING,
+                claimed_at=now,
+                claimed_by=claim_token,
+                attempts=F("attempts") + 1,
+            )
         )
         if updated == 1:
             claimed[key] = now
@@ -137,10 +146,11 @@ def _store(row: RenderedAudio, claimed_at: object, wave) -> None:  # wave: synth
             mark_calls_ready(row.render_key)
 
 
-def render(render_keys: list[str]) -> RenderSummary:
-    """Render every claimable key, one engine batch per voice."""
+def render(render_keys: list[str], *, claim_token: str = "") -> RenderSummary:
+    """Render every claimable key, one engine batch per voice. `claim_token` (the task id) lets a redelivered
+    task take over the claims its dead predecessor held, instead of waiting for them to go stale."""
     summary = RenderSummary()
-    claimed = _claim(render_keys)
+    claimed = _claim(render_keys, claim_token)
     summary.skipped = [k for k in dict.fromkeys(render_keys) if k not in claimed]
     if not claimed:
         return summary

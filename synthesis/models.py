@@ -33,6 +33,9 @@ class RenderedAudio(models.Model):
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(
+        max_length=64, blank=True, help_text="Task id holding the claim; its redelivery may take the claim over."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     rendered_at = models.DateTimeField(null=True, blank=True)
 

@@ -13,14 +13,15 @@ from synthesis import actions
 
 
 @app.task(
+    bind=True,
     acks_late=True,
     autoretry_for=(actions.TransientRenderError,),
     retry_backoff=5,
     retry_backoff_max=300,
     max_retries=8,
 )
-def render_batch(render_keys: list[str]) -> dict[str, int]:
-    summary = actions.render(render_keys)
+def render_batch(self, render_keys: list[str]) -> dict[str, int]:
+    summary = actions.render(render_keys, claim_token=self.request.id or "")
     return {"rendered": len(summary.rendered), "failed": len(summary.failed), "skipped": len(summary.skipped)}
 
 

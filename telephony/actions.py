@@ -49,6 +49,12 @@ def place_call(call_id: int) -> str:
         if call is None or call.state != Call.State.DIALING:
             return "not claimed"  # somebody else has it, or it was cancelled
         campaign = call.campaign
+        if campaign.status in (Campaign.Status.CANCELLED, Campaign.Status.COMPLETED):
+            # Claimed just before the campaign ended: back to ready it would sit in a finished campaign forever.
+            call.state, call.updated_at = Call.State.CANCELLED, now
+            call.error = f"campaign {campaign.status} before this call could be made"
+            call.save(update_fields=["state", "error", "updated_at"])
+            return "campaign over"
         if campaign.status != Campaign.Status.RUNNING:
             _unclaim(call, now)
             return "campaign not running"

@@ -112,3 +112,11 @@ def test_signed_url_expires(launched):
     query = dict(part.split("=") for part in url.split("?")[1].split("&"))
     assert check_signature(key, query["expires"], query["sig"]) is None
     assert check_signature(key, query["expires"], query["sig"], now=time.time() + 61) == "expired"
+
+
+def test_a_redelivered_task_takes_over_its_own_claim_at_once(launched):
+    key = launched.calls.first().audio_id
+    # The worker running task "t-1" died after claiming: the claim is fresh, not stale.
+    RenderedAudio.objects.filter(render_key=key).update(state="rendering", claimed_at=timezone.now(), claimed_by="t-1")
+    assert actions.render([key], claim_token="t-2").skipped == [key]  # another task waits
+    assert actions.render([key], claim_token="t-1").rendered == [key]  # the redelivery resumes

@@ -215,7 +215,7 @@ def test_do_not_call_number_is_never_dialled(claimed, make_sandbox, unreachable_
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("status", [Campaign.Status.PAUSED, Campaign.Status.CANCELLED])
+@pytest.mark.parametrize("status", [Campaign.Status.PAUSED, Campaign.Status.SCHEDULED])
 def test_campaign_not_running_puts_the_call_back(claimed, make_sandbox, unreachable_public_url, status):
     sandbox = make_sandbox()
     Campaign.objects.filter(pk=claimed.campaign_id).update(status=status)
@@ -224,6 +224,22 @@ def test_campaign_not_running_puts_the_call_back(claimed, make_sandbox, unreacha
 
     claimed.refresh_from_db()
     assert (claimed.state, claimed.claimed_at, claimed.attempts_made) == (Call.State.READY, None, 0)
+    assert sandbox.calls() == []
+    assert not CallAttempt.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [Campaign.Status.CANCELLED, Campaign.Status.COMPLETED])
+def test_call_claimed_as_the_campaign_ends_is_cancelled(claimed, make_sandbox, unreachable_public_url, status):
+    """cancel_campaign and the end-of-campaign sweep only cancel ready calls: a claimed one must not be left ready."""
+    sandbox = make_sandbox()
+    Campaign.objects.filter(pk=claimed.campaign_id).update(status=status)
+
+    assert place_call(claimed.pk) == "campaign over"
+
+    claimed.refresh_from_db()
+    assert claimed.state == Call.State.CANCELLED
+    assert status in claimed.error
     assert sandbox.calls() == []
     assert not CallAttempt.objects.exists()
 

@@ -55,9 +55,11 @@ class Command(BaseCommand):
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
             self._run(opts)
-        finally:
-            if not opts["serve"]:
-                self._stop_all()
+        except BaseException:
+            self._stop_all()
+            raise
+        if not opts["serve"]:
+            self._stop_all()
 
     def _run(self, opts) -> None:
         port = opts["port"]
