@@ -430,7 +430,7 @@ class CallAttemptInline(admin.TabularInline):
 @admin.register(Call)
 class CallAdmin(MaskedPhoneMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = [CallAttemptInline]
-    list_display = ["pk", "masked_phone", "campaign", "variant", "state", "outcome", "attempts_made", "error"]
+    list_display = ["pk", "masked_phone", "campaign", "variant_name", "state", "outcome", "attempts_made", "error"]
     list_filter = ["campaign", "state", "outcome"]
     list_select_related = ["campaign", "variant"]
     search_fields = ["phone"]
@@ -451,6 +451,10 @@ class CallAdmin(MaskedPhoneMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "audio_link",
     ]
     readonly_fields = fields
+
+    @admin.display(description="variant", ordering="variant__name")
+    def variant_name(self, obj: Call) -> str:
+        return obj.variant.name
 
     @admin.display(description="audio")
     def audio_link(self, obj: Call) -> str:
