@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/herald
 EXTRAS ?= embedded,prod,dev
+TEST_EXTRAS := embedded,prod,dev,synthesis
 
-.PHONY: install demo test test-sqlite test-postgres lint bench serve clean
+.PHONY: install install-test demo test test-sqlite test-postgres lint bench serve clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Herald needs Python 3.11")'
@@ -16,22 +17,31 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# The suite also needs torch (GPT-SoVITS engine); the demo and the web/telephony processes do not.
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(TEST_EXTRAS)]'
+	touch $@
+
+install-test: $(VENV)/.installed-test
+
 demo: install
 	$(PY) manage.py demo $(if $(SERVE),--serve)
 
 serve: install
 	$(PY) manage.py demo --serve
 
-lint: install
+lint: install-test
 	$(VENV)/bin/ruff check .
 
 test: lint test-sqlite test-postgres
 
-test-sqlite: install
+# Everything on SQLite; then everything that touches the database again on PostgreSQL (the pure packages,
+# gptsovits and the sandbox, do not depend on the database and run once).
+test-sqlite: install-test
 	$(VENV)/bin/pytest
 
-test-postgres: install
-	DATABASE_URL=$(PG_TEST_URL) $(VENV)/bin/pytest
+test-postgres: install-test
+	DATABASE_URL=$(PG_TEST_URL) $(VENV)/bin/pytest --ignore=tests/gptsovits --ignore=tests/sandbox
 
 bench: install
 	DATABASE_URL=$(PG_TEST_URL) $(PY) bench/plan.py

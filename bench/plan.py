@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import re
@@ -60,6 +61,7 @@ def _setup_django() -> str:
     django.setup()
     from django.db import connection
 
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)  # memory:// has no hostname, as meant
     return connection.vendor
 
 
@@ -110,8 +112,7 @@ class StatementTimer:
             start = time.perf_counter()
             with original(cursor, statement, *args, **kwargs) as copy:
                 yield copy
-            kind = _statement_kind(str(statement) if not hasattr(statement, "as_string") else
-                                   statement.as_string(cursor))
+            kind = _statement_kind(statement if isinstance(statement, str) else statement.as_string(cursor))
             timer.seconds[kind] += time.perf_counter() - start
             timer.count[kind] += 1
 
@@ -120,6 +121,24 @@ class StatementTimer:
             yield
         finally:
             Cursor.copy = original
+
+
+# Statement kinds grouped into the phases of planning.
+PHASES = (
+    ("read contacts + do-not-call", re.compile(r"^SELECT (campaigns_contact|campaigns_donotcall)$")),
+    ("insert RenderedAudio", re.compile(r"^(INSERT|COPY|CREATE|DROP) (synthesis_renderedaudio|plan_audio)$")),
+    ("insert Call", re.compile(r"^(INSERT|COPY|CREATE|DROP) (campaigns_call|plan_call)$")),
+    ("follow-up UPDATE/SELECT (planned, cached, pending)",
+     re.compile(r"^(UPDATE campaigns_call|SELECT COUNT campaigns_call|SELECT synthesis_renderedaudio)$")),
+)
+
+
+def _phases(statements: dict[str, float]) -> dict[str, float]:
+    phases: dict[str, float] = defaultdict(float)
+    for kind, seconds in statements.items():
+        name = next((name for name, pattern in PHASES if pattern.match(kind)), "other SQL (validation, savepoints)")
+        phases[name] += seconds
+    return phases
 
 
 # --- fixtures --------------------------------------------------------------------------------------
@@ -220,18 +239,16 @@ def _cleanup(tag: str) -> None:
         Voice.objects.filter(pk__in=voice_ids).delete()
         TelephonyAccount.objects.filter(name=tag).delete()
     # 300,000 dead rows and their index entries would slow the next run down (autovacuum may be off or late).
-    with connection.cursor() as cursor:
-        for model in (Call, RenderedAudio, Contact):
-            cursor.execute(f"VACUUM ANALYZE {model._meta.db_table}")
+    _vacuum(Call, RenderedAudio, Contact)
 
 
-def _analyze(*models) -> None:  # noqa: ANN002
-    """Fresh statistics for the planner, as autovacuum would gather after a large import."""
+def _vacuum(*models) -> None:  # noqa: ANN002
+    """What autovacuum does some time after a large import: statistics, visibility map, hint bits."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         for model in models:
-            cursor.execute(f"ANALYZE {model._meta.db_table}")
+            cursor.execute(f"VACUUM ANALYZE {model._meta.db_table}")
 
 
 # --- the Python work per contact, alone -------------------------------------------------------------
@@ -274,6 +291,7 @@ def main() -> None:
     parser.add_argument("--invalid-every", type=int, default=100, help="one contact in N lacks {order_id}")
     parser.add_argument("--keep", action="store_true", help="leave the campaign and its rows in the database")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # keep the order with log lines on stderr: JSON comes last
 
     vendor = _setup_django()
     from django.db import connection, transaction
@@ -286,7 +304,7 @@ def main() -> None:
     print(f"database: {vendor} {connection.settings_dict['NAME']}; run tag {tag}")
     start = time.perf_counter()
     campaign = _create_fixtures(tag, args.contacts, dnc_every=args.dnc_every, invalid_every=args.invalid_every)
-    _analyze(Contact, Call, RenderedAudio)
+    _vacuum(Contact, Call, RenderedAudio)
     print(f"setup: {args.contacts:,} contacts in {time.perf_counter() - start:.1f} s")
 
     try:
@@ -294,6 +312,7 @@ def main() -> None:
         with connection.execute_wrapper(timer), timer.copies():
             # The outer atomic lets the bench take the on-commit render enqueue out of the pending hooks
             # (Django's own list, as its captureOnCommitCallbacks reads it) and time it on its own.
+            load = os.getloadavg()[0]  # other work on the machine shows in the figures
             began = time.perf_counter()
             with transaction.atomic():
                 pending = len(connection.run_on_commit)
@@ -312,21 +331,26 @@ def main() -> None:
         renders = RenderedAudio.objects.filter(voice__name__startswith=f"{tag}-").count()
         checked, python_alone = _python_per_contact(campaign)
 
-        sql_total = sum(timer.seconds.values())
-        phases = {kind: round(seconds, 3) for kind, seconds in sorted(timer.seconds.items(), key=lambda kv: -kv[1])}
-        phases["COMMIT"] = round(committed - launched, 3)
-        phases["python (launch minus SQL)"] = round(launched - began - sql_total, 3)
+        statements = dict(sorted(timer.seconds.items(), key=lambda kv: -kv[1]))
+        phases = _phases(statements)
+        phases["python: planning, row decoding, COPY rows, server-cursor fetches"] = (
+            launched - began - sum(statements.values())
+        )
+        phases["COMMIT (deferred foreign-key checks)"] = committed - launched
+        phases = {name: round(seconds, 3) for name, seconds in phases.items()}
         rate = args.contacts / planning
         print(f"launch_campaign: {planned:,} planned of {args.contacts:,} contacts ({calls:,} calls, "
-              f"{renders:,} renders) in {planning:.2f} s = {rate:,.0f} contacts/s (target {TARGET:,})")
-        print("where the time goes:")
-        for kind, seconds in phases.items():
-            count = timer.count.get(kind)
-            suffix = f"  ({count} statements)" if count else ""
-            print(f"  {seconds:8.3f} s  {kind}{suffix}")
+              f"{renders:,} renders) in {planning:.2f} s = {rate:,.0f} contacts/s (target {TARGET:,}; "
+              f"load average {load:.2f} on {os.cpu_count()} CPUs)")
+        print("phases:")
+        for name, seconds in phases.items():
+            print(f"  {seconds:8.3f} s  {name}")
+        print("statements:")
+        for kind, seconds in statements.items():
+            print(f"  {seconds:8.3f} s  {kind} ({timer.count[kind]})")
         print(f"python per contact, alone (pick + render + normalise + key): "
               f"{python_alone / checked * 1e6:.1f} µs ({checked / python_alone:,.0f} contacts/s)")
-        print(f"render enqueue on commit (memory:// broker): {len(callbacks)} hook(s), {enqueue:.2f} s")
+        print(f"render enqueue on commit (memory:// broker, not in the figure above): {enqueue:.2f} s")
         result = {
             "contacts": args.contacts,
             "planned": planned,
@@ -339,6 +363,8 @@ def main() -> None:
             "enqueue_seconds": round(enqueue, 3),
             "python_us_per_contact": round(python_alone / checked * 1e6, 2),
             "phases_seconds": phases,
+            "statements_seconds": {kind: round(seconds, 3) for kind, seconds in statements.items()},
+            "load_average_1m": round(load, 2),
             "database": vendor,
             "tag": tag,
             "kept": args.keep,

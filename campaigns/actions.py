@@ -202,6 +202,7 @@ class _PreparedVariant:
         self.template = parse_template(variant.script.text)
         self.keyer = keyer_for(variant.voice)
         self.parameters = dict(variant.voice.parameters or {})
+        self.parameters_json = json.dumps(self.parameters)  # jsonb goes over COPY as its JSON text
 
 
 def pick_variant(campaign_id: int, phone: str, cumulative: list[int]) -> int:
@@ -323,7 +324,7 @@ class _BulkWriter:
 
 
 class _CopyWriter:
-    """PostgreSQL: COPY the rows into staging tables, then one INSERT … SELECT … ON CONFLICT DO NOTHING each.
+    """PostgreSQL (psycopg 3): COPY the rows into staging tables, then one INSERT … SELECT … ON CONFLICT DO NOTHING each.
 
     COPY skips the per-row cost of bulk_create (model instances, SQL text with 16 parameters a row), which
     was most of planning's time. But COPY cannot skip conflicts, and both skips matter: a contact already
@@ -348,13 +349,11 @@ class _CopyWriter:
                 )
 
     def write(self, calls: list[tuple], audio: dict[str, tuple[str, _PreparedVariant]]) -> None:
-        # jsonb goes over COPY as its JSON text: serialise each voice's parameters once, not once a row.
-        parameters = {id(p): json.dumps(p.parameters) for _, p in audio.values()}
         with connection.cursor() as cursor:
             with cursor.copy(f"COPY plan_audio ({', '.join(_columns(RenderedAudio, self.AUDIO_FIELDS))}) FROM STDIN") as copy:
                 for key, (text, p) in audio.items():
                     copy.write_row(
-                        (key, text, p.variant.voice.engine, p.keyer.engine_version, p.variant.voice_id, parameters[id(p)])
+                        (key, text, p.variant.voice.engine, p.keyer.engine_version, p.variant.voice_id, p.parameters_json)
                     )
             with cursor.copy(f"COPY plan_call ({', '.join(_columns(Call, _CALL_FIELDS))}) FROM STDIN") as copy:
                 for row in calls:
@@ -362,11 +361,15 @@ class _CopyWriter:
 
     def finish(self) -> None:
         with connection.cursor() as cursor:
-            # Audio first only for readability: the calls' foreign key to it is checked at commit.
-            _insert_from_staging(cursor, RenderedAudio, "plan_audio", self.AUDIO_FIELDS, {}, conflict="render_key")
+            # Audio first only for readability: the calls' foreign key to it is checked at commit. In key order,
+            # the unique index takes the new keys in one sweep instead of at random: about a quarter faster.
             _insert_from_staging(
-                cursor, Call, "plan_call", _CALL_FIELDS,
-                {"campaign_id": self.campaign.pk, "next_attempt_at": self.start_at}, conflict="campaign_id, contact_id",
+                cursor, RenderedAudio, "plan_audio", self.AUDIO_FIELDS, {}, conflict="render_key", order="render_key"
+            )
+            # Calls in contact order, as before: their ids break ties in the order the dialer takes them.
+            _insert_from_staging(
+                cursor, Call, "plan_call", _CALL_FIELDS, {"campaign_id": self.campaign.pk, "next_attempt_at": self.start_at},
+                conflict="campaign_id, contact_id", order="contact_id",
             )
             for staging, _, _ in self._tables():
                 cursor.execute(f"DROP TABLE {staging}")
@@ -380,23 +383,30 @@ def _columns(model: type, fields: tuple[str, ...]) -> list[str]:
 
 
 def _insert_from_staging(
-    cursor: Any, model: type, staging: str, fields: tuple[str, ...], constants: dict[str, Any], *, conflict: str
+    cursor: Any,
+    model: type,
+    staging: str,
+    fields: tuple[str, ...],
+    constants: dict[str, Any],
+    *,
+    conflict: str,
+    order: str,
 ) -> None:
     """INSERT the staged rows into the model's table, filling every other column from `constants` or the
     model's field default (a nullable column without one is left NULL); rows that conflict are skipped."""
     columns, values, params = _columns(model, fields), _columns(model, fields), []
     for f in model._meta.concrete_fields:
-        if f.primary_key or f.attname in fields:
-            continue
+        if f.primary_key or f.attname in fields or (f.attname not in constants and f.has_db_default()):
+            continue  # the database fills these
         value = f.get_db_prep_save(constants[f.attname] if f.attname in constants else f.get_default(), connection)
         if value is None:
-            continue
+            continue  # left out is NULL
         columns.append(connection.ops.quote_name(f.column))
         values.append(f"CAST(%s AS {f.cast_db_type(connection)})")
         params.append(value)
     cursor.execute(
         f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({', '.join(columns)}) "
-        f"SELECT {', '.join(values)} FROM {staging} ON CONFLICT ({conflict}) DO NOTHING",
+        f"SELECT {', '.join(values)} FROM {staging} ORDER BY {order} ON CONFLICT ({conflict}) DO NOTHING",
         params,
     )
 

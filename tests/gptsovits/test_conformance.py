@@ -1,0 +1,82 @@
+"""The conformance tool: passes on the shared reference set, and fails loudly when it should."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthesis.gptsovits.conformance import compare
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "gptsovits"
+
+
+def _run(directory: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "synthesis.gptsovits.conformance", str(directory)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def copied(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("reference")
+    for name in ("gpt.ckpt", "sovits.pth"):
+        shutil.copy(SHARED / name, folder / name)
+    return folder
+
+
+def test_the_shared_reference_set_conforms():
+    result = _run(SHARED)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    with np.load(SHARED / "vectors.npz") as data:
+        outputs = [n for n in data.files if not n.startswith(("noise_", "text_", "prompt_phones", "prompt_bert"))
+                   and n not in ("hubert_feature", "ref_wav_32k", "ref_wav2_32k")]
+    assert len([line for line in lines if line.startswith("ok")]) == len(outputs)
+    assert lines[-1] == f"{len(outputs)} passed, 0 failed"
+
+
+def test_an_array_the_tool_does_not_know_fails_it(copied):
+    with np.load(SHARED / "vectors.npz") as data:
+        arrays = {n: data[n] for n in data.files}
+    arrays["mystery_output"] = np.zeros(3, dtype=np.float32)
+    np.savez(copied / "vectors.npz", **arrays)
+    result = _run(copied)
+    assert result.returncode == 1
+    assert "FAIL mystery_output" in result.stdout and "unknown array" in result.stdout
+
+
+def test_an_array_outside_tolerance_fails_it(copied):
+    with np.load(SHARED / "vectors.npz") as data:
+        arrays = {n: data[n] for n in data.files}
+    arrays["wav_A"] = arrays["wav_A"] + 1e-3
+    arrays["gpt_tokens_naive"] = arrays["gpt_tokens_naive"].copy()
+    arrays["gpt_tokens_naive"][7] += 1
+    np.savez(copied / "vectors.npz", **arrays)
+    result = _run(copied)
+    assert result.returncode == 1
+    assert any(line.startswith("FAIL wav_A") for line in result.stdout.splitlines())
+    assert "first mismatch at 7" in result.stdout
+
+
+def test_missing_files_are_named(tmp_path):
+    result = _run(tmp_path)
+    assert result.returncode == 2 and "gpt.ckpt" in result.stderr
+
+
+def test_compare_rules():
+    ints = np.arange(5)
+    assert compare("x_tokens", ints, ints).ok
+    assert not compare("x_tokens", ints, ints[::-1]).ok
+    floats = np.array([[1.0, np.nan]], dtype=np.float32)
+    assert compare("batch_logits_raw", floats, floats + 5e-5).ok
+    assert not compare("batch_logits_raw", floats, np.array([[1.0, 2.0]])).ok  # NaN pattern
+    assert not compare("wav_A", floats, floats + 2e-5).ok  # waveforms: 1e-5
+    assert compare("refer_spec", np.array([1000.0]), np.array([1000.005])).ok  # relative
+    assert not compare("x", floats, floats[:, :1]).ok  # shape
