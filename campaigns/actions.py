@@ -11,6 +11,7 @@ import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from campaigns.templating import (
     validate_template,
 )
 from campaigns.windows import HARD_EARLIEST, HARD_LATEST, effective_window, is_open
-from synthesis.engines import engine_version
+from synthesis.engines import engine_problem
 from synthesis.engines.base import EngineError
 from synthesis.keys import normalise_text
 from synthesis.models import RenderedAudio
@@ -131,9 +132,11 @@ def check_launchable(campaign: Campaign) -> None:
                 "speaker consent; record the speaker's consent first"
             )
         try:
-            engine_version(variant.voice.engine)
+            problem = engine_problem(variant.voice.engine)
         except EngineError as exc:
-            raise LaunchError(f"voice '{variant.voice}' (variant {variant.name}): {exc}") from exc
+            problem = str(exc)
+        if problem:
+            raise LaunchError(f"voice '{variant.voice}' (variant {variant.name}): {problem}")
     earliest, latest = effective_window(campaign.window_start, campaign.window_end)
     if earliest >= latest:
         raise LaunchError(
@@ -230,6 +233,7 @@ def plan_calls(campaign: Campaign) -> PlanResult:
         .annotate(blocked=Exists(DoNotCall.objects.filter(phone=OuterRef("phone"))))
         .values_list("pk", "phone", "name", "timezone", "fields", "blocked")
     )
+    # PostgreSQL takes the rows by COPY (several times faster, see _CopyWriter); other databases by bulk_create.
     writer = _CopyWriter(campaign, start_at) if connection.vendor == "postgresql" else _BulkWriter(campaign, start_at)
     last_pk = 0
     # Atomic even when called outside a transaction: the COPY staging tables live until commit.
@@ -311,11 +315,9 @@ class _BulkWriter:
             for key, (text, p) in audio.items()
         ]
         RenderedAudio.objects.bulk_create(renders, ignore_conflicts=True, batch_size=2000)
+        rows = [dict(zip(_CALL_FIELDS, row, strict=True)) for row in calls]
         Call.objects.bulk_create(
-            [
-                Call(campaign=self.campaign, next_attempt_at=self.start_at, **dict(zip(_CALL_FIELDS, row, strict=True)))
-                for row in calls
-            ],
+            [Call(campaign=self.campaign, next_attempt_at=self.start_at, **row) for row in rows],
             ignore_conflicts=True, batch_size=2000,
         )
 
@@ -324,62 +326,64 @@ class _BulkWriter:
 
 
 class _CopyWriter:
-    """PostgreSQL (psycopg 3): COPY the rows into staging tables, then one INSERT … SELECT … ON CONFLICT DO NOTHING each.
+    """PostgreSQL (psycopg 3): COPY into staging tables, then INSERT … SELECT … ON CONFLICT DO NOTHING.
 
-    COPY skips the per-row cost of bulk_create (model instances, SQL text with 16 parameters a row), which
-    was most of planning's time. But COPY cannot skip conflicts, and both skips matter: a contact already
-    planned keeps its call (planning twice changes nothing), and a render key that another campaign already
-    inserted is shared, not an error. Staging gives COPY's speed with INSERT's ON CONFLICT. Columns the
-    planner does not set get the model's defaults, so the rows are the ones bulk_create would write.
+    COPY skips the per-row cost of bulk_create (a model instance and sixteen SQL parameters a row), which was
+    most of planning's time. But COPY cannot skip conflicts, and both skips matter: a contact already planned
+    keeps its call (planning twice changes nothing), and audio that another campaign inserted first is
+    shared, not an error. Staging gives COPY's speed with INSERT's ON CONFLICT. Columns the planner does not
+    set get the model's defaults, so the rows are the ones bulk_create would write.
     """
 
     AUDIO_FIELDS = ("render_key", "text", "engine", "engine_version", "voice_id", "parameters")
+    STAGING = (("plan_audio", RenderedAudio, AUDIO_FIELDS), ("plan_call", Call, _CALL_FIELDS))
 
     def __init__(self, campaign: Campaign, start_at: datetime) -> None:
         self.campaign, self.start_at = campaign, start_at
 
     def start(self) -> None:
-        # Staging tables with the real tables' column types; ON COMMIT DROP as a backstop for finish().
+        # The real tables' column types; ON COMMIT DROP in case finish() is never reached.
         with connection.cursor() as cursor:
-            for staging, model, fields in self._tables():
-                columns = ", ".join(_columns(model, fields))
+            for staging, model, fields in self.STAGING:
                 cursor.execute(
                     f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS "
-                    f"SELECT {columns} FROM {connection.ops.quote_name(model._meta.db_table)} WITH NO DATA"
+                    f"SELECT {_columns(model, fields)} FROM {_table(model)} WITH NO DATA"
                 )
 
     def write(self, calls: list[tuple], audio: dict[str, tuple[str, _PreparedVariant]]) -> None:
+        audio_rows = [
+            (key, text, p.variant.voice.engine, p.keyer.engine_version, p.variant.voice_id, p.parameters_json)
+            for key, (text, p) in audio.items()
+        ]
         with connection.cursor() as cursor:
-            with cursor.copy(f"COPY plan_audio ({', '.join(_columns(RenderedAudio, self.AUDIO_FIELDS))}) FROM STDIN") as copy:
-                for key, (text, p) in audio.items():
-                    copy.write_row(
-                        (key, text, p.variant.voice.engine, p.keyer.engine_version, p.variant.voice_id, p.parameters_json)
-                    )
-            with cursor.copy(f"COPY plan_call ({', '.join(_columns(Call, _CALL_FIELDS))}) FROM STDIN") as copy:
-                for row in calls:
-                    copy.write_row(row)
+            for (staging, model, fields), rows in zip(self.STAGING, (audio_rows, calls), strict=True):
+                with cursor.copy(f"COPY {staging} ({_columns(model, fields)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
 
     def finish(self) -> None:
         with connection.cursor() as cursor:
             # Audio first only for readability: the calls' foreign key to it is checked at commit. In key order,
             # the unique index takes the new keys in one sweep instead of at random: about a quarter faster.
             _insert_from_staging(
-                cursor, RenderedAudio, "plan_audio", self.AUDIO_FIELDS, {}, conflict="render_key", order="render_key"
+                cursor, RenderedAudio, "plan_audio", self.AUDIO_FIELDS, {},
+                conflict="render_key", order="render_key",
             )
             # Calls in contact order, as before: their ids break ties in the order the dialer takes them.
             _insert_from_staging(
                 cursor, Call, "plan_call", _CALL_FIELDS, {"campaign_id": self.campaign.pk, "next_attempt_at": self.start_at},
                 conflict="campaign_id, contact_id", order="contact_id",
             )
-            for staging, _, _ in self._tables():
+            for staging, _, _ in self.STAGING:
                 cursor.execute(f"DROP TABLE {staging}")
 
-    def _tables(self) -> list[tuple[str, type, tuple[str, ...]]]:
-        return [("plan_audio", RenderedAudio, self.AUDIO_FIELDS), ("plan_call", Call, _CALL_FIELDS)]
+
+def _table(model: type) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
 
 
-def _columns(model: type, fields: tuple[str, ...]) -> list[str]:
-    return [connection.ops.quote_name(model._meta.get_field(name).column) for name in fields]
+def _columns(model: type, fields: Iterable[str]) -> str:
+    return ", ".join(connection.ops.quote_name(model._meta.get_field(name).column) for name in fields)
 
 
 def _insert_from_staging(
@@ -394,7 +398,7 @@ def _insert_from_staging(
 ) -> None:
     """INSERT the staged rows into the model's table, filling every other column from `constants` or the
     model's field default (a nullable column without one is left NULL); rows that conflict are skipped."""
-    columns, values, params = _columns(model, fields), _columns(model, fields), []
+    columns, values, params = [_columns(model, fields)], [_columns(model, fields)], []
     for f in model._meta.concrete_fields:
         if f.primary_key or f.attname in fields or (f.attname not in constants and f.has_db_default()):
             continue  # the database fills these
@@ -405,8 +409,8 @@ def _insert_from_staging(
         values.append(f"CAST(%s AS {f.cast_db_type(connection)})")
         params.append(value)
     cursor.execute(
-        f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({', '.join(columns)}) "
-        f"SELECT {', '.join(values)} FROM {staging} ORDER BY {order} ON CONFLICT ({conflict}) DO NOTHING",
+        f"INSERT INTO {_table(model)} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {staging} "
+        f"ORDER BY {order} ON CONFLICT ({conflict}) DO NOTHING",
         params,
     )
 

@@ -10,11 +10,13 @@ import threading
 
 from synthesis.engines.base import Engine, EngineError, VoiceSpec
 from synthesis.engines.embedded import EmbeddedEngine
+from synthesis.engines.gptsovits import GptSovitsEngine
 
-__all__ = ["ENGINES", "Engine", "EngineError", "VoiceSpec", "engine_version", "get_engine"]
+__all__ = ["ENGINES", "Engine", "EngineError", "VoiceSpec", "engine_problem", "engine_version", "get_engine"]
 
 ENGINES: dict[str, type[Engine]] = {
     "embedded": EmbeddedEngine,
+    "gpt-sovits": GptSovitsEngine,
 }
 
 _instances: dict[str, Engine] = {}
@@ -58,3 +60,17 @@ def engine_version(kind: str) -> str:
     """The version string of engine ``kind`` (part of the render key) without creating an instance or
     loading a model. For the embedded engine this asks libespeak-ng once per process (a few ms)."""
     return _engine_class(kind).version
+
+
+def engine_problem(kind: str) -> str | None:
+    """Why engine ``kind`` cannot render campaign texts in this installation, or None when it can.
+
+    Asked before a campaign launches, so staff hear it then rather than from 10,000 failed renders.
+    """
+    cls = _engine_class(kind)
+    if cls is GptSovitsEngine:
+        return (
+            "GPT-SoVITS voices cannot render campaign scripts yet: the Chinese text frontend (G2P + BERT "
+            "features) is not installed"
+        )
+    return None

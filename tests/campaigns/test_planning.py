@@ -84,7 +84,7 @@ def test_cloned_voice_needs_consent(make_campaign):
     voice = campaign.variants.first().voice
     consent = SpeakerConsent.objects.create(voice=voice, speaker_name="李娜", signed_on="2026-11-01", document="c.pdf")
     # With consent the next check is the engine itself (GPT-SoVITS lands with its own issue).
-    with pytest.raises(LaunchError, match="gpt-sovits"):
+    with pytest.raises(LaunchError, match="GPT-SoVITS voices cannot render campaign scripts yet"):
         launch_campaign(campaign)
     consent.revoked_at = consent.recorded_at
     consent.save()

@@ -1,0 +1,192 @@
+"""GPT-SoVITS engine: a cloned voice's texts rendered in one batched pass by models resident in the worker.
+
+Models load on first use (never at import), stay resident, and several voices share a memory budget
+(HERALD_GPTSOVITS_MEMORY_MB, least recently used leaves first). Turning text into phone ids and BERT
+features, and a reference clip into prompt codes, is the text frontend's job (its own module); until a
+frontend is installed, callers hand phones and features in through `synthesize_phones`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from synthesis.audio import Waveform
+from synthesis.engines.base import Engine, EngineError, VoiceSpec
+
+SAMPLE_RATE = 32000
+DEFAULTS: dict[str, Any] = {
+    "top_k": 15,
+    "top_p": 1.0,
+    "temperature": 1.0,
+    "repetition_penalty": 1.35,
+    "noise_scale": 0.5,
+    "speed": 1.0,
+    "max_steps": 1500,
+    "seed": 0,
+}
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """One text as the GPT sees it: phone ids (T,) and BERT features (1024, T)."""
+
+    phones: Any  # torch.LongTensor
+    bert: Any  # torch.FloatTensor
+
+
+@dataclass(frozen=True)
+class VoicePrompt:
+    """A voice's reference: transcript phones and features, its semantic codes, its spectrogram(s)."""
+
+    phones: Any
+    bert: Any
+    semantic: Any  # (P,) LongTensor
+    refer_specs: list = field(default_factory=list)  # [(1, 1025, T)]
+
+
+class Frontend(Protocol):
+    def features(self, text: str, language: str) -> TextFeatures: ...
+
+    def prompt(self, voice: VoiceSpec, sovits: Any) -> VoicePrompt: ...
+
+
+@dataclass
+class ResidentVoice:
+    gpt: Any
+    sovits: Any
+    nbytes: int
+
+
+class VoiceModels:
+    """Loaded model pairs keyed by their files, evicted least-recently-used beyond a byte budget."""
+
+    def __init__(self, budget_bytes: int, device: str) -> None:
+        self.budget = budget_bytes
+        self.device = device
+        self._voices: OrderedDict[tuple, ResidentVoice] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def get(self, voice: VoiceSpec) -> ResidentVoice:
+        try:
+            gpt_path, sovits_path = voice.weights["gpt"], voice.weights["sovits"]
+        except KeyError:
+            raise EngineError(f"voice {voice.voice_id} has no GPT (.ckpt) and SoVITS (.pth) files", permanent=True) from None
+        key = tuple((path, os.stat(path).st_mtime_ns, os.stat(path).st_size) for path in (gpt_path, sovits_path))
+        with self._lock:
+            resident = self._voices.get(key)
+            if resident is not None:
+                self._voices.move_to_end(key)
+                return resident
+            resident = self._load(gpt_path, sovits_path)
+            self._voices[key] = resident
+            while len(self._voices) > 1 and sum(v.nbytes for v in self._voices.values()) > self.budget:
+                self._voices.popitem(last=False)
+            return resident
+
+    def _load(self, gpt_path: str, sovits_path: str) -> ResidentVoice:
+        import torch
+
+        from synthesis.gptsovits.checkpoint import CheckpointError
+        from synthesis.gptsovits.loading import load_gpt, load_sovits
+
+        dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        try:
+            gpt = load_gpt(gpt_path, device=self.device, dtype=dtype)
+            sovits = load_sovits(sovits_path, device=self.device).fuse_weight_norm()
+        except CheckpointError as exc:
+            raise EngineError(str(exc), permanent=True) from exc
+        except (RuntimeError, MemoryError) as exc:  # out of memory, device trouble: worth retrying later
+            raise EngineError(f"could not load the voice's models: {exc}", permanent=False) from exc
+        self.loads += 1
+        nbytes = sum(t.numel() * t.element_size() for m in (gpt, sovits) for t in m.state_dict().values())
+        return ResidentVoice(gpt=gpt, sovits=sovits, nbytes=nbytes)
+
+
+def _seed_for(base: int, text_key: bytes) -> int:
+    """Per-text seed: the same text in the same voice always samples the same codes (same key = same bytes)."""
+    return int.from_bytes(hashlib.sha256(base.to_bytes(8, "big", signed=True) + text_key).digest()[:8], "big") >> 1
+
+
+class GptSovitsEngine(Engine):
+    name: ClassVar[str] = "gpt-sovits"
+    version: ClassVar[str] = "herald-gptsovits-v2.1"
+
+    def __init__(self, *, frontend: Frontend | None = None, budget_mb: int | None = None, device: str | None = None):
+        budget = budget_mb if budget_mb is not None else int(os.environ.get("HERALD_GPTSOVITS_MEMORY_MB", "4096"))
+        if device is None:
+            device = os.environ.get("HERALD_GPTSOVITS_DEVICE", "")
+            if not device:
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.frontend = frontend
+        self.models = VoiceModels(budget * 1024 * 1024, device)
+        self._lock = threading.Lock()  # one batch at a time per process: the models are shared
+
+    def describe_parameters(self, voice: VoiceSpec) -> dict:
+        unknown = set(voice.parameters) - set(DEFAULTS)
+        if unknown:
+            raise EngineError(f"unknown GPT-SoVITS parameters: {', '.join(sorted(unknown))}", permanent=True)
+        params = {**DEFAULTS, **voice.parameters}
+        if not 0.5 <= float(params["speed"]) <= 2.0:
+            raise EngineError("speed must be between 0.5 and 2.0", permanent=True)
+        if not 0.0 <= float(params["noise_scale"]) <= 1.0:
+            raise EngineError("noise_scale must be between 0 and 1", permanent=True)
+        return params
+
+    def synthesize(self, voice: VoiceSpec, texts: list[str]) -> list[Waveform]:
+        if self.frontend is None:
+            raise EngineError(
+                "GPT-SoVITS voices need the Chinese text frontend (G2P + BERT features), which is not installed "
+                "in this worker yet",
+                permanent=True,
+            )
+        resident = self.models.get(voice)
+        prompt = self.frontend.prompt(voice, resident.sovits)
+        items = [self.frontend.features(text, voice.language) for text in texts]
+        return self.synthesize_phones(voice, prompt, items)
+
+    def synthesize_phones(self, voice: VoiceSpec, prompt: VoicePrompt, items: list[TextFeatures]) -> list[Waveform]:
+        """Render texts already turned into phones + features, all in one batched GPT pass."""
+        import torch
+
+        params = self.describe_parameters(voice)
+        resident = self.models.get(voice)
+        device = self.models.device
+        with self._lock, torch.inference_mode():
+            phones = [torch.cat([prompt.phones, item.phones]).to(device) for item in items]
+            bert = [torch.cat([prompt.bert, item.bert], dim=1).to(device, resident.gpt.bert_proj.weight.dtype) for item in items]
+            # One generator for the batch, seeded by the whole batch's content: reproducible renders.
+            key = b"".join(item.phones.cpu().numpy().tobytes() + b"|" for item in items)
+            generator = torch.Generator(device=device).manual_seed(_seed_for(int(params["seed"]), key))
+            try:
+                generations = resident.gpt.generate(
+                    phones, bert, prompt.semantic.to(device),
+                    top_k=int(params["top_k"]), top_p=float(params["top_p"]),
+                    temperature=float(params["temperature"]),
+                    repetition_penalty=float(params["repetition_penalty"]),
+                    max_steps=int(params["max_steps"]), mode="batched", generator=generator,
+                )
+                waves = []
+                specs = [s.to(device) for s in prompt.refer_specs]
+                for item, generation in zip(items, generations, strict=True):
+                    codes = generation.tokens.view(1, 1, -1)  # (1, 1, T25)
+                    noise_seed = _seed_for(int(params["seed"]), item.phones.cpu().numpy().tobytes())
+                    with torch.random.fork_rng(devices=[] if device == "cpu" else None):
+                        torch.manual_seed(noise_seed)
+                        wav = resident.sovits.decode(
+                            codes, item.phones.view(1, -1).to(device), specs,
+                            noise_scale=float(params["noise_scale"]), speed=float(params["speed"]),
+                        )
+                    waves.append(Waveform(np.ascontiguousarray(wav.view(-1).float().cpu().numpy()), SAMPLE_RATE))
+            except torch.cuda.OutOfMemoryError as exc:
+                raise EngineError(f"GPU out of memory rendering {len(items)} texts", permanent=False) from exc
+        return waves
