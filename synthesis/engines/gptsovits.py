@@ -115,6 +115,10 @@ def _seed_for(base: int, text_key: bytes) -> int:
     return int.from_bytes(hashlib.sha256(base.to_bytes(8, "big", signed=True) + text_key).digest()[:8], "big") >> 1
 
 
+def _text_key(item: TextFeatures) -> bytes:
+    return item.phones.cpu().numpy().astype("<i8").tobytes() + item.bert.float().cpu().numpy().astype("<f4").tobytes()
+
+
 class GptSovitsEngine(Engine):
     name: ClassVar[str] = "gpt-sovits"
     version: ClassVar[str] = "herald-gptsovits-v2.1"
@@ -164,22 +168,25 @@ class GptSovitsEngine(Engine):
         with self._lock, torch.inference_mode():
             phones = [torch.cat([prompt.phones, item.phones]).to(device) for item in items]
             bert = [torch.cat([prompt.bert, item.bert], dim=1).to(device, resident.gpt.bert_proj.weight.dtype) for item in items]
-            # One generator for the batch, seeded by the whole batch's content: reproducible renders.
-            key = b"".join(item.phones.cpu().numpy().tobytes() + b"|" for item in items)
-            generator = torch.Generator(device=device).manual_seed(_seed_for(int(params["seed"]), key))
+            # One generator per text, seeded by the text itself: a text samples the same codes whatever else
+            # shares its batch, so the same render key always gives the same bytes.
+            generators = [
+                torch.Generator(device=device).manual_seed(_seed_for(int(params["seed"]), _text_key(item)))
+                for item in items
+            ]
             try:
                 generations = resident.gpt.generate(
                     phones, bert, prompt.semantic.to(device),
                     top_k=int(params["top_k"]), top_p=float(params["top_p"]),
                     temperature=float(params["temperature"]),
                     repetition_penalty=float(params["repetition_penalty"]),
-                    max_steps=int(params["max_steps"]), mode="batched", generator=generator,
+                    max_steps=int(params["max_steps"]), mode="batched", generator=generators,
                 )
                 waves = []
                 specs = [s.to(device) for s in prompt.refer_specs]
                 for item, generation in zip(items, generations, strict=True):
                     codes = generation.tokens.view(1, 1, -1)  # (1, 1, T25)
-                    noise_seed = _seed_for(int(params["seed"]), item.phones.cpu().numpy().tobytes())
+                    noise_seed = _seed_for(int(params["seed"]), b"noise:" + _text_key(item))
                     with torch.random.fork_rng(devices=[] if device == "cpu" else None):
                         torch.manual_seed(noise_seed)
                         wav = resident.sovits.decode(

@@ -114,8 +114,8 @@ class SynthesizerTrn(nn.Module):
                              c.upsample_rates, c.upsample_initial_channel, c.upsample_kernel_sizes, c.gin_channels)
         self.flow = ResidualCouplingBlock(c.inter_channels, c.hidden_channels, kernel_size=5, dilation_rate=1,
                                           n_layers=4, gin_channels=c.gin_channels)
-        ref_bins = c.spec_channels if c.version == "v1" else REF_BINS_V2
-        self.ref_enc = MelStyleEncoder(ref_bins, c.gin_channels)
+        self.ref_bins = c.spec_channels if c.version == "v1" else REF_BINS_V2
+        self.ref_enc = MelStyleEncoder(self.ref_bins, c.gin_channels)
         ssl_kernel = 2 if c.semantic_frame_rate == "25hz" else 1  # 50 Hz HuBERT -> 25 Hz codes
         self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, ssl_kernel, stride=ssl_kernel)
         self.quantizer = ResidualVectorQuantizer(SSL_DIM, CODEBOOK_SIZE, n_q=1)
@@ -135,8 +135,7 @@ class SynthesizerTrn(nn.Module):
 
     def reference_embedding(self, refer_specs: list[Tensor]) -> Tensor:
         """Linear spectrograms [(1, 1025, T_i)] -> ge (1, gin, 1), the mean of the per-reference vectors."""
-        n_bins = self.ref_enc.spectral[0].fc.in_features
-        ges = [self.ref_enc(spec[:, :n_bins]) for spec in refer_specs]
+        ges = [self.ref_enc(spec[:, :self.ref_bins]) for spec in refer_specs]  # [(1, gin, 1)]
         return torch.stack(ges, 0).mean(0)
 
     @torch.inference_mode()
@@ -149,7 +148,7 @@ class SynthesizerTrn(nn.Module):
         under CPU/GPU bf16 autocast: about 2x faster on CPUs with AVX-512 BF16, error up to ~1e-2 absolute.
         """
         ge = self.reference_embedding(refer_specs)  # (1, 512, 1)
-        quantized = self.quantizer.decode(codes.transpose(0, 1))  # (1, 768, T25)
+        quantized = self.quantizer.decode(codes.transpose(0, 1))  # (1, 768, T25); codes as extract_latent gives them
         if self.config.semantic_frame_rate == "25hz":
             quantized = quantized.repeat_interleave(2, dim=2)  # (1, 768, T50): nearest upsampling
         m_p, logs_p, y_mask = self.enc_p(quantized, text, ge, speed)  # (1, inter, T'), y_mask (1, 1, T')

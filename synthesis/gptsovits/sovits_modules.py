@@ -332,7 +332,7 @@ class ResBlock1(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         for c1, c2 in zip(self.convs1, self.convs2, strict=True):
             xt = F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE, inplace=True)
-            x = x + c2(xt)  # in place on fresh tensors: these are the largest activations of the model
+            x = c2(xt).add_(x)  # in place on fresh tensors: these are the largest activations of the model
         return x
 
 
@@ -374,11 +374,11 @@ class Generator(nn.Module):
 
     def forward(self, x: Tensor, g: Tensor) -> Tensor:
         x = self.conv_pre(x) + self.cond(g)  # (B, C0, T)
-        # From here on x is (B, C, 1, T) in channels-last memory order: oneDNN runs these few-channel,
-        # long convolutions 1.5-3x faster in that layout than in (B, C, T).
+        # From here on x is (B, C, 1, T) in channels-last memory order: oneDNN runs these long convolutions
+        # 1.2x (fp32) to 1.4x (bf16) faster end to end in that layout than in (B, C, T).
         x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C0, 1, T)
         for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, LRELU_SLOPE)).float()  # (B, C0 / 2^(i+1), T * u_0 ... u_i)
+            x = up(F.leaky_relu(x, LRELU_SLOPE))  # (B, C0 / 2^(i+1), 1, T * u_0 ... u_i)
             blocks = self.resblocks[i * self.num_kernels: (i + 1) * self.num_kernels]
             xs = blocks[0](x)
             for block in blocks[1:]:

@@ -47,6 +47,16 @@ class T2SConfig:
     eos: int = 1024
     dropout: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.embedding_dim != self.hidden_dim:
+            raise ValueError(
+                "embedding_dim must equal hidden_dim: embeddings are added straight into the stream"
+            )
+        if self.eos != self.vocab_size - 1:
+            raise ValueError("EOS must be the last audio token id")
+        if self.hidden_dim % self.head:
+            raise ValueError("hidden_dim must be a multiple of head")
+
     @classmethod
     def from_checkpoint(cls, config: dict) -> T2SConfig:
         """Read the "model" section of the official s1 yaml dict stored in a GPT checkpoint."""
@@ -90,7 +100,9 @@ class SinePositionalEmbedding(nn.Module):
 
     def _table(self, n: int) -> torch.Tensor:
         position = torch.arange(0, n, dtype=torch.float32).unsqueeze(1)  # (N, 1)
-        div_term = torch.exp(torch.arange(0, self.dim, 2, dtype=torch.float32) * -(math.log(10000.0) / self.dim))
+        div_term = torch.exp(
+            torch.arange(0, self.dim, 2, dtype=torch.float32) * -(math.log(10000.0) / self.dim)
+        )
         pe = torch.zeros(n, self.dim)
         pe[:, 0::2] = torch.sin(position * div_term)  # even channels sine, odd channels cosine
         pe[:, 1::2] = torch.cos(position * div_term)
@@ -115,7 +127,9 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(C, C)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def forward(self, x: torch.Tensor, attend: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attend: torch.Tensor | None, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
         B, T, C = x.shape
         H = self.n_head
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3C)
@@ -142,7 +156,9 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(C, eps=1e-5)
         self.norm2 = nn.LayerNorm(C, eps=1e-5)
 
-    def forward(self, x: torch.Tensor, attend: torch.Tensor | None, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attend: torch.Tensor | None, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
         x = self.norm1(x + self.self_attn(x, attend, cache, layer))  # (B, T, C)
         x = self.norm2(x + self.linear2(F.relu(self.linear1(x))))  # (B, T, C)
         return x
@@ -153,7 +169,9 @@ class Transformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layer))
 
-    def forward(self, x: torch.Tensor, attend: torch.Tensor | None, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attend: torch.Tensor | None, cache: KVCache | None = None
+    ) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C); with a cache, x is appended after the cached positions."""
         for i, block in enumerate(self.layers):
             x = block(x, attend, cache, i)
@@ -232,9 +250,16 @@ def logits_to_probs(logits: torch.Tensor, *, top_k: int, top_p: float, temperatu
     return logits.softmax(dim=-1)
 
 
-def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw one id per row (B,): argmax(probs / q), q ~ Exp(1), the official draw (same RNG consumption)."""
-    q = torch.empty_like(probs).exponential_(1, generator=generator)  # (B, V)
+def sample(probs: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+    """Draw one id per row (B,): argmax(probs / q), q ~ Exp(1), the official draw (same RNG consumption).
+
+    With a list (one generator per row) each row draws from its own stream, so an item samples the same codes
+    whatever else shares its batch: the render cache relies on that (same text, same voice, same bytes).
+    """
+    if isinstance(generator, list):
+        q = torch.stack([torch.empty_like(row).exponential_(1, generator=g) for row, g in zip(probs, generator, strict=True)])
+    else:
+        q = torch.empty_like(probs).exponential_(1, generator=generator)  # (B, V)
     return torch.argmax(probs / q, dim=-1)
 
 
@@ -263,11 +288,10 @@ class _Run:
 
 
 class Text2SemanticDecoder(nn.Module):
+    """Phones + BERT features + prompt codes -> semantic codes; `generate` is the entry point."""
+
     def __init__(self, config: T2SConfig):
         super().__init__()
-        assert config.embedding_dim == config.hidden_dim, "official t2s adds embeddings straight into the stream"
-        assert config.eos == config.vocab_size - 1
-        assert config.hidden_dim % config.head == 0
         self.config = config
         C = config.hidden_dim
         self.bert_proj = nn.Linear(BERT_DIM, C)
@@ -308,7 +332,7 @@ class Text2SemanticDecoder(nn.Module):
         B, X, P = len(phones), max(lens), prompt.numel()
         S = X + P
         xy = torch.zeros(B, S, self.config.hidden_dim, dtype=self.dtype, device=prompt.device)  # (B, S, C)
-        for b, (p, f) in enumerate(zip(phones, bert)):
+        for b, (p, f) in enumerate(zip(phones, bert, strict=True)):
             xy[b, X - lens[b] : X] = self.embed_text(p, f)  # each item's PE over its own length
         xy[:, X:] = self.embed_audio(prompt[None], 0)  # (1, P, C), shared by all items
 
@@ -341,8 +365,9 @@ class Text2SemanticDecoder(nn.Module):
         repetition_penalty: float = 1.35,
         max_steps: int = MAX_STEPS,
         mode: str = "batched",
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         record: bool = False,
+        allow_eos: bool = True,
     ) -> list[Generation]:
         """Decode semantic codes for several texts in one voice.
 
@@ -351,7 +376,8 @@ class Text2SemanticDecoder(nn.Module):
         runs on the naive path). max_steps caps the decoding steps; it is official early_stop_num + 1,
         at most 1500. mode "batched" is api_v2's parallel_infer path, "naive" one item at a time (webui);
         their kept tokens differ when the cap stops a run (see the module docstring). record keeps the raw
-        logits and hidden states of every step.
+        logits and hidden states of every step. generator may be one per item (a list), so each item samples
+        the same codes in any batch. allow_eos=False masks EOS at every step (benchmarks: fixed length).
         """
         if mode not in ("batched", "naive"):
             raise ValueError(f"mode must be 'batched' or 'naive', got {mode!r}")
@@ -361,15 +387,23 @@ class Text2SemanticDecoder(nn.Module):
             raise ValueError("top_k must be >= 1")
         if not 1 <= max_steps <= MAX_STEPS:
             raise ValueError(f"max_steps must be in 1..{MAX_STEPS}")
+        if isinstance(generator, list) and len(generator) != len(phones):
+            raise ValueError("need one generator per item when passing a list")
         device = self.bert_proj.weight.device
         ref_free = prompt is None or prompt.numel() == 0
         prompt = torch.zeros(0, dtype=torch.long, device=device) if ref_free else prompt.to(device).long()
         phones = [p.to(device).long() for p in phones]
         bert = [f.to(device) for f in bert]
-        sampling = dict(top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty)
+        sampling = dict(
+            top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty,
+            allow_eos=allow_eos,
+        )
 
         if mode == "naive" or ref_free:
-            runs = [self._decode([p], [f], prompt, max_steps, sampling, generator, record)[0] for p, f in zip(phones, bert)]
+            runs = [
+                self._decode([p], [f], prompt, max_steps, sampling, [generator[i]] if isinstance(generator, list) else generator, record)[0]
+                for i, (p, f) in enumerate(zip(phones, bert, strict=True))
+            ]
         else:
             runs = self._decode(phones, bert, prompt, max_steps, sampling, generator, record)
         return [self._as_official(run, prompt, mode, ref_free) for run in runs]
@@ -381,7 +415,7 @@ class Text2SemanticDecoder(nn.Module):
         prompt: torch.Tensor,
         max_steps: int,
         sampling: dict,
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
         record: bool,
     ) -> list[_Run]:
         """Decode all items as one batch; each row stops on its own and leaves the batch."""
@@ -405,7 +439,8 @@ class Text2SemanticDecoder(nn.Module):
                 for r, item in enumerate(rows):
                     logits_log[item].append(raw[r])
                     hidden_log[item].append(h[r].float())
-            logits = raw[:, :-1] if t < MIN_STEPS_BEFORE_EOS else raw  # (b, V') no EOS yet
+            no_eos = t < MIN_STEPS_BEFORE_EOS or not sampling["allow_eos"]
+            logits = raw[:, :-1] if no_eos else raw  # (b, V') no EOS yet
             logits = apply_repetition_penalty(logits, seen, sampling["repetition_penalty"])
             probs = logits_to_probs(
                 logits, top_k=sampling["top_k"], top_p=sampling["top_p"], temperature=sampling["temperature"]
@@ -426,10 +461,12 @@ class Text2SemanticDecoder(nn.Module):
                 keep = (~done).nonzero()[:, 0]  # (b',)
                 if keep.numel() == 0:
                     break
+                if isinstance(generator, list):
+                    generator = [generator[r] for r in keep.tolist()]
                 rows = [rows[r] for r in keep.tolist()]
                 generated, seen, token = generated[keep], seen[keep], token[keep]
                 cache.keep(keep)
-            seen[torch.arange(token.numel(), device=token.device), token] = True
+            seen.scatter_(1, token[:, None], True)
             x = self.embed_audio(token[:, None], P + t)  # (b, 1, C)
             cache.reserve(1)
             h = self.h(x, cache.attend(1), cache)[:, -1]  # (b, C)
@@ -439,8 +476,8 @@ class Text2SemanticDecoder(nn.Module):
     def _as_official(run: _Run, prompt: torch.Tensor, mode: str, ref_free: bool) -> Generation:
         """Apply the official return conventions of the chosen path, and TTS's y[-idx:] slicing."""
         gen = run.generated
-        if run.eos or mode == "batched":
-            gen = gen[:-1]  # EOS stops drop the EOS step's token; the batched path drops the last token anyway
+        if run.eos or mode == "batched":  # EOS stops drop the EOS step's token; the batched path always does
+            gen = gen[:-1]
         y = torch.cat([prompt, gen])
         if ref_free:
             idx, tokens = 0, gen  # official ref-free yields idx 0, and TTS's y[-0:] keeps everything
@@ -455,13 +492,16 @@ class Text2SemanticDecoder(nn.Module):
 
 
 def t2s_conformance(model: Text2SemanticDecoder, v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Recompute, from the inputs stored in the reference vectors.npz, every GPT-side array it defines."""
+    """Recompute, from the inputs stored in the reference vectors.npz, every GPT-side array it defines (CPU)."""
     T = torch.from_numpy
     n_items = 3
     prompt = T(v["prompt_semantic"])
     phones = [torch.cat([T(v["prompt_phones"]), T(v[f"text_phones_{i}"])]) for i in range(n_items)]
     bert = [torch.cat([T(v["prompt_bert"]), T(v[f"text_bert_{i}"])], dim=1) for i in range(n_items)]
     greedy = dict(top_k=1, top_p=1.0, temperature=1.0, repetition_penalty=1.35, max_steps=60)
+    greedy["generator"] = torch.Generator().manual_seed(
+        0
+    )  # greedy draws still consume noise: not the global RNG
     out: dict[str, np.ndarray] = {f"all_phones_{i}": phones[i].numpy() for i in range(n_items)}
 
     (single,) = model.generate(phones[:1], bert[:1], prompt, mode="naive", record=True, **greedy)
@@ -473,10 +513,14 @@ def t2s_conformance(model: Text2SemanticDecoder, v: dict[str, np.ndarray]) -> di
 
     sampled_kw = dict(top_k=15, top_p=0.9, temperature=0.8, repetition_penalty=1.2)
     generator = torch.Generator().manual_seed(1)  # the draws of seed_all(1) on the CPU default generator
-    (sampled,) = model.generate(phones[:1], bert[:1], prompt, mode="naive", max_steps=60, generator=generator, **sampled_kw)
+    (sampled,) = model.generate(
+        phones[:1], bert[:1], prompt, mode="naive", max_steps=60, generator=generator, **sampled_kw
+    )
     out["gpt_tokens_sampled"] = sampled.y[prompt.numel() :].numpy()
     out["gpt_idx_sampled"] = np.array(sampled.idx)
-    out["gpt_probs_sampled"] = _teacher_forced_probs(model, phones[0], bert[0], prompt, T(v["gpt_tokens_sampled"]), **sampled_kw)
+    out["gpt_probs_sampled"] = _teacher_forced_probs(
+        model, phones[0], bert[0], prompt, T(v["gpt_tokens_sampled"]), **sampled_kw
+    )
 
     with torch.inference_mode():
         xy, attend, _ = model.prefill_inputs(phones, bert, prompt)
@@ -484,7 +528,9 @@ def t2s_conformance(model: Text2SemanticDecoder, v: dict[str, np.ndarray]) -> di
     X = max(lens)
     out["batch_x_lens"] = np.array(lens)
     out["batch_max_len"] = np.array(X)
-    out["batch_phones_leftpad"] = np.stack([np.pad(p.numpy(), (X - p.numel(), 0), constant_values=-1) for p in phones])
+    out["batch_phones_leftpad"] = np.stack(
+        [np.pad(p.numpy(), (X - p.numel(), 0), constant_values=-1) for p in phones]
+    )
     out["batch_xy_pos"] = xy.float().numpy()
     out["batch_attn_mask"] = (~attend[:, 0]).numpy()
 

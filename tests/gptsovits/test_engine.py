@@ -59,6 +59,14 @@ def test_a_batch_renders_what_each_text_renders_alone(prompt, items):
     assert engine.models.loads == 1  # the models stayed resident across the four calls
 
 
+def test_a_sampled_text_renders_the_same_in_any_batch(prompt, items):
+    engine = GptSovitsEngine(device="cpu")
+    spec = voice(top_k=15, temperature=0.8, noise_scale=0.5)
+    together = engine.synthesize_phones(spec, prompt, [items[2], items[0]])
+    [alone] = engine.synthesize_phones(spec, prompt, [items[0]])
+    assert np.max(np.abs(together[1].samples - alone.samples)) < 1e-5
+
+
 def test_the_same_input_renders_the_same_bytes(prompt, items):
     engine = GptSovitsEngine(device="cpu")
     spec = voice(noise_scale=0.5)

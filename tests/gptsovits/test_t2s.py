@@ -68,7 +68,7 @@ def test_the_two_paths_keep_different_tokens_when_the_cap_stops_them(model, item
     assert [g.eos for g in batched] == [g.eos for g in naive] == [False, True, True]
     assert [g.idx for g in batched] == [g.idx for g in naive] == [59, 38, 51]
     assert torch.equal(batched[0].tokens[1:], naive[0].tokens[:-1])  # first 59 vs last 59 of 60
-    for b, n in zip(batched[1:], naive[1:]):
+    for b, n in zip(batched[1:], naive[1:], strict=True):
         assert torch.equal(b.tokens, n.tokens) and torch.equal(b.y, n.y)
 
 
@@ -76,7 +76,9 @@ def test_a_batch_decodes_like_its_items_one_at_a_time(model, items):
     phones, bert, prompt = items
     together = model.generate(phones, bert, prompt, mode="batched", max_steps=60, record=True, **GREEDY)
     for i in range(3):
-        (alone,) = model.generate(phones[i : i + 1], bert[i : i + 1], prompt, mode="batched", max_steps=60, record=True, **GREEDY)
+        (alone,) = model.generate(
+            phones[i : i + 1], bert[i : i + 1], prompt, mode="batched", max_steps=60, record=True, **GREEDY
+        )
         assert torch.equal(together[i].tokens, alone.tokens) and together[i].idx == alone.idx
         assert together[i].logits.shape == alone.logits.shape
         assert torch.allclose(together[i].logits, alone.logits, rtol=0, atol=1e-4)
@@ -85,7 +87,7 @@ def test_a_batch_decodes_like_its_items_one_at_a_time(model, items):
 def test_the_kv_cache_gives_what_a_full_recompute_gives(model, items):
     phones, bert, prompt = items
     runs = model.generate(phones, bert, prompt, mode="batched", max_steps=14, record=True, **GREEDY)
-    for p, f, run in zip(phones, bert, runs):
+    for p, f, run in zip(phones, bert, runs, strict=True):
         generated = run.y[prompt.numel() :]  # the batched path drops the capped last token: 13 of 14
         with torch.inference_mode():
             xy, attend, _ = model.prefill_inputs([p], [f], torch.cat([prompt, generated]))
@@ -98,7 +100,7 @@ def test_a_growing_cache_changes_nothing(model, items, monkeypatch):
     before = model.generate(phones, bert, prompt, max_steps=30, record=True, **GREEDY)
     monkeypatch.setattr(t2s, "CACHE_CHUNK", 3)
     after = model.generate(phones, bert, prompt, max_steps=30, record=True, **GREEDY)
-    for b, a in zip(before, after):
+    for b, a in zip(before, after, strict=True):
         assert torch.equal(b.tokens, a.tokens)
         assert torch.allclose(b.logits, a.logits, rtol=0, atol=1e-5)
 
@@ -108,7 +110,9 @@ def test_a_seeded_generator_draws_like_the_global_rng(model, items):
     kw = dict(top_k=15, top_p=0.9, temperature=0.8, repetition_penalty=1.2, max_steps=40, mode="naive")
     torch.manual_seed(7)
     (from_global,) = model.generate(phones[:1], bert[:1], prompt, **kw)
-    (from_generator,) = model.generate(phones[:1], bert[:1], prompt, generator=torch.Generator().manual_seed(7), **kw)
+    (from_generator,) = model.generate(
+        phones[:1], bert[:1], prompt, generator=torch.Generator().manual_seed(7), **kw
+    )
     assert torch.equal(from_global.y, from_generator.y)
 
 
