@@ -43,8 +43,13 @@ test-sqlite: install-test
 test-postgres: install-test
 	DATABASE_URL=$(PG_TEST_URL) $(VENV)/bin/pytest --ignore=tests/gptsovits --ignore=tests/sandbox
 
-bench: install
-	DATABASE_URL=$(PG_TEST_URL) $(PY) bench/plan.py
+PG_BENCH_URL ?= postgres://postgres@127.0.0.1:5432/herald_bench
+
+bench: install-test
+	createdb -h 127.0.0.1 -U postgres herald_bench 2>/dev/null || true
+	DATABASE_URL=$(PG_BENCH_URL) $(PY) manage.py migrate --verbosity 0
+	DATABASE_URL=$(PG_BENCH_URL) $(PY) bench/plan.py
+	$(PY) bench/gptsovits.py
 
 clean:
 	rm -rf var/test var/demo-logs

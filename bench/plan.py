@@ -9,12 +9,14 @@ voices, script, account and campaign under a unique `bench-plan-<hex>` name, tim
 Render tasks are sent on commit. The bench forces CELERY_BROKER_URL=memory:// so they go to an in-process
 throwaway broker (no worker ever renders 100,000 clips), and times that enqueue as its own figure.
 
-Where the time goes is shown per SQL statement kind (every statement Django runs, plus psycopg COPY
-blocks), with the rest of the launch counted as Python; the Python work per contact (variant pick +
-template render + render key) is also timed on its own over the same contacts.
+Where the time goes: every statement Django runs (and every psycopg COPY block) is timed and grouped into
+phases (read contacts, insert RenderedAudio, insert Call, follow-up queries); the rest of the launch is
+Python; COMMIT is mostly PostgreSQL checking the deferred foreign keys of every new row. The Python work
+per contact (variant pick + template render + render key) is also timed on its own over the same contacts.
 
 The last line of output is one JSON object with the figures. Target: >= 20,000 contacts/s, so a
-million-contact campaign plans in under a minute.
+million-contact campaign plans in under a minute. The figures move with whatever else the machine is
+doing, so the 1-minute load average is reported with them.
 """
 
 from __future__ import annotations

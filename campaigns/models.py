@@ -123,7 +123,11 @@ class Variant(models.Model):
 
 
 class Call(models.Model):
-    """One per campaign × contact: what to say, to whom, and where it stands."""
+    """One per campaign × contact: what to say, to whom, and where it stands.
+
+    Indexes are chosen for planning speed: the (campaign, contact) unique constraint and (campaign, state)
+    cover campaign lookups, so the foreign keys to campaign and audio carry no extra (or LIKE) index.
+    """
 
     class State(models.TextChoices):
         INVALID = "invalid", "Invalid (script error)"
@@ -144,7 +148,7 @@ class Call(models.Model):
         OPTED_OUT = "opted_out"
         DO_NOT_CALL = "do_not_call"
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="calls")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="calls", db_index=False)
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="calls")
     variant = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="calls")
     phone = models.CharField(max_length=20)
@@ -158,6 +162,7 @@ class Call(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="calls",
+        db_index=False,
     )
     state = models.CharField(max_length=12, choices=State.choices, default=State.RENDERING)
     outcome = models.CharField(max_length=12, choices=Outcome.choices, blank=True)
@@ -172,6 +177,7 @@ class Call(models.Model):
         indexes = [
             models.Index(fields=["state", "next_attempt_at"], name="call_dialable"),
             models.Index(fields=["campaign", "state"], name="call_campaign_state"),
+            models.Index(fields=["audio"], name="call_render_key"),
         ]
 
     def __str__(self) -> str:

@@ -16,13 +16,13 @@ class RenderedAudio(models.Model):
         READY = "ready"
         FAILED = "failed"
 
-    render_key = models.CharField(max_length=64, unique=True)
+    render_key = models.CharField(max_length=64)  # unique through Meta: no unused LIKE index on PostgreSQL
     engine = models.CharField(max_length=20)
     engine_version = models.CharField(max_length=64, blank=True)
     voice = models.ForeignKey("voices.Voice", null=True, on_delete=models.SET_NULL, related_name="renders")
     text = models.TextField()
     parameters = models.JSONField(default=dict)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     telephony_file = models.CharField(max_length=255, blank=True, help_text="8 kHz mono mu-law WAV, under MEDIA_ROOT")
     original_file = models.CharField(max_length=255, blank=True, help_text="engine-rate WAV, under MEDIA_ROOT")
     sample_rate = models.PositiveIntegerField(null=True, blank=True)
@@ -41,6 +41,8 @@ class RenderedAudio(models.Model):
 
     class Meta:
         verbose_name_plural = "rendered audio"
+        constraints = [models.UniqueConstraint(fields=["render_key"], name="renderedaudio_unique_key")]
+        indexes = [models.Index(fields=["state"], name="renderedaudio_state")]
 
     def __str__(self) -> str:
         return f"{self.render_key[:12]} ({self.state})"

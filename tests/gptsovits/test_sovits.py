@@ -20,10 +20,28 @@ from synthesis.gptsovits.sovits import (  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "gptsovits"
 
 SOVITS_ARRAYS = [
-    "prompt_semantic", "refer_spec", "refer_spec2", "sovits_codes",
-    "wav_A", "A_ge", "A_m_p", "A_logs_p", "A_y_mask", "A_z",
-    "wav_B", "B_m_p", "B_logs_p", "B_y_mask", "B_z",
-    "wav_C", "wav_D", "D_ge", "E_codes", "E_phones", "wav_E", "E_frag_end",
+    "prompt_semantic",
+    "refer_spec",
+    "refer_spec2",
+    "sovits_codes",
+    "wav_A",
+    "A_ge",
+    "A_m_p",
+    "A_logs_p",
+    "A_y_mask",
+    "A_z",
+    "wav_B",
+    "B_m_p",
+    "B_logs_p",
+    "B_y_mask",
+    "B_z",
+    "wav_C",
+    "wav_D",
+    "D_ge",
+    "E_codes",
+    "E_phones",
+    "wav_E",
+    "E_frag_end",
 ]
 BF16_VOCODER_ATOL = 1e-2  # the stated tolerance of decode(vocoder_bf16=True) against fp32
 
@@ -99,7 +117,9 @@ def test_strict_load_names_a_missing_key(checkpoint):
 def test_strict_load_names_an_extra_key(checkpoint):
     state = {k: v.float() for k, v in checkpoint["weight"].items()}
     state["flow.flows.8.pre.weight"] = torch.zeros(192, 48, 1)
-    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "flow\.flows\.8\.pre\.weight"'):
+    with pytest.raises(
+        RuntimeError, match=r'Unexpected key\(s\) in state_dict: "flow\.flows\.8\.pre\.weight"'
+    ):
         SynthesizerTrn(SoVITSConfig.from_checkpoint(checkpoint["config"])).load_state_dict(state, strict=True)
 
 
@@ -134,15 +154,62 @@ def test_full_size_model_has_the_official_keys_and_shapes():
 
 def test_config_from_the_full_size_hps_is_the_default():
     manifest = json.loads((SHARED / "manifest_v2_sovits.json").read_text())
-    data = {"sampling_rate": 32000, "filter_length": 2048, "hop_length": 640, "win_length": 2048, "n_speakers": 300,
-            "max_wav_value": 32768.0, "n_mel_channels": 128}
-    config = SoVITSConfig.from_checkpoint({"data": data, "model": manifest["hps_model"], "train": {"segment_size": 20480}})
+    data = {
+        "sampling_rate": 32000,
+        "filter_length": 2048,
+        "hop_length": 640,
+        "win_length": 2048,
+        "n_speakers": 300,
+        "max_wav_value": 32768.0,
+        "n_mel_channels": 128,
+    }
+    config = SoVITSConfig.from_checkpoint(
+        {"data": data, "model": manifest["hps_model"], "train": {"segment_size": 20480}}
+    )
     assert config == SoVITSConfig()
     assert config.spec_channels == 1025 and config.samples_per_code == 1280
 
 
 def test_config_reads_the_small_reference_file(checkpoint):
     config = SoVITSConfig.from_checkpoint(checkpoint["config"])
-    assert (config.inter_channels, config.filter_channels, config.n_layers, config.upsample_initial_channel) == (
-        96, 96, 2, 64)
+    assert (
+        config.inter_channels,
+        config.filter_channels,
+        config.n_layers,
+        config.upsample_initial_channel,
+    ) == (96, 96, 2, 64)
     assert config.resblock_dilation_sizes == ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+
+
+@pytest.mark.parametrize("length", [1, 3, 12])
+def test_relative_attention_follows_its_definition(length):
+    from synthesis.gptsovits.sovits_modules import MultiHeadAttention
+
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(8, n_heads=2, window_size=2)
+    x = torch.randn(1, 8, length)
+    q = attn.conv_q(x).view(2, 4, length).transpose(1, 2) / 2.0  # (heads, T, 4), scaled by 1/sqrt(4)
+    k = attn.conv_k(x).view(2, 4, length).transpose(1, 2)
+    v = attn.conv_v(x).view(2, 4, length).transpose(1, 2)
+    rel_k, rel_v = attn.emb_rel_k[0], attn.emb_rel_v[0]  # (2w+1, 4), offsets -2..2
+    out = torch.zeros(2, length, 4)
+    for h in range(2):
+        for i in range(length):
+            scores = torch.stack(
+                [
+                    q[h, i] @ k[h, j] + (q[h, i] @ rel_k[j - i + 2] if abs(j - i) <= 2 else 0)
+                    for j in range(length)
+                ]
+            )
+            p = scores.softmax(0)
+            for j in range(length):
+                out[h, i] += p[j] * (v[h, j] + (rel_v[j - i + 2] if abs(j - i) <= 2 else 0))
+    expected = attn.conv_o(out.transpose(1, 2).reshape(1, 8, length))
+    torch.testing.assert_close(attn(x, x), expected, rtol=0, atol=1e-5)
+
+
+def test_flow_reverse_inverts_forward(model):
+    torch.manual_seed(0)
+    x, ge = torch.randn(1, model.config.inter_channels, 20), torch.randn(1, model.config.gin_channels, 1)
+    with torch.inference_mode():
+        torch.testing.assert_close(model.flow(model.flow(x, ge), ge, reverse=True), x, rtol=0, atol=1e-5)
