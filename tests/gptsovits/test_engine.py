@@ -113,3 +113,12 @@ def test_texts_need_the_frontend_and_launch_says_so():
     assert err.value.permanent
     assert "text frontend" in engine_problem("gpt-sovits")
     assert engine_problem("embedded") is None
+
+
+def test_bf16_mode_renders_close_to_fp32(prompt, items):
+    spec = voice(top_k=1, noise_scale=0.0)
+    [exact] = GptSovitsEngine(device="cpu").synthesize_phones(spec, prompt, items[1:2])
+    [low] = GptSovitsEngine(device="cpu", precision="bf16").synthesize_phones(spec, prompt, items[1:2])
+    assert abs(len(low.samples) - len(exact.samples)) <= 1280 * 2  # a token or two more or less at most
+    with pytest.raises(EngineError, match="fp32 or bf16"):
+        GptSovitsEngine(device="cpu", precision="int8")

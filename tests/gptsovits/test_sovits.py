@@ -16,6 +16,7 @@ from synthesis.gptsovits.sovits import (  # noqa: E402
     sovits_conformance,
     spectrogram,
 )
+from synthesis.gptsovits.sovits_modules import MultiHeadAttention  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "gptsovits"
 
@@ -183,8 +184,6 @@ def test_config_reads_the_small_reference_file(checkpoint):
 
 @pytest.mark.parametrize("length", [1, 3, 12])
 def test_relative_attention_follows_its_definition(length):
-    from synthesis.gptsovits.sovits_modules import MultiHeadAttention
-
     torch.manual_seed(0)
     attn = MultiHeadAttention(8, n_heads=2, window_size=2)
     x = torch.randn(1, 8, length)
