@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,31 +16,29 @@ from synthesis.gptsovits.checkpoint import (
 )
 
 
+def _build(path: str | Path, kind: str, state_of: Callable, config_cls, model_cls, label: str):
+    checkpoint = read_checkpoint(path, kind=kind)
+    state = state_of(checkpoint)
+    try:
+        config = config_cls.from_checkpoint(checkpoint.config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"its config cannot describe a {label}: {exc}") from exc
+    model = model_cls(config)
+    load_strict(model, state, path=str(path))
+    return model
+
+
 def load_gpt(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """The text-to-semantic decoder of a GPT `.ckpt`, in eval mode."""
     from synthesis.gptsovits.t2s import T2SConfig, Text2SemanticDecoder
 
-    checkpoint = read_checkpoint(path, kind="gpt")
-    state = gpt_state(checkpoint)
-    try:
-        config = T2SConfig.from_checkpoint(checkpoint.config)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(path, f"its config cannot describe a GPT: {exc}") from exc
-    model = Text2SemanticDecoder(config)
-    load_strict(model, state, path=str(path))
+    model = _build(path, "gpt", gpt_state, T2SConfig, Text2SemanticDecoder, "GPT")
     return model.to(device=device, dtype=dtype).eval()
 
 
 def load_sovits(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """The synthesizer of a SoVITS `.pth`, in eval mode."""
+    """The synthesizer of a SoVITS `.pth`, in eval mode (weight norm not yet folded: see fuse_weight_norm)."""
     from synthesis.gptsovits.sovits import SoVITSConfig, SynthesizerTrn
 
-    checkpoint = read_checkpoint(path, kind="sovits")
-    state = sovits_state(checkpoint)
-    try:
-        config = SoVITSConfig.from_checkpoint(checkpoint.config)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(path, f"its config cannot describe a SoVITS model: {exc}") from exc
-    model = SynthesizerTrn(config)
-    load_strict(model, state, path=str(path))
+    model = _build(path, "sovits", sovits_state, SoVITSConfig, SynthesizerTrn, "SoVITS model")
     return model.to(device=device, dtype=dtype).eval()
