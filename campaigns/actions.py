@@ -56,8 +56,9 @@ def import_contacts(contact_list: ContactList, data: bytes, *, filename: str, by
     """Add or update contacts from a CSV; every line ends up created, updated, merged or rejected."""
     record = ContactImport(contact_list=contact_list, filename=filename[:255], imported_by=by)
     try:
-        parsed = parse_contacts_csv(data, default_region=contact_list.default_region or settings.DEFAULT_REGION)
-    except CsvImportError as exc:
+        region = (contact_list.default_region or settings.DEFAULT_REGION).upper()
+        parsed = parse_contacts_csv(data, default_region=region)
+    except (CsvImportError, ValueError) as exc:  # ValueError: a region phonenumbers does not know
         record.error = str(exc)
         record.save()
         return record

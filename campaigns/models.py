@@ -14,10 +14,23 @@ from herald.logmask import mask_phone
 ALL_WEEKDAYS = "0123456"  # Monday=0, as datetime.weekday()
 
 
+def validate_region(value: str) -> None:
+    """An ISO country code phonenumbers knows, in capitals (CN, US, GB…)."""
+    import phonenumbers
+    from django.core.exceptions import ValidationError
+
+    if value not in phonenumbers.SUPPORTED_REGIONS:
+        hint = " (use capitals)" if value.upper() in phonenumbers.SUPPORTED_REGIONS else ""
+        raise ValidationError(f"{value!r} is not a two-letter country code phone numbers can use{hint}, e.g. CN")
+
+
 class ContactList(models.Model):
     name = models.CharField(max_length=200, unique=True)
     default_region = models.CharField(
-        max_length=2, default="CN", help_text="ISO country for numbers written without +country code."
+        max_length=2,
+        default="CN",
+        validators=[validate_region],
+        help_text="ISO country for numbers written without +country code.",
     )
     created_at = models.DateTimeField(default=now, editable=False)
 
@@ -89,8 +102,12 @@ class Campaign(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True)
     starts_at = models.DateTimeField(default=now)
     ends_at = models.DateTimeField(null=True, blank=True)
-    window_start = models.TimeField(default="09:00", help_text="Earliest local time of the callee")
-    window_end = models.TimeField(default="20:00", help_text="Latest local time of the callee")
+    window_start = models.TimeField(
+        default="09:00", help_text="Earliest local time of the callee (never before 08:00, whatever is set here)"
+    )
+    window_end = models.TimeField(
+        default="20:00", help_text="Latest local time of the callee (never after 21:00, whatever is set here)"
+    )
     weekdays = models.CharField(
         max_length=7, default=ALL_WEEKDAYS, help_text="Days to call, Monday=0 … Sunday=6, e.g. 01234"
     )

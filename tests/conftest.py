@@ -125,3 +125,42 @@ def make_campaign(db, account, voices):
         return campaign
 
     return make
+
+
+# --- headless Chromium for admin pages -------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_MISSING = f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator:
+    """Debian's headless Chromium driven through its chromedriver (skips the test when it is not installed)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(CHROMIUM_MISSING)
+    chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    options = webdriver.ChromeOptions()
+    # With both the browser and the driver path given, Selenium Manager never looks for (or downloads) either.
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1100",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    driver.implicitly_wait(10)
+    yield driver
+    driver.quit()

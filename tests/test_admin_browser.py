@@ -4,52 +4,15 @@ check the charts and table are in the DOM, keep a screenshot."""
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.urls import reverse
 
 from tests.campaigns.test_reports import build_report_campaign
+from tests.conftest import CHROMIUM, CHROMIUM_MISSING
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM),
-        reason=f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)",
-    ),
-]
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    # With both the browser and the driver path given, Selenium Manager never looks for (or downloads) either.
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1100",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.implicitly_wait(10)
-    yield driver
-    driver.quit()
+# The `browser` fixture (headless Chromium) lives in tests/conftest.py.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=CHROMIUM_MISSING)]
 
 
 def test_report_page_in_chromium(live_server, transactional_db, django_user_model, browser, tmp_path):

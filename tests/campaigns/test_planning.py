@@ -128,3 +128,18 @@ def test_revoking_consent_pauses_campaigns_using_the_voice(make_campaign):
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.PAUSED
     assert revoke_consent(consent) == []  # already revoked: nothing more happens
+
+
+def test_a_bad_region_is_a_form_error_and_never_a_crash(db):
+    from django.core.exceptions import ValidationError
+
+    from campaigns.actions import import_contacts
+    from campaigns.models import ContactList
+
+    contact_list = ContactList(name="lower", default_region="cn")
+    with pytest.raises(ValidationError, match="use capitals"):
+        contact_list.full_clean()
+    contact_list.default_region = "XX"
+    contact_list.save()  # saved around the form, e.g. by a script: the import still reports, not crashes
+    record = import_contacts(contact_list, "phone\n13800138000\n".encode(), filename="x.csv")
+    assert "XX" in record.error and record.created == 0
