@@ -266,3 +266,31 @@ def report_csv(campaign: Campaign) -> str:
 
 def _csv_rate(rate: float | None) -> str:
     return "" if rate is None else f"{rate:.4f}"
+
+
+STALL_MINUTES = 5
+
+
+def stalled_rendering(campaign: Campaign, *, now=None) -> str | None:
+    """A warning when calls wait for audio and nothing has been rendered for a while (no synthesis worker?)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from synthesis.models import RenderedAudio
+
+    waiting = campaign.calls.filter(state=Call.State.RENDERING)
+    if campaign.status != Campaign.Status.RUNNING or not waiting.exists():
+        return None
+    now = now or timezone.now()
+    since = now - timedelta(minutes=STALL_MINUTES)
+    launched = campaign.launched_at or now
+    if launched > since:
+        return None  # just launched: give the workers a moment
+    recent = RenderedAudio.objects.filter(rendered_at__gte=since).exists()
+    if recent:
+        return None
+    return (
+        f"{waiting.count()} calls are waiting for audio and nothing has been rendered in the last {STALL_MINUTES} "
+        "minutes: check that a synthesis worker (celery -Q synthesis) is running."
+    )

@@ -151,6 +151,7 @@ def report_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any
         "campaign": campaign,
         "report": report,
         "refresh_seconds": REFRESH_SECONDS if running else None,
+        "stalled": reports.stalled_rendering(campaign),
         "progress": [(state_labels[state], count) for state, count in states.items()],
         "done_percent": round(100 * report.total.done / report.total.calls) if report.total.calls else 0,
         "headings": [heading for heading, _ in TABLE_COLUMNS],

@@ -141,5 +141,5 @@ def test_a_bad_region_is_a_form_error_and_never_a_crash(db):
         contact_list.full_clean()
     contact_list.default_region = "XX"
     contact_list.save()  # saved around the form, e.g. by a script: the import still reports, not crashes
-    record = import_contacts(contact_list, "phone\n13800138000\n".encode(), filename="x.csv")
+    record = import_contacts(contact_list, b"phone\n13800138000\n", filename="x.csv")
     assert "XX" in record.error and record.created == 0

@@ -197,3 +197,21 @@ def test_csv(campaign):
     assert text.splitlines()[0].startswith(
         "campaign,variant,voice,script,calls,excluded_dnc,invalid,attempts"
     )
+
+
+def test_a_stalled_render_queue_is_called_out(db, make_campaign):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from campaigns.actions import launch_campaign
+    from campaigns.reports import stalled_rendering
+
+    campaign = make_campaign(3)
+    launch_campaign(campaign)
+    assert stalled_rendering(campaign) is None  # just launched
+    later = timezone.now() + timedelta(minutes=10)
+    message = stalled_rendering(campaign, now=later)
+    assert message and "3 calls are waiting for audio" in message and "synthesis worker" in message
+    campaign.calls.update(state="ready")
+    assert stalled_rendering(campaign, now=later) is None
