@@ -1,8 +1,11 @@
-"""Voice verbs: revoking a speaker's consent stops every campaign that speaks with that voice."""
+"""Voice verbs: saving a voice with its files, hearing a preview, and revoking a speaker's consent (which
+stops every campaign that speaks with that voice)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
@@ -33,3 +36,93 @@ def revoke_consent(consent: SpeakerConsent) -> list[int]:
     if paused:
         log.warning("consent for voice %s revoked: paused campaigns %s", voice.pk, paused)
     return paused
+
+
+# --- voice files and preview -------------------------------------------------------------------------------
+
+_DIGESTED_FILES = ("gpt_weights", "sovits_weights", "reference_audio")
+
+
+def voice_digest(voice: Voice) -> str:
+    """sha256 over the weight files, the reference clip and its transcript: whatever changes the voice's sound.
+
+    Empty for a voice with none of them (the embedded voice), so its render keys stay what they were.
+    """
+    files = [getattr(voice, name) for name in _DIGESTED_FILES]
+    if not any(files) and not voice.reference_text:
+        return ""
+    digest = hashlib.sha256(b"herald.voice-digest.v1\x00")
+    for name, stored in zip(_DIGESTED_FILES, files, strict=True):
+        part = hashlib.sha256()
+        if stored:
+            with stored.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    part.update(chunk)
+        digest.update(f"{name}:{part.hexdigest() if stored else '-'}\x00".encode())
+    digest.update(b"reference_text:" + voice.reference_text.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def save_voice(voice: Voice) -> str:
+    """Save a (validated) voice with its uploaded files and record their digest, so every render key that
+    depends on them changes when any of them does. Returns the digest."""
+    with transaction.atomic():
+        voice.save()  # stores the uploads first: the digest is taken over what is on disk
+        voice.weights_digest = voice_digest(voice)
+        Voice.objects.filter(pk=voice.pk).update(weights_digest=voice.weights_digest)
+    return voice.weights_digest
+
+
+PREVIEW_TEXT = {
+    Voice.Language.MANDARIN: "您好，您的包裹将于明天上午九点到十二点之间送达，请保持电话畅通。",
+    Voice.Language.ENGLISH: "Hello, your parcel will be delivered tomorrow between nine and twelve in the morning.",
+}
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A rendered sample: `url` (signed, expiring) when it worked, otherwise `problem` says why not."""
+
+    text: str
+    render_key: str = ""
+    url: str = ""
+    problem: str = ""
+
+
+def preview_voice(voice: Voice, text: str) -> Preview:
+    """Render `text` with the voice through the real engine, into the shared audio cache, now (not queued)."""
+    from synthesis.actions import TransientRenderError, keyer_for, render
+    from synthesis.engines import engine_problem
+    from synthesis.keys import normalise_text
+    from synthesis.models import RenderedAudio
+    from synthesis.signing import signed_audio_url
+
+    text = normalise_text(text or "")
+    if not text:
+        return Preview(text, problem="Type a sentence to hear.")
+    problem = engine_problem(voice.engine)
+    if problem:
+        return Preview(text, problem=f"This voice cannot be previewed: {problem}.")
+    keyer = keyer_for(voice)
+    key = keyer.key(text)
+    RenderedAudio.objects.get_or_create(
+        render_key=key,
+        defaults=dict(
+            engine=voice.engine, engine_version=keyer.engine_version, voice=voice, text=text,
+            parameters=dict(voice.parameters or {}),
+        ),
+    )
+    # Somebody asked to hear it again: a previous failure may have been fixed (a parameter, the engine).
+    RenderedAudio.objects.filter(render_key=key, state=RenderedAudio.State.FAILED).update(
+        state=RenderedAudio.State.PENDING, attempts=0, error=""
+    )
+    try:
+        render([key])
+    except TransientRenderError as exc:
+        return Preview(text, key, problem=f"The engine is busy or could not start ({exc}); try again in a minute.")
+    row = RenderedAudio.objects.get(render_key=key)
+    if row.state == RenderedAudio.State.READY:
+        return Preview(text, key, url=signed_audio_url(key))
+    if row.state == RenderedAudio.State.FAILED:
+        return Preview(text, key, problem=f"The sample could not be rendered: {row.error}")
+    return Preview(text, key, problem="A synthesis worker is rendering this sample right now; reload in a moment.")

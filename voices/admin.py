@@ -4,12 +4,63 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 
-from voices.actions import revoke_consent
+from voices.actions import PREVIEW_TEXT, preview_voice, revoke_consent, save_voice
 from voices.models import SpeakerConsent, Voice
+from voices.validation import check_voice
+
+
+class VoiceForm(forms.ModelForm):
+    """Runs every voice check on save: each problem becomes a form error on the field it is about."""
+
+    class Meta:
+        model = Voice
+        fields = "__all__"
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if "engine" not in cleaned:
+            return cleaned  # the engine itself is invalid: the field error already says so
+        self.warnings: list[str] = []
+        for problem in check_voice(
+            engine=cleaned["engine"],
+            language=cleaned.get("language") or "",
+            parameters=cleaned.get("parameters", {}),
+            reference_audio=cleaned.get("reference_audio"),
+            reference_text=cleaned.get("reference_text", ""),
+            gpt_weights=cleaned.get("gpt_weights"),
+            sovits_weights=cleaned.get("sovits_weights"),
+        ):
+            if not problem.blocking:
+                self.warnings.append(problem.message)
+            elif problem.field in self.fields and problem.field in cleaned:
+                self.add_error(problem.field, problem.message)
+            elif problem.field in self.fields:  # the field has an error already: add ours next to it
+                self.errors.setdefault(problem.field, self.error_class()).append(problem.message)
+            else:
+                self.add_error(None, problem.message)
+        return cleaned
+
+
+class PreviewForm(forms.Form):
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=500)
+
+
+def consent_line(voice: Voice) -> tuple[bool, str]:
+    """(usable, what staff should read) about the voice's consent."""
+    if not voice.needs_consent:
+        return True, "Synthetic voice: no speaker consent needed."
+    consent = voice.active_consent()
+    if consent is None:
+        return False, "No valid consent: this voice cannot be used in a campaign."
+    return True, f"Consent signed by {consent.speaker_name} on {consent.signed_on}."
 
 
 class SpeakerConsentInline(admin.StackedInline):
@@ -22,6 +73,8 @@ class SpeakerConsentInline(admin.StackedInline):
 
 @admin.register(Voice)
 class VoiceAdmin(admin.ModelAdmin):
+    form = VoiceForm
+    change_form_template = "admin/voices/voice/change_form.html"
     inlines = [SpeakerConsentInline]
     list_display = ["name", "engine", "language", "consent_status"]
     list_filter = ["engine", "language"]
@@ -38,6 +91,55 @@ class VoiceAdmin(admin.ModelAdmin):
             if consent
             else "MISSING: cannot be used"
         )
+
+    def save_model(self, request: HttpRequest, obj: Voice, form: Any, change: bool) -> None:
+        save_voice(obj)
+        for warning in getattr(form, "warnings", []):
+            self.message_user(request, warning, messages.WARNING)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        voice = self.get_object(request, object_id)
+        if voice is not None:
+            usable, line = consent_line(voice)
+            extra_context = {**(extra_context or {}), "consent_ok": usable, "consent_line": line}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self) -> list[URLPattern]:
+        preview = path(
+            "<path:object_id>/preview/",
+            self.admin_site.admin_view(self.preview_view),
+            name="voices_voice_preview",
+        )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Type a sentence, hear it in this voice (rendered now through the real engine)."""
+        voice = self.get_object(request, object_id)
+        if voice is None:
+            raise Http404("no such voice")
+        if not self.has_change_permission(request, voice):
+            raise PermissionDenied
+        preview = None
+        if request.method == "POST":
+            form = PreviewForm(request.POST)
+            if form.is_valid():
+                preview = preview_voice(voice, form.cleaned_data["text"])
+        else:
+            form = PreviewForm(initial={"text": PREVIEW_TEXT.get(voice.language, PREVIEW_TEXT[Voice.Language.ENGLISH])})
+        usable, line = consent_line(voice)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": voice,
+            "title": f"Preview {voice}",
+            "form": form,
+            "preview": preview,
+            "consent_ok": usable,
+            "consent_line": line,
+        }
+        return TemplateResponse(request, "admin/voices/voice/preview.html", context)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         for consent in formset.save(commit=False):
