@@ -69,8 +69,9 @@ def engine_problem(kind: str) -> str | None:
     """
     cls = _engine_class(kind)
     if cls is GptSovitsEngine:
-        return (
-            "GPT-SoVITS voices cannot render campaign scripts yet: the Chinese text frontend (G2P + BERT "
-            "features) is not installed"
-        )
+        from synthesis.frontend.config import configuration_problem
+
+        problem = configuration_problem()
+        if problem:
+            return f"GPT-SoVITS voices cannot render campaign scripts yet: the text frontend is not installed here ({problem})"
     return None

@@ -2,8 +2,9 @@
 
 Models load on first use (never at import), stay resident, and several voices share a memory budget
 (HERALD_GPTSOVITS_MEMORY_MB, least recently used leaves first). Turning text into phone ids and BERT
-features, and a reference clip into prompt codes, is the text frontend's job (its own module); until a
-frontend is installed, callers hand phones and features in through `synthesize_phones`.
+features, and a reference clip into prompt codes, is the text frontend's job (`synthesis.frontend.voice`,
+built on first use from HERALD_BERT_DIR / HERALD_HUBERT_DIR); `synthesize_phones` takes phones and
+features directly.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from synthesis.audio import Waveform
 from synthesis.engines.base import Engine, EngineError, VoiceSpec
 
 SAMPLE_RATE = 32000
+SENTENCE_PAUSE = 0.3  # seconds between the sentences of one script (official fragment_interval)
 DEFAULTS: dict[str, Any] = {
     "top_k": 15,
     "top_p": 1.0,
@@ -148,6 +150,7 @@ class GptSovitsEngine(Engine):
         self.frontend = frontend
         self.models = VoiceModels(budget * 1024 * 1024, device, precision)
         self._lock = threading.Lock()  # one batch at a time per process: the models are shared
+        self._frontend_lock = threading.Lock()
 
     def describe_parameters(self, voice: VoiceSpec) -> dict:
         unknown = set(voice.parameters) - set(DEFAULTS)
@@ -160,17 +163,32 @@ class GptSovitsEngine(Engine):
             raise EngineError("noise_scale must be between 0 and 1", permanent=True)
         return params
 
+    def _frontend(self) -> Frontend:
+        with self._frontend_lock:
+            if self.frontend is None:
+                from synthesis.frontend.voice import GptSovitsFrontend
+
+                self.frontend = GptSovitsFrontend.from_environment(device=self.models.device)
+            return self.frontend
+
     def synthesize(self, voice: VoiceSpec, texts: list[str]) -> list[Waveform]:
-        if self.frontend is None:
-            raise EngineError(
-                "GPT-SoVITS voices need the Chinese text frontend (G2P + BERT features), which is not installed "
-                "in this worker yet",
-                permanent=True,
-            )
+        """Scripts → audio: each script is split into sentences, all sentences of the batch go through the
+        GPT together, and each script's sentences are joined with a short pause, as the official TTS does."""
+        from synthesis.frontend.pipeline import split_sentences
+
+        frontend = self._frontend()
         resident = self.models.get(voice)
-        prompt = self.frontend.prompt(voice, resident.sovits)
-        items = [self.frontend.features(text, voice.language) for text in texts]
-        return self.synthesize_phones(voice, prompt, items)
+        prompt = frontend.prompt(voice, resident.sovits)
+        sentences = [split_sentences(text) or [text] for text in texts]
+        items = [frontend.features(sentence, voice.language) for group in sentences for sentence in group]
+        waves = iter(self.synthesize_phones(voice, prompt, items))
+        pause = np.zeros(int(SENTENCE_PAUSE * SAMPLE_RATE), dtype=np.float32)
+        joined = []
+        for group in sentences:
+            parts = [next(waves).samples for _ in group]
+            pieces = [piece for part in parts for piece in (part, pause)][:-1]
+            joined.append(Waveform(np.concatenate(pieces), SAMPLE_RATE))
+        return joined
 
     def synthesize_phones(self, voice: VoiceSpec, prompt: VoicePrompt, items: list[TextFeatures]) -> list[Waveform]:
         """Render texts already turned into phones + features, all in one batched GPT pass."""

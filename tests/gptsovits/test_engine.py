@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthesis.engines import engine_problem, get_engine
+from synthesis.engines import engine_problem
 from synthesis.engines.base import EngineError, VoiceSpec
 from synthesis.engines.gptsovits import GptSovitsEngine, TextFeatures, VoicePrompt
 from synthesis.gptsovits.sovits import spectrogram
@@ -106,9 +106,11 @@ def test_bad_files_and_parameters_are_permanent_errors(tmp_path, prompt, items):
     assert err.value.permanent
 
 
-def test_texts_need_the_frontend_and_launch_says_so():
-    engine = get_engine("gpt-sovits")
-    with pytest.raises(EngineError, match="text frontend") as err:
+def test_texts_need_the_frontend_and_launch_says_so(monkeypatch):
+    monkeypatch.delenv("HERALD_BERT_DIR", raising=False)
+    monkeypatch.delenv("HERALD_HUBERT_DIR", raising=False)
+    engine = GptSovitsEngine(device="cpu")
+    with pytest.raises(EngineError, match="text frontend is not configured") as err:
         engine.synthesize(voice(), ["您好"])
     assert err.value.permanent
     assert "text frontend" in engine_problem("gpt-sovits")
