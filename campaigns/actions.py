@@ -28,13 +28,16 @@ from campaigns.models import Call, Campaign, Contact, ContactImport, ContactList
 from campaigns.templating import (
     MissingVariables,
     TemplateSyntaxError,
+    has_reading_hints,
     parse_template,
+    render_marked,
     render_template,
     validate_template,
 )
 from campaigns.windows import HARD_EARLIEST, HARD_LATEST, effective_window, is_open
 from synthesis.engines import engine_problem
 from synthesis.engines.base import EngineError
+from synthesis.frontend.marks import strip_marks
 from synthesis.keys import normalise_text
 from synthesis.models import RenderedAudio
 
@@ -204,6 +207,7 @@ class _PreparedVariant:
 
         self.variant = variant
         self.template = parse_template(variant.script.text)
+        self.hinted = has_reading_hints(self.template)
         self.keyer = keyer_for(variant.voice)
         self.parameters = dict(variant.voice.parameters or {})
         self.parameters_json = json.dumps(self.parameters)  # jsonb goes over COPY as its JSON text
@@ -285,15 +289,19 @@ def _plan_chunk(
         variables["name"] = name
         variables["phone"] = phone
         try:
-            text = normalise_text(render_template(p.template, variables))
+            if p.hinted:  # reading hints travel with the text (and into the render key) as marks
+                spoken = normalise_text(render_marked(p.template, variables))
+                text = strip_marks(spoken)
+            else:
+                spoken = text = normalise_text(render_template(p.template, variables))
         except MissingVariables as exc:
             calls.append((pk, p.variant.pk, phone, tz, "", None, invalid, "", str(exc)))
             result.invalid += 1
             continue
-        key = p.keyer.key(text)
+        key = p.keyer.key(spoken)
         calls.append((pk, p.variant.pk, phone, tz, text, key, rendering, "", ""))
         if key not in audio:
-            audio[key] = (text, p)
+            audio[key] = (spoken, p)
         result.per_variant[p.variant.name] += 1
     return calls, audio
 

@@ -225,6 +225,28 @@ def render_template(template: str | Sequence[str | Placeholder], variables: Mapp
     return "".join(out)
 
 
+def has_reading_hints(template: str | Sequence[str | Placeholder]) -> bool:
+    """Does any placeholder ask for a particular reading (a hint other than "text")?"""
+    return any(type(p) is not str and p.hint not in (None, "text") for p in _parts(template))
+
+
+def render_marked(template: str | Sequence[str | Placeholder], variables: Mapping[str, str]) -> str:
+    """Like :func:`render_template`, with each hinted value wrapped as ⟪hint:value⟫ for the text frontend
+    (see synthesis.frontend.marks); values without a hint, or with hint "text", are plain."""
+    from synthesis.frontend.marks import mark
+
+    text, spans = render_with_spans(template, variables)
+    out: list[str] = []
+    position = 0
+    for start, end, hint in spans:
+        out.append(text[position:start])
+        value = text[start:end]
+        out.append(mark(value, hint) if hint not in (None, "text") else value)
+        position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
 def render_with_spans(
     template: str | Sequence[str | Placeholder], variables: Mapping[str, str]
 ) -> tuple[str, list[tuple[int, int, str | None]]]:

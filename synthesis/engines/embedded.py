@@ -36,6 +36,7 @@ import numpy as np
 
 from synthesis.audio import Waveform
 from synthesis.engines.base import Engine, EngineError, VoiceSpec
+from synthesis.frontend.marks import spoken_text
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +379,10 @@ class EmbeddedEngine(Engine):
         if isinstance(texts, str):
             raise EngineError("synthesize() takes a list of texts, not a single string", permanent=True)
         params = self.describe_parameters(voice)
-        checked = [self._check_text(text) for text in texts]  # fail before rendering anything
+        # Chinese scripts go through the phone-call normaliser first (codes digit by digit, money, dates,
+        # reading hints), so eSpeak reads them as a listener expects; marks are removed for other languages.
+        spoken = [spoken_text(text, voice.language) for text in texts]
+        checked = [self._check_text(text) for text in spoken]  # fail before rendering anything
         waves = []
         for text in checked:
             samples, rate = _render(params, text)

@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from synthesis.frontend.g2p import g2p_en_segment, g2p_zh
+from synthesis.frontend.marks import split_marks
 from synthesis.frontend.normalize import normalize
 from synthesis.frontend.symbols import phone_ids
 
@@ -60,7 +61,11 @@ def split_languages(norm_text: str) -> list[Segment]:
 
 
 def process(text: str, *, language: str = "zh", hints: list[tuple[int, int, str | None]] | None = None) -> FrontendResult:
-    """The frontend for one sentence (or a short script)."""
+    """The frontend for one sentence (or a short script). Reading hints come as spans, or as ⟪hint:value⟫
+    marks inside the text (how planning hands them over; see synthesis.frontend.marks)."""
+    text, marked = split_marks(text)
+    if marked:
+        hints = [*marked, *(hints or [])]
     if language == "en":
         norm = re.sub(r"\s+", " ", text).strip()
         segments = [Segment("en", norm)] if norm else []

@@ -1,0 +1,54 @@
+"""Reading hints carried inside a rendered script: ⟪hint:value⟫.
+
+A template placeholder like {order_id:digits} tells the frontend how to read its value. Planning renders
+such values as ⟪digits:SF1234567890⟫, so the hint travels with the text through the render cache (and is
+part of the render key: a different reading is different audio); the frontend turns the marks back into
+spans for `normalize`. Values never contain the mark characters (they are removed from values).
+"""
+
+from __future__ import annotations
+
+import re
+
+OPEN, CLOSE = "\u27ea", "\u27eb"  # ⟪ ⟫
+_MARK = re.compile(f"{OPEN}([a-z]+):(.*?){CLOSE}", re.S)
+
+
+def mark(value: str, hint: str) -> str:
+    clean = value.replace(OPEN, "").replace(CLOSE, "")
+    return f"{OPEN}{hint}:{clean}{CLOSE}"
+
+
+def split_marks(text: str) -> tuple[str, list[tuple[int, int, str]]]:
+    """Plain text and the (start, end, hint) spans of its marked values."""
+    if OPEN not in text:
+        return text, []
+    out: list[str] = []
+    spans: list[tuple[int, int, str]] = []
+    position = length = 0
+    for match in _MARK.finditer(text):
+        before = text[position : match.start()]
+        out.append(before)
+        length += len(before)
+        value = match.group(2)
+        spans.append((length, length + len(value), match.group(1)))
+        out.append(value)
+        length += len(value)
+        position = match.end()
+    out.append(text[position:])
+    return "".join(out).replace(OPEN, "").replace(CLOSE, ""), spans
+
+
+def strip_marks(text: str) -> str:
+    return split_marks(text)[0]
+
+
+def spoken_text(text: str, language: str) -> str:
+    """What an engine without its own frontend should say: Chinese scripts normalised for the phone (codes
+    digit by digit, money, dates, hints honoured), anything else with the marks removed."""
+    plain, spans = split_marks(text)
+    if language.startswith("zh"):
+        from synthesis.frontend.normalize import normalize
+
+        return normalize(plain, spans or None)
+    return plain
