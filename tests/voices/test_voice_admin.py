@@ -168,3 +168,26 @@ def test_change_page_names_the_speaker_who_consented(admin_client, admin_user):
     page = admin_client.get(reverse("admin:voices_voice_change", args=[voice.pk])).content.decode()
     assert "Consent signed by Li Hua on 2026-03-01." in page
     assert "No valid consent" not in page
+
+
+def test_staff_add_a_cloned_voice_and_preview_it_with_the_frontend_configured(
+    admin_client, client, tmp_path, monkeypatch
+):
+    """The whole onboarding in the admin: upload, validate, preview (tiny BERT/HuBERT stand in for the real)."""
+    from tests.frontend.tiny_models import write_tiny_bert, write_tiny_hubert
+
+    preview_text = "您好，您的包裹明天送达。"
+    monkeypatch.setenv("HERALD_BERT_DIR", str(write_tiny_bert(tmp_path / "bert", TRANSCRIPT + preview_text)))
+    monkeypatch.setenv("HERALD_HUBERT_DIR", str(write_tiny_hubert(tmp_path / "hubert")))
+    response = admin_client.post(
+        reverse("admin:voices_voice_add"), cloned_voice_form(tmp_path, parameters='{"max_steps": 40}')
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    voice = Voice.objects.get(name="Ms Li")
+    assert voice.weights_digest
+    page = admin_client.post(
+        reverse("admin:voices_voice_preview", args=[voice.pk]), {"text": preview_text}
+    ).content.decode()
+    src = urlsplit(audio_src(page))
+    audio = client.get(f"{src.path}?{src.query}")
+    assert audio.status_code == 200 and b"".join(audio.streaming_content)[:4] == b"RIFF"
