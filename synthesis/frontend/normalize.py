@@ -25,9 +25,10 @@ Decisions (where the official and the listener disagree, the listener wins):
 - Latin units after a number are said in Chinese (10kg -> 十公斤, 500g -> 五百克); 满200减30 -> 满两百减三十;
   M/D is a date (11/25 -> 十一月二十五日) except the small fractions 1/2, 1/3, 2/3, 1/4, 3/4;
   9am -> 上午九点; service@jd.com -> "service at j d dot com"; 139****5678 -> 幺三九星星星星五六七八.
-- A pause after an English word is kept ("Hello,您好"), where the official drops it.
-- A sentence with no Chinese is English: only codes and dashed numbers are rewritten, digit by digit in
-  English words ("S F one two three"); the English G2P reads the rest.
+- A "，" between an English word and Chinese is dropped, as the official does ("Hello，您好" -> "Hello您好").
+- A sentence with no Chinese is English and goes through ``normalize_en`` (the official English rules:
+  $25.50 -> twenty-five dollars and fifty cents, 10:30 -> ten thirty A M, 3 PM -> three P M), except
+  that codes and dashed numbers are read digit by digit in English words ("S F one two three").
 - The ``text`` hint means "no forced reading": the span goes through the ordinary rules. Overlapping or
   out-of-range spans and unknown hints are ignored.
 """
@@ -37,7 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-__all__ = ["normalize", "cardinal", "decimal", "digits", "HINTS"]
+__all__ = ["normalize", "normalize_en", "en_cardinal", "cardinal", "decimal", "digits", "HINTS"]
 
 HINTS = frozenset({"digits", "money", "date", "time", "phone", "number", "text"})
 
@@ -277,6 +278,7 @@ _RE_ELLIPSIS = re.compile(r"\.{3,}|…+")
 _RE_REPEATED_PUNCT = re.compile(r"([,.?!…])[,.?!… ]+")
 _RE_CJK = re.compile(r"[\u4e00-\u9fff\u3000-\u303f\uff01-\uff5e]")  # CJK ideographs or full-width punctuation
 _RE_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+_RE_EN_PAUSE = re.compile(r"(?<=[A-Za-z])\s*[，,]\s*(?=[\u4e00-\u9fa5])")  # "Hello，您好": the official says no pause
 
 
 # --- rules -----------------------------------------------------------------------------------------
@@ -448,14 +450,117 @@ def _finish(text: str) -> str:
 
 
 def _normalize_zh(text: str) -> str:
-    text = text.translate(_F2H)
+    text = _RE_EN_PAUSE.sub("", text.translate(_F2H))
     text = _RE_MASKED.sub(_masked, text)
     for pattern, repl in _RULES:
         text = pattern.sub(repl, text)
     return _finish(text)
 
 
-# English-only sentences: codes and dashed numbers digit by digit in English; the English G2P reads the rest.
+# --- English ---------------------------------------------------------------------------------------
+# normalize_en follows the official GPT-SoVITS English normaliser (text/en_normalization/expend.py):
+# $25.50 -> twenty-five dollars and fifty cents, 2.5 -> two point five, 1401 -> fourteen oh one,
+# 12345 -> twelve thousand, three hundred forty-five, all-caps split into letters ("PM" -> "P M").
+# Departures, for the listener: codes, order and phone numbers (letters+digits, dashed numbers, 5+ digit
+# runs) are read digit by digit ("S F one two three"); a clock time says "A M"/"P M" (the official
+# "a.m." is read "uh . M ."), and an am/pm written after it is not said twice; "3pm" -> "three P M";
+# "1. " is not turned into "first,"; glued kg/g/lb are said as words.
+
+_EN_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen"
+).split()
+_EN_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_EN_SCALES = ("", " thousand", " million", " billion", " trillion", " quadrillion")
+_EN_ORDINAL_IRREGULAR = {
+    "one": "first", "two": "second", "three": "third", "five": "fifth",
+    "eight": "eighth", "nine": "ninth", "twelve": "twelfth",
+}  # fmt: skip
+
+
+def _en_below_100(n: int) -> str:
+    if n < 20:
+        return _EN_ONES[n]
+    tens, ones = divmod(n, 10)
+    return _EN_TENS[tens] + (f"-{_EN_ONES[ones]}" if ones else "")
+
+
+def _en_below_1000(n: int) -> str:
+    hundreds, rest = divmod(n, 100)
+    words = [f"{_EN_ONES[hundreds]} hundred"] if hundreds else []
+    if rest:
+        words.append(_en_below_100(rest))
+    return " ".join(words)
+
+
+def en_cardinal(n: int) -> str:
+    """12345 -> 'twelve thousand, three hundred forty-five' (no 'and', as the official andword='')."""
+    if n < 0:
+        return "negative " + en_cardinal(-n)
+    if n == 0:
+        return "zero"
+    chunks = []
+    scale = 0
+    while n:
+        n, chunk = divmod(n, 1000)
+        if chunk:
+            chunks.append(_en_below_1000(chunk) + _EN_SCALES[min(scale, len(_EN_SCALES) - 1)])
+        scale += 1
+    return ", ".join(reversed(chunks))
+
+
+def _en_number(n: int) -> str:
+    """The official _expand_number: 1001-2999 read as years (fourteen oh one, two thousand five)."""
+    if 1000 < n < 3000:
+        if n == 2000:
+            return "two thousand"
+        if 2000 < n < 2010:
+            return "two thousand " + _EN_ONES[n % 100]
+        if n % 100 == 0:
+            return _en_below_100(n // 100) + " hundred"
+        high, low = divmod(n, 100)
+        return _en_below_100(high) + " " + (f"oh {_EN_ONES[low]}" if low < 10 else _en_below_100(low))
+    return en_cardinal(n)
+
+
+def _en_ordinal(n: int) -> str:
+    words = _en_number(n) if n < 1000 else en_cardinal(n)
+    head, sep, last = words.rpartition(" ") if "-" not in words.rsplit(" ", 1)[-1] else words.rpartition("-")
+    if last in _EN_ORDINAL_IRREGULAR:
+        last = _EN_ORDINAL_IRREGULAR[last]
+    elif last.endswith("y"):
+        last = last[:-1] + "ieth"
+    else:
+        last += "th"
+    return head + sep + last
+
+
+_EN_UNITS = {
+    "m": ("meter", "meters"), "km": ("kilometer", "kilometers"), "km/h": ("kilometer per hour", "kilometers per hour"),
+    "ft": ("feet", "feet"), "L": ("liter", "liters"), "tbsp": ("tablespoon", "tablespoons"),
+    "tsp": ("teaspoon", "teaspoons"), "h": ("hour", "hours"), "min": ("minute", "minutes"),
+    "s": ("second", "seconds"), "°C": ("degree celsius", "degrees celsius"),
+    "°F": ("degree fahrenheit", "degrees fahrenheit"),
+    "kg": ("kilogram", "kilograms"), "g": ("gram", "grams"), "lb": ("pound", "pounds"), "lbs": ("pound", "pounds"),
+}  # fmt: skip
+_EN_MONEY = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence")}
+
+_AMPM = r"([AaPp])(?:\.\s?[Mm]\.|\s?[Mm](?![A-Za-z]))"  # PM, pm, p.m., p. m.
+_RE_EN_TIME = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b(?:\s*" + _AMPM + ")?")
+_RE_EN_AMPM = re.compile(r"\b(\d{1,2})\s*" + _AMPM)
+_RE_EN_UNIT = re.compile(
+    r"\b(\d+(?:\.\d+)?)(" + "|".join(sorted(map(re.escape, _EN_UNITS), key=len, reverse=True)) + r")(?![A-Za-z0-9])"
+)
+_RE_EN_MONEY = re.compile(r"([$£])(\d+(?:,\d{3})*(?:\.\d+)?)|(\d+(?:,\d{3})*(?:\.\d+)?)([$£])")
+_RE_EN_COMMA_NUMBER = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_RE_EN_NEGATIVE = re.compile(r"(?:^|(?<=\s))-(?=\d)")
+_RE_EN_DECIMAL = re.compile(r"(\d+)\.(\d+)")
+_RE_EN_FRACTION = re.compile(r"\b(\d+)/(\d+)\b")
+_RE_EN_ORDINAL = re.compile(r"\b(\d+)(?:st|nd|rd|th)\b")
+_RE_EN_NUMBER = re.compile(r"\d+")
+_RE_EN_DROP = re.compile(r"[^ A-Za-z'.,?!\-]")
+_RE_EN_CAPS = re.compile(r"(?<=\S)(?=[A-Z])")
+_RE_EN_PUNCT = str.maketrans({"。": ".", "！": "!", "？": "?", "，": ",", "“": "'", "”": "'", "’": "'", "‘": "'", '"': "'"})
 _RE_EN_CODE = re.compile(
     r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]*\d)(?:[A-Za-z]*\d[A-Za-z0-9]*(?:-[A-Za-z0-9]+)+|[A-Z]+\d{3,}[A-Z0-9]*|\d{5,})(?![A-Za-z0-9_-])"
 )
@@ -474,8 +579,68 @@ def _en_code(m: re.Match[str]) -> str:
     return ", ".join(groups)
 
 
-def _normalize_en(text: str) -> str:
-    return _RE_EN_CODE.sub(_en_code, text.translate(_F2H))
+def _en_time(m: re.Match[str]) -> str:
+    hours, minutes = int(m.group(1)), int(m.group(2))
+    period = (m.group(3) or ("a" if hours < 12 else "p")).upper() + " M"
+    if hours > 12:
+        hours -= 12
+    hour = _EN_ONES[hours or 12] if hours < 20 else _en_below_100(hours)
+    minute = "o'clock" if minutes == 0 else ("oh " + _EN_ONES[minutes] if minutes < 10 else _en_below_100(minutes))
+    return f"{hour} {minute} {period}"
+
+
+def _en_unit(m: re.Match[str]) -> str:
+    number, unit = m.group(1), m.group(2)
+    return f"{number} {_EN_UNITS[unit][0 if number == '1' else 1]}"
+
+
+def _en_money(m: re.Match[str]) -> str:
+    symbol = m.group(1) or m.group(4)
+    amount = (m.group(2) or m.group(3)).replace(",", "")
+    one, many, sub_one, sub_many = _EN_MONEY[symbol]
+    whole, _, frac = amount.partition(".")
+    units = int(whole or 0)
+    subs = int(frac[:2].ljust(2, "0")) if frac else 0
+    parts = []
+    if units:
+        parts.append(f"{_en_number(units)} {one if units == 1 else many}")
+    if subs:
+        parts.append(f"{_en_below_100(subs)} {sub_one if subs == 1 else sub_many}")
+    return " and ".join(parts) or f"zero {many}"
+
+
+def _en_fraction(m: re.Match[str]) -> str:
+    num, den = int(m.group(1)), int(m.group(2))
+    if den == 0:
+        return m.group(0)
+    if den == 1:
+        return _en_number(num)
+    if den == 2:
+        return f"{_en_number(num)} {'half' if num == 1 else 'halves'}"
+    return f"{_en_number(num)} {_en_ordinal(den)}{'s' if num > 1 else ''}"
+
+
+def normalize_en(text: str) -> str:
+    """English text -> words the English G2P reads, following the official English normaliser."""
+    text = original = text.translate(_F2H).translate(_RE_EN_PUNCT).strip()
+    text = _RE_EN_CODE.sub(_en_code, text)
+    text = _RE_EN_NEGATIVE.sub("negative ", text)
+    text = _RE_EN_COMMA_NUMBER.sub("", text)
+    text = _RE_EN_TIME.sub(_en_time, text)
+    text = _RE_EN_AMPM.sub(lambda m: f"{m.group(1)} {m.group(2).upper()} M", text)
+    text = re.sub(r"([AP] M)$", r"\1.", text) if re.search(r"[ap]\.\s?m\.$", original, re.I) else text
+    text = _RE_EN_UNIT.sub(_en_unit, text)
+    text = _RE_EN_MONEY.sub(_en_money, text)
+    text = _RE_EN_DECIMAL.sub(lambda m: f"{m.group(1)} point " + " ".join(_EN_DIGIT[int(c)] for c in m.group(2)), text)
+    text = _RE_EN_FRACTION.sub(_en_fraction, text)
+    text = _RE_EN_ORDINAL.sub(lambda m: _en_ordinal(int(m.group(1))), text)
+    text = _RE_EN_NUMBER.sub(lambda m: _en_number(int(m.group(0))), text)
+    text = text.replace("%", " percent")
+    text = _RE_EN_DROP.sub("", text)
+    text = re.sub(r"(?i)\bi\.e\.", "that is", text)
+    text = re.sub(r"(?i)\be\.g\.", "for example", text)
+    text = _RE_EN_CAPS.sub(" ", text)
+    return re.sub(r" +", " ", text).strip()
 
 
 # --- hints -----------------------------------------------------------------------------------------
@@ -568,5 +733,5 @@ def normalize(text: str, hints: list[tuple[int, int, str | None]] | None = None)
         pieces.append(text[pos:])
         text = "".join(pieces)
     if not _RE_CJK.search(text) and _RE_LATIN_WORD.search(text):
-        return _normalize_en(text)
+        return normalize_en(text)
     return _normalize_zh(text)

@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass
 
 from synthesis.frontend.g2p import g2p_en_segment, g2p_zh
 from synthesis.frontend.marks import split_marks
-from synthesis.frontend.normalize import normalize
+from synthesis.frontend.normalize import normalize, normalize_en
 from synthesis.frontend.symbols import phone_ids
 
-# English runs: Latin words, possibly joined by spaces, apostrophes or hyphens (Wi-Fi, don't, New York).
-_ENGLISH = re.compile(r"[A-Za-z][A-Za-z'\-]*(?:\s+[A-Za-z][A-Za-z'\-]*)*")
+# English runs: Latin words, possibly joined by spaces, apostrophes or hyphens (Wi-Fi, don't, New York),
+# or by dots between letters (www.sf-express.com is one run, read as the official does).
+_ENGLISH = re.compile(r"[A-Za-z][A-Za-z'\-]*(?:(?:\s+|\.(?=[A-Za-z]))[A-Za-z][A-Za-z'\-]*)*")
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;…])")
 MAX_SENTENCE_CHARS = 60
 
@@ -67,7 +68,7 @@ def process(text: str, *, language: str = "zh", hints: list[tuple[int, int, str 
     if marked:
         hints = [*marked, *(hints or [])]
     if language == "en":
-        norm = re.sub(r"\s+", " ", text).strip()
+        norm = normalize_en(re.sub(r"\s+", " ", text))
         segments = [Segment("en", norm)] if norm else []
     else:
         norm_parts = normalize(text, hints)

@@ -332,7 +332,7 @@ ENGLISH = [
     ("请连接WiFi。", "请连接WiFi."),
     ("请插USB。", "请插U S B."),
     ("这是SUV。", "这是S U V."),
-    ("OK，再见。", "O K,再见."),
+    ("OK，再见。", "O K再见."),  # the official drops a pause after English before Chinese
     ("您的MacBook Air到了。", "您的MacBook Air到了."),
     ("请用WeChat支付。", "请用WeChat支付."),
     ("这是Nike和Adidas。", "这是Nike和Adidas."),
@@ -343,14 +343,14 @@ ENGLISH = [
     ("请提供ID。", "请提供I D."),
     ("请上传PDF。", "请上传P D F."),
     ("我们是CEO办公室。", "我们是C E O办公室."),
-    ("Hello，您好。", "Hello,您好."),
+    ("Hello，您好。", "Hello您好."),  # as the official (public-317)
     ("Thank you！", "Thank you!"),
     ("邮箱是help@sf.com。", "邮箱是help at s f dot com."),
     ("邮箱是kefu@shop.net。", "邮箱是kefu at shop dot net."),
     ("访问www.example.com。", "访问www.example.com."),
     ("尺码是XL。", "尺码是X L."),
     ("尺码是M。", "尺码是M."),
-    ("Ｏｋ，好的。", "Ok,好的."),
+    ("Ｏｋ，好的。", "Ok好的."),  # no pause after English before Chinese, as the official
     ("这是iPad Pro。", "这是iPad Pro."),
 ]
 
@@ -429,7 +429,7 @@ ENGLISH_ONLY = [
     ("Your code is SF123456.", "Your code is S F one two three four five six."),
     ("Call 400-820-8820 now.", "Call four zero zero, eight two zero, eight eight two zero now."),
     ("Order 1234567 shipped.", "Order one two three four five six seven shipped."),
-    ("See you at 3 PM.", "See you at 3 PM."),
+    ("See you at 3 PM.", "See you at three P M."),  # official English rules (public-390)
 ]
 
 CASES = (

@@ -71,8 +71,8 @@ def test_reference_mixed_rows_match_official_ignoring_spaces():
         f"\nmixed zh/en rows: {exact}/{len(rows)} = {exact / len(rows):.1%} match ignoring spaces; "
         f"{matched}/{len(rows)} ignoring spaces and pauses"
     )
-    # The misses keep a pause after an English word the official drops (OK，/ Hello，) and read RMB/B-07.
-    assert exact / len(rows) >= 0.85
+    # The misses read RMB 88 / B-07 the listener's way (Chinese digits, not "eighty-eight" / "seven").
+    assert exact / len(rows) >= 0.93
 
 
 def _alternatives(reading: str) -> list[str]:
