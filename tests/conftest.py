@@ -25,7 +25,8 @@ from voices.models import Voice
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _test_database_url() -> str:
+def worker_database_url() -> str:
+    """DATABASE_URL of the test database, for worker processes started by tests."""
     db = settings.DATABASES["default"]
     if db["ENGINE"] == "django.db.backends.sqlite3":
         return f"sqlite:///{db['NAME']}"
@@ -44,7 +45,7 @@ def celery_worker(transactional_db, live_server, settings) -> Iterator[subproces
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": worker_database_url(),
         "HERALD_TEST_BROKER_URL": broker,
         "HERALD_PUBLIC_URL": live_server.url,
         "HERALD_VAR_DIR": str(settings.VAR_DIR),

@@ -82,7 +82,8 @@ class VoiceModels:
             gpt_path, sovits_path = voice.weights["gpt"], voice.weights["sovits"]
         except KeyError:
             raise EngineError(f"voice {voice.voice_id} has no GPT (.ckpt) and SoVITS (.pth) files", permanent=True) from None
-        key = tuple((path, os.stat(path).st_mtime_ns, os.stat(path).st_size) for path in (gpt_path, sovits_path))
+        stats = [(path, os.stat(path)) for path in (gpt_path, sovits_path)]
+        key = tuple((path, stat.st_mtime_ns, stat.st_size) for path, stat in stats)
         with self._lock:
             resident = self._voices.get(key)
             if resident is not None:
@@ -176,12 +177,13 @@ class GptSovitsEngine(Engine):
         GPT together, and each script's sentences are joined with a short pause, as the official TTS does."""
         from synthesis.frontend.pipeline import split_sentences
 
+        params = self.describe_parameters(voice)
         frontend = self._frontend()
         resident = self.models.get(voice)
         prompt = frontend.prompt(voice, resident.sovits)
         sentences = [split_sentences(text) or [text] for text in texts]
         items = [frontend.features(sentence, voice.language) for group in sentences for sentence in group]
-        waves = iter(self.synthesize_phones(voice, prompt, items))
+        waves = iter(self._render(resident, params, prompt, items))
         pause = np.zeros(int(SENTENCE_PAUSE * SAMPLE_RATE), dtype=np.float32)
         joined = []
         for group in sentences:
@@ -192,10 +194,14 @@ class GptSovitsEngine(Engine):
 
     def synthesize_phones(self, voice: VoiceSpec, prompt: VoicePrompt, items: list[TextFeatures]) -> list[Waveform]:
         """Render texts already turned into phones + features, all in one batched GPT pass."""
+        params = self.describe_parameters(voice)  # fail on bad parameters before loading anything
+        return self._render(self.models.get(voice), params, prompt, items)
+
+    def _render(
+        self, resident: ResidentVoice, params: dict, prompt: VoicePrompt, items: list[TextFeatures]
+    ) -> list[Waveform]:
         import torch
 
-        params = self.describe_parameters(voice)
-        resident = self.models.get(voice)
         device = self.models.device
         with self._lock, torch.inference_mode():
             phones = [torch.cat([prompt.phones, item.phones]).to(device) for item in items]

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import soxr
 import torch
 from torch import Tensor
+
+from synthesis.audio import AudioError, load_audio
 
 HUBERT_RATE = 16_000
 SOVITS_RATE = 32_000  # v2 s2.json data.sampling_rate
@@ -145,12 +146,10 @@ def _resample(wav: np.ndarray, rate: int, target: int) -> np.ndarray:
 def load_reference(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """A reference clip -> (mono 16 kHz, mono 32 kHz) float32; ReferenceClipError unless it lasts 3-10 s."""
     try:
-        data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)  # (N, C)
-    except (sf.LibsndfileError, OSError, RuntimeError) as exc:
-        raise ReferenceClipError(f"cannot read reference clip {path}: {exc}") from exc
-    if data.shape[0] == 0:
-        raise ReferenceClipError(f"reference clip {path} holds no audio")
-    mono = data.mean(axis=1)  # (N,): librosa's to_mono; torchaudio + mean(0) for stereo in _get_ref_spec
+        wave = load_audio(path)  # mono float32 at the file's rate (librosa's to_mono / torchaudio mean(0))
+    except AudioError as exc:
+        raise ReferenceClipError(f"reference clip: {exc}") from exc
+    mono, rate = wave.samples, wave.sample_rate
     wav16k = _resample(mono, rate, HUBERT_RATE)
     if not MIN_REFERENCE_SAMPLES <= wav16k.shape[0] <= MAX_REFERENCE_SAMPLES:
         raise ReferenceClipError(

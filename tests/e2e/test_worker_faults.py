@@ -18,6 +18,7 @@ from campaigns.models import Call
 from campaigns.tasks import housekeeping
 from synthesis.actions import audio_paths
 from synthesis.models import RenderedAudio
+from tests.conftest import worker_database_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,17 +61,12 @@ def test_a_render_left_behind_by_a_dead_worker_is_finished_by_another(celery_wor
 def test_embedded_filesystem_broker_runs_a_real_worker(transactional_db, make_campaign, tmp_path):
     """The default setup (no Redis): a worker on kombu's filesystem transport renders a campaign."""
     campaign = make_campaign(2)
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.sqlite3":
-        database_url = f"postgres://{db.get('USER') or ''}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-    else:
-        database_url = f"sqlite:///{db['NAME']}"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "herald.settings",  # production settings: filesystem broker by default
         "HERALD_VAR_DIR": str(tmp_path),
         "HERALD_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": worker_database_url(),
         "DJANGO_SECRET_KEY": settings.SECRET_KEY,
     }
     env.pop("CELERY_BROKER_URL", None)
