@@ -298,11 +298,16 @@ def _render(params: dict[str, Any], text: str) -> tuple[np.ndarray, int]:
 # The engine
 
 
+# Bump when Herald's own processing before the library changes what is said (it is part of every render key):
+# norm1 = Chinese scripts pass through synthesis.frontend.normalize (codes, money, dates, reading hints).
+TEXT_PROCESSING = "norm1"
+
+
 class _LibraryVersion:
     """Class-level ``version`` computed on first access (asks the library), so importing loads nothing."""
 
     def __get__(self, instance: object, owner: type | None = None) -> str:
-        return f"espeak-ng-{_library_version()}"
+        return f"espeak-ng-{_library_version()}+{TEXT_PROCESSING}"
 
 
 def _bounded_int(params: dict[str, Any], key: str, bounds: tuple[int, int]) -> int:
