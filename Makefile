@@ -36,12 +36,12 @@ lint: install-test
 test: lint test-sqlite test-postgres
 
 # Everything on SQLite; then everything that touches the database again on PostgreSQL (the pure packages,
-# gptsovits and the sandbox, do not depend on the database and run once).
+# gptsovits, the sandbox and the SIP user agent, do not depend on the database and run once).
 test-sqlite: install-test
 	$(VENV)/bin/pytest
 
 test-postgres: install-test
-	DATABASE_URL=$(PG_TEST_URL) $(VENV)/bin/pytest --ignore=tests/gptsovits --ignore=tests/sandbox
+	DATABASE_URL=$(PG_TEST_URL) $(VENV)/bin/pytest --ignore=tests/gptsovits --ignore=tests/sandbox --ignore=tests/telephony/sip
 
 PG_BENCH_URL ?= postgres://postgres@127.0.0.1:5432/herald_bench
 
@@ -50,6 +50,8 @@ bench: install-test
 	DATABASE_URL=$(PG_BENCH_URL) $(PY) manage.py migrate --verbosity 0
 	DATABASE_URL=$(PG_BENCH_URL) $(PY) bench/plan.py
 	$(PY) bench/gptsovits.py
+	$(PY) bench/frontend.py
+	$(PY) bench/sip_load.py
 
 clean:
 	rm -rf var/test var/demo-logs

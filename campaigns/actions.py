@@ -161,10 +161,14 @@ def check_launchable(campaign: Campaign) -> None:
         raise LaunchError(f"caller id {campaign.caller_id} is not one of account {account.name}'s numbers")
     from telephony.credentials import CredentialsError, auth_token
 
-    try:
-        auth_token(account)
-    except CredentialsError as exc:
-        raise LaunchError(str(exc)) from exc
+    if account.kind == account.Kind.SIP and not account.sip_host:
+        raise LaunchError(f"SIP trunk account {account.name} has no SIP server (host) set")
+    # A trunk that admits us by IP address has no username and needs no password; everything else does.
+    if account.kind != account.Kind.SIP or account.account_sid:
+        try:
+            auth_token(account)
+        except CredentialsError as exc:
+            raise LaunchError(str(exc)) from exc
     if campaign.ends_at and campaign.ends_at <= timezone.now():
         raise LaunchError("the campaign's end time is already past")
     if not campaign.contact_list.contacts.exists():

@@ -175,6 +175,9 @@ CREDENTIALS_KEY = env_str("HERALD_CREDENTIALS_KEY", "")
 RENDER_BATCH_SIZE = env_int("HERALD_RENDER_BATCH_SIZE", 16, minimum=1)
 RENDER_STALE_SECONDS = env_int("HERALD_RENDER_STALE_SECONDS", 600, minimum=30)
 DIAL_STALE_SECONDS = env_int("HERALD_DIAL_STALE_SECONDS", 300, minimum=30)
+# Telephony workers: on shutdown, how long SIP calls in flight may go on before they are hung up (keep the
+# process manager's stop timeout above this).
+SIP_DRAIN_SECONDS = env_float("HERALD_SIP_DRAIN_SECONDS", 30.0, minimum=0.0)
 
 # --- logging: phone numbers are masked in every log line --------------------------------------------
 LOGGING = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -22,6 +23,8 @@ from telephony.providers.base import Dial, ProviderError
 
 log = logging.getLogger(__name__)
 S = CallAttempt.Status
+SIP_SETUP_LIMIT = timedelta(minutes=2)  # ring timeout (30 s) + Timer B (32 s) + a short 503 retry, with room
+SIP_CALL_LIMIT = timedelta(minutes=15)  # a notification clip plus the wait for a key, with a wide margin
 
 
 def set_auth_token(account: TelephonyAccount, token: str) -> None:
@@ -91,6 +94,7 @@ def place_call(call_id: int) -> str:
         audio_url=signed_audio_url(call.audio_id),
         status_url=webhook_url("telephony:twilio-status", attempt.pk),
         gather_url=webhook_url("telephony:twilio-gather", attempt.pk),
+        audio_path=str(Path(settings.MEDIA_ROOT) / call.audio.telephony_file) if call.audio.telephony_file else "",
     )
     try:
         sid = get_provider(campaign.telephony_account).place(dial)
@@ -129,7 +133,14 @@ def settle_silent_attempts(now=None) -> int:
         created_at__lt=stale,
     ).select_related("call__campaign__telephony_account")
     for attempt in quiet[:500]:
-        if attempt.status == S.IN_PROGRESS and attempt.created_at > now - timedelta(hours=2):
+        if attempt.provider == "sip":
+            # A SIP call lives in the worker process that placed it, and the user agent bounds it: ringing
+            # ends within ring timeout + Timer B, an answered call soon after its clip. Past these limits
+            # the process holding it is gone, and its channel must not stay taken for hours.
+            limit = SIP_CALL_LIMIT if attempt.status == S.IN_PROGRESS else SIP_SETUP_LIMIT
+            if attempt.created_at > now - limit:
+                continue
+        elif attempt.status == S.IN_PROGRESS and attempt.created_at > now - timedelta(hours=2):
             continue  # a long call is still a call
         status = None
         if attempt.provider_call_id:

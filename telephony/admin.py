@@ -15,23 +15,33 @@ from telephony.models import ProviderEvent, TelephonyAccount
 @admin.register(TelephonyAccount)
 class TelephonyAccountAdmin(admin.ModelAdmin):
     form = TelephonyAccountForm
-    list_display = ["name", "kind", "account_sid", "token_source", "calls_per_second", "max_concurrent_calls"]
+    list_display = [
+        "name", "kind", "account_sid", "endpoint", "token_source", "calls_per_second", "max_concurrent_calls"
+    ]
     list_filter = ["kind"]
-    search_fields = ["name", "account_sid"]
+    search_fields = ["name", "account_sid", "sip_host"]
     readonly_fields = ["token_source"]
-    fields = [
-        "name",
-        "kind",
-        "account_sid",
-        "token_source",
-        "auth_token",
-        "auth_token_env",
-        "api_base_url",
-        "caller_ids",
-        "calls_per_second",
-        "max_concurrent_calls",
+    fieldsets = [
+        (None, {"fields": ["name", "kind"]}),
+        ("Credentials", {"fields": ["account_sid", "token_source", "auth_token", "auth_token_env"]}),
+        ("Twilio", {"fields": ["api_base_url"], "description": "Twilio accounts only."}),
+        (
+            "SIP trunk",
+            {
+                "fields": ["sip_host", "sip_port", "sip_transport", "sip_domain"],
+                "description": "SIP trunk accounts only: the username and password above are the trunk's "
+                "digest credentials.",
+            },
+        ),
+        ("Numbers and limits", {"fields": ["caller_ids", "calls_per_second", "max_concurrent_calls"]}),
     ]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    @admin.display(description="endpoint")
+    def endpoint(self, obj: TelephonyAccount) -> str:
+        if obj.kind == TelephonyAccount.Kind.SIP:
+            return f"sip:{obj.sip_host}:{obj.sip_port} ({obj.sip_transport})"
+        return obj.api_base_url or "Twilio"
 
     @admin.display(description="current token")
     def token_source(self, obj: TelephonyAccount) -> str:

@@ -1,4 +1,4 @@
-"""Telephony account form: the auth token is write-only, stored through telephony.actions.set_auth_token."""
+"""Telephony account form: the auth token (or SIP password) is write-only, stored through set_auth_token."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ class TelephonyAccountForm(forms.ModelForm):
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Write-only: stored encrypted and never shown again. Leave blank to keep the current token. "
+        label="Auth token / SIP password",
+        help_text="Write-only: stored encrypted and never shown again. Leave blank to keep the current one. "
         "In production prefer naming an environment variable below.",
     )
 
@@ -39,4 +40,22 @@ class TelephonyAccountForm(forms.ModelForm):
             "caller_ids",
             "calls_per_second",
             "max_concurrent_calls",
+            "sip_host",
+            "sip_port",
+            "sip_transport",
+            "sip_domain",
         ]
+        labels = {"account_sid": "Account SID / SIP username"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Only SIP accounts use these: a Twilio account saved without them keeps the defaults.
+        for name in ("sip_port", "sip_transport"):
+            self.fields[name].required = False
+
+    def clean_sip_port(self) -> int:
+        port = self.cleaned_data.get("sip_port")
+        return TelephonyAccount._meta.get_field("sip_port").default if port is None else port
+
+    def clean_sip_transport(self) -> str:
+        return self.cleaned_data.get("sip_transport") or TelephonyAccount.Transport.UDP

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+
+_PORT_MESSAGE = "A port is a number from 1 to 65535."
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def _is_host(value: str) -> bool:
+    """A DNS name, an IPv4 address or an IPv6 address (bare or in brackets)."""
+    if _HOST_NAME.fullmatch(value):
+        return True
+    try:
+        ipaddress.IPv6Address(value.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
 
 
 class TelephonyAccount(models.Model):
@@ -11,16 +30,24 @@ class TelephonyAccount(models.Model):
         TWILIO = "twilio", "Twilio"
         SIP = "sip", "SIP trunk"
 
+    class Transport(models.TextChoices):
+        UDP = "udp", "UDP"
+        TCP = "tcp", "TCP"
+        TLS = "tls", "TLS"
+
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.TWILIO)
     account_sid = models.CharField(max_length=64, blank=True, help_text="Twilio Account SID (or SIP username)")
     auth_token_env = models.CharField(
         max_length=100,
         blank=True,
-        help_text="Name of the environment variable that holds the auth token (preferred in production).",
+        help_text="Name of the environment variable that holds the auth token or SIP password "
+        "(preferred in production).",
     )
     auth_token_encrypted = models.TextField(
-        blank=True, editable=False, help_text="Fernet-encrypted auth token, when not taken from the environment."
+        blank=True,
+        editable=False,
+        help_text="Fernet-encrypted auth token or SIP password, when not taken from the environment.",
     )
     api_base_url = models.URLField(
         blank=True, help_text="Override of the REST API base URL (a local Twilio-compatible sandbox); blank = Twilio."
@@ -28,10 +55,43 @@ class TelephonyAccount(models.Model):
     caller_ids = models.JSONField(default=list, blank=True, help_text="E.164 numbers this account may present.")
     calls_per_second = models.FloatField(default=1.0, help_text="Account-wide dialling rate limit.")
     max_concurrent_calls = models.PositiveIntegerField(default=10)
+    # SIP trunk: the username is account_sid, the password is the auth token (stored or from the environment).
+    sip_host = models.CharField(
+        max_length=255, blank=True, help_text="SIP trunk: the carrier's SIP server, a host name or IP address."
+    )
+    sip_port = models.PositiveIntegerField(
+        default=5060,
+        validators=[MinValueValidator(1, _PORT_MESSAGE), MaxValueValidator(65535, _PORT_MESSAGE)],
+        help_text="SIP trunk: the server's port (5060 for UDP/TCP, usually 5061 for TLS).",
+    )
+    sip_transport = models.CharField(max_length=3, choices=Transport.choices, default=Transport.UDP)
+    sip_domain = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="SIP trunk: the domain of our From address (sip:caller-id@domain) when the carrier asks for "
+        "one; blank = the SIP server.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+    def clean(self) -> None:
+        if self.kind != self.Kind.SIP:
+            return
+        if not self.sip_host:
+            raise ValidationError(
+                {"sip_host": "A SIP trunk account needs the SIP server's host name or IP address."}
+            )
+        for field in ("sip_host", "sip_domain"):
+            value = getattr(self, field)
+            if value and not _is_host(value):
+                raise ValidationError(
+                    {
+                        field: "Enter a host name or IP address only, e.g. sip.example.com: no sip:, no user@, "
+                        "no port (the port has its own field)."
+                    }
+                )
 
 
 class ProviderEvent(models.Model):

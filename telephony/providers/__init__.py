@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from telephony.models import TelephonyAccount
 from telephony.providers.base import Provider, ProviderError
+from telephony.providers.sip import SipProvider
 from telephony.providers.twilio import TwilioProvider
 
 PROVIDERS: dict[str, type[Provider]] = {
     "twilio": TwilioProvider,
+    "sip": SipProvider,
 }
 
 

@@ -33,6 +33,7 @@ class Dial:
     status_url: str
     gather_url: str
     ring_timeout: int = 30
+    audio_path: str = ""  # the local telephony μ-law WAV that audio_url serves (SIP plays it itself)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,472 @@
+"""SIP trunks: Herald's own asyncio user agent (telephony.sip) places the call and plays the clip itself.
+
+A Celery task cannot sit through a call (ringing, the message and the wait for a key take a minute), so
+place() hands the call to this process's SIP runtime and returns its Call-ID at once. The runtime is one
+daemon thread running an asyncio event loop that holds every call the process has in flight; it starts on
+first use, so in a forking worker it belongs to the child that dials. That loop paces RTP packets every
+20 ms, so database work never runs on it: each call's progress and result go, in order, through a small
+thread pool into the outcome state machine that Twilio's webhooks also feed (telephony.outcomes).
+
+A call lives only in the process that placed it. If that process dies, nobody can say what became of the
+call: fetch() says so, and settle_silent_attempts closes the attempt without re-dialling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import math
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
+
+from celery import signals
+from django.conf import settings
+from django.db import close_old_connections
+
+from campaigns.models import CallAttempt
+from herald.logmask import mask_phone, mask_text
+from synthesis.audio import AudioError, read_mulaw_wav
+from telephony import outcomes
+from telephony.credentials import CredentialsError, auth_token
+from telephony.providers.base import Dial, Provider, ProviderError, ProviderStatus
+from telephony.providers.twilio import GATHER_TIMEOUT
+from telephony.sip import types as sip
+from telephony.sip import ua
+
+log = logging.getLogger(__name__)
+S = CallAttempt.Status
+
+CANCEL_GRACE_SECONDS = 5.0  # then time for the user agent's CANCEL or BYE, and for the last writes
+DB_THREADS = 4
+RECORD_TRIES = 3  # a call's final result is written again after a database error, with backoff
+UNWRITTEN_KEPT = 10_000  # ends the database refused, kept (oldest dropped first) until the settle sweep asks
+# 4xx answers that describe a passing condition of the callee or the trunk, not the number or the account.
+TRANSIENT_4XX = frozenset({408, 429, 480, 486, 487, 491})
+SHUTDOWN = "the worker shut down during the call"
+FINISH_KEY = "#"  # Twilio's <Gather> default finishOnKey: it ends the gather and is not itself a digit
+PROGRESS_STATUS = {sip.TRYING: S.INITIATED, sip.RINGING: S.RINGING, sip.ANSWER: S.IN_PROGRESS}
+E164 = re.compile(r"\+[1-9]\d{6,14}")  # the user part of the request URI, as the trunk expects it
+_SAMPLE_RATE = 8000
+
+
+@dataclass(frozen=True)
+class Ending:
+    """What a finished SIP call means for its attempt, in the outcome state machine's terms."""
+
+    status: str
+    duration: int | None = None
+    gather: str | None = None  # the key pressed, "" = listened to the end; None = hung up during the message
+    error_code: str = ""
+    error_message: str = ""
+    permanent: bool = False
+
+
+def describe(result: sip.CallResult) -> str:
+    """The call's failure in words: the SIP answer, the user agent's explanation, the trunk's retry hint."""
+    parts = []
+    if result.sip_code:
+        parts.append(f"SIP {result.sip_code} {result.sip_reason}".strip())
+    if result.error:
+        parts.append(result.error)
+    if not parts:
+        parts.append(f"the call ended {result.outcome}")
+    if result.retry_after:
+        parts.append(f"the trunk asked us to retry after {result.retry_after:g} s")
+    return "; ".join(parts)
+
+
+def ending_for(result: sip.CallResult) -> Ending:
+    """Map the user agent's outcome onto an attempt status, keeping Twilio's meaning of each."""
+    if result.outcome == sip.ANSWERED:
+        duration = math.ceil(result.talk_seconds) if result.talk_seconds is not None else None
+        gather = None  # like Twilio's one-key <Gather>: reported when the message played out or a key cut it short
+        if result.played_to_end or result.digits:
+            key = result.digits[:1]
+            gather = "" if key == FINISH_KEY else key
+        return Ending(S.COMPLETED, duration=duration, gather=gather)
+    code = result.sip_code
+    error = {"error_code": f"sip-{code}" if code else "sip", "error_message": describe(result)}
+    if result.outcome == sip.BUSY:
+        return Ending(S.BUSY, **error)
+    if result.outcome in (sip.NO_ANSWER, sip.CANCELED):
+        return Ending(S.NO_ANSWER, **error)
+    if result.outcome in (sip.DECLINED, sip.INVALID_NUMBER):
+        return Ending(S.FAILED, permanent=True, **error)
+    # "failed", or an outcome this module does not know: a failure, permanent only when the trunk said the
+    # request itself is wrong (bad credentials, forbidden number, bad request).
+    permanent = code is not None and 400 <= code < 500 and code not in TRANSIENT_4XX
+    return Ending(S.FAILED, permanent=permanent, **error)
+
+
+def interrupted(answered_at: float | None, why: str) -> Ending:
+    """A call that ended without a result (the worker shut down, the user agent broke)."""
+    if answered_at is not None:
+        # The callee picked up and heard part of the message: answered, and never dialled again for it.
+        return Ending(
+            S.COMPLETED,
+            duration=math.ceil(time.monotonic() - answered_at),
+            error_code="sip",
+            error_message=why,
+        )
+    # Nobody heard anything: like an unanswered call, it may be tried again later.
+    return Ending(S.FAILED, error_code="sip", error_message=why)
+
+
+def record_ending(attempt_id: int, ending: Ending) -> None:
+    """Apply a call's end: the keypress first (it decides an opt-out), then the final status."""
+    if ending.gather is not None:
+        outcomes.apply_gather(attempt_id, ending.gather)
+    outcomes.apply_status(
+        attempt_id,
+        ending.status,
+        duration=ending.duration,
+        error_code=ending.error_code,
+        error_message=ending.error_message,
+        permanent_error=ending.permanent,
+    )
+
+
+def _with_fresh_connection(work: Callable[[], object]) -> None:
+    # These threads outlive requests and tasks: nobody else closes their stale or broken connections.
+    close_old_connections()
+    try:
+        work()
+    finally:
+        close_old_connections()
+
+
+def _log_failure(call_id: str, future: Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("SIP call %s: the runtime failed", call_id, exc_info=future.exception())
+
+
+@dataclass
+class _Held:
+    attempt_id: int
+    status: str  # the latest status this process knows of
+    answered_at: float | None = None  # time.monotonic() of the answer
+    duration: int | None = None
+    abort: asyncio.Event | None = None  # set at shutdown: the user agent cancels or hangs up properly
+
+
+class SipRuntime:
+    """This process's SIP calls: one event-loop thread for the calls, a few threads for their database writes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner = os.getpid()  # the process whose calls _held describes
+        self._pid = 0  # the process the event loop runs in; 0 when none runs
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._db: ThreadPoolExecutor | None = None
+        self._held: dict[str, _Held] = {}  # call id -> call, from place() until its end is written
+        self._unwritten: dict[str, ProviderStatus] = {}  # ended calls whose end the database refused
+        self._calls: set[asyncio.Task] = set()
+        self._recorders: set[asyncio.Task] = set()
+
+    def start_call(self, attempt_id: int, spec: sip.CallSpec) -> None:
+        """Hand a call to the event loop; returns at once."""
+        loop, db = self._running()
+        self._held[spec.call_id] = _Held(attempt_id, S.QUEUED)
+        future = asyncio.run_coroutine_threadsafe(self._run(db, attempt_id, spec), loop)
+        future.add_done_callback(partial(_log_failure, spec.call_id))
+
+    def status(self, call_id: str) -> ProviderStatus | None:
+        """What this process knows of a call; None when it does not hold it."""
+        held = self._held.get(call_id)
+        if held is None:
+            return self._unwritten.get(call_id)
+        return ProviderStatus(status=held.status, duration=held.duration)
+
+    def in_flight(self) -> int:
+        """Calls in flight in this process: from place() until their end is written (or given up on)."""
+        return len(self._held)
+
+    def _running(self) -> tuple[asyncio.AbstractEventLoop, ThreadPoolExecutor]:
+        with self._lock:
+            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+                # First use in this process, or after a drain. A forked child inherits the parent's objects but
+                # neither its threads nor its calls.
+                if self._owner != os.getpid():
+                    self._held.clear()
+                    self._unwritten.clear()
+                    self._owner = os.getpid()
+                self._calls.clear()
+                self._recorders.clear()
+                loop = asyncio.new_event_loop()
+                loop.set_exception_handler(self._on_loop_error)
+                thread = threading.Thread(target=loop.run_forever, name="sip-runtime", daemon=True)
+                thread.start()
+                self._db = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="sip-db")
+                self._loop, self._thread, self._pid = loop, thread, os.getpid()
+            assert self._loop is not None and self._db is not None
+            return self._loop, self._db
+
+    @staticmethod
+    def _on_loop_error(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        log.error(
+            "SIP runtime: %s", mask_text(str(context.get("message"))), exc_info=context.get("exception")
+        )
+
+    async def _run(self, db: ThreadPoolExecutor, attempt_id: int, spec: sip.CallSpec) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        held = self._held[spec.call_id]
+        events: asyncio.Queue[str | Ending] = asyncio.Queue()
+        recorder = asyncio.create_task(self._record(db, attempt_id, spec.call_id, events))
+        self._recorders.add(recorder)
+        recorder.add_done_callback(self._recorders.discard)
+        # This process told the provider interface the call is placed: record it before anything else.
+        events.put_nowait(S.QUEUED)
+
+        async def on_progress(event: str) -> None:
+            status = PROGRESS_STATUS.get(event)
+            if status is None or outcomes.RANK[status] <= outcomes.RANK[held.status]:
+                return
+            held.status = status
+            if status == S.IN_PROGRESS:
+                held.answered_at = time.monotonic()
+            events.put_nowait(status)  # recorded by the recorder task, so the user agent never waits for it
+
+        held.abort = asyncio.Event()
+        cancelled = False
+        media = ""
+        try:
+            result = await ua.place_call(spec, on_progress=on_progress, abort=held.abort)
+            ending = ending_for(result)
+            if held.abort.is_set():
+                ending = replace(
+                    ending,
+                    error_code=ending.error_code or "sip",
+                    error_message="; ".join(filter(None, [SHUTDOWN, ending.error_message])),
+                )
+            if result.answered_at is not None:
+                played = "played to the end" if result.played_to_end else "cut short"
+                media = (
+                    f" [{result.codec}, {result.rtp_packets_sent} RTP packets sent, {played}, "
+                    f"hung up by {result.hangup_by}]"
+                )
+        except asyncio.CancelledError:
+            cancelled = True
+            ending = interrupted(held.answered_at, SHUTDOWN)
+        except Exception as exc:  # a bug: the attempt must still end, not sit "ringing" for ever
+            log.exception("SIP call %s (attempt %s): the user agent failed", spec.call_id, attempt_id)
+            ending = interrupted(held.answered_at, f"SIP user agent error: {type(exc).__name__}: {exc}")
+        held.status, held.duration = ending.status, ending.duration
+        log.info(
+            "SIP call %s (attempt %s) ended %s%s%s",
+            spec.call_id,
+            attempt_id,
+            ending.status,
+            f": {mask_text(ending.error_message)}" if ending.error_message else "",
+            media,
+        )
+        events.put_nowait(ending)
+        try:
+            await asyncio.shield(recorder)  # cut off now, the call's end is still written
+        finally:
+            self._calls.discard(task)
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _record(
+        self, db: ThreadPoolExecutor, attempt_id: int, call_id: str, events: asyncio.Queue[str | Ending]
+    ) -> None:
+        """Write one call's events in the order they happened, each in a database thread."""
+        while True:
+            event = await events.get()
+            if isinstance(event, Ending):
+                written = await self._write(
+                    db, call_id, partial(record_ending, attempt_id, event), tries=RECORD_TRIES
+                )
+                if not written:
+                    # Kept for settle_silent_attempts: it asks fetch(), which hands the end over.
+                    while len(self._unwritten) >= UNWRITTEN_KEPT:
+                        self._unwritten.pop(next(iter(self._unwritten)))
+                    self._unwritten[call_id] = ProviderStatus(status=event.status, duration=event.duration)
+                self._held.pop(call_id, None)
+                return
+            await self._write(db, call_id, partial(outcomes.apply_status, attempt_id, event), tries=1)
+
+    @staticmethod
+    async def _write(db: ThreadPoolExecutor, call_id: str, work: Callable[[], object], *, tries: int) -> bool:
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, tries + 1):
+            try:
+                await loop.run_in_executor(db, _with_fresh_connection, work)
+                return True
+            except Exception:
+                log.exception(
+                    "SIP call %s: cannot record its progress (try %d of %d)", call_id, attempt, tries
+                )
+                if attempt < tries:
+                    await asyncio.sleep(2**attempt)
+        return False
+
+    def drain(self, timeout: float | None = None) -> int:
+        """Let calls in flight finish for up to `timeout` s (default settings.SIP_DRAIN_SECONDS), hang up the
+        rest, stop; returns how many were hung up."""
+        if timeout is None:
+            timeout = settings.SIP_DRAIN_SECONDS
+        with self._lock:
+            if (
+                self._pid != os.getpid()
+                or self._loop is None
+                or self._thread is None
+                or not self._thread.is_alive()
+            ):
+                return 0
+            loop, thread, db = self._loop, self._thread, self._db
+            self._loop = self._thread = None
+            self._pid = 0
+        cut_off = 0
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._drain(timeout), loop)
+            cut_off = future.result(timeout + 2 * CANCEL_GRACE_SECONDS)
+        except Exception:
+            log.exception("SIP runtime: draining failed")
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(CANCEL_GRACE_SECONDS)
+        if not thread.is_alive():
+            loop.close()
+        if db is not None:
+            db.shutdown(wait=False)
+        return cut_off
+
+    async def _drain(self, timeout: float) -> int:
+        calls = set(self._calls)
+        pending: set[asyncio.Task] = set()
+        if calls:
+            log.info("SIP runtime: waiting up to %g s for %d call(s) in flight", timeout, len(calls))
+            _, pending = await asyncio.wait(calls, timeout=timeout)
+        if pending:
+            log.warning("SIP runtime: hanging up %d call(s) at shutdown", len(pending))
+            for held in list(self._held.values()):
+                if held.abort is not None:
+                    held.abort.set()
+            _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE_SECONDS)
+            for task in stuck:
+                task.cancel()
+        rest = self._calls | self._recorders
+        if rest:
+            await asyncio.wait(rest, timeout=CANCEL_GRACE_SECONDS)
+        return len(pending)
+
+
+RUNTIME = SipRuntime()
+
+
+@signals.worker_shutdown.connect  # the worker's own process (solo and threads pools)
+@signals.worker_process_shutdown.connect  # a prefork child
+def _drain_on_shutdown(**kwargs: object) -> None:
+    RUNTIME.drain()
+
+
+# Outside Celery (a shell, a script): best effort, since by then the interpreter refuses new database threads.
+atexit.register(RUNTIME.drain)
+
+
+def _sip_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def read_clip(path: str) -> bytes:
+    """The call's 8 kHz μ-law payload; ProviderError (nothing dialled, tried later) when it cannot be read."""
+    if not path:
+        raise ProviderError("the call has no telephony audio file to play", permanent=False, code="audio")
+    try:
+        audio, rate = read_mulaw_wav(path)
+    except AudioError as exc:
+        raise ProviderError(f"cannot play the message: {exc}", permanent=False, code="audio") from exc
+    if rate != _SAMPLE_RATE:
+        raise ProviderError(
+            f"cannot play the message: {path} is {rate} Hz, SIP needs {_SAMPLE_RATE} Hz",
+            permanent=False,
+            code="audio",
+        )
+    if not audio:
+        raise ProviderError(f"cannot play the message: {path} holds no audio", permanent=False, code="audio")
+    return audio
+
+
+class SipProvider(Provider):
+    kind = "sip"
+
+    def call_spec(self, dial: Dial, call_id: str) -> sip.CallSpec:
+        """What the user agent needs for this call: trunk, credentials, clip, and Twilio's one-key gather."""
+        account = self.account
+        if not E164.fullmatch(dial.to):
+            raise ProviderError(
+                f"cannot dial {mask_phone(dial.to)!r}: not an E.164 number", permanent=True, code="number"
+            )
+        audio = read_clip(dial.audio_path)
+        if not account.sip_host:
+            raise ProviderError(
+                f"account {account.name} has no SIP server host", permanent=True, code="config"
+            )
+        password = ""
+        if account.account_sid:
+            try:
+                password = auth_token(account)
+            except CredentialsError as exc:
+                raise ProviderError(str(exc), permanent=True, code="credentials") from exc
+        to = f"sip:{dial.to}@{_sip_host(account.sip_host)}:{account.sip_port}"
+        from_uri = f"sip:{dial.caller_id}@{_sip_host(account.sip_domain or account.sip_host)}"
+        for uri in (to, from_uri):
+            try:
+                ua.parse_uri(uri)
+            except ValueError as exc:  # the user agent would refuse it too: nothing to dial
+                raise ProviderError(f"cannot dial: {mask_text(str(exc))}", permanent=True, code="config") from exc
+        return sip.CallSpec(
+            to=to,
+            audio=audio,
+            from_uri=from_uri,
+            username=account.account_sid,
+            password=password,
+            transport=account.sip_transport,
+            ring_timeout=float(dial.ring_timeout),
+            digit_timeout=float(GATHER_TIMEOUT),
+            max_digits=1,
+            stop_on_digit=True,
+            call_id=call_id,
+        )
+
+    def place(self, dial: Dial) -> str:
+        call_id = uuid.uuid4().hex
+        spec = self.call_spec(dial, call_id)
+        log.info(
+            "SIP call %s (attempt %s) to %s via %s:%s/%s",
+            call_id,
+            dial.attempt_id,
+            mask_phone(dial.to),
+            self.account.sip_host,
+            self.account.sip_port,
+            self.account.sip_transport,
+        )
+        try:
+            RUNTIME.start_call(dial.attempt_id, spec)
+        except RuntimeError as exc:  # the event loop could not take the call: nothing was sent
+            raise ProviderError(f"the SIP runtime is not running: {exc}", permanent=False) from exc
+        return call_id
+
+    def fetch(self, provider_call_id: str) -> ProviderStatus:
+        found = RUNTIME.status(provider_call_id)
+        if found is None:
+            raise ProviderError(
+                f"no worker process holds SIP call {provider_call_id}: the worker process that held it is gone "
+                "(stopped or restarted during the call)",
+                permanent=True,
+            )
+        return found
+
+    def verify_webhook(self, url: str, params: Mapping[str, str], signature: str) -> bool:
+        return False  # SIP has no webhooks: events come from the runtime in the process that placed the call

@@ -1,0 +1,85 @@
+"""Place one SIP call from the command line and print what became of it as one JSON object.
+
+    python -m telephony.sip.call --to sip:1001@127.0.0.1:5060 --audio clip.wav [--username U --password P]
+        [--transport udp|tcp|tls] [--ring-timeout S] [--digit-timeout S] [--from sip:...]
+
+Exit status 0 whenever the call reached an outcome (busy and failed included), 2 for bad arguments or an
+audio file that cannot be played. The password may also come from the SIP_PASSWORD environment variable,
+which keeps it out of the process list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+
+from telephony.sip.transport import TRANSPORTS
+from telephony.sip.types import CallSpec
+from telephony.sip.ua import parse_uri, place_call
+from telephony.sip.wav import ClipError, read_clip
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 seconds")
+    return value
+
+
+def _uri(text: str) -> str:
+    try:
+        parse_uri(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m telephony.sip.call", description=__doc__.split("\n")[0])
+    parser.add_argument("--to", required=True, type=_uri, help="request URI, sip:USER@HOST[:PORT]")
+    parser.add_argument("--audio", required=True, help="8 kHz mono WAV (μ-law, A-law or 16-bit PCM)")
+    parser.add_argument("--from", dest="from_uri", default=None, type=_uri, help="From URI (default sip:herald@<local ip>)")
+    parser.add_argument("--username", default="", help="digest user name")
+    parser.add_argument("--password", default=None, help="digest password (or SIP_PASSWORD in the environment)")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="udp")
+    parser.add_argument("--ring-timeout", type=_positive, default=30.0, help="seconds before CANCEL (default 30)")
+    parser.add_argument("--digit-timeout", type=_positive, default=5.0, help="seconds to wait for digits after the clip")
+    parser.add_argument("--max-digits", type=int, default=0, help="hang up after this many digits (0: no limit)")
+    parser.add_argument("--verbose", action="store_true", help="log SIP events to stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 with a message on bad arguments
+    try:
+        audio = read_clip(args.audio)
+    except ClipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
+    password = args.password if args.password is not None else os.environ.get("SIP_PASSWORD", "")
+    spec = CallSpec(
+        to=args.to,
+        audio=audio,
+        from_uri=args.from_uri or "",
+        username=args.username,
+        password=password,
+        transport=args.transport,
+        ring_timeout=args.ring_timeout,
+        digit_timeout=args.digit_timeout,
+        max_digits=max(0, args.max_digits),
+    )
+    result = asyncio.run(place_call(spec))
+    print(json.dumps(result.as_json(), ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

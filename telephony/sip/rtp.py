@@ -1,0 +1,299 @@
+"""RTP (RFC 3550) for one call's audio: a paced G.711 sender and a receiver that decodes RFC 4733 digits.
+
+All calls on an event loop share one Pacer: it wakes on a 20 ms grid, spins the last fraction of a
+millisecond (the loop's timers fire up to a millisecond late), and sends every active stream's due packet.
+Each packet's due time is the stream's start plus 20 ms per packet, so lateness never accumulates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+PTIME = 0.020  # seconds of audio per packet
+SAMPLES = 160  # 8 kHz x 20 ms, also the payload bytes of one G.711 packet
+SPIN = 0.0015  # wake this early and spin to the exact due time
+PHASES = 4  # streams start on one of 4 offsets within 20 ms, so each wake-up sends a quarter of the packets
+EVENTS = "0123456789*#ABCD"
+_HEADER = struct.Struct("!BBHII")
+
+
+class RtpPacket:
+    __slots__ = ("pt", "seq", "ts", "ssrc", "marker", "payload")
+
+    def __init__(self, pt: int, seq: int, ts: int, ssrc: int, marker: bool, payload: bytes) -> None:
+        self.pt, self.seq, self.ts, self.ssrc, self.marker, self.payload = pt, seq, ts, ssrc, marker, payload
+
+
+def pack(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, *, marker: bool = False) -> bytes:
+    return _HEADER.pack(0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+def parse(data: bytes) -> RtpPacket | None:
+    """A packet, or None for anything that is not well-formed RTP version 2 (ignored, never fatal)."""
+    if len(data) < 12:
+        return None
+    first, second, seq, ts, ssrc = _HEADER.unpack_from(data)
+    if first >> 6 != 2:
+        return None
+    offset = 12 + 4 * (first & 0x0F)
+    if first & 0x10:  # header extension
+        if len(data) < offset + 4:
+            return None
+        offset += 4 + 4 * struct.unpack_from("!H", data, offset + 2)[0]
+    end = len(data)
+    if first & 0x20:  # padding: the last byte says how much
+        end -= data[-1]
+    if offset > end or end > len(data):
+        return None
+    return RtpPacket(second & 0x7F, seq, ts, ssrc, bool(second & 0x80), data[offset:end])
+
+
+class DtmfDecoder:
+    """RFC 4733 events: one digit per event (its RTP timestamp); repeated end packets count once.
+
+    An event whose end packets were all lost still counts when the next event starts or at flush().
+    """
+
+    def __init__(self) -> None:
+        self._pending: tuple[int, int] | None = None  # (timestamp, event) started, not yet ended
+        self._done: deque[int] = deque(maxlen=32)  # timestamps of finished events
+
+    def feed(self, packet: RtpPacket) -> str:
+        if len(packet.payload) < 4:
+            return ""
+        event, flags = packet.payload[0], packet.payload[1]
+        if event >= len(EVENTS) or packet.ts in self._done:
+            return ""
+        out = ""
+        if self._pending is not None and self._pending[0] != packet.ts:
+            out += self.flush()
+        if flags & 0x80:
+            self._done.append(packet.ts)
+            self._pending = None
+            return out + EVENTS[event]
+        self._pending = (packet.ts, event)
+        return out
+
+    def flush(self) -> str:
+        if self._pending is None:
+            return ""
+        ts, event = self._pending
+        self._pending = None
+        self._done.append(ts)
+        return EVENTS[event]
+
+
+class Playback:
+    """One clip going out on one stream; `done` resolves when the last packet is sent or it is stopped.
+
+    The next packet is built ahead of its due time, so a tick does nothing but send.
+    """
+
+    def __init__(self, stream: RtpStream, payload: bytes, pt: int, lateness: list[float]) -> None:
+        self.stream, self.payload, self.pt, self.lateness = stream, payload, pt, lateness
+        self.total = math.ceil(len(payload) / SAMPLES)
+        self.sent = 0
+        self.start = 0.0
+        self.packet = self._build(0)
+        self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    @property
+    def due(self) -> float:
+        return self.start + self.sent * PTIME
+
+    def _build(self, n: int) -> bytes:
+        chunk = self.payload[n * SAMPLES : (n + 1) * SAMPLES]
+        if len(chunk) < SAMPLES:  # pad the last packet with silence of the same codec
+            chunk += (b"\xff" if self.pt == 0 else b"\xd5") * (SAMPLES - len(chunk))
+        return self.stream.build(self.pt, chunk, marker=n == 0)
+
+    def send(self) -> None:
+        """Send the prepared packet now; called by the Pacer at (or just after) its due time."""
+        due = self.start + self.sent * PTIME
+        self.lateness.append((time.monotonic() - due) * 1000.0)
+        self.stream.send_packet(self.packet)
+        self.sent += 1
+
+    def prepare(self) -> None:
+        if self.sent < self.total:
+            self.packet = self._build(self.sent)
+        else:
+            self._finish(True)
+
+    def stop(self) -> None:
+        self._finish(False)
+
+    def _finish(self, complete: bool) -> None:
+        Pacer.for_loop().remove(self)
+        if not self.done.done():
+            self.done.set_result(complete)
+
+
+class Pacer:
+    _by_loop: dict[asyncio.AbstractEventLoop, Pacer] = {}
+
+    def __init__(self) -> None:
+        self._active: list[Playback] = []
+        self._task: asyncio.Task | None = None
+
+    @classmethod
+    def for_loop(cls) -> Pacer:
+        loop = asyncio.get_running_loop()
+        pacer = cls._by_loop.get(loop)
+        if pacer is None:
+            for old in [other for other in cls._by_loop if other.is_closed()]:
+                del cls._by_loop[old]
+            pacer = cls._by_loop[loop] = cls()
+        return pacer
+
+    def add(self, playback: Playback) -> None:
+        """Start on the least busy of the PHASES offsets, at its next tick with time to spare."""
+        slot = PTIME / PHASES
+        load = [0] * PHASES
+        for other in self._active:
+            load[round(other.start / slot) % PHASES] += 1
+        phase = min(range(PHASES), key=lambda p: (load[p], p))
+        first = math.ceil((time.monotonic() + SPIN) / slot)
+        first += (phase - first) % PHASES
+        playback.start = first * slot
+        self._active.append(playback)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="rtp-pacer")
+
+    def remove(self, playback: Playback) -> None:
+        if playback in self._active:
+            self._active.remove(playback)
+
+    async def _run(self) -> None:
+        while self._active:
+            tick = min(p.due for p in self._active)
+            delay = tick - time.monotonic() - SPIN
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while time.monotonic() < tick:
+                pass
+            due = [p for p in self._active if p.due <= time.monotonic() + 1e-4]
+            for playback in due:  # first send everything that is due, then build the next packets
+                try:
+                    playback.send()
+                except Exception:  # one broken stream must not silence the others
+                    log.exception("RTP send failed; stopping that stream")
+                    playback.stop()
+            for playback in due:
+                if not playback.done.done():
+                    playback.prepare()
+            await asyncio.sleep(0)  # let the loop breathe when we are behind
+
+
+class RtpStream(asyncio.DatagramProtocol):
+    """One call's RTP socket: sends its audio, counts what arrives, decodes digits."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
+        self.remote: tuple[str, int] | None = None
+        self.event_pt: int | None = None
+        self.audio_pts: frozenset[int] = frozenset({0, 8})
+        self.ssrc = random.getrandbits(32)
+        self.seq = random.getrandbits(16)
+        self.ts = random.getrandbits(32)
+        self.answered = False
+        self.capture = False
+        self.packets_sent = self.bytes_sent = 0
+        self.packets_received = self.early_packets = 0
+        self.on_digits: Callable[[str], None] = lambda digits: None
+        self.decoder = DtmfDecoder()
+        self._captured: list[tuple[int, bytes]] = []
+        self._last_seq: int | None = None
+        self._seq_cycles = 0
+
+    @classmethod
+    async def open(cls, local_ip: str) -> RtpStream:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
+        for _ in range(20):  # RTP ports are even by convention (RFC 3550 11)
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.bind((local_ip, 0))
+            if sock.getsockname()[1] % 2 == 0:
+                break
+            sock.close()
+        sock.setblocking(False)
+        _, stream = await loop.create_datagram_endpoint(cls, sock=sock)
+        stream.sock = sock
+        return stream
+
+    @property
+    def local_port(self) -> int:
+        assert self.transport is not None
+        return self.transport.get_extra_info("sockname")[1]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        packet = parse(data)
+        if packet is None:
+            return
+        if self.event_pt is not None and packet.pt == self.event_pt:
+            if self.answered:
+                digits = self.decoder.feed(packet)
+                if digits:
+                    self.on_digits(digits)
+            return
+        if packet.pt not in self.audio_pts:
+            return
+        if not self.answered:
+            self.early_packets += 1
+            return
+        self.packets_received += 1
+        if self.capture:
+            self._captured.append((self._extend(packet.seq), packet.payload))
+
+    def _extend(self, seq: int) -> int:
+        if self._last_seq is not None and seq < self._last_seq and self._last_seq - seq > 0x8000:
+            self._seq_cycles += 1
+        self._last_seq = seq
+        return self._seq_cycles * 0x10000 + seq
+
+    def captured_audio(self) -> bytes:
+        return b"".join(payload for _, payload in sorted(self._captured, key=lambda item: item[0]))
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable and the like: not fatal
+        pass
+
+    def build(self, pt: int, payload: bytes, *, marker: bool) -> bytes:
+        """The next packet of this stream (sequence number and timestamp advance by one packet)."""
+        packet = pack(pt, self.seq, self.ts, self.ssrc, payload, marker=marker)
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.ts = (self.ts + SAMPLES) & 0xFFFFFFFF
+        return packet
+
+    def send_packet(self, packet: bytes) -> None:
+        if self.transport is None or self.sock is None or self.remote is None or self.transport.is_closing():
+            return
+        try:  # straight to the socket: the asyncio transport's bookkeeping costs microseconds per packet
+            self.sock.sendto(packet, self.remote)
+        except (BlockingIOError, InterruptedError):
+            self.transport.sendto(packet, self.remote)  # the kernel buffer is full: let asyncio queue it
+        except OSError:
+            return  # unreachable peer and the like: RTP is best effort
+        self.packets_sent += 1
+        self.bytes_sent += len(packet) - 12
+
+    def play(self, payload: bytes, pt: int, lateness: list[float]) -> Playback:
+        playback = Playback(self, payload, pt, lateness)
+        Pacer.for_loop().add(playback)
+        return playback
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,122 @@
+"""SDP offer/answer for one audio stream (RFC 4566, RFC 3264): G.711 μ-law/A-law plus RFC 4733 events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PCMU, PCMA, TELEPHONE_EVENT = 0, 8, 101
+CODECS = {PCMU: "PCMU", PCMA: "PCMA"}
+_STATIC = {0: "PCMU", 8: "PCMA"}
+
+
+class SdpError(ValueError):
+    """An SDP body we cannot use; the message says why."""
+
+
+@dataclass(frozen=True)
+class Media:
+    """What the far end wants: where to send RTP and in which payload types."""
+
+    ip: str
+    port: int
+    codec: int  # PCMU or PCMA
+    event_pt: int | None  # its telephone-event payload type, if it offered one
+    direction: str = "sendrecv"
+
+    @property
+    def codec_name(self) -> str:
+        return CODECS[self.codec]
+
+
+def offer(ip: str, port: int, *, session_id: int, version: int = 1) -> bytes:
+    return _body(ip, port, session_id, version, [PCMU, PCMA], TELEPHONE_EVENT)
+
+
+def answer(ip: str, port: int, *, session_id: int, version: int, codec: int, event_pt: int | None) -> bytes:
+    """Our answer to an offer inside the dialog (a re-INVITE): the codec in use and its event type."""
+    return _body(ip, port, session_id, version, [codec], event_pt)
+
+
+def _body(ip: str, port: int, session_id: int, version: int, codecs: list[int], event_pt: int | None) -> bytes:
+    family = "IP6" if ":" in ip else "IP4"
+    pts = [*codecs, *([event_pt] if event_pt is not None else [])]
+    lines = [
+        "v=0",
+        f"o=herald {session_id} {version} IN {family} {ip}",
+        "s=Herald",
+        f"c=IN {family} {ip}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {' '.join(map(str, pts))}",
+        *(f"a=rtpmap:{pt} {CODECS[pt]}/8000" for pt in codecs),
+    ]
+    if event_pt is not None:
+        lines += [f"a=rtpmap:{event_pt} telephone-event/8000", f"a=fmtp:{event_pt} 0-16"]
+    lines += ["a=ptime:20", "a=sendrecv"]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def parse(body: bytes) -> Media:
+    """The first audio stream of an answer (or offer), reduced to what we can send."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SdpError("SDP is not UTF-8 text") from None
+    session_ip = media_ip = None
+    port: int | None = None
+    pts: list[int] = []
+    names: dict[int, str] = {}
+    direction = "sendrecv"
+    in_audio = seen_audio = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if len(line) < 2 or line[1] != "=":
+            continue
+        kind, value = line[0], line[2:]
+        if kind == "m":
+            if seen_audio:
+                in_audio = False
+                continue
+            fields = value.split()
+            in_audio = bool(fields) and fields[0] == "audio"
+            if in_audio:
+                seen_audio = True
+                if len(fields) < 4 or not fields[1].split("/")[0].isdigit():
+                    raise SdpError(f"malformed media line m={value}")
+                port = int(fields[1].split("/")[0])
+                if fields[2].upper() not in ("RTP/AVP", "RTP/AVPF"):
+                    raise SdpError(f"media transport {fields[2]} is not RTP/AVP (SRTP and others are not supported)")
+                pts = [int(f) for f in fields[3:] if f.isdigit()]
+        elif kind == "c":
+            fields = value.split()
+            if len(fields) < 3:
+                raise SdpError(f"malformed connection line c={value}")
+            ip = fields[2].split("/")[0]
+            if in_audio:
+                media_ip = ip
+            elif not seen_audio:
+                session_ip = ip
+        elif kind == "a" and (in_audio or not seen_audio):
+            attr, _, rest = value.partition(":")
+            if attr == "rtpmap" and in_audio:
+                pt_text, _, encoding = rest.partition(" ")
+                if pt_text.isdigit():
+                    names[int(pt_text)] = encoding.split("/")[0].strip()
+            elif attr in ("sendrecv", "sendonly", "recvonly", "inactive"):
+                direction = attr
+    if port is None:
+        raise SdpError("no audio stream in the SDP")
+    if port == 0:
+        raise SdpError("the far end rejected the audio stream (port 0)")
+    ip = media_ip or session_ip
+    if not ip:
+        raise SdpError("no connection address (c=) for the audio stream")
+
+    def name(pt: int) -> str:
+        return names.get(pt, _STATIC.get(pt, "")).upper()
+
+    codec = next((pt for pt in pts if name(pt) in ("PCMU", "PCMA")), None)
+    if codec is None:
+        offered = ", ".join(name(pt) or str(pt) for pt in pts) or "nothing"
+        raise SdpError(f"no common codec: we send PCMU or PCMA, the far end accepts {offered}")
+    event_pt = next((pt for pt in pts if name(pt) == "TELEPHONE-EVENT"), None)
+    return Media(ip=ip, port=port, codec=0 if name(codec) == "PCMU" else 8, event_pt=event_pt, direction=direction)

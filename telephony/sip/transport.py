@@ -1,0 +1,172 @@
+"""One call's SIP transport: a UDP socket, or a TCP / TLS connection, to the trunk.
+
+Each call has its own socket, so a call's messages cannot be confused with another's and closing a call
+closes everything it opened. Messages that fail to parse are dropped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+
+from telephony.sip.message import Message, SipParseError, StreamFramer, parse
+
+log = logging.getLogger(__name__)
+TRANSPORTS = ("udp", "tcp", "tls")
+
+
+class TransportError(OSError):
+    """The trunk cannot be reached (resolution, connection, TLS handshake)."""
+
+
+async def resolve(host: str, port: int) -> tuple[str, int]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise TransportError(f"cannot resolve {host}: {exc.strerror}") from None
+    family_first = sorted(infos, key=lambda info: info[0] != socket.AF_INET)
+    address = family_first[0][4]
+    return address[0], address[1]
+
+
+def local_ip_towards(ip: str) -> str:
+    """The local address the kernel would use to reach `ip` (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((ip, 9))
+        return probe.getsockname()[0]
+
+
+class Transport:
+    kind: str
+    reliable: bool
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[Message] = asyncio.Queue()
+        self.local: tuple[str, int] = ("", 0)
+        self.dropped = 0
+
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            self.incoming.put_nowait(parse(data))
+        except SipParseError as exc:
+            self.dropped += 1
+            log.debug("dropped a malformed SIP message: %s", exc)
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, owner: UdpTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if data.strip(b"\r\n\x00"):  # bare CRLF keep-alives
+            self.owner._deliver(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.owner.last_error = exc
+
+
+class UdpTransport(Transport):
+    kind, reliable = "udp", False
+
+    def __init__(self, remote: tuple[str, int]) -> None:
+        super().__init__()
+        self.remote = remote
+        self.last_error: Exception | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def open(self, local_ip: str) -> None:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(self), local_addr=(local_ip, 0), family=family
+        )
+        self.local = self._transport.get_extra_info("sockname")[:2]
+
+    def send(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, self.remote)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class StreamTransport(Transport):
+    reliable = True
+
+    def __init__(self, remote: tuple[str, int], *, tls: bool, server_hostname: str) -> None:
+        super().__init__()
+        self.kind = "tls" if tls else "tcp"
+        self.remote, self.tls, self.server_hostname = remote, tls, server_hostname
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task | None = None
+        self.closed = asyncio.Event()
+
+    async def open(self, local_ip: str, *, timeout: float = 10.0) -> None:
+        context = ssl.create_default_context() if self.tls else None
+        try:
+            reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    self.remote[0],
+                    self.remote[1],
+                    ssl=context,
+                    server_hostname=self.server_hostname if self.tls else None,
+                    local_addr=(local_ip, 0),
+                ),
+                timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise TransportError(f"cannot connect to {self.remote[0]}:{self.remote[1]} over {self.kind}: {exc}") from None
+        self.local = self._writer.get_extra_info("sockname")[:2]
+        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader), name="sip-stream-reader")
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        framer = StreamFramer()
+        try:
+            while data := await reader.read(65536):
+                try:
+                    for message in framer.feed(data):
+                        self.incoming.put_nowait(message)
+                except SipParseError as exc:  # a stream cannot resynchronise after garbage
+                    log.warning("closing the SIP connection after a malformed message: %s", exc)
+                    self.dropped += 1
+                    return
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            self.closed.set()
+
+    def send(self, data: bytes) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(data)
+
+    def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+
+
+async def open_transport(kind: str, host: str, port: int, local_ip: str = "") -> Transport:
+    if kind not in TRANSPORTS:
+        raise ValueError(f"transport {kind!r} is not one of {', '.join(TRANSPORTS)}")
+    remote = await resolve(host, port)
+    local_ip = local_ip or local_ip_towards(remote[0])
+    transport: Transport
+    if kind == "udp":
+        transport = UdpTransport(remote)
+        await transport.open(local_ip)
+    else:
+        transport = StreamTransport(remote, tls=kind == "tls", server_hostname=host)
+        await transport.open(local_ip)
+    return transport
