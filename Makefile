@@ -52,6 +52,7 @@ bench: install-test
 	$(PY) bench/gptsovits.py
 	$(PY) bench/frontend.py
 	$(PY) bench/sip_load.py
+	$(PY) bench/pacing.py
 
 clean:
 	rm -rf var/test var/demo-logs

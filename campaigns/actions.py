@@ -34,7 +34,7 @@ from campaigns.templating import (
     render_template,
     validate_template,
 )
-from campaigns.windows import HARD_EARLIEST, HARD_LATEST, effective_window, is_open
+from campaigns.windows import WindowError, calling_window, check_rules
 from synthesis.engines import engine_problem
 from synthesis.engines.base import EngineError
 from synthesis.frontend.marks import strip_marks
@@ -60,7 +60,7 @@ def import_contacts(contact_list: ContactList, data: bytes, *, filename: str, by
     record = ContactImport(contact_list=contact_list, filename=filename[:255], imported_by=by)
     try:
         region = (contact_list.default_region or settings.DEFAULT_REGION).upper()
-        parsed = parse_contacts_csv(data, default_region=region)
+        parsed = parse_contacts_csv(data, default_region=region, default_timezone=contact_list.default_timezone or None)
     except (CsvImportError, ValueError) as exc:  # ValueError: a region phonenumbers does not know
         record.error = str(exc)
         record.save()
@@ -99,9 +99,8 @@ def import_contacts(contact_list: ContactList, data: bytes, *, filename: str, by
 
 
 def add_to_do_not_call(phone: str, *, reason: str, source: str) -> bool:
-    """Put a number on the DNC list (idempotent); True if it was not there before."""
-    _, created = DoNotCall.objects.get_or_create(phone=phone, defaults={"reason": reason[:200], "source": source})
-    return created
+    """Put a number on the DNC list and cancel its queued calls in every campaign (idempotent); True if new."""
+    return bool(add_numbers_to_do_not_call({phone: reason}, source=source).added)
 
 
 # --- scripts ---------------------------------------------------------------------------------------
@@ -141,14 +140,17 @@ def check_launchable(campaign: Campaign) -> None:
             problem = str(exc)
         if problem:
             raise LaunchError(f"voice '{variant.voice}' (variant {variant.name}): {problem}")
-    earliest, latest = effective_window(campaign.window_start, campaign.window_end)
-    if earliest >= latest:
-        raise LaunchError(
-            f"the calling window {campaign.window_start:%H:%M}–{campaign.window_end:%H:%M} has no time inside "
-            f"the permitted {HARD_EARLIEST:%H:%M}–{HARD_LATEST:%H:%M} local hours"
-        )
-    if not campaign.weekdays or set(campaign.weekdays) - set("0123456"):
-        raise LaunchError("weekdays must be digits 0 (Monday) to 6 (Sunday), e.g. 01234")
+    try:
+        check_rules(campaign)
+    except WindowError as exc:
+        raise LaunchError(str(exc)) from exc
+    from telephony.outcomes import validate_retry_policy
+
+    try:
+        validate_retry_policy(campaign.retry_policy)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from exc
+    check_compliance(campaign)
     try:
         caller = phonenumbers.parse(campaign.caller_id, None)
         valid_caller = phonenumbers.is_valid_number(caller)
@@ -173,6 +175,32 @@ def check_launchable(campaign: Campaign) -> None:
         raise LaunchError("the campaign's end time is already past")
     if not campaign.contact_list.contacts.exists():
         raise LaunchError(f"contact list '{campaign.contact_list}' is empty")
+
+
+def check_compliance(campaign: Campaign) -> None:
+    """Rules for automated calls in a cloned voice: the disclosure is spoken first and cannot be removed."""
+    cloned = [v.name for v in campaign.variants.select_related("voice") if v.voice.needs_consent]
+    if cloned and not campaign.disclosure_text.strip():
+        raise LaunchError(
+            f"variant {', '.join(cloned)} uses a cloned voice: the disclosure sentence (e.g. 这是一通智能语音通知。) "
+            "is required and spoken first in every call"
+        )
+    if campaign.fallback_text.strip():
+        try:
+            template = parse_template(campaign.fallback_text)
+        except TemplateSyntaxError as exc:
+            raise LaunchError(f"generic clip text: {exc}") from exc
+        if any(not isinstance(part, str) for part in template):
+            raise LaunchError("the generic clip text is said to everybody: it cannot contain {variables}")
+    if campaign.machine_action == Campaign.MachineAction.VOICEMAIL:
+        if campaign.voicemail_script is None:
+            raise LaunchError(
+                "answering machines get a voicemail: choose the voicemail script, or hang up on machines instead"
+            )
+        try:
+            validate_template(campaign.voicemail_script.text)
+        except TemplateSyntaxError as exc:
+            raise LaunchError(f"voicemail script '{campaign.voicemail_script}': {exc}") from exc
 
 
 def launch_campaign(campaign: Campaign, *, by: Any = None) -> int:
@@ -200,18 +228,24 @@ class PlanResult:
     planned: int = 0
     invalid: int = 0
     do_not_call: int = 0
+    no_consent: int = 0
     cached: int = 0
     render_batches: int = 0
     per_variant: Counter = field(default_factory=Counter)
 
 
 class _PreparedVariant:
-    def __init__(self, variant: Variant) -> None:
+    def __init__(self, variant: Variant, disclosure: str = "", voicemail_text: str = "") -> None:
         from synthesis.actions import keyer_for
 
         self.variant = variant
+        # A cloned voice says first that this is an automated call (check_compliance makes sure there is a text).
+        self.disclosure = normalise_text(disclosure) if variant.voice.needs_consent and disclosure.strip() else ""
         self.template = parse_template(variant.script.text)
         self.hinted = has_reading_hints(self.template)
+        # The voicemail clip: a second script, in this variant's voice, with the same variables and disclosure.
+        self.voicemail = parse_template(voicemail_text) if voicemail_text.strip() else None
+        self.voicemail_hinted = self.voicemail is not None and has_reading_hints(self.voicemail)
         self.keyer = keyer_for(variant.voice)
         self.parameters = dict(variant.voice.parameters or {})
         self.parameters_json = json.dumps(self.parameters)  # jsonb goes over COPY as its JSON text
@@ -229,7 +263,15 @@ def plan_calls(campaign: Campaign) -> PlanResult:
     from synthesis.tasks import enqueue_renders
 
     result = PlanResult()
-    prepared = [_PreparedVariant(v) for v in campaign.variants.select_related("voice", "script").order_by("pk")]
+    voicemail_text = (
+        campaign.voicemail_script.text
+        if campaign.machine_action == Campaign.MachineAction.VOICEMAIL and campaign.voicemail_script
+        else ""
+    )
+    prepared = [
+        _PreparedVariant(v, campaign.disclosure_text, voicemail_text)
+        for v in campaign.variants.select_related("voice", "script").order_by("pk")
+    ]
     cumulative = []
     total = 0
     for p in prepared:
@@ -240,7 +282,7 @@ def plan_calls(campaign: Campaign) -> PlanResult:
     contacts = (
         campaign.contact_list.contacts.order_by("pk")
         .annotate(blocked=Exists(DoNotCall.objects.filter(phone=OuterRef("phone"))))
-        .values_list("pk", "phone", "name", "timezone", "fields", "blocked")
+        .values_list("pk", "phone", "name", "timezone", "fields", "blocked", "consent_basis")
     )
     # PostgreSQL takes the rows by COPY (several times faster, see _CopyWriter); other databases by bulk_create.
     writer = _CopyWriter(campaign, start_at) if connection.vendor == "postgresql" else _BulkWriter(campaign, start_at)
@@ -253,41 +295,67 @@ def plan_calls(campaign: Campaign) -> PlanResult:
             if not chunk:
                 break
             last_pk = chunk[-1][0]
-            writer.write(*_plan_chunk(campaign.pk, chunk, prepared, cumulative, result))
+            writer.write(*_plan_chunk(campaign.pk, chunk, prepared, cumulative, result, campaign.require_consent))
         writer.finish()
+        if campaign.fallback_text.strip():
+            _plan_fallback(campaign, prepared[0])
     result.planned = Call.objects.filter(campaign=campaign).exclude(state=Call.State.INVALID).exclude(
         outcome=Call.Outcome.DO_NOT_CALL
     ).count()
     # Cache hits: audio rendered earlier (another campaign, a previous launch) makes the call ready at once.
-    result.cached = Call.objects.filter(
-        campaign=campaign, state=Call.State.RENDERING, audio__state=RenderedAudio.State.READY
-    ).update(state=Call.State.READY)
-    pending = RenderedAudio.objects.filter(
-        render_key__in=Call.objects.filter(campaign=campaign, state=Call.State.RENDERING).values("audio_id"),
-        state=RenderedAudio.State.PENDING,
-    ).values_list("render_key", "voice_id")
+    result.cached = (
+        Call.objects.filter(campaign=campaign, state=Call.State.RENDERING)
+        .filter(_AUDIO_READY)
+        .update(state=Call.State.READY)
+    )
+    rendering = Call.objects.filter(campaign=campaign, state=Call.State.RENDERING)
+    waiting = Q(render_key__in=rendering.values("audio_id"))
+    if voicemail_text:
+        waiting |= Q(render_key__in=rendering.exclude(voicemail_audio=None).values("voicemail_audio_id"))
+    if campaign.fallback_audio_id:
+        waiting |= Q(render_key=campaign.fallback_audio_id)
+    pending = RenderedAudio.objects.filter(waiting, state=RenderedAudio.State.PENDING).values_list(
+        "render_key", "voice_id"
+    )
     result.render_batches = enqueue_renders(pending.iterator(chunk_size=5000))
     return result
 
 
 # A planned call, as the tuple _plan_chunk builds (tuples, not Call instances: a million of those is slow).
-_CALL_FIELDS = ("contact_id", "variant_id", "phone", "timezone", "text", "audio_id", "state", "outcome", "error")
+_CALL_FIELDS = (
+    "contact_id", "variant_id", "phone", "timezone", "text", "audio_id", "voicemail_audio_id", "state", "outcome",
+    "error",
+)
+# A call may be dialled once its clip is ready, and its voicemail clip too when it has one.
+_AUDIO_READY = Q(audio__state=RenderedAudio.State.READY) & (
+    Q(voicemail_audio=None) | Q(voicemail_audio__state=RenderedAudio.State.READY)
+)
 _DNC_ERROR = "number is on the do-not-call list"
+_NO_CONSENT_ERROR = "no consent record for automated calls, and the campaign requires one"
 
 
 def _plan_chunk(
-    campaign_id: int, chunk: list[tuple], prepared: list[_PreparedVariant], cumulative: list[int], result: PlanResult
+    campaign_id: int,
+    chunk: list[tuple],
+    prepared: list[_PreparedVariant],
+    cumulative: list[int],
+    result: PlanResult,
+    require_consent: bool = False,
 ) -> tuple[list[tuple], dict[str, tuple[str, _PreparedVariant]]]:
     """Variant, text, render key and state of each contact; returns the call rows and the new audio by key."""
     rendering, invalid, done = Call.State.RENDERING.value, Call.State.INVALID.value, Call.State.DONE.value
-    do_not_call = Call.Outcome.DO_NOT_CALL.value
+    do_not_call, no_consent = Call.Outcome.DO_NOT_CALL.value, Call.Outcome.NO_CONSENT.value
     calls: list[tuple] = []
     audio: dict[str, tuple[str, _PreparedVariant]] = {}
-    for pk, phone, name, tz, fields, blocked in chunk:
+    for pk, phone, name, tz, fields, blocked, consent_basis in chunk:
         p = prepared[pick_variant(campaign_id, phone, cumulative)]
         if blocked:
-            calls.append((pk, p.variant.pk, phone, tz, "", None, done, do_not_call, _DNC_ERROR))
+            calls.append((pk, p.variant.pk, phone, tz, "", None, None, done, do_not_call, _DNC_ERROR))
             result.do_not_call += 1
+            continue
+        if require_consent and not consent_basis:
+            calls.append((pk, p.variant.pk, phone, tz, "", None, None, done, no_consent, _NO_CONSENT_ERROR))
+            result.no_consent += 1
             continue
         variables = dict(fields or {})
         variables["name"] = name
@@ -299,11 +367,25 @@ def _plan_chunk(
             else:
                 spoken = text = normalise_text(render_template(p.template, variables))
         except MissingVariables as exc:
-            calls.append((pk, p.variant.pk, phone, tz, "", None, invalid, "", str(exc)))
+            calls.append((pk, p.variant.pk, phone, tz, "", None, None, invalid, "", str(exc)))
             result.invalid += 1
             continue
+        voicemail_key = None
+        if p.voicemail is not None:
+            try:
+                render = render_marked if p.voicemail_hinted else render_template
+                said = p.disclosure + normalise_text(render(p.voicemail, variables))
+            except MissingVariables as exc:
+                calls.append((pk, p.variant.pk, phone, tz, "", None, None, invalid, "", f"voicemail: {exc}"))
+                result.invalid += 1
+                continue
+            voicemail_key = p.keyer.key(said)
+            if voicemail_key not in audio:
+                audio[voicemail_key] = (said, p)
+        if p.disclosure:
+            spoken, text = f"{p.disclosure}{spoken}", f"{p.disclosure}{text}"
         key = p.keyer.key(spoken)
-        calls.append((pk, p.variant.pk, phone, tz, text, key, rendering, "", ""))
+        calls.append((pk, p.variant.pk, phone, tz, text, key, voicemail_key, rendering, "", ""))
         if key not in audio:
             audio[key] = (spoken, p)
         result.per_variant[p.variant.name] += 1
@@ -429,32 +511,95 @@ def _insert_from_staging(
 
 
 def mark_calls_ready(render_key: str) -> int:
-    """Audio for this key exists now: its waiting calls may be dialled."""
-    return Call.objects.filter(audio_id=render_key, state=Call.State.RENDERING).update(
-        state=Call.State.READY, updated_at=timezone.now()
+    """Audio for this key exists now: its waiting calls may be dialled (when their other clip is ready too)."""
+    now = timezone.now()
+    ready = 0
+    # Two updates, not one OR: each uses its own index on the render key.
+    for waiting in (Q(audio_id=render_key), Q(voicemail_audio_id=render_key)):
+        ready += (
+            Call.objects.filter(waiting, state=Call.State.RENDERING)
+            .filter(_AUDIO_READY)
+            .update(state=Call.State.READY, updated_at=now)
+        )
+    return ready
+
+
+def _plan_fallback(campaign: Campaign, p: _PreparedVariant) -> None:
+    """The campaign's generic clip, in its first variant's voice (with the disclosure, for a cloned voice)."""
+    spoken = p.disclosure + normalise_text(render_template(parse_template(campaign.fallback_text.strip()), {}))
+    key = p.keyer.key(spoken)
+    RenderedAudio.objects.get_or_create(
+        render_key=key,
+        defaults=dict(
+            engine=p.variant.voice.engine, engine_version=p.keyer.engine_version, voice_id=p.variant.voice_id,
+            text=spoken, parameters=dict(p.parameters),
+        ),
     )
+    Campaign.objects.filter(pk=campaign.pk).update(fallback_audio_id=key)
+    campaign.fallback_audio_id = key
 
 
 def fail_calls_for_audio(render_key: str, message: str) -> int:
-    return Call.objects.filter(audio_id=render_key, state=Call.State.RENDERING).update(
-        state=Call.State.FAILED, outcome=Call.Outcome.FAILED, error=message[:2000], updated_at=timezone.now()
-    )
+    """Audio for this key cannot be made. Callees of a campaign with a generic clip get that clip instead;
+    the others fail with the reason, shown in the report and the waiting page: nobody is skipped silently."""
+    now = timezone.now()
+    waiting = Call.objects.filter(audio_id=render_key, state=Call.State.RENDERING)
+    with transaction.atomic():
+        # A voicemail clip that cannot be made costs only the voicemail: machines are hung up on instead.
+        without_voicemail = Call.objects.filter(voicemail_audio_id=render_key, state=Call.State.RENDERING)
+        dropped = dict(
+            voicemail_audio=None,
+            error=f"voicemail clip failed ({message[:1500]}); answering machines are hung up on instead",
+            updated_at=now,
+        )
+        without_voicemail.filter(audio__state=RenderedAudio.State.READY).update(state=Call.State.READY, **dropped)
+        without_voicemail.update(**dropped)  # the rest still wait for their message clip
+        substituted = 0
+        fallbacks = (
+            waiting.exclude(campaign__fallback_audio_id=None)
+            .exclude(campaign__fallback_audio_id=render_key)
+            .values_list("campaign_id", "campaign__fallback_audio_id", "campaign__fallback_audio__state")
+            .distinct()
+        )
+        for campaign_id, fallback_key, fallback_state in list(fallbacks):
+            ready = fallback_state == RenderedAudio.State.READY
+            substituted += waiting.filter(campaign_id=campaign_id).update(
+                audio_id=fallback_key,
+                used_fallback=True,
+                state=Call.State.READY if ready else Call.State.RENDERING,
+                error=f"personalised audio failed ({message[:1500]}); the campaign's generic clip plays instead",
+                updated_at=now,
+            )
+        failed = waiting.update(
+            state=Call.State.FAILED, outcome=Call.Outcome.FAILED, error=message[:2000], updated_at=now
+        )
+    if substituted:
+        log.warning("%d call(s) fall back to their campaign's generic clip: %s", substituted, message[:200])
+    return substituted + failed
 
 
 # --- status changes --------------------------------------------------------------------------------
 
 
-def pause_campaign(campaign: Campaign) -> None:
-    """Stop dialling new calls; calls in progress finish normally."""
-    Campaign.objects.filter(pk=campaign.pk, status__in=[Campaign.Status.RUNNING, Campaign.Status.SCHEDULED]).update(
-        status=Campaign.Status.PAUSED
+def pause_campaign(campaign: Campaign, *, reason: str = "") -> bool:
+    """Stop dialling new calls; calls in progress finish normally. `reason`: why, when the system paused it.
+
+    True if this call paused it (a campaign already paused keeps its first reason).
+    """
+    paused = Campaign.objects.filter(
+        pk=campaign.pk, status__in=[Campaign.Status.RUNNING, Campaign.Status.SCHEDULED]
+    ).update(status=Campaign.Status.PAUSED, paused_reason=reason[:255])
+    campaign.refresh_from_db()
+    return paused == 1
+
+
+def resume_campaign(campaign: Campaign) -> bool:
+    """Dial again from the next sweep, whoever paused it (staff or the breaker); True if it was paused."""
+    resumed = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.PAUSED).update(
+        status=Campaign.Status.RUNNING, paused_reason=""
     )
     campaign.refresh_from_db()
-
-
-def resume_campaign(campaign: Campaign) -> None:
-    Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.PAUSED).update(status=Campaign.Status.RUNNING)
-    campaign.refresh_from_db()
+    return resumed == 1
 
 
 def cancel_campaign(campaign: Campaign) -> int:
@@ -543,15 +688,22 @@ def sweep(now: datetime | None = None) -> SweepResult:
 
 def _pick_dialable(campaign: Campaign, now: datetime, budget: int) -> list[int]:
     """Up to `budget` ready calls whose callee may be called now, oldest due first."""
+    window = calling_window(campaign)
+    # Only callees whose zone is open now are read: closed zones early in the order cannot starve open ones.
+    open_zones = window.open_zones(now)
+    if not open_zones:
+        return []
     picked: list[int] = []
     last: tuple[datetime, int] | None = None
     for _page in range(10):  # bounded scan: a sweep never walks a whole million-row campaign
-        due = Call.objects.filter(campaign=campaign, state=Call.State.READY, next_attempt_at__lte=now)
+        due = Call.objects.filter(
+            campaign=campaign, state=Call.State.READY, next_attempt_at__lte=now, timezone__in=open_zones
+        )
         if last is not None:
             due = due.filter(Q(next_attempt_at__gt=last[0]) | Q(next_attempt_at=last[0], pk__gt=last[1]))
         page = list(due.order_by("next_attempt_at", "pk").values_list("pk", "timezone", "next_attempt_at")[:500])
         for pk, tz, _ in page:
-            if is_open(tz, now, campaign.window_start, campaign.window_end, campaign.weekdays):
+            if window.is_open(tz, now):
                 picked.append(pk)
                 if len(picked) >= budget:
                     return picked
@@ -584,3 +736,49 @@ def requeue_stale_dialing(now: datetime | None = None) -> int:
     return Call.objects.filter(state=Call.State.DIALING, claimed_at__lt=stale).update(
         state=Call.State.READY, claimed_at=None, updated_at=now
     )
+
+
+# --- do-not-call -----------------------------------------------------------------------------------
+
+# Calls not yet handed to a provider: a DIALING call is claimed, but its attempt row (written before any
+# dialling, under the call's lock) would already have moved it on to IN_PROGRESS.
+DNC_CANCELLABLE = (Call.State.RENDERING, Call.State.READY, Call.State.DIALING)
+DNC_CHUNK = 500  # numbers per IN (…) query: well inside every database's parameter limit
+
+
+@dataclass
+class DoNotCallAdded:
+    added: set[str] = field(default_factory=set)  # numbers that were not on the list before
+    cancelled: int = 0  # queued calls cancelled, in every campaign
+
+
+def add_numbers_to_do_not_call(reasons: dict[str, str], *, source: str) -> DoNotCallAdded:
+    """Put E.164 numbers (with a reason each) on the DNC list and cancel their queued calls in every campaign.
+
+    One transaction: a number is never on the list while a call to it still waits in a queue. Numbers already
+    on the list keep their entry; their queued calls are cancelled all the same.
+    """
+    now = timezone.now()
+    result = DoNotCallAdded()
+    phones = list(reasons)
+    with transaction.atomic():
+        for start in range(0, len(phones), DNC_CHUNK):
+            chunk = phones[start : start + DNC_CHUNK]
+            present = set(DoNotCall.objects.filter(phone__in=chunk).values_list("phone", flat=True))
+            new = [p for p in chunk if p not in present]
+            DoNotCall.objects.bulk_create(
+                [DoNotCall(phone=p, reason=reasons[p][:200], source=source[:50], created_at=now) for p in new],
+                ignore_conflicts=True,  # added by somebody else just now: on the list either way
+            )
+            result.added.update(new)
+            result.cancelled += Call.objects.filter(phone__in=chunk, state__in=DNC_CANCELLABLE).update(
+                state=Call.State.CANCELLED,
+                outcome=Call.Outcome.DO_NOT_CALL,
+                error=f"cancelled: the number was put on the do-not-call list ({source})"[:2000],
+                updated_at=now,
+            )
+    log.info(
+        "do-not-call (%s): %d numbers, %d new, %d queued calls cancelled",
+        source, len(phones), len(result.added), result.cancelled,
+    )
+    return result

@@ -190,11 +190,43 @@ class ContactImportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 @admin.register(Contact)
 class ContactAdmin(MaskedPhoneMixin, admin.ModelAdmin):
     form = ContactForm
-    list_display = ["masked_phone", "name", "timezone", "contact_list"]
-    list_filter = ["contact_list"]
+    list_display = ["masked_phone", "name", "timezone", "contact_list", "consent_basis"]
+    list_filter = ["contact_list", "consent_basis"]
     list_select_related = ["contact_list"]
     search_fields = ["phone", "name"]
     show_full_result_count = False
+
+
+def _region_choices() -> list[tuple[str, str]]:
+    import phonenumbers
+
+    return [(region, region) for region in sorted(phonenumbers.SUPPORTED_REGIONS)]
+
+
+class DoNotCallImportForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        help_text="One number per line, or a header row with a phone column (phone / number / 手机号 …) and "
+        "optionally a reason column. UTF-8 or GBK, as Excel saves it; an exported list reads back as it is.",
+    )
+    region = forms.ChoiceField(
+        choices=_region_choices,
+        help_text="Country of numbers written without +country code (two letters, e.g. CN).",
+    )
+    reason = forms.CharField(
+        max_length=200, required=False, help_text="For lines without their own reason; default: the file name."
+    )
+
+    def clean_file(self) -> object:
+        from campaigns.forms import MAX_UPLOAD_BYTES
+
+        upload = self.cleaned_data["file"]
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(
+                f"The file is {upload.size / 1024 / 1024:.0f} MB; the limit is "
+                f"{MAX_UPLOAD_BYTES // 1024 // 1024} MB. Split it into several files."
+            )
+        return upload
 
 
 @admin.register(DoNotCall)
@@ -203,6 +235,7 @@ class DoNotCallAdmin(MaskedPhoneMixin, admin.ModelAdmin):
     list_display = ["masked_phone", "reason", "source", "created_at"]
     list_filter = ["source"]
     search_fields = ["phone", "reason"]
+    change_list_template = "admin/campaigns/donotcall/change_list.html"
 
     def save_model(self, request: HttpRequest, obj: DoNotCall, form: Any, change: bool) -> None:
         if change:
@@ -212,6 +245,78 @@ class DoNotCallAdmin(MaskedPhoneMixin, admin.ModelAdmin):
 
         add_to_do_not_call(obj.phone, reason=obj.reason, source=obj.source or "admin")
         obj.pk = DoNotCall.objects.values_list("pk", flat=True).get(phone=obj.phone)
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path("import/", wrap(self.import_view), name="campaigns_donotcall_import"),
+            path("export.csv", wrap(self.export_view), name="campaigns_donotcall_export"),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload numbers; the page then says what became of every line (nothing is stored about the upload)."""
+        from django.conf import settings
+
+        from campaigns.dnc import CsvImportError, import_do_not_call
+
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        result = None
+        if request.method == "POST":
+            form = DoNotCallImportForm(request.POST, request.FILES)
+            if form.is_valid():
+                upload = form.cleaned_data["file"]
+                try:
+                    result = import_do_not_call(
+                        upload.read(),
+                        region=form.cleaned_data["region"],
+                        filename=upload.name,
+                        reason=form.cleaned_data["reason"],
+                        by=request.user,
+                    )
+                except CsvImportError as exc:
+                    form.add_error("file", f"Nothing was imported: {exc}")
+                else:
+                    self.message_user(
+                        request,
+                        f"Imported {upload.name}: {result.added} added, {result.already_there} already on the "
+                        f"list, {len(result.rejected)} rejected; {result.cancelled_calls} queued calls cancelled.",
+                        messages.WARNING if result.rejected else messages.SUCCESS,
+                    )
+        else:
+            form = DoNotCallImportForm(initial={"region": settings.DEFAULT_REGION})
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Import do-not-call numbers from CSV",
+            "form": form,
+            "media": self.media + form.media,
+            "result": result,
+            "rejected_rows": result.rejected[:REJECTED_ROWS_SHOWN] if result else [],
+            "rejected_rows_hidden": max(0, len(result.rejected) - REJECTED_ROWS_SHOWN) if result else 0,
+        }
+        return TemplateResponse(request, "admin/campaigns/donotcall/import.html", context)
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """The whole list as CSV, numbers in E.164 (streamed: the list can be long)."""
+        import logging
+
+        from django.http import StreamingHttpResponse
+        from django.utils import timezone
+        from django.utils.http import content_disposition_header
+
+        from campaigns.dnc import export_csv
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        logging.getLogger(__name__).info(
+            "do-not-call list exported by %s (%d numbers)", request.user, DoNotCall.objects.count()
+        )
+        response = StreamingHttpResponse(export_csv(), content_type="text/csv; charset=utf-8")
+        filename = f"do-not-call-{timezone.localdate():%Y%m%d}.csv"
+        response["Content-Disposition"] = content_disposition_header(True, filename)
+        return response
 
 
 # --- scripts and campaigns -------------------------------------------------------------------------
@@ -246,17 +351,72 @@ class VariantInline(admin.TabularInline):
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
+    class CampaignForm(forms.ModelForm):
+        """Calling rules are checked as they are saved, with the message launch would give."""
+
+        RULE_FIELDS = ("window_start", "window_end", "weekdays", "weekday_hours", "holidays")
+
+        def clean(self) -> dict[str, Any]:
+            from campaigns.windows import WindowError, check_rules
+
+            cleaned = super().clean()
+            if any(name in self.errors for name in self.RULE_FIELDS):
+                return cleaned
+            rules = {name: cleaned.get(name, getattr(self.instance, name)) for name in self.RULE_FIELDS}
+            try:
+                check_rules(Campaign(**rules))
+            except WindowError as exc:
+                message = str(exc)
+                field = next((n for n in ("weekday_hours", "holidays", "weekdays") if message.startswith(n)), None)
+                self.add_error(field if field in self.fields else None, message)
+            return cleaned
+
+        def clean_retry_policy(self) -> Any:
+            from telephony.outcomes import validate_retry_policy
+
+            value = self.cleaned_data.get("retry_policy")
+            try:
+                validate_retry_policy(value)
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc)) from exc
+            return value
+
+    form = CampaignForm
     inlines = [VariantInline]
-    list_display = ["name", "status", "progress", "answer_rate", "contact_list", "launched_at", "report_link"]
+    list_display = [
+        "name", "status", "progress", "answer_rate", "contact_list", "launched_at", "report_link", "waiting_link"
+    ]
     list_filter = ["status"]
     list_select_related = ["contact_list"]
     search_fields = ["name"]
-    readonly_fields = ["status", "created_by", "launched_at", "finished_at"]
+    readonly_fields = ["status", "paused_reason", "created_by", "launched_at", "finished_at"]
     actions = ["launch", "pause", "resume", "cancel"]
     fieldsets = [
-        (None, {"fields": ["name", "status", "contact_list", "telephony_account", "caller_id"]}),
-        ("Schedule", {"fields": ["starts_at", "ends_at", "window_start", "window_end", "weekdays"]}),
-        ("Dialling", {"fields": ["max_attempts", "retry_delay", "calls_per_second", "max_concurrent_calls"]}),
+        (None, {"fields": ["name", "status", "paused_reason", "contact_list", "telephony_account", "caller_id"]}),
+        (
+            "Schedule",
+            {
+                "fields": ["starts_at", "ends_at", "window_start", "window_end", "weekdays", "weekday_hours", "holidays"],
+                "description": "Hours are the callee's local time; no call is ever placed before 08:00 or after "
+                "21:00 local, whatever is set here.",
+            },
+        ),
+        (
+            "Dialling",
+            {
+                "fields": [
+                    "max_attempts", "retry_delay", "retry_policy", "retry_jitter", "opt_out_digit",
+                    "calls_per_second", "max_concurrent_calls", "breaker_window",
+                ]
+            },
+        ),
+        (
+            "Automated-call rules",
+            {
+                "fields": ["disclosure_text", "require_consent", "fallback_text", "machine_action", "voicemail_script"],
+                "description": "A cloned voice always says the disclosure first; launch refuses an empty one.",
+            },
+        ),
         ("History", {"fields": ["created_by", "launched_at", "finished_at"]}),
     ]
 
@@ -277,6 +437,12 @@ class CampaignAdmin(admin.ModelAdmin):
     def report_link(self, obj: Campaign) -> str:
         return format_html(
             '<a href="{}">Report</a>', reverse("admin:campaigns_campaign_report", args=[obj.pk])
+        )
+
+    @admin.display(description="")
+    def waiting_link(self, obj: Campaign) -> str:
+        return format_html(
+            '<a href="{}">Why waiting</a>', reverse("admin:campaigns_campaign_waiting", args=[obj.pk])
         )
 
     def save_model(self, request: HttpRequest, obj: Campaign, form: Any, change: bool) -> None:
@@ -366,6 +532,7 @@ class CampaignAdmin(admin.ModelAdmin):
                 wrap(self.report_csv_view),
                 name="campaigns_campaign_report_csv",
             ),
+            path("<path:object_id>/waiting/", wrap(self.waiting_view), name="campaigns_campaign_waiting"),
             *super().get_urls(),
         ]
 
@@ -384,6 +551,11 @@ class CampaignAdmin(admin.ModelAdmin):
 
     def report_csv_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return views.report_csv_download(self._viewable(request, object_id))
+
+    def waiting_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        campaign = self._viewable(request, object_id)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": f"Why waiting: {campaign}"}
+        return views.waiting_page(request, campaign, context)
 
 
 # --- calls -----------------------------------------------------------------------------------------

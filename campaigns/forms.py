@@ -85,7 +85,7 @@ class DoNotCallForm(forms.ModelForm):
 class ContactForm(forms.ModelForm):
     class Meta:
         model = Contact
-        fields = ["contact_list", "phone", "name", "timezone", "fields"]
+        fields = ["contact_list", "phone", "name", "timezone", "fields", "consent_basis", "consent_at", "consent_source"]
         help_texts = {
             "phone": "Any common format; stored in E.164. Numbers without a country code are read in the "
             "list's default region.",
@@ -110,4 +110,8 @@ class ContactForm(forms.ModelForm):
                 )
             except ValidationError as exc:
                 self.add_error("phone", exc)
+        if cleaned.get("consent_basis") and not cleaned.get("consent_at"):
+            self.add_error("consent_at", "Say when consent was given: a consent record needs its time.")
+        if cleaned.get("consent_at") and not cleaned.get("consent_basis"):
+            self.add_error("consent_basis", "Choose the basis of the consent recorded at this time.")
         return cleaned

@@ -24,6 +24,15 @@ def validate_region(value: str) -> None:
         raise ValidationError(f"{value!r} is not a two-letter country code phone numbers can use{hint}, e.g. CN")
 
 
+def validate_timezone(value: str) -> None:
+    import zoneinfo
+
+    from django.core.exceptions import ValidationError
+
+    if value and value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not a time zone name; use one like Asia/Shanghai or America/New_York")
+
+
 class ContactList(models.Model):
     name = models.CharField(max_length=200, unique=True)
     default_region = models.CharField(
@@ -31,6 +40,13 @@ class ContactList(models.Model):
         default="CN",
         validators=[validate_region],
         help_text="ISO country for numbers written without +country code.",
+    )
+    default_timezone = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[validate_timezone],
+        help_text="IANA zone (e.g. America/New_York) for numbers whose region spans several zones, when the CSV "
+        "has no timezone column; blank = such rows are rejected with the reason.",
     )
     created_at = models.DateTimeField(default=now, editable=False)
 
@@ -45,6 +61,19 @@ class Contact(models.Model):
     timezone = models.CharField(max_length=64)
     fields = models.JSONField(default=dict, blank=True)
     source_line = models.PositiveIntegerField(null=True, blank=True)
+    # Consent to automated calls: the basis, when it was given and where it was recorded.
+    consent_basis = models.CharField(
+        max_length=20,
+        blank=True,
+        choices=[
+            ("consent", "Consent"),
+            ("contract", "Contract (e.g. an order being delivered)"),
+            ("legal_obligation", "Legal obligation"),
+            ("legitimate_interest", "Legitimate interest"),
+        ],
+    )
+    consent_at = models.DateTimeField(null=True, blank=True)
+    consent_source = models.CharField(max_length=200, blank=True, help_text="e.g. checkout page, CSV import 2026-11")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["contact_list", "phone"], name="contact_unique_phone")]
@@ -93,6 +122,10 @@ class Campaign(models.Model):
         COMPLETED = "completed"
         CANCELLED = "cancelled"
 
+    class MachineAction(models.TextChoices):
+        HANGUP = "hangup", "Hang up"
+        VOICEMAIL = "voicemail", "Leave a voicemail"
+
     name = models.CharField(max_length=200, unique=True)
     contact_list = models.ForeignKey(ContactList, on_delete=models.PROTECT, related_name="campaigns")
     telephony_account = models.ForeignKey(
@@ -111,8 +144,77 @@ class Campaign(models.Model):
     weekdays = models.CharField(
         max_length=7, default=ALL_WEEKDAYS, help_text="Days to call, Monday=0 … Sunday=6, e.g. 01234"
     )
+    weekday_hours = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Other hours on some weekdays, e.g. {"5": ["10:00", "18:00"]} for Saturday; the hard cap still applies.',
+    )
+    holidays = models.JSONField(
+        default=list, blank=True, help_text='Callee-local dates with no calls, e.g. ["2026-10-01", "2026-10-02"].'
+    )
     max_attempts = models.PositiveSmallIntegerField(default=3, validators=[MinValueValidator(1), MaxValueValidator(10)])
-    retry_delay = models.DurationField(default=timedelta(minutes=30))
+    retry_delay = models.DurationField(
+        default=timedelta(minutes=30), help_text="Wait before another attempt, unless the retry policy says otherwise."
+    )
+    retry_policy = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Minutes before retrying by outcome, null = never: e.g. {"busy": 10, "no_answer": 30, '
+        '"failed": 15, "machine": null}. Missing outcomes use the retry delay (machine: never).',
+    )
+    retry_jitter = models.PositiveSmallIntegerField(
+        default=10, validators=[MaxValueValidator(50)], help_text="± percent of random spread on each retry delay."
+    )
+    opt_out_digit = models.CharField(
+        max_length=1,
+        default="9",
+        choices=[(d, d) for d in "0123456789*"],  # not #: it ends the key wait, as in Twilio's <Gather>
+        help_text="The key that puts the callee on the do-not-call list at once.",
+    )
+    breaker_window = models.PositiveSmallIntegerField(
+        default=20,
+        help_text="Pause the campaign when at least half of its last N attempts failed for provider reasons "
+        "(0 = never).",
+    )
+    paused_reason = models.CharField(max_length=255, blank=True, help_text="Why the campaign paused itself.")
+    disclosure_text = models.CharField(
+        max_length=200,
+        blank=True,
+        default="这是一通智能语音通知。",
+        help_text="Spoken first in every call in a cloned voice; it cannot be left out for such a voice.",
+    )
+    require_consent = models.BooleanField(
+        default=False, help_text="Call only contacts with a consent record (basis, time, source)."
+    )
+    fallback_text = models.TextField(
+        blank=True,
+        help_text="A generic message (no variables) for callees whose personalised audio failed to render; "
+        "blank = such callees are reported, not called.",
+    )
+    fallback_audio = models.ForeignKey(
+        "synthesis.RenderedAudio",
+        to_field="render_key",
+        db_column="fallback_render_key",
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    machine_action = models.CharField(
+        max_length=10,
+        choices=MachineAction.choices,
+        default=MachineAction.HANGUP,
+        help_text="When an answering machine picks up: hang up, or leave the voicemail clip after the beep.",
+    )
+    voicemail_script = models.ForeignKey(
+        ScriptTemplate,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="voicemail_campaigns",
+        help_text="Said to answering machines after the beep, rendered per callee in the variant's voice.",
+    )
     calls_per_second = models.FloatField(default=1.0, validators=[MinValueValidator(0.01)])
     max_concurrent_calls = models.PositiveIntegerField(default=5, validators=[MinValueValidator(1)])
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -164,6 +266,8 @@ class Call(models.Model):
         FAILED = "failed"
         OPTED_OUT = "opted_out"
         DO_NOT_CALL = "do_not_call"
+        INVALID_NUMBER = "invalid_number"
+        NO_CONSENT = "no_consent"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="calls", db_index=False)
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="calls")
@@ -181,9 +285,23 @@ class Call(models.Model):
         related_name="calls",
         db_index=False,
     )
+    # Played after an answering machine's beep, when the campaign leaves voicemails; null otherwise.
+    voicemail_audio = models.ForeignKey(
+        "synthesis.RenderedAudio",
+        to_field="render_key",
+        db_column="voicemail_render_key",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="voicemail_calls",
+        db_index=False,
+    )
     state = models.CharField(max_length=12, choices=State.choices, default=State.RENDERING)
-    outcome = models.CharField(max_length=12, choices=Outcome.choices, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True)
     error = models.TextField(blank=True)
+    used_fallback = models.BooleanField(
+        default=False, help_text="Its personalised audio failed to render; the campaign's generic clip plays instead."
+    )
     attempts_made = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
@@ -195,6 +313,13 @@ class Call(models.Model):
             models.Index(fields=["state", "next_attempt_at"], name="call_dialable"),
             models.Index(fields=["campaign", "state"], name="call_campaign_state"),
             models.Index(fields=["audio"], name="call_render_key"),
+            # Only voicemail campaigns fill it: a partial index stays small.
+            models.Index(
+                fields=["voicemail_audio"],
+                name="call_voicemail_render_key",
+                condition=models.Q(voicemail_audio__isnull=False),
+            ),
+            models.Index(fields=["phone"], name="call_phone"),  # per-number cap, opt-out across campaigns
         ]
 
     def __str__(self) -> str:
@@ -236,6 +361,15 @@ class CallAttempt(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["call", "number"], name="attempt_unique_number")]
+        indexes = [
+            # Open attempts only (a few per channel): what the sweep's ambiguous-create lookup and the settle
+            # pass read every few seconds, without scanning millions of finished attempts.
+            models.Index(
+                fields=["status", "created_at"],
+                name="attempt_open",
+                condition=models.Q(status__in=["created", "unknown", "queued", "initiated", "ringing", "in-progress"]),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of call {self.call_id} ({self.status})"

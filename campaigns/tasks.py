@@ -8,7 +8,9 @@ from herald.celery import app
 @app.task(ignore_result=True, expires=30)
 def sweep() -> int:
     from campaigns import actions
+    from telephony.actions import look_up_ambiguous_creates
 
+    look_up_ambiguous_creates()  # before dialling more: an ambiguous create may be a call already ringing
     return len(actions.sweep().enqueued)
 
 

@@ -190,3 +190,35 @@ def report_csv_download(campaign: Campaign) -> HttpResponse:
     filename = f"{slugify(campaign.name, allow_unicode=True) or 'campaign'}-report.csv"
     response["Content-Disposition"] = content_disposition_header(True, filename)
     return response
+
+
+def waiting_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any]) -> TemplateResponse:
+    """Why the campaign's contacts not yet called are waiting: calls per reason, then a page of calls.
+
+    ?reason=<code> lists only that reason; ?after=<call id> pages on (ids ascending), so no page costs more
+    than its hundred rows however large the campaign.
+    """
+    from campaigns.waiting import PAGE_SIZE, REASONS_BY_CODE, Waiting
+
+    waiting = Waiting(campaign)
+    reason = REASONS_BY_CODE.get(request.GET.get("reason", ""))
+    try:
+        after = max(0, int(request.GET.get("after", "0")))
+    except ValueError:
+        after = 0
+    rows = waiting.page(reason.code if reason else None, after=after, limit=PAGE_SIZE + 1)
+    counts = waiting.counts()
+    context = {
+        **context,
+        "campaign": campaign,
+        "counts": counts,
+        "total": sum(count.calls for count in counts),
+        "reason": reason,
+        "rows": rows[:PAGE_SIZE],
+        "after": after,
+        "next_after": rows[PAGE_SIZE - 1].pk if len(rows) > PAGE_SIZE else None,
+        "window": waiting.window.describe(),
+        "now": waiting.now,
+        "time_zone": settings.TIME_ZONE,
+    }
+    return TemplateResponse(request, "admin/campaigns/campaign/waiting.html", context)

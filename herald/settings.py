@@ -7,6 +7,7 @@ production sets DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY and HERALD_PU
 from __future__ import annotations
 
 import secrets
+from datetime import time as _time
 from pathlib import Path
 
 import dj_database_url
@@ -178,6 +179,36 @@ DIAL_STALE_SECONDS = env_int("HERALD_DIAL_STALE_SECONDS", 300, minimum=30)
 # Telephony workers: on shutdown, how long SIP calls in flight may go on before they are hung up (keep the
 # process manager's stop timeout above this).
 SIP_DRAIN_SECONDS = env_float("HERALD_SIP_DRAIN_SECONDS", 30.0, minimum=0.0)
+# Dialling limits: each telephony account's calls per second and channels are shared by every telephony worker
+# through this Redis (the broker's by default); with none (the embedded setup, one machine) through locked
+# state files under var/pacing. A person is called at most this many times in any 24 hours, all campaigns together.
+PACING_REDIS_URL = env_str(
+    "HERALD_PACING_REDIS_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+MAX_CALLS_PER_NUMBER_24H = env_int("HERALD_MAX_CALLS_PER_NUMBER_24H", 3, minimum=1)
+
+
+# --- calling hours: a hard callee-local cap of 08:00–21:00; these may only narrow it ------------------
+def _hard_cap_time(name: str, default: str) -> _time:
+    raw = env_str(name, default).strip()
+    try:
+        hours, minutes = (int(part) for part in raw.split(":"))
+        value = _time(hours, minutes)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a time; use HH:MM, e.g. 09:00") from None
+    if not _time(8, 0) <= value <= _time(21, 0):
+        raise ImproperlyConfigured(
+            f"{name}={raw} is outside 08:00–21:00: the hard calling-hours cap can be narrowed, never widened"
+        )
+    return value
+
+
+HARD_EARLIEST = _hard_cap_time("HERALD_HARD_EARLIEST", "08:00")
+HARD_LATEST = _hard_cap_time("HERALD_HARD_LATEST", "21:00")
+if HARD_EARLIEST >= HARD_LATEST:
+    raise ImproperlyConfigured(
+        f"HERALD_HARD_EARLIEST ({HARD_EARLIEST:%H:%M}) must be before HERALD_HARD_LATEST ({HARD_LATEST:%H:%M})"
+    )
 
 # --- logging: phone numbers are masked in every log line --------------------------------------------
 LOGGING = {

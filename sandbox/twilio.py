@@ -15,6 +15,12 @@ so everything the sandbox says and sends is in Twilio's wire format:
 * Webhooks: status callbacks, TwiML fetches, ``<Gather>`` actions and
   ``<Redirect>`` requests carry Twilio's parameter names and a valid
   ``X-Twilio-Signature`` (computed with ``twilio.request_validator``).
+* Answering machines: ``MachineDetection`` (``Enable``: ``machine_start``;
+  ``DetectMessageEnd``: ``machine_end_beep`` after the greeting). Synchronous
+  by default (the call is answered once detection is done); with
+  ``AsyncAmd=true`` the TwiML runs at once and the result is posted, signed, to
+  ``AsyncAmdStatusCallback``. A call update (``Status=completed``, ``Twiml``,
+  ``Url``) ends or replaces what runs; ``record()["updates"]`` lists them.
 * ``<Play>`` URLs are fetched with a plain GET exactly as given; the body must be
   a WAV file, whose duration is "played" (scaled by ``time_scale``).
 
@@ -22,7 +28,26 @@ What the callee does is drawn from ``random.Random(f"{seed}:{to}:{n}")`` where
 ``n`` counts earlier calls to the same number in this sandbox, so outcomes are
 reproducible and independent of thread scheduling.
 
-Inspection: ``TwilioSandbox.calls()`` or ``GET /sandbox/calls.json`` (no auth).
+Inspection: ``TwilioSandbox.calls()`` or ``GET /sandbox/calls.json`` (no auth);
+``TwilioSandbox.create_requests()`` lists every create request and the fault it met.
+
+Faults, for tests of the client, all drawn from the seed too:
+
+* ``create_faults`` (kind -> probability per create request) and
+  ``create_fault_script`` (To -> the fault of its 1st, 2nd, ... create request,
+  ``None`` for none): ``timeout`` (the call is created, the response never
+  comes: the connection is held ``create_hang_seconds``, then dropped),
+  ``500-after`` (created, then a 500), ``500-before`` (a 500, nothing created),
+  ``20429`` (429 Too Many Requests), ``21211`` (invalid To), ``13224`` (a number
+  Twilio will not call). The client cannot tell ``500-after`` from
+  ``500-before``: that is the point.
+* ``duplicate_callbacks``: probability that a status callback (or a
+  ``<Gather>`` action) is delivered twice.
+* ``reorder_callbacks``: probability that a status callback other than the
+  final one is held back and delivered after the next one that is not.
+
+Faults are drawn from their own random streams, so the callees behave the same
+with or without them.
 
 Only loopback hosts are contacted unless more are allowed with ``allow_hosts``.
 """
@@ -46,7 +71,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -64,6 +89,7 @@ E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 OUTCOMES = ("answered", "busy", "no-answer", "failed", "machine")
 CALLBACK_EVENTS = ("initiated", "ringing", "answered", "completed")
 FINAL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
+CREATE_FAULTS = ("timeout", "500-after", "500-before", "20429", "21211", "13224")
 
 HTTP_TIMEOUT = 10.0  # seconds, every outgoing request
 MAX_BODY = 64 * 1024 * 1024  # largest audio/TwiML body read
@@ -199,7 +225,7 @@ class _AppError(Exception):
 class _Call:
     """Mutable per-call state. Guarded by the sandbox lock."""
 
-    def __init__(self, *, sid, account_sid, token, to, from_, n, form, plan, rng):
+    def __init__(self, *, sid, account_sid, token, to, from_, n, form, plan, rng, delivery_rng, fault):
         self.sid: str = sid
         self.account_sid: str = account_sid
         self.token: str = token
@@ -208,6 +234,9 @@ class _Call:
         self.n: int = n
         self.plan: dict = plan
         self.rng: random.Random = rng
+        self.delivery_rng: random.Random = delivery_rng  # duplicates and reordering, apart from the callee
+        self.create_fault: str | None = fault
+        self.held: list[dict] = []  # status callbacks held back, to be delivered out of order
 
         self.url: str | None = _first(form, "Url") or None
         self.method: str = (_first(form, "Method") or "POST").upper()
@@ -218,6 +247,9 @@ class _Call:
         self.status_callback_method: str = (_first(form, "StatusCallbackMethod") or "POST").upper()
         self.events: set[str] = _parse_events(form)
         self.machine_detection: str | None = _first(form, "MachineDetection") or None
+        self.async_amd: bool = (_first(form, "AsyncAmd") or "").lower() == "true"
+        self.amd_callback: str | None = _first(form, "AsyncAmdStatusCallback") or None
+        self.amd_callback_method: str = (_first(form, "AsyncAmdStatusCallbackMethod") or "POST").upper()
         self.timeout: int = _parse_timeout(form)
 
         now = _now()
@@ -236,6 +268,8 @@ class _Call:
         self.api_hangup: str | None = None  # "canceled" or "completed"
         self.api_redirect: tuple | None = None  # ("url", url, method) or ("twiml", xml)
         self.finished = False
+        self.ended = threading.Event()  # the simulation is over: async detection stops waiting
+        self.amd_thread: threading.Thread | None = None
         self.done = threading.Event()
 
         # what happened
@@ -250,6 +284,8 @@ class _Call:
         self.audio: list[dict] = []
         self.audio_status: Any = None
         self.callbacks: list[tuple] = []
+        self.amd_callbacks: list[tuple] = []  # (url, params, HTTP status or error)
+        self.updates: list[dict] = []  # REST updates of this call, as received
         self.requests: list[dict] = []
         self.notes: list[str] = []
 
@@ -323,10 +359,16 @@ class _Call:
             "to": self.to,
             "from": self.from_,
             "n": self.n,
+            "status_callback": self.status_callback,
+            "create_fault": self.create_fault,
+            "date_created": self.date_created.isoformat(),
             "outcome": self.plan["outcome"],
             "status": self.status,
             "done": self.done.is_set(),
             "machine_detection": self.machine_detection,
+            "async_amd": self.async_amd,
+            "amd_callbacks": [(u, dict(p), s) for u, p, s in self.amd_callbacks],
+            "updates": [dict(u) for u in self.updates],
             "answered_by": self.answered_by,
             "digits": self.digits,
             "gathers": list(self.gathers),
@@ -347,6 +389,23 @@ class _Call:
             "requests": [dict(r) for r in self.requests],
             "notes": list(self.notes),
         }
+
+
+def _midnight(value: str, name: str) -> datetime:
+    try:
+        return datetime.strptime(value[:10], "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise _ApiError(400, 20001, f"Invalid {name}: {value} (expected YYYY-MM-DD)") from None
+
+
+def _time_matches(when: datetime | None, op: str, midnight: datetime) -> bool:
+    if when is None:
+        return False
+    if op == "<":
+        return when <= midnight
+    if op == ">":
+        return when >= midnight
+    return midnight <= when < midnight + timedelta(days=1)
 
 
 def _first(form: dict, key: str) -> str | None:
@@ -381,6 +440,10 @@ class _ApiError(Exception):
         self.message = message
 
 
+class _Withheld(Exception):
+    """The response to this request never comes (a simulated timeout)."""
+
+
 # ------------------------------------------------------------------------ sandbox
 
 
@@ -394,6 +457,14 @@ class TwilioSandbox:
     ``hangup_early`` is the probability that a human hangs up halfway through
     the first ``<Play>``/``<Say>``. Simulated seconds (ringing, audio, gather
     timeouts) are slept for ``seconds * time_scale``.
+
+    Faults (see the module docstring): ``create_faults``,
+    ``create_fault_script``, ``create_hang_seconds`` (real seconds a
+    ``timeout`` holds the connection), ``create_latency`` (real seconds every
+    create takes, half before the call exists and half after),
+    ``duplicate_callbacks`` and ``reorder_callbacks``. ``queue_delay``: real
+    seconds each call waits ``queued`` (no start time yet) before dialling, as
+    calls do on Twilio behind an account's calls-per-second limit.
     """
 
     def __init__(
@@ -412,6 +483,13 @@ class TwilioSandbox:
         host: str = "127.0.0.1",
         port: int = 0,
         allow_hosts: Iterable[str] = (),
+        create_faults: dict[str, float] | None = None,
+        create_fault_script: dict[str, list[str | None]] | None = None,
+        create_hang_seconds: float = 30.0,
+        create_latency: float = 0.0,
+        duplicate_callbacks: float = 0.0,
+        reorder_callbacks: float = 0.0,
+        queue_delay: float = 0.0,
     ):
         if not accounts:
             raise ValueError("at least one account (sid -> auth token) is required")
@@ -437,6 +515,24 @@ class TwilioSandbox:
             raise ValueError("hangup_early must be within [0, 1]")
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0")
+        create_faults = dict(create_faults or {})
+        create_fault_script = {to: list(kinds) for to, kinds in (create_fault_script or {}).items()}
+        scripted = {k for kinds in create_fault_script.values() for k in kinds if k is not None}
+        unknown_faults = (set(create_faults) | scripted) - set(CREATE_FAULTS)
+        if unknown_faults:
+            raise ValueError(
+                f"unknown create faults {sorted(unknown_faults)}; known: {', '.join(CREATE_FAULTS)}"
+            )
+        if any(p < 0 for p in create_faults.values()) or sum(create_faults.values()) > 1.0 + 1e-9:
+            raise ValueError("create fault probabilities must be >= 0 and sum to at most 1")
+        for name, p in (
+            ("duplicate_callbacks", duplicate_callbacks),
+            ("reorder_callbacks", reorder_callbacks),
+        ):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1]")
+        if create_hang_seconds < 0 or create_latency < 0 or queue_delay < 0:
+            raise ValueError("create_hang_seconds, create_latency and queue_delay must be >= 0")
         self.accounts = dict(accounts)
         self.seed = seed
         self.digits = dict(sorted(digits.items()))
@@ -445,10 +541,19 @@ class TwilioSandbox:
         self.host = host
         self.port = port
         self.allow_hosts = {h.lower() for h in allow_hosts}
+        self.create_faults = {k: create_faults[k] for k in CREATE_FAULTS if create_faults.get(k)}
+        self.create_fault_script = create_fault_script
+        self.create_hang_seconds = create_hang_seconds
+        self.create_latency = create_latency
+        self.duplicate_callbacks = duplicate_callbacks
+        self.reorder_callbacks = reorder_callbacks
+        self.queue_delay = queue_delay
 
         self._lock = threading.RLock()
         self._calls: dict[str, _Call] = {}
         self._per_number: dict[str, int] = {}
+        self._create_counts: dict[str, int] = {}  # create requests per To, calls made or not
+        self._create_requests: list[dict] = []
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -511,6 +616,11 @@ class TwilioSandbox:
         with self._lock:
             return [call.record() for call in self._calls.values()]
 
+    def create_requests(self) -> list[dict]:
+        """Every create request that passed validation, in order: to, k (its index for that To), fault, sid."""
+        with self._lock:
+            return [dict(r) for r in self._create_requests]
+
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until every simulation so far has finished; False on timeout."""
         deadline = time.monotonic() + timeout
@@ -557,11 +667,11 @@ class TwilioSandbox:
         twiml = _first(form, "Twiml")
         if not url and not twiml:
             raise _ApiError(400, 21205, "Url parameter is required (or Twiml)")
-        for key in ("Url", "FallbackUrl", "StatusCallback"):
+        for key in ("Url", "FallbackUrl", "StatusCallback", "AsyncAmdStatusCallback"):
             value = _first(form, key)
             if value and not _valid_http_url(value):
                 raise _ApiError(400, 21205, f"{key} is not a valid URL: {value}")
-        for key in ("Method", "FallbackMethod", "StatusCallbackMethod"):
+        for key in ("Method", "FallbackMethod", "StatusCallbackMethod", "AsyncAmdStatusCallbackMethod"):
             value = _first(form, key)
             if value and value.upper() not in ("GET", "POST"):
                 raise _ApiError(400, 21203 if key == "Method" else 21204, f"{key} must be GET or POST")
@@ -576,6 +686,25 @@ class TwilioSandbox:
         except ValueError:
             raise _ApiError(400, 21216, f"Timeout must be an integer: {_first(form, 'Timeout')}") from None
 
+        with self._lock:
+            if self._stopping.is_set():
+                raise _ApiError(503, 20500, "Sandbox is shutting down")
+            k = self._create_counts.get(to, 0)
+            self._create_counts[to] = k + 1
+            fault = self._draw_fault(to, k)
+            request = {"to": to, "k": k, "fault": fault, "sid": None}
+            self._create_requests.append(request)
+        if fault is not None:
+            log.info("create request %d to %s meets fault %s", k, to, fault)
+        self._pause(self.create_latency / 2)
+        if fault == "20429":
+            raise _ApiError(429, 20429, "Too Many Requests")
+        if fault == "21211":
+            raise _ApiError(400, 21211, f"Invalid 'To' Phone Number: {to}")
+        if fault == "13224":
+            raise _ApiError(400, 13224, f"The phone number you are attempting to call, {to}, is not valid.")
+        if fault == "500-before":
+            raise _ApiError(500, 20500, "Internal Server Error")
         with self._lock:
             if self._stopping.is_set():
                 raise _ApiError(503, 20500, "Sandbox is shutting down")
@@ -594,8 +723,11 @@ class TwilioSandbox:
                 form=form,
                 plan=plan,
                 rng=rng,
+                delivery_rng=random.Random(f"{self.seed}:{to}:{n}:delivery"),
+                fault=fault,
             )
             self._calls[sid] = call
+            request["sid"] = sid
             worker = threading.Thread(
                 target=self._run_call, args=(call,), name=f"twilio-sandbox-{sid}", daemon=True
             )
@@ -604,7 +736,28 @@ class TwilioSandbox:
             resource = call.resource()
         log.info("call %s to %s: n=%d outcome=%s", sid, to, n, plan["outcome"])
         worker.start()
+        self._pause(self.create_latency / 2)
+        if fault == "timeout":
+            raise _Withheld()
+        if fault == "500-after":
+            raise _ApiError(500, 20500, "Internal Server Error")
         return resource
+
+    def _draw_fault(self, to: str, k: int) -> str | None:
+        script = self.create_fault_script.get(to, [])
+        if k < len(script):
+            return script[k]
+        u = random.Random(f"{self.seed}:create:{to}:{k}").random()
+        acc = 0.0
+        for kind, p in self.create_faults.items():
+            acc += p
+            if u < acc:
+                return kind
+        return None
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
 
     def _draw_plan(self, rng: random.Random) -> dict:
         """Every up-front draw, always in the same order (determinism)."""
@@ -651,29 +804,51 @@ class TwilioSandbox:
             return self._get_call(account_sid, call_sid, path).resource()
 
     def _list_calls(self, account_sid: str, query: dict, path: str) -> dict:
+        """Twilio's filters: To, From, Status, and StartTime / EndTime by UTC date, with ``<`` and ``>``
+        for "on or before / on or after midnight of" (a time of day after the date is ignored, as Twilio
+        documents dates). Calls not yet started have no StartTime and match no StartTime filter."""
+        filters: list[tuple[str, str]] = []  # as given, for the page URIs
+        equal: list[tuple[str, str]] = []  # (call attribute, value)
+        dated: list[tuple[str, str, datetime]] = []  # (call attribute, "" or "<" or ">", midnight)
+        for key, attr in (("To", "to"), ("From", "from_"), ("Status", "status")):
+            if value := _first(query, key):
+                filters.append((key, value))
+                equal.append((attr, value))
+        for key, attr in (("StartTime", "start_time"), ("EndTime", "end_time")):
+            for op in ("", "<", ">"):
+                if value := _first(query, key + op):
+                    filters.append((key + op, value))
+                    dated.append((attr, op, _midnight(value, key + op)))
+        try:
+            size = max(1, min(1000, int(_first(query, "PageSize") or 50)))
+            page = max(0, int(_first(query, "Page") or 0))
+        except ValueError:
+            raise _ApiError(400, 20001, "PageSize and Page must be integers") from None
         with self._lock:
-            calls = [c for c in self._calls.values() if c.account_sid == account_sid]
-            for key, attr in (("To", "to"), ("From", "from_"), ("Status", "status")):
-                value = _first(query, key)
-                if value:
-                    calls = [c for c in calls if getattr(c, attr) == value]
+            calls = [
+                c
+                for c in self._calls.values()
+                if c.account_sid == account_sid
+                and all(getattr(c, attr) == value for attr, value in equal)
+                and all(_time_matches(getattr(c, attr), op, midnight) for attr, op, midnight in dated)
+            ]
             calls.reverse()  # Twilio lists newest first
-            try:
-                size = max(1, min(1000, int(_first(query, "PageSize") or 50)))
-            except ValueError:
-                size = 50
-            items = [c.resource() for c in calls[:size]]
-        uri = f"{path}?PageSize={size}&Page=0"
+            items = [c.resource() for c in calls[page * size : (page + 1) * size]]
+            more = len(calls) > (page + 1) * size
+
+        def page_uri(n: int) -> str:
+            return f"{path}?{urlencode([*filters, ('PageSize', size), ('Page', n)])}"
+
         return {
             "calls": items,
-            "end": max(0, len(items) - 1),
-            "first_page_uri": uri,
-            "next_page_uri": None,
-            "page": 0,
+            "end": page * size + max(0, len(items) - 1),
+            "first_page_uri": page_uri(0),
+            "next_page_uri": page_uri(page + 1) if more else None,
+            "page": page,
             "page_size": size,
-            "previous_page_uri": None,
-            "start": 0,
-            "uri": uri,
+            "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+            "start": page * size,
+            "uri": page_uri(page),
         }
 
     def _update_call(self, account_sid: str, call_sid: str, form: dict, path: str) -> dict:
@@ -686,6 +861,10 @@ class TwilioSandbox:
             raise _ApiError(400, 21205, f"Url is not a valid URL: {url}")
         with self._lock:
             call = self._get_call(account_sid, call_sid, path)
+            call.updates.append(
+                {k: v for k, v in (("status", status), ("url", url), ("twiml", twiml)) if v}
+                | {"call_status": call.status}
+            )
             if call.finished or call.api_hangup:
                 return call.resource()
             now = _now()
@@ -739,13 +918,28 @@ class TwilioSandbox:
             except _Stop:
                 pass
         finally:
+            try:
+                self._flush_held(call, session)  # only left when the final event was not subscribed to
+            except _Stop:
+                pass
             session.close()
             with self._lock:
                 call.finished = True
+            call.ended.set()
+            if call.amd_thread is not None:  # a result being posted now is part of the call
+                call.amd_thread.join(2 * HTTP_TIMEOUT)
             call.done.set()
 
     def _simulate(self, call: _Call, session: requests.Session) -> None:
         plan = call.plan
+        deadline = time.monotonic() + self.queue_delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._check(call)
+            call.interrupt.wait(remaining)
+        with self._lock:
+            if call.api_hangup:
+                raise _ApiHangup()
+            call.start_time = _now()  # Twilio: set once dialling begins, empty while queued
         self._callback(call, session, "initiated", "initiated")
         self._sleep(call, DIAL_SECONDS, count=False)
         if plan["outcome"] == "failed":
@@ -764,7 +958,13 @@ class TwilioSandbox:
 
         # answered
         answered_by = None
-        if call.machine_detection:
+        if call.machine_detection and call.async_amd:
+            # Answered at once; detection runs beside the TwiML and reports to its own callback.
+            call.amd_thread = threading.Thread(
+                target=self._run_async_amd, args=(call,), name=f"twilio-sandbox-amd-{call.sid}", daemon=True
+            )
+            call.amd_thread.start()
+        elif call.machine_detection:
             self._sleep(call, plan["amd"])  # detection time is billed
             if call.human:
                 answered_by = "human"
@@ -778,7 +978,7 @@ class TwilioSandbox:
                 raise _ApiHangup()
             call.status = "in-progress"
             call.answered = True
-            call.start_time = call.date_updated = _now()
+            call.date_updated = _now()
             call.answered_by = answered_by
         self._callback(call, session, "answered", "in-progress", self._answered_by_param(call))
 
@@ -787,6 +987,71 @@ class TwilioSandbox:
             self._execute(call, session, lambda: (self._parse_twiml(twiml.encode("utf-8")), None))
         else:
             self._execute(call, session, lambda: self._fetch_initial(call, session))
+
+    def _run_async_amd(self, call: _Call) -> None:
+        """Wait out detection (and a machine's greeting, with DetectMessageEnd), then post the result."""
+        seconds = call.plan["amd"]
+        if call.human:
+            answered_by = "human"
+        elif call.machine_detection == "DetectMessageEnd":
+            seconds += call.plan["greeting"]
+            answered_by = "machine_end_beep"
+        else:
+            answered_by = "machine_start"
+        deadline = time.monotonic() + seconds * self.time_scale
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._stopping.is_set() or call.ended.wait(min(remaining, 0.05)):
+                return
+        with self._lock:
+            if call.finished or call.status != "in-progress":
+                return  # hung up before detection decided: Twilio reports nothing
+            call.answered_by = answered_by
+        if not call.amd_callback:
+            return
+        params = call.base_params()
+        params.update(
+            {
+                "CallStatus": "in-progress",
+                "AnsweredBy": answered_by,
+                "MachineDetectionDuration": str(int(seconds * 1000)),
+            }
+        )
+        # Its own stream: the detection thread must not race the call's thread for draws.
+        duplicate = random.Random(f"{self.seed}:{call.to}:{call.n}:amd").random() < self.duplicate_callbacks
+        with requests.Session() as session:
+            session.trust_env = False
+            for _ in range(2 if duplicate else 1):
+                self._post_amd_callback(call, session, params)
+
+    def _post_amd_callback(self, call: _Call, session: requests.Session, params: dict) -> None:
+        url = call.amd_callback
+        signed_params = params
+        if call.amd_callback_method == "GET":
+            url, signed_params = url + ("&" if "?" in url else "?") + urlencode(params), {}
+        status: Any
+        if self._stopping.is_set():
+            return
+        if not self._host_allowed(url):
+            status = f"refused non-loopback host in {url}"
+        else:
+            headers = {
+                "X-Twilio-Signature": RequestValidator(call.token).compute_signature(url, signed_params),
+                "User-Agent": "TwilioProxy/1.1",
+            }
+            try:
+                if call.amd_callback_method == "GET":
+                    response = session.get(url, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False)
+                else:
+                    response = session.post(
+                        url, data=params, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False
+                    )
+                status = response.status_code
+                response.close()
+            except requests.RequestException as exc:
+                status = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            call.amd_callbacks.append((call.amd_callback, dict(params), status))
+        log.debug("%s AMD callback %s -> %s", call.sid, params["AnsweredBy"], status)
 
     def _answered_by_param(self, call: _Call) -> dict:
         return {"AnsweredBy": call.answered_by} if call.answered_by else {}
@@ -958,9 +1223,13 @@ class TwilioSandbox:
             return None
         params = self._twiml_params(call, status="in-progress")
         params.update({"Digits": digits, "FinishedOnKey": finished_on_key, "msg": "Gather End"})
-        return self._fetch_twiml(
-            call, session, "gather-action", action, (verb.get("method") or "POST").upper(), params
-        )
+        method = (verb.get("method") or "POST").upper()
+        if call.delivery_rng.random() < self.duplicate_callbacks:
+            # Delivered twice; the TwiML of the second delivery is the one that runs.
+            response, _, _ = self._request(call, session, "gather-action", method, action, params)
+            if response is not None:
+                response.close()
+        return self._fetch_twiml(call, session, "gather-action", action, method, params)
 
     def _twiml_params(self, call: _Call, status: str = "in-progress") -> dict:
         params = call.base_params()
@@ -1128,6 +1397,27 @@ class TwilioSandbox:
             }
         )
         params.update(extra or {})
+        duplicate = call.delivery_rng.random() < self.duplicate_callbacks
+        hold = call.delivery_rng.random() < self.reorder_callbacks and event != "completed"
+        deliveries = [params, params] if duplicate else [params]
+        if hold:
+            with self._lock:
+                call.held.extend(deliveries)
+            return
+        for delivery in deliveries:
+            self._post_callback(call, session, delivery)
+        self._flush_held(call, session)
+
+    def _flush_held(self, call: _Call, session) -> None:
+        """Deliver the callbacks held back, late: after one that was produced after them."""
+        while True:
+            with self._lock:
+                if not call.held:
+                    return
+                params = call.held.pop(0)
+            self._post_callback(call, session, params)
+
+    def _post_callback(self, call: _Call, session, params: dict) -> None:
         validator = RequestValidator(call.token)
         url = call.status_callback
         if call.status_callback_method == "GET":
@@ -1158,7 +1448,9 @@ class TwilioSandbox:
                 status = f"{type(exc).__name__}: {exc}"
         with self._lock:
             call.callbacks.append((call.status_callback, params, status))
-        log.debug("%s callback %s %s -> %s", call.sid, event, call_status, status)
+        log.debug(
+            "%s callback %s #%s -> %s", call.sid, params["CallStatus"], params["SequenceNumber"], status
+        )
 
     def _finish(self, call: _Call, session, status: str, error: tuple | None = None) -> None:
         """Set the final status once and post the final ("completed" event) callback."""
@@ -1309,6 +1601,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if path.startswith(f"/{API_VERSION}/"):
                     sb._authenticate(auth, None)
                 raise _ApiError(404, 20404, f"The requested resource {path} was not found")
+        except _Withheld:
+            # The call exists, the client never hears so: hold the connection, then drop it unanswered.
+            sb._pause(sb.create_hang_seconds)
+            self.close_connection = True
         except _ApiError as exc:
             headers = {"WWW-Authenticate": 'Basic realm="Twilio API"'} if exc.status == 401 else None
             if exc.status == 413:
@@ -1358,6 +1654,16 @@ def _parse_digits(value: str) -> dict[str, float]:
     return digits
 
 
+def _parse_fault(value: str) -> tuple[str, float]:
+    kind, sep, prob = value.rpartition(":")
+    if sep and kind:
+        try:
+            return kind, float(prob)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"expected KIND:PROBABILITY, got {value!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sandbox.twilio", description="Local Twilio-compatible voice sandbox."
@@ -1394,6 +1700,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HOST",
         help="non-loopback host the sandbox may contact (repeatable)",
     )
+    parser.add_argument(
+        "--create-fault",
+        action="append",
+        type=_parse_fault,
+        default=[],
+        metavar="KIND:P",
+        help=f"probability of a create fault, one of {', '.join(CREATE_FAULTS)} (repeatable)",
+    )
+    parser.add_argument("--create-hang-seconds", type=float, default=30.0)
+    parser.add_argument("--create-latency", type=float, default=0.0)
+    parser.add_argument("--duplicate-callbacks", type=float, default=0.0, metavar="P")
+    parser.add_argument("--reorder-callbacks", type=float, default=0.0, metavar="P")
+    parser.add_argument("--queue-delay", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     args = parser.parse_args(argv)
 
@@ -1417,6 +1736,12 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             allow_hosts=args.allow_host,
+            create_faults=dict(args.create_fault),
+            create_hang_seconds=args.create_hang_seconds,
+            create_latency=args.create_latency,
+            duplicate_callbacks=args.duplicate_callbacks,
+            reorder_callbacks=args.reorder_callbacks,
+            queue_delay=args.queue_delay,
         )
     except ValueError as exc:
         parser.error(str(exc))

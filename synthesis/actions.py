@@ -117,6 +117,28 @@ def _release(keys: list[str]) -> None:
     )
 
 
+def provenance(row: RenderedAudio) -> dict[str, str]:
+    """What the file says about itself: made by which engine, in whose voice, for which campaign.
+
+    The campaign is the first one whose calls asked for this audio; later campaigns with the same text and
+    voice reuse the file as it is.
+    """
+    from campaigns.models import Call, Campaign
+
+    voice = row.voice
+    campaign = Campaign.objects.filter(
+        pk__in=Call.objects.filter(audio_id=row.render_key).values("campaign_id")[:1]
+    ).first() or Campaign.objects.filter(fallback_audio_id=row.render_key).first()
+    parts = [
+        f"engine={row.engine} {row.engine_version}".strip(),
+        f"voice={voice.name} (#{voice.pk})" if voice is not None else "voice=-",
+        f"campaign={campaign.name} (#{campaign.pk})" if campaign is not None else "campaign=-",
+        f"render_key={row.render_key}",
+    ]
+    synthetic = "synthetic speech (cloned voice)" if voice is not None and voice.needs_consent else "synthetic speech"
+    return {"ISFT": f"Herald {row.engine} {row.engine_version}".strip(), "ICMT": "; ".join(parts), "IGNR": synthetic}
+
+
 def _store(row: RenderedAudio, claimed_at: object, wave) -> None:  # wave: synthesis.audio.Waveform
     from campaigns.actions import mark_calls_ready
 
@@ -124,8 +146,9 @@ def _store(row: RenderedAudio, claimed_at: object, wave) -> None:  # wave: synth
     tel_rel, orig_rel = audio_paths(row.render_key)
     media = Path(settings.MEDIA_ROOT)
     (media / tel_rel).parent.mkdir(parents=True, exist_ok=True)
-    write_wav(media / orig_rel, wave)
-    write_mulaw_wav(media / tel_rel, telephony)
+    info = provenance(row)
+    write_wav(media / orig_rel, wave, info=info)
+    write_mulaw_wav(media / tel_rel, telephony, info=info)
     data = (media / tel_rel).read_bytes()
     with transaction.atomic():
         stored = RenderedAudio.objects.filter(

@@ -320,7 +320,35 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None
         raise
 
 
-def _mulaw_wav_bytes(payload: bytes, sample_rate: int) -> bytes:
+def info_chunk(info: dict[str, str]) -> bytes:
+    """A RIFF LIST/INFO chunk (e.g. ISFT software, ICMT comment): metadata players and carriers ignore."""
+    body = b"INFO"
+    for key, value in info.items():
+        if len(key) != 4 or not key.isascii():
+            raise ValueError(f"RIFF INFO ids are four ASCII characters, got {key!r}")
+        text = value.encode("utf-8") + b"\x00"
+        body += key.encode() + struct.pack("<I", len(text)) + text + b"\x00" * (len(text) & 1)
+    return b"LIST" + struct.pack("<I", len(body)) + body
+
+
+def read_info(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The LIST/INFO entries of a WAV file (empty when it has none)."""
+    raw = Path(path).read_bytes()
+    info: dict[str, str] = {}
+    pos = 12
+    while pos + 8 <= len(raw):
+        chunk_id, (size,) = raw[pos : pos + 4], struct.unpack_from("<I", raw, pos + 4)
+        if chunk_id == b"LIST" and raw[pos + 8 : pos + 12] == b"INFO":
+            sub, end = pos + 12, pos + 8 + size
+            while sub + 8 <= end:
+                key, (length,) = raw[sub : sub + 4].decode("ascii", "replace"), struct.unpack_from("<I", raw, sub + 4)
+                info[key] = raw[sub + 8 : sub + 8 + length].rstrip(b"\x00").decode("utf-8", "replace")
+                sub += 8 + length + (length & 1)
+        pos += 8 + size + (size & 1)
+    return info
+
+
+def _mulaw_wav_bytes(payload: bytes, sample_rate: int, info: dict[str, str] | None = None) -> bytes:
     n = len(payload)
     pad = n & 1
     fmt = struct.pack(
@@ -343,19 +371,21 @@ def _mulaw_wav_bytes(payload: bytes, sample_rate: int) -> bytes:
         + struct.pack("<I", n)
         + payload
         + b"\x00" * pad
+        + (info_chunk(info) if info else b"")
     )
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
 
 
-def write_mulaw_wav(path: str | os.PathLike[str], wave: Waveform) -> None:
-    """Write an 8 kHz mono G.711 μ-law WAV (format tag 7, 18-byte fmt chunk, fact chunk), atomically."""
+def write_mulaw_wav(path: str | os.PathLike[str], wave: Waveform, *, info: dict[str, str] | None = None) -> None:
+    """Write an 8 kHz mono G.711 μ-law WAV (format tag 7, 18-byte fmt chunk, fact chunk, optional LIST/INFO
+    metadata after the audio), atomically."""
     if wave.sample_rate != TELEPHONY_RATE:
         raise AudioError(
             f"a μ-law telephony file must be {TELEPHONY_RATE} Hz, got {wave.sample_rate} Hz (use to_telephony)"
         )
     if len(wave.samples) == 0:
         raise AudioError("refusing to write an empty μ-law WAV")
-    data = _mulaw_wav_bytes(mulaw_encode(wave.samples), wave.sample_rate)
+    data = _mulaw_wav_bytes(mulaw_encode(wave.samples), wave.sample_rate, info)
     _atomic_write(path, lambda fh: fh.write(data))
 
 
@@ -415,8 +445,11 @@ def read_mulaw_wav(path: str | os.PathLike[str]) -> tuple[bytes, int]:
     raise bad("no data chunk" if fmt is not None else "no fmt chunk")
 
 
-def write_wav(path: str | os.PathLike[str], wave: Waveform, *, subtype: str = "PCM_16") -> None:
-    """Write ``wave`` at its own sample rate as a WAV (16-bit PCM by default, or ``"FLOAT"``), atomically."""
+def write_wav(
+    path: str | os.PathLike[str], wave: Waveform, *, subtype: str = "PCM_16", info: dict[str, str] | None = None
+) -> None:
+    """Write ``wave`` at its own sample rate as a WAV (16-bit PCM by default, or ``"FLOAT"``), atomically, with
+    optional LIST/INFO metadata appended."""
     import soundfile as sf
 
     samples = np.asarray(wave.samples, dtype=np.float32)
@@ -425,6 +458,9 @@ def write_wav(path: str | os.PathLike[str], wave: Waveform, *, subtype: str = "P
     buffer = io.BytesIO()
     sf.write(buffer, samples, wave.sample_rate, subtype=subtype, format="WAV")
     data = buffer.getvalue()
+    if info:  # appended as one more RIFF chunk; the RIFF size grows with it
+        extra = info_chunk(info)
+        data = data[:4] + struct.pack("<I", len(data) - 8 + len(extra)) + data[8:] + extra
     _atomic_write(path, lambda fh: fh.write(data))
 
 

@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import zlib
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.models import Call, CallAttempt, Campaign, DoNotCall
-from campaigns.windows import is_open
+from campaigns.windows import calling_window
 from synthesis.models import RenderedAudio
 from synthesis.signing import signed_audio_url
-from telephony import outcomes
+from telephony import outcomes, pacing
 from telephony.credentials import encrypt
 from telephony.models import TelephonyAccount
 from telephony.providers import get_provider
-from telephony.providers.base import Dial, ProviderError
+from telephony.providers.base import Dial, FoundCall, ProviderError
 
 log = logging.getLogger(__name__)
 S = CallAttempt.Status
 SIP_SETUP_LIMIT = timedelta(minutes=2)  # ring timeout (30 s) + Timer B (32 s) + a short 503 retry, with room
 SIP_CALL_LIMIT = timedelta(minutes=15)  # a notification clip plus the wait for a key, with a wide margin
+UNKNOWN_LOOKUP_AFTER = timedelta(seconds=10)  # an ambiguous create is looked up this long after its attempt began
+LOOKUP_CONFIRM = timedelta(seconds=10)  # "no such call" is believed when a look this much later agrees
+PLACE_WINDOW = timedelta(seconds=30)  # a create is sent within this of its attempt row (20429 backoff, timeout)
+NO_CALL_YET = "lookup:none"  # timeline mark: the provider had no call for the attempt at that time
+LOOKUP_PENDING = "pending"  # _look_up: nothing to decide yet
+NUMBER_CAP_PERIOD = timedelta(hours=24)  # the rolling period of settings.MAX_CALLS_PER_NUMBER_24H
+NUMBER_LOCKS = 0x48524C44  # "HRLD": the PostgreSQL advisory-lock class of per-number caps
 
 
 def set_auth_token(account: TelephonyAccount, token: str) -> None:
@@ -38,55 +46,53 @@ def webhook_url(name: str, attempt_id: int) -> str:
 
 
 def place_call(call_id: int) -> str:
-    """Dial a call the sweep claimed. The attempt row is committed before the provider hears of it."""
-    now = timezone.now()
+    """Dial a call the sweep claimed, within its account's pacing and its number's daily cap.
+
+    The attempt row is committed before the provider hears of it. The wait for a pacing slot (up to a second)
+    comes between two transactions: the checks run before it, so a call that may not be dialled costs no slot,
+    and again after it, under the call's lock, where the attempt is written.
+    """
     with transaction.atomic():
-        call = (
-            # of=self: PostgreSQL cannot lock the nullable side of the outer join to audio, and only the call
-            # needs the lock.
-            Call.objects.select_for_update(of=("self",))
-            .select_related("campaign__telephony_account", "audio")
-            .filter(pk=call_id)
-            .first()
+        call, refused = _dialable(call_id, timezone.now())
+    if call is None:
+        return refused
+    account = call.campaign.telephony_account
+    number = call.attempts_made + 1
+    lease = pacing.lease_id(call.pk, number)
+    # A SIP call lives in this process: its channel lease is short and renewed here, and dies with the process.
+    keep_alive_for = SIP_CALL_LIMIT.total_seconds() if account.kind == TelephonyAccount.Kind.SIP else 0.0
+    paced = pacing.acquire_dial(account, lease, keep_alive_for=keep_alive_for)
+    if isinstance(paced, pacing.Refusal):
+        # Back to ready, keeping its place in the queue: the next sweep claims it again.
+        Call.objects.filter(pk=call.pk, state=Call.State.DIALING, attempts_made=number - 1).update(
+            state=Call.State.READY, claimed_at=None, updated_at=timezone.now()
         )
-        if call is None or call.state != Call.State.DIALING:
-            return "not claimed"  # somebody else has it, or it was cancelled
-        campaign = call.campaign
-        if campaign.status in (Campaign.Status.CANCELLED, Campaign.Status.COMPLETED):
-            # Claimed just before the campaign ended: back to ready it would sit in a finished campaign forever.
-            call.state, call.updated_at = Call.State.CANCELLED, now
-            call.error = f"campaign {campaign.status} before this call could be made"
-            call.save(update_fields=["state", "error", "updated_at"])
-            return "campaign over"
-        if campaign.status != Campaign.Status.RUNNING:
-            _unclaim(call, now)
-            return "campaign not running"
-        if DoNotCall.objects.filter(phone=call.phone).exists():
-            call.state, call.outcome, call.error = (
-                Call.State.DONE,
-                Call.Outcome.DO_NOT_CALL,
-                "on the do-not-call list",
-            )
-            call.updated_at = now
-            call.save(update_fields=["state", "outcome", "error", "updated_at"])
-            return "do not call"
-        if not is_open(call.timezone, now, campaign.window_start, campaign.window_end, campaign.weekdays):
-            _unclaim(call, now)
-            return "window closed"
-        if call.audio is None or call.audio.state != RenderedAudio.State.READY:
-            call.state, call.updated_at = Call.State.RENDERING, now
-            call.save(update_fields=["state", "updated_at"])
-            return "audio not ready"
-        number = call.attempts_made + 1
-        attempt = CallAttempt.objects.create(
-            call=call,
-            number=number,
-            provider=campaign.telephony_account.kind,
-            status=S.CREATED,
-            timeline=[[S.CREATED, now.isoformat()]],
-        )
-        call.attempts_made, call.state, call.updated_at = number, Call.State.IN_PROGRESS, now
-        call.save(update_fields=["attempts_made", "state", "updated_at"])
+        log.info("call %s: account %s refused (%s), back to ready", call.pk, account.pk, paced.reason)
+        return paced.reason
+    try:
+        now = timezone.now()
+        with transaction.atomic():
+            call, refused = _dialable(call_id, now, number=number)
+            if call is not None:
+                campaign = call.campaign
+                attempt = CallAttempt.objects.create(
+                    call=call,
+                    number=number,
+                    provider=campaign.telephony_account.kind,
+                    status=S.CREATED,
+                    timeline=[[S.CREATED, now.isoformat()]],
+                )
+                call.attempts_made, call.state, call.updated_at = number, Call.State.IN_PROGRESS, now
+                call.save(update_fields=["attempts_made", "state", "updated_at"])
+    except BaseException:
+        pacing.release(account, lease)  # nothing was written, so nobody is dialled under this lease
+        raise
+    if call is None:
+        if CallAttempt.objects.filter(call_id=call_id, number=number).exists():
+            pacing.forget(account, lease)  # a copy of this task dialled under it: the channel is that call's
+        else:
+            pacing.release(account, lease)
+        return refused
     dial = Dial(
         attempt_id=attempt.pk,
         to=call.phone,
@@ -94,12 +100,15 @@ def place_call(call_id: int) -> str:
         audio_url=signed_audio_url(call.audio_id),
         status_url=webhook_url("telephony:twilio-status", attempt.pk),
         gather_url=webhook_url("telephony:twilio-gather", attempt.pk),
+        amd_url=webhook_url("telephony:twilio-amd", attempt.pk),
+        wait_for_beep=campaign.machine_action == Campaign.MachineAction.VOICEMAIL and call.voicemail_audio_id is not None,
         audio_path=str(Path(settings.MEDIA_ROOT) / call.audio.telephony_file) if call.audio.telephony_file else "",
     )
     try:
         sid = get_provider(campaign.telephony_account).place(dial)
     except ProviderError as exc:
         if exc.ambiguous:
+            # The channel stays taken: the call may be ringing. Its final status (or the lease's end) frees it.
             CallAttempt.objects.filter(pk=attempt.pk, status=S.CREATED).update(
                 status=S.UNKNOWN, error_message=str(exc)[:2000], error_code=exc.code[:20]
             )
@@ -107,6 +116,7 @@ def place_call(call_id: int) -> str:
                 "call %s attempt %s: %s; waiting for the provider, not re-dialling", call.pk, number, exc
             )
             return "ambiguous"
+        pacing.release(account, lease)  # nobody was dialled
         outcomes.apply_status(
             attempt.pk, S.FAILED, error_code=exc.code, error_message=str(exc), permanent_error=exc.permanent
         )
@@ -118,16 +128,152 @@ def place_call(call_id: int) -> str:
     return "placed"
 
 
+def answer_machine(attempt_id: int, answered_by: str) -> str:
+    """Act on async answering-machine detection: record it; hang up on a machine, or leave the campaign's
+    voicemail once the machine's greeting has ended (the beep). Returns what was done, for the event log.
+
+    A repeated report does nothing: the voicemail is never started twice. Raises ProviderError when the
+    provider refused the hang-up or the voicemail (the result is recorded all the same).
+    """
+    from telephony.providers.twilio import TwilioProvider
+
+    if not outcomes.apply_amd(attempt_id, answered_by):
+        return "duplicate"
+    attempt = CallAttempt.objects.select_related(
+        "call__campaign__telephony_account", "call__voicemail_audio"
+    ).get(pk=attempt_id)
+    if not outcomes.is_machine(answered_by):
+        return "recorded"  # a person (or unknown): the message is already playing
+    if attempt.status in outcomes.TERMINAL or not attempt.provider_call_id:
+        return "call already over"
+    provider = get_provider(attempt.call.campaign.telephony_account)
+    if not isinstance(provider, TwilioProvider):
+        return "recorded"  # only Twilio reports detection asynchronously
+    call, campaign = attempt.call, attempt.call.campaign
+    voicemail = (
+        campaign.machine_action == Campaign.MachineAction.VOICEMAIL
+        and call.voicemail_audio is not None
+        and call.voicemail_audio.state == RenderedAudio.State.READY
+        and answered_by != "fax"
+    )
+    if voicemail and answered_by == "machine_start":
+        # Only synchronous detection stops here; with DetectMessageEnd the end of the greeting follows.
+        return "waiting for the beep"
+    if voicemail:
+        provider.play_and_hang_up(attempt.provider_call_id, signed_audio_url(call.voicemail_audio_id))
+        log.info("call %s attempt %s: voicemail after %s", call.pk, attempt.number, answered_by)
+        return "voicemail"
+    provider.hang_up(attempt.provider_call_id)
+    log.info("call %s attempt %s: hung up on %s", call.pk, attempt.number, answered_by)
+    return "hung up"
+
+
+def _dialable(call_id: int, now: datetime, *, number: int | None = None) -> tuple[Call | None, str]:
+    """The claimed call, locked, if it may be dialled now; else None and why (the call is moved accordingly).
+
+    number: the attempt this task got pacing for; a call that has moved on since is no longer this task's.
+    """
+    call = (
+        # of=self: PostgreSQL cannot lock the nullable side of the outer join to audio, and only the call
+        # needs the lock.
+        Call.objects.select_for_update(of=("self",))
+        .select_related("campaign__telephony_account", "audio", "voicemail_audio")
+        .filter(pk=call_id)
+        .first()
+    )
+    if call is None or call.state != Call.State.DIALING:
+        return None, "not claimed"  # somebody else has it, or it was cancelled
+    if number is not None and call.attempts_made != number - 1:
+        return None, "not claimed"
+    campaign = call.campaign
+    if campaign.status in (Campaign.Status.CANCELLED, Campaign.Status.COMPLETED):
+        # Claimed just before the campaign ended: back to ready it would sit in a finished campaign forever.
+        call.state, call.updated_at = Call.State.CANCELLED, now
+        call.error = f"campaign {campaign.status} before this call could be made"
+        call.save(update_fields=["state", "error", "updated_at"])
+        return None, "campaign over"
+    if campaign.status != Campaign.Status.RUNNING:
+        _unclaim(call, now)
+        return None, "campaign not running"
+    if DoNotCall.objects.filter(phone=call.phone).exists():
+        call.state, call.outcome, call.error = (
+            Call.State.DONE,
+            Call.Outcome.DO_NOT_CALL,
+            "on the do-not-call list",
+        )
+        call.updated_at = now
+        call.save(update_fields=["state", "outcome", "error", "updated_at"])
+        return None, "do not call"
+    if not calling_window(campaign).is_open(call.timezone, now):
+        _unclaim(call, now)
+        return None, "window closed"
+    if (call.audio is None or call.audio.state != RenderedAudio.State.READY) or (
+        call.voicemail_audio is not None and call.voicemail_audio.state != RenderedAudio.State.READY
+    ):
+        call.state, call.updated_at = Call.State.RENDERING, now
+        call.save(update_fields=["state", "updated_at"])
+        return None, "audio not ready"
+    again = _number_free_at(call.phone, now)
+    if again is not None:
+        call.state, call.claimed_at, call.next_attempt_at = Call.State.READY, None, again
+        call.updated_at = now
+        call.save(update_fields=["state", "claimed_at", "next_attempt_at", "updated_at"])
+        return None, "number cap"
+    return call, ""
+
+
+def _number_free_at(phone: str, now: datetime) -> datetime | None:
+    """When `phone` may be called again if it had MAX_CALLS_PER_NUMBER_24H attempts (all campaigns together) in
+    the last 24 hours; None if it may be called now."""
+    if connection.vendor == "postgresql":
+        # Two campaigns dialling one number at once must not both count the same earlier attempts (SQLite
+        # already runs writing transactions one at a time). Held until the attempt row is committed.
+        with connection.cursor() as cursor:
+            key = zlib.crc32(phone.encode())
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [NUMBER_LOCKS, key - (1 << 32) * (key >> 31)])
+    recent = list(
+        CallAttempt.objects.filter(call__phone=phone, created_at__gt=now - NUMBER_CAP_PERIOD)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+    )
+    cap = settings.MAX_CALLS_PER_NUMBER_24H
+    if len(recent) < cap:
+        return None
+    return recent[len(recent) - cap] + NUMBER_CAP_PERIOD  # when enough of them have aged out
+
+
 def _unclaim(call: Call, now) -> None:
     call.state, call.claimed_at, call.updated_at = Call.State.READY, None, now
     call.save(update_fields=["state", "claimed_at", "updated_at"])
 
 
-def settle_silent_attempts(now=None) -> int:
-    """Attempts the provider has gone quiet about: ask it; if it cannot say, close without re-dialling."""
+def look_up_ambiguous_creates(now=None) -> int:
+    """Ask the provider about creates that failed ambiguously (status unknown, no call id) a few seconds ago.
+
+    Cheap when there are none (one indexed query), so the dialer sweep runs it every time: an ambiguous call
+    is identified within a sweep or two rather than when it turns stale.
+    """
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.DIAL_STALE_SECONDS)
-    settled = 0
+    ambiguous = CallAttempt.objects.filter(
+        status=S.UNKNOWN,
+        provider_call_id__isnull=True,
+        created_at__lt=now - UNKNOWN_LOOKUP_AFTER,
+        created_at__gte=stale,
+    ).select_related("call__campaign__telephony_account")
+    return sum(_look_up(attempt, now) not in (None, LOOKUP_PENDING) for attempt in ambiguous[:200])
+
+
+def settle_silent_attempts(now=None) -> int:
+    """Attempts the provider has gone quiet about: ask it; if it cannot say, close without re-dialling.
+
+    An ambiguous create (status unknown, no call id) is looked up within seconds rather than when stale:
+    found, the attempt adopts the call; surely never placed, it fails as transient and the call may be dialled
+    again, the only re-dial after an ambiguous create. Returns how many attempts were settled or identified.
+    """
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.DIAL_STALE_SECONDS)
+    settled = look_up_ambiguous_creates(now)
     quiet = CallAttempt.objects.filter(
         status__in=[S.CREATED, S.UNKNOWN, S.QUEUED, S.INITIATED, S.RINGING, S.IN_PROGRESS],
         created_at__lt=stale,
@@ -163,6 +309,11 @@ def settle_silent_attempts(now=None) -> int:
                     outcomes.apply_status(
                         attempt.pk, found.status, answered_by=found.answered_by, duration=found.duration
                     )
+        elif attempt.status in (S.CREATED, S.UNKNOWN):
+            # No call id: the create failed ambiguously, or its worker died around it. Look the call up.
+            status = _look_up(attempt, now)
+            if status == LOOKUP_PENDING:
+                continue
         if status is None and attempt.status in (S.CREATED, S.UNKNOWN):
             outcomes.apply_status(
                 attempt.pk,
@@ -174,3 +325,74 @@ def settle_silent_attempts(now=None) -> int:
             status = S.FAILED
         settled += status is not None
     return settled
+
+
+def _look_up(attempt: CallAttempt, now) -> str | None:
+    """Ask the provider which call, if any, it placed for an attempt with no call id; act on the answer.
+
+    Returns the status the attempt took (adopted, or failed as never placed); LOOKUP_PENDING when there is
+    nothing to decide now (no call on record yet, which one look cannot conclude, or its callbacks just settled
+    it); None when the provider cannot tell.
+    """
+    campaign = attempt.call.campaign
+    dial = Dial(
+        attempt_id=attempt.pk,
+        to=attempt.call.phone,
+        caller_id=campaign.caller_id,
+        audio_url="",
+        status_url=webhook_url("telephony:twilio-status", attempt.pk),
+        gather_url="",
+    )
+    try:
+        found = get_provider(campaign.telephony_account).find(
+            dial, since=attempt.created_at, until=attempt.created_at + PLACE_WINDOW
+        )
+    except ProviderError as exc:
+        log.info("attempt %s: cannot look its call up: %s", attempt.pk, exc)
+        return None
+    # A call adopted by another attempt is that attempt's (it could be a retry's, or another campaign's).
+    owned = set(
+        CallAttempt.objects.filter(provider_call_id__in=[f.provider_call_id for f in found])
+        .exclude(pk=attempt.pk)
+        .values_list("provider_call_id", flat=True)
+    )
+    candidates = [f for f in found if f.provider_call_id not in owned]
+    if len(candidates) > 1:
+        log.warning("attempt %s: %d calls to this number could be its own; waiting", attempt.pk, len(candidates))
+        return None
+    with transaction.atomic():
+        current = CallAttempt.objects.select_for_update().get(pk=attempt.pk)
+        if current.provider_call_id or current.status not in (S.CREATED, S.UNKNOWN):
+            return LOOKUP_PENDING  # its callbacks got here first
+        if candidates:
+            return _adopt(current, candidates[0])
+        # A list can lag a create it has just seen: only a second look, a while after the first, is conclusive.
+        looked = [datetime.fromisoformat(at) for mark, at in current.timeline if mark == NO_CALL_YET]
+        if not looked:
+            current.timeline = [*current.timeline, [NO_CALL_YET, now.isoformat()]]
+            current.save(update_fields=["timeline"])
+        if not looked or now - looked[0] < LOOKUP_CONFIRM:
+            return LOOKUP_PENDING
+        outcomes.apply_status(
+            current.pk,
+            S.FAILED,
+            error_code="never-placed",
+            error_message="the provider has no call for this attempt: it was never placed, and may be retried",
+        )
+    log.warning("call %s attempt %s was never placed; it may be dialled again", attempt.call_id, attempt.number)
+    return S.FAILED
+
+
+def _adopt(attempt: CallAttempt, found: FoundCall) -> str:
+    attempt.provider_call_id, attempt.placed_at = found.provider_call_id, found.created_at
+    try:
+        with transaction.atomic():
+            attempt.save(update_fields=["provider_call_id", "placed_at"])
+    except IntegrityError:  # another attempt adopted it a moment ago
+        return LOOKUP_PENDING
+    log.info(
+        "attempt %s adopted %s (%s) from the provider's call list", attempt.pk, found.provider_call_id, found.status
+    )
+    if found.status in outcomes.RANK:
+        outcomes.apply_status(attempt.pk, found.status, answered_by=found.answered_by, duration=found.duration)
+    return found.status

@@ -9,14 +9,21 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from campaigns.models import CallAttempt
-from telephony import outcomes
+from campaigns.models import CallAttempt, Campaign
+from telephony import actions, outcomes
 from telephony.credentials import CredentialsError
 from telephony.models import ProviderEvent, TelephonyAccount
 from telephony.providers import get_provider
+from telephony.providers.base import ProviderError
 
 log = logging.getLogger(__name__)
 TWIML_HANGUP = '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>'
+# The message ended before detection decided (a machine's greeting is still playing): stay on the line so the
+# voicemail can replace this pause after the beep. Twilio gives up detecting after 30 s by default.
+VOICEMAIL_WAIT = 30
+TWIML_WAIT_FOR_BEEP = (
+    f'<?xml version="1.0" encoding="UTF-8"?><Response><Pause length="{VOICEMAIL_WAIT}"/><Hangup/></Response>'
+)
 
 
 def _verified_account(request: HttpRequest, attempt: CallAttempt | None) -> TelephonyAccount | None:
@@ -119,4 +126,31 @@ def twilio_gather(request: HttpRequest, attempt_id: int) -> HttpResponse:
         if outcomes.apply_gather(attempt.pk, digits):
             event.applied = True
             event.save(update_fields=["applied"])
+        if (
+            not digits
+            and not attempt.answered_by  # as loaded before this request: detection has not reported yet
+            and attempt.call.campaign.machine_action == Campaign.MachineAction.VOICEMAIL
+            and attempt.call.voicemail_audio_id
+        ):
+            return HttpResponse(TWIML_WAIT_FOR_BEEP, content_type="text/xml")
     return HttpResponse(TWIML_HANGUP, content_type="text/xml")
+
+
+@csrf_exempt
+@require_POST
+def twilio_amd(request: HttpRequest, attempt_id: int) -> HttpResponse:
+    """Async answering-machine detection: stored as a status event (the note says so), then acted on."""
+    attempt, event, refused = _receive(request, attempt_id, ProviderEvent.Kind.STATUS)
+    if refused:
+        return refused
+    if attempt is not None and event is not None:
+        answered_by = request.POST.get("AnsweredBy", "")
+        try:
+            done = actions.answer_machine(attempt.pk, answered_by)
+        except ProviderError as exc:
+            done = f"failed: {exc}"
+            log.warning("AMD webhook %s for attempt %s: %s", event.pk, attempt.pk, exc)
+        event.note = f"async AMD {answered_by or '-'}: {done}"[:255]
+        event.applied = done != "duplicate"
+        event.save(update_fields=["note", "applied"])
+    return HttpResponse(status=204)

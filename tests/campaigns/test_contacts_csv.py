@@ -482,3 +482,19 @@ def test_giant_unclosed_value_is_a_file_error_with_its_line():
     with pytest.raises(CsvImportError) as info:
         parse_text(text)
     assert info.value.line == 3
+
+
+@pytest.mark.django_db
+def test_a_number_spanning_several_zones_takes_the_lists_default_zone():
+    from campaigns.actions import import_contacts
+    from campaigns.models import ContactList
+
+    data = b"phone,name\n+61412345678,Ava\n"  # an Australian mobile: any of eight zones
+    no_default = ContactList.objects.create(name="au", default_region="AU")
+    record = import_contacts(no_default, data, filename="au.csv")
+    assert record.created == 0 and "several time zones" in record.rejected_rows[0]["reason"]
+
+    with_default = ContactList.objects.create(name="au-sydney", default_region="AU", default_timezone="Australia/Sydney")
+    record = import_contacts(with_default, data, filename="au.csv")
+    assert record.created == 1
+    assert with_default.contacts.get().timezone == "Australia/Sydney"

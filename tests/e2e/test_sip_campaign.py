@@ -108,7 +108,8 @@ def test_sip_campaigns_run_end_to_end_against_sipp(celery_worker, voices, tmp_pa
         confirming = sip_campaign("press 1", uas_1, press_1, voices, password)
         opting_out = sip_campaign("press 9", uas_9, press_9, voices, password)
         engaged = sip_campaign(
-            "busy", uas_busy, busy, voices, password, max_attempts=2, retry_delay=timedelta(seconds=1)
+            "busy", uas_busy, busy, voices, password, max_attempts=2, retry_delay=timedelta(seconds=1),
+            retry_jitter=0,
         )
         listening = sip_campaign("listens", uas_listen, listens, voices, password)
         campaigns = [confirming, opting_out, engaged, listening]

@@ -40,7 +40,8 @@ def token() -> str:
 @pytest.fixture
 def account(db, token) -> TelephonyAccount:
     account = TelephonyAccount.objects.create(
-        name="Twilio", kind=TelephonyAccount.Kind.TWILIO, account_sid="AC" + secrets.token_hex(16), caller_ids=[CALLER_ID]
+        name="Twilio", kind=TelephonyAccount.Kind.TWILIO, account_sid="AC" + secrets.token_hex(16), caller_ids=[CALLER_ID],
+        calls_per_second=100, max_concurrent_calls=100,  # these tests are not about pacing (test_pacing.py is)
     )
     set_auth_token(account, token)
     return account
@@ -60,6 +61,7 @@ def campaign(account) -> Campaign:
         window_end=time(23, 59),
         max_attempts=3,
         retry_delay=timedelta(minutes=30),
+        retry_jitter=0,  # exact delays in these tests; tests/telephony/test_retry_policy.py covers jitter
     )
     voice = Voice.objects.create(name="eSpeak", engine=Voice.Engine.EMBEDDED, parameters={"voice": "cmn"})
     script = ScriptTemplate.objects.create(name="Reminder", text="您好{name}，您的快递今天送达。")

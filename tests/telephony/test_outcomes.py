@@ -132,14 +132,14 @@ def test_failed_at_max_attempts_is_failed(make_call, send_status):
 @pytest.mark.parametrize(("permanent", "state"), [(True, Call.State.FAILED), (False, Call.State.READY)])
 def test_permanent_failure_stops_and_transient_failure_retries(attempt, permanent, state):
     moved = outcomes.apply_status(
-        attempt.pk, S.FAILED, error_code="21211", error_message="Invalid 'To' Phone Number", permanent_error=permanent
+        attempt.pk, S.FAILED, error_code="13227", error_message="No international authorization", permanent_error=permanent
     )
 
     attempt, call = refreshed(attempt)
     assert moved
     assert attempt.status == S.FAILED
     assert (call.state, call.outcome) == (state, Call.Outcome.FAILED)
-    assert call.error == "Invalid 'To' Phone Number"
+    assert call.error == "No international authorization"
     assert (call.next_attempt_at > timezone.now()) is (not permanent)
 
 

@@ -386,7 +386,7 @@ def test_rejected_number_is_a_permanent_failure(make_call, audio, make_sandbox, 
     bad.refresh_from_db()
     assert attempt.status == S.FAILED and attempt.error_code == "21211"
     assert "Invalid 'To' Phone Number" in attempt.error_message
-    assert (bad.state, bad.outcome) == (Call.State.FAILED, Call.Outcome.FAILED)
+    assert (bad.state, bad.outcome) == (Call.State.FAILED, Call.Outcome.INVALID_NUMBER)
     assert "Invalid 'To' Phone Number" in bad.error
     assert sandbox.calls() == []
 
@@ -457,7 +457,8 @@ def test_callbacks_from_the_sandbox_finish_the_call(claimed, make_sandbox, live_
     assert (claimed.state, claimed.outcome) == (Call.State.DONE, Call.Outcome.OPTED_OUT)
     assert DoNotCall.objects.filter(phone=PHONE).exists()
     events = ProviderEvent.objects.filter(attempt=attempt)
-    assert events.count() == 5 and all(e.signature_valid for e in events)
+    # 4 status callbacks, the gather and the async answering-machine report (human)
+    assert events.count() == 6 and all(e.signature_valid for e in events)
 
 
 @pytest.mark.django_db

@@ -48,7 +48,8 @@ def account(db) -> TelephonyAccount:
     """Overrides the telephony conftest's Twilio account: the campaign and its calls go over this SIP trunk."""
     account = TelephonyAccount.objects.create(
         name="Trunk", kind=TelephonyAccount.Kind.SIP, account_sid="herald", sip_host="127.0.0.1", sip_port=5070,
-        sip_transport="tcp", sip_domain="herald.example", caller_ids=[CALLER_ID],
+        sip_transport="tcp", sip_domain="herald.example", caller_ids=[CALLER_ID], calls_per_second=100,
+        max_concurrent_calls=100,
     )
     from telephony.actions import set_auth_token
 
@@ -156,7 +157,7 @@ ENDINGS = [
     pytest.param(refused(sip.CANCELED, 487, "Request Terminated"), S.NO_ANSWER, "sip-487", R, Out.NO_ANSWER,
                  id="canceled-after-ring-timeout"),
     pytest.param(refused(sip.DECLINED, 603, "Decline"), S.FAILED, "sip-603", F, Out.FAILED, id="declined"),
-    pytest.param(refused(sip.INVALID_NUMBER, 404, "Not Found"), S.FAILED, "sip-404", F, Out.FAILED,
+    pytest.param(refused(sip.INVALID_NUMBER, 404, "Not Found"), S.FAILED, "sip-404", F, Out.INVALID_NUMBER,
                  id="invalid-number"),
     pytest.param(refused(sip.FAILED, 403, "Forbidden"), S.FAILED, "sip-403", F, Out.FAILED, id="forbidden"),
     pytest.param(refused(sip.FAILED, 407, "Proxy Authentication Required", error="credentials refused"),
