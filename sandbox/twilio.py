@@ -1024,31 +1024,9 @@ class TwilioSandbox:
                 self._post_amd_callback(call, session, params)
 
     def _post_amd_callback(self, call: _Call, session: requests.Session, params: dict) -> None:
-        url = call.amd_callback
-        signed_params = params
-        if call.amd_callback_method == "GET":
-            url, signed_params = url + ("&" if "?" in url else "?") + urlencode(params), {}
-        status: Any
         if self._stopping.is_set():
             return
-        if not self._host_allowed(url):
-            status = f"refused non-loopback host in {url}"
-        else:
-            headers = {
-                "X-Twilio-Signature": RequestValidator(call.token).compute_signature(url, signed_params),
-                "User-Agent": "TwilioProxy/1.1",
-            }
-            try:
-                if call.amd_callback_method == "GET":
-                    response = session.get(url, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False)
-                else:
-                    response = session.post(
-                        url, data=params, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False
-                    )
-                status = response.status_code
-                response.close()
-            except requests.RequestException as exc:
-                status = f"{type(exc).__name__}: {exc}"
+        status = self._send_signed(session, call.token, call.amd_callback, call.amd_callback_method, params)
         with self._lock:
             call.amd_callbacks.append((call.amd_callback, dict(params), status))
         log.debug("%s AMD callback %s -> %s", call.sid, params["AnsweredBy"], status)
@@ -1417,35 +1395,32 @@ class TwilioSandbox:
                 params = call.held.pop(0)
             self._post_callback(call, session, params)
 
+    def _send_signed(self, session: requests.Session, token: str, url: str, method: str, params: dict) -> Any:
+        """Send a callback as Twilio does (signed with the account's token); the HTTP status or the error."""
+        signed_params = params
+        if method == "GET":
+            url, signed_params = url + ("&" if "?" in url else "?") + urlencode(params), {}
+        if not self._host_allowed(url):
+            return f"refused non-loopback host in {url}"
+        headers = {
+            "X-Twilio-Signature": RequestValidator(token).compute_signature(url, signed_params),
+            "User-Agent": "TwilioProxy/1.1",
+        }
+        try:
+            if method == "GET":
+                response = session.get(url, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False)
+            else:
+                response = session.post(url, data=params, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False)
+        except requests.RequestException as exc:
+            return f"{type(exc).__name__}: {exc}"
+        status = response.status_code
+        response.close()
+        return status
+
     def _post_callback(self, call: _Call, session, params: dict) -> None:
-        validator = RequestValidator(call.token)
-        url = call.status_callback
-        if call.status_callback_method == "GET":
-            url = url + ("&" if "?" in url else "?") + urlencode(params)
-            signed_params: dict = {}
-        else:
-            signed_params = params
         if self._stopping.is_set():
             raise _Stop()
-        status: Any
-        if not self._host_allowed(url):
-            status = f"refused non-loopback host in {url}"
-        else:
-            headers = {
-                "X-Twilio-Signature": validator.compute_signature(url, signed_params),
-                "User-Agent": "TwilioProxy/1.1",
-            }
-            try:
-                if call.status_callback_method == "GET":
-                    response = session.get(url, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False)
-                else:
-                    response = session.post(
-                        url, data=params, headers=headers, timeout=HTTP_TIMEOUT, allow_redirects=False
-                    )
-                status = response.status_code
-                response.close()
-            except requests.RequestException as exc:
-                status = f"{type(exc).__name__}: {exc}"
+        status = self._send_signed(session, call.token, call.status_callback, call.status_callback_method, params)
         with self._lock:
             call.callbacks.append((call.status_callback, params, status))
         log.debug(
