@@ -446,7 +446,7 @@ class _Call:
         rtp.event_pt = self.media.event_pt
         rtp.capture = spec.capture_audio
         rtp.answered = True
-        rtp.on_digits = self.on_digits
+        rtp.on_digits = self.collect_digits
         clip = spec.audio if self.media.codec == sdp.PCMU else ulaw_to_alaw(spec.audio)
         self.playback = rtp.play(clip, self.media.codec, result.send_lateness_ms)
         clip_seconds = len(clip) / 8000
@@ -470,9 +470,6 @@ class _Call:
             return
         result.hangup_by = "local"
         await self.hang_up()
-
-    def on_digits(self, digits: str) -> None:
-        self.collect_digits(digits)
 
     def collect_digits(self, digits: str) -> None:
         if not digits:
