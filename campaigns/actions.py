@@ -303,11 +303,7 @@ def plan_calls(campaign: Campaign) -> PlanResult:
         outcome=Call.Outcome.DO_NOT_CALL
     ).count()
     # Cache hits: audio rendered earlier (another campaign, a previous launch) makes the call ready at once.
-    result.cached = (
-        Call.objects.filter(campaign=campaign, state=Call.State.RENDERING)
-        .filter(_AUDIO_READY)
-        .update(state=Call.State.READY)
-    )
+    result.cached = _ready_if_rendered(campaign.pk)
     rendering = Call.objects.filter(campaign=campaign, state=Call.State.RENDERING)
     waiting = Q(render_key__in=rendering.values("audio_id"))
     if voicemail_text:
@@ -317,7 +313,11 @@ def plan_calls(campaign: Campaign) -> PlanResult:
     pending = RenderedAudio.objects.filter(waiting, state=RenderedAudio.State.PENDING).values_list(
         "render_key", "voice_id"
     )
-    result.render_batches = enqueue_renders(pending.iterator(chunk_size=5000))
+    # A render that finishes after the cache-hit UPDATE but before this transaction commits marks ready only
+    # the calls it can see, not these: look once more after commit, when they are visible to every worker.
+    result.render_batches = enqueue_renders(
+        pending.iterator(chunk_size=5000), then=lambda: _ready_if_rendered(campaign.pk)
+    )
     return result
 
 
@@ -507,6 +507,14 @@ def _insert_from_staging(
         f"INSERT INTO {_table(model)} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {staging} "
         f"ORDER BY {order} ON CONFLICT ({conflict}) DO NOTHING",
         params,
+    )
+
+
+def _ready_if_rendered(campaign_id: int) -> int:
+    return (
+        Call.objects.filter(campaign_id=campaign_id, state=Call.State.RENDERING)
+        .filter(_AUDIO_READY)
+        .update(state=Call.State.READY, updated_at=timezone.now())
     )
 
 

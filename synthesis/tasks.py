@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.db import transaction
@@ -25,8 +25,11 @@ def render_batch(self, render_keys: list[str]) -> dict[str, int]:
     return {"rendered": len(summary.rendered), "failed": len(summary.failed), "skipped": len(summary.skipped)}
 
 
-def enqueue_renders(keys_with_voice: Iterable[tuple[str, int | None]]) -> int:
-    """One task per batch of keys of the same voice, sent after the surrounding transaction commits."""
+def enqueue_renders(
+    keys_with_voice: Iterable[tuple[str, int | None]], *, then: Callable[[], object] | None = None
+) -> int:
+    """One task per batch of keys of the same voice, sent after the surrounding transaction commits; `then`
+    runs in the same after-commit hook, once they are sent."""
     by_voice: dict[int | None, list[str]] = defaultdict(list)
     for key, voice_id in keys_with_voice:
         by_voice[voice_id].append(key)
@@ -36,6 +39,8 @@ def enqueue_renders(keys_with_voice: Iterable[tuple[str, int | None]]) -> int:
     def send() -> None:
         for batch in batches:
             render_batch.delay(batch)
+        if then is not None:
+            then()
 
     transaction.on_commit(send)
     return len(batches)
