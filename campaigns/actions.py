@@ -20,7 +20,8 @@ import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from campaigns.contacts_csv import CsvImportError, parse_contacts_csv
@@ -151,6 +152,9 @@ def check_launchable(campaign: Campaign) -> None:
     except ValueError as exc:
         raise LaunchError(str(exc)) from exc
     check_compliance(campaign)
+    clash = key_clash(campaign) or assignment_conflict(campaign)
+    if clash:
+        raise LaunchError(clash)
     try:
         caller = phonenumbers.parse(campaign.caller_id, None)
         valid_caller = phonenumbers.is_valid_number(caller)
@@ -175,6 +179,21 @@ def check_launchable(campaign: Campaign) -> None:
         raise LaunchError("the campaign's end time is already past")
     if not campaign.contact_list.contacts.exists():
         raise LaunchError(f"contact list '{campaign.contact_list}' is empty")
+
+
+def key_clash(campaign: Campaign) -> str | None:
+    """Why the campaign's keys cannot work together (one key with two meanings), or None."""
+    keys = {
+        "opt-out": campaign.opt_out_digit,
+        "confirm": campaign.confirm_digit,
+        "reschedule": campaign.reschedule_digit,
+    }
+    seen: dict[str, str] = {}
+    for meaning, key in keys.items():
+        if key and key in seen:
+            return f"key {key} cannot mean both {seen[key]} and {meaning}: choose different keys"
+        seen[key] = meaning
+    return None
 
 
 def check_compliance(campaign: Campaign) -> None:
@@ -251,11 +270,45 @@ class _PreparedVariant:
         self.parameters_json = json.dumps(self.parameters)  # jsonb goes over COPY as its JSON text
 
 
-def pick_variant(campaign_id: int, phone: str, cumulative: list[int]) -> int:
-    """Deterministic weighted choice: the same contact always hears the same variant of a campaign."""
-    digest = hashlib.blake2b(f"{campaign_id}:{phone}".encode(), digest_size=8).digest()
+def pick_variant(assignment: int | str, phone: str, cumulative: list[int]) -> int:
+    """Deterministic weighted choice: the same contact always hears the same variant of a campaign (or of
+    every campaign sharing an assignment key). `assignment` is the key, or the campaign id when it has none."""
+    digest = hashlib.blake2b(f"{assignment}:{phone}".encode(), digest_size=8).digest()
     point = int.from_bytes(digest, "big") % cumulative[-1]
     return bisect.bisect_right(cumulative, point)
+
+
+def assignment_of(campaign: Campaign) -> int | str:
+    """What a contact's variant is hashed with: the shared assignment key, or the campaign's own id."""
+    return campaign.assignment_key or campaign.pk
+
+
+def variant_order(campaign: Campaign) -> tuple[str, ...]:
+    # Campaigns sharing a key line their variants up by name (their ids differ); a campaign alone keeps the
+    # order it has always planned in, so contacts added to a running campaign get what the rule gave before.
+    return ("name",) if campaign.assignment_key else ("pk",)
+
+
+def assignment_conflict(campaign: Campaign) -> str | None:
+    """Why the campaign cannot share its assignment key (other variants or weights under the same key)."""
+    if not campaign.assignment_key:
+        return None
+    mine = list(campaign.variants.order_by("name").values_list("name", "weight"))
+    others = (
+        Campaign.objects.filter(assignment_key=campaign.assignment_key)
+        .exclude(pk=campaign.pk)
+        .exclude(status=Campaign.Status.DRAFT)
+        .prefetch_related("variants")
+    )
+    for other in others:
+        theirs = sorted((v.name, v.weight) for v in other.variants.all())
+        if theirs != mine:
+            shown = ", ".join(f"{name}:{weight}" for name, weight in theirs)
+            return (
+                f"campaign '{other}' shares assignment key {campaign.assignment_key!r} with variants {shown}: "
+                "campaigns sharing a key need the same variant names and weights, or contacts would switch variant"
+            )
+    return None
 
 
 def plan_calls(campaign: Campaign) -> PlanResult:
@@ -270,7 +323,7 @@ def plan_calls(campaign: Campaign) -> PlanResult:
     )
     prepared = [
         _PreparedVariant(v, campaign.disclosure_text, voicemail_text)
-        for v in campaign.variants.select_related("voice", "script").order_by("pk")
+        for v in campaign.variants.select_related("voice", "script").order_by(*variant_order(campaign))
     ]
     cumulative = []
     total = 0
@@ -295,7 +348,9 @@ def plan_calls(campaign: Campaign) -> PlanResult:
             if not chunk:
                 break
             last_pk = chunk[-1][0]
-            writer.write(*_plan_chunk(campaign.pk, chunk, prepared, cumulative, result, campaign.require_consent))
+            writer.write(
+                *_plan_chunk(assignment_of(campaign), chunk, prepared, cumulative, result, campaign.require_consent)
+            )
         writer.finish()
         if campaign.fallback_text.strip():
             _plan_fallback(campaign, prepared[0])
@@ -335,7 +390,7 @@ _NO_CONSENT_ERROR = "no consent record for automated calls, and the campaign req
 
 
 def _plan_chunk(
-    campaign_id: int,
+    assignment: int | str,
     chunk: list[tuple],
     prepared: list[_PreparedVariant],
     cumulative: list[int],
@@ -348,7 +403,7 @@ def _plan_chunk(
     calls: list[tuple] = []
     audio: dict[str, tuple[str, _PreparedVariant]] = {}
     for pk, phone, name, tz, fields, blocked, consent_basis in chunk:
-        p = prepared[pick_variant(campaign_id, phone, cumulative)]
+        p = prepared[pick_variant(assignment, phone, cumulative)]
         if blocked:
             calls.append((pk, p.variant.pk, phone, tz, "", None, None, done, do_not_call, _DNC_ERROR))
             result.do_not_call += 1
@@ -776,3 +831,45 @@ def add_numbers_to_do_not_call(reasons: dict[str, str], *, source: str) -> DoNot
         source, len(phones), len(result.added), result.cancelled,
     )
     return result
+
+
+# --- report facts ----------------------------------------------------------------------------------
+
+
+def rebuild_call_facts(calls: QuerySet[Call], *, attempt_model: Any = None) -> int:
+    """Recompute each call's report facts (answered, human, listened, final keys, talk time) from its attempts.
+
+    One UPDATE with a correlated subquery per fact: the same statement serves one call after a webhook and a
+    whole table in a migration or a repair (`manage.py rebuild_call_facts`). Machine means an answering
+    machine or fax (telephony.outcomes.is_machine). Returns how many calls were updated.
+    """
+    from campaigns.models import CallAttempt
+
+    # The migration that added the facts passes its historical model.
+    attempts = (attempt_model or CallAttempt).objects.filter(call_id=OuterRef("pk"))
+    answered = attempts.filter(status=CallAttempt.Status.COMPLETED)
+    human = answered.exclude(answered_by__startswith="machine").exclude(answered_by="fax")
+
+    def per_call(queryset: QuerySet, aggregate: Count | Sum) -> Coalesce:
+        rolled = queryset.order_by().values("call_id").annotate(value=aggregate).values("value")
+        return Coalesce(Subquery(rolled, output_field=IntegerField()), 0)
+
+    return calls.update(
+        answered=Exists(answered),
+        human_answered=Exists(human),
+        listened_to_end=Exists(human.filter(listened_to_end=True)),
+        final_digits=Coalesce(Subquery(attempts.exclude(digits="").order_by("-number").values("digits")[:1]), Value("")),
+        timed_attempts=per_call(answered.filter(duration__isnull=False), Count("pk")),
+        talk_seconds=per_call(answered, Sum("duration")),
+    )
+
+
+def record_call_facts(call_id: int) -> None:
+    """Bring one call's report facts up to date after one of its attempts changed (inside that transaction).
+
+    The call row is locked first, so two attempts of one call changing at once cannot each write facts
+    computed without the other's change.
+    """
+    locked = Call.objects.select_for_update().filter(pk=call_id)
+    list(locked.values_list("pk"))
+    rebuild_call_facts(Call.objects.filter(pk=call_id))

@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from campaigns import reports, views
+from campaigns import admin_tokens, reports, views  # noqa: F401  (admin_tokens registers the API token admin)
 from campaigns.forms import ContactForm, ContactImportForm, DoNotCallForm, ScriptTemplateForm
 from campaigns.models import (
     Call,
@@ -357,6 +357,7 @@ class CampaignAdmin(admin.ModelAdmin):
         RULE_FIELDS = ("window_start", "window_end", "weekdays", "weekday_hours", "holidays")
 
         def clean(self) -> dict[str, Any]:
+            from campaigns.actions import key_clash
             from campaigns.windows import WindowError, check_rules
 
             cleaned = super().clean()
@@ -369,6 +370,10 @@ class CampaignAdmin(admin.ModelAdmin):
                 message = str(exc)
                 field = next((n for n in ("weekday_hours", "holidays", "weekdays") if message.startswith(n)), None)
                 self.add_error(field if field in self.fields else None, message)
+            keys = {name: cleaned.get(name, "") for name in ("opt_out_digit", "confirm_digit", "reschedule_digit")}
+            clash = key_clash(Campaign(**keys))
+            if clash:
+                self.add_error("confirm_digit" if "confirm_digit" in self.fields else None, clash)
             return cleaned
 
         def clean_retry_policy(self) -> Any:
@@ -406,6 +411,7 @@ class CampaignAdmin(admin.ModelAdmin):
             {
                 "fields": [
                     "max_attempts", "retry_delay", "retry_policy", "retry_jitter", "opt_out_digit",
+                    "confirm_digit", "reschedule_digit",
                     "calls_per_second", "max_concurrent_calls", "breaker_window",
                 ]
             },
@@ -415,6 +421,14 @@ class CampaignAdmin(admin.ModelAdmin):
             {
                 "fields": ["disclosure_text", "require_consent", "fallback_text", "machine_action", "voicemail_script"],
                 "description": "A cloned voice always says the disclosure first; launch refuses an empty one.",
+            },
+        ),
+        (
+            "A/B test",
+            {
+                "fields": ["min_effect", "assignment_key"],
+                "description": "Variants are compared with the first one (by name). The report calls a winner "
+                "only when the difference holds however often it is looked at.",
             },
         ),
         ("History", {"fields": ["created_by", "launched_at", "finished_at"]}),
@@ -532,6 +546,12 @@ class CampaignAdmin(admin.ModelAdmin):
                 wrap(self.report_csv_view),
                 name="campaigns_campaign_report_csv",
             ),
+            path(
+                "<path:object_id>/report.xlsx",
+                wrap(self.report_xlsx_view),
+                name="campaigns_campaign_report_xlsx",
+            ),
+            path("<path:object_id>/hours/", wrap(self.heatmap_view), name="campaigns_campaign_heatmap"),
             path("<path:object_id>/waiting/", wrap(self.waiting_view), name="campaigns_campaign_waiting"),
             *super().get_urls(),
         ]
@@ -550,7 +570,15 @@ class CampaignAdmin(admin.ModelAdmin):
         return views.report_page(request, campaign, context)
 
     def report_csv_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return views.report_csv_download(self._viewable(request, object_id))
+        return views.report_download(self._viewable(request, object_id), "csv")
+
+    def report_xlsx_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return views.report_download(self._viewable(request, object_id), "xlsx")
+
+    def heatmap_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        campaign = self._viewable(request, object_id)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": f"When callees answer: {campaign}"}
+        return views.heatmap_page(request, campaign, context)
 
     def waiting_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         campaign = self._viewable(request, object_id)

@@ -171,6 +171,32 @@ class Campaign(models.Model):
         choices=[(d, d) for d in "0123456789*"],  # not #: it ends the key wait, as in Twilio's <Gather>
         help_text="The key that puts the callee on the do-not-call list at once.",
     )
+    confirm_digit = models.CharField(
+        max_length=1,
+        blank=True,
+        default="1",
+        choices=[(d, d) for d in "0123456789*"],
+        help_text="The key the script asks callees to press to confirm; counted as confirmations in the report.",
+    )
+    reschedule_digit = models.CharField(
+        max_length=1,
+        blank=True,
+        default="2",
+        choices=[(d, d) for d in "0123456789*"],
+        help_text="The key the script asks callees to press to reschedule; counted as reschedules in the report.",
+    )
+    assignment_key = models.SlugField(
+        max_length=50,
+        blank=True,
+        help_text="A/B tests over several campaigns (e.g. daily reminders): campaigns with the same key give each "
+        "number the same variant, by variant name. Blank = this campaign alone.",
+    )
+    min_effect = models.FloatField(
+        default=2.0,
+        validators=[MinValueValidator(0.1), MaxValueValidator(50)],
+        help_text="A/B tests: the smallest difference in percentage points worth acting on. Variants closer than "
+        "this are reported as no difference.",
+    )
     breaker_window = models.PositiveSmallIntegerField(
         default=20,
         help_text="Pause the campaign when at least half of its last N attempts failed for provider reasons "
@@ -303,6 +329,14 @@ class Call(models.Model):
         default=False, help_text="Its personalised audio failed to render; the campaign's generic clip plays instead."
     )
     attempts_made = models.PositiveSmallIntegerField(default=0)
+    # What its attempts add up to, kept by campaigns.actions.record_call_facts whenever an attempt changes, so
+    # reports count calls in one pass over this table instead of grouping millions of attempts.
+    answered = models.BooleanField(default=False, help_text="An attempt was answered (by anyone).")
+    human_answered = models.BooleanField(default=False, help_text="An attempt was answered by a person.")
+    listened_to_end = models.BooleanField(default=False, help_text="A person heard the message to the end.")
+    final_digits = models.CharField(max_length=20, blank=True, help_text="Keys pressed in the latest attempt with keys.")
+    timed_attempts = models.PositiveSmallIntegerField(default=0, help_text="Answered attempts whose duration is known.")
+    talk_seconds = models.PositiveIntegerField(default=0, help_text="Seconds of all answered attempts.")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=now)
@@ -387,3 +421,29 @@ class DoNotCall(models.Model):
 
     def __str__(self) -> str:
         return mask_phone(self.phone)
+
+
+class ApiToken(models.Model):
+    """A read-only key for BI tools to fetch reports (Authorization: Bearer <token>).
+
+    Only a SHA-256 digest is stored: the token itself is shown once, when it is created.
+    """
+
+    name = models.CharField(max_length=100, help_text="Who uses it, e.g. Metabase or the finance sheet")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="api_tokens",
+        help_text="The token sees what this user may view, no more.",
+    )
+    prefix = models.CharField(max_length=12, editable=False, help_text="First characters, to tell tokens apart")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

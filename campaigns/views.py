@@ -10,40 +10,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.utils.http import content_disposition_header
-from django.utils.text import slugify
 
-from campaigns import reports
+from campaigns import exports, reports, stats
 from campaigns.models import Call, Campaign
 
 REFRESH_SECONDS = 5
 # Admin palette: primary blue, light blue, yellow.
 SERIES_COLORS = ["#417690", "#79aec8", "#e4b832"]
 
-# (heading, ReportRow attribute or rate property); rates render as percentages.
+# (heading, ReportRow count attribute, rate key shown after it or None); rates show their 95% interval.
 TABLE_COLUMNS = [
-    ("Calls", "calls"),
-    ("Pending", "pending"),
-    ("Done", "done"),
-    ("Attempts", "attempts"),
-    ("Dialled", "dialled"),
-    ("Answered", "answered"),
-    ("Answer rate", "answer_rate"),
-    ("Human", "human"),
-    ("Human rate", "human_rate"),
-    ("Machine", "machine"),
-    ("Listened to end", "listened_to_end"),
-    ("Listen rate", "listen_rate"),
-    ("Opted out", "opted_out"),
-    ("Busy", "busy"),
-    ("No answer", "no_answer"),
-    ("Failed", "failed"),
-    ("Excluded (DNC)", "excluded_dnc"),
-    ("Invalid script", "invalid"),
+    ("Calls", "calls", None),
+    ("Pending", "pending", None),
+    ("Done", "done", None),
+    ("Attempts", "attempts", None),
+    ("Dialled", "dialled", None),
+    ("Answered", "answered", "answer_rate"),
+    ("Human", "human", "human_rate"),
+    ("Machine", "machine", None),
+    ("Listened to end", "listened_to_end", "listen_rate"),
+    ("Confirmed", "confirmed", "confirm_rate"),
+    ("Rescheduled", "rescheduled", "reschedule_rate"),
+    ("Opted out", "opted_out", "opt_out_rate"),
+    ("Busy", "busy", None),
+    ("No answer", "no_answer", None),
+    ("Failed", "failed", None),
+    ("Excluded (DNC)", "excluded_dnc", None),
+    ("Invalid script", "invalid", None),
 ]
-RATE_COLUMNS = {"answer_rate", "human_rate", "listen_rate"}
+VERDICT_CLASSES = {"wins": "success", "loses": "error", "no_difference": "info", "not_enough_data": "warning"}
 
 
 @dataclass
@@ -133,9 +130,82 @@ def grouped_bar_chart(
     return chart
 
 
-def _cell(row: reports.ReportRow, attribute: str) -> str:
-    value = getattr(row, attribute)
-    return reports.format_rate(value) if attribute in RATE_COLUMNS else f"{value:,}"
+@dataclass
+class IntervalRow:
+    label: str
+    y: float
+    low: float  # x of the interval's ends and of the rate
+    rate: float
+    high: float
+    title: str
+
+
+@dataclass
+class IntervalChart:
+    """A rate per variant as a dot on its 95% interval (a forest plot): overlap is visible at a glance."""
+
+    title: str
+    width: int
+    height: int
+    plot_left: int
+    plot_right: int
+    plot_bottom: int
+    rows: list[IntervalRow] = field(default_factory=list)
+    ticks: list[tuple[float, str]] = field(default_factory=list)  # (x, label)
+
+
+def interval_chart(title: str, rows: list[tuple[str, float | None, stats.Interval | None]]) -> IntervalChart:
+    """Geometry of an interval chart; rows without a rate yet are left out. The axis spans 0 to the next
+    10% above the highest interval end."""
+    shown = [(label, rate, ci) for label, rate, ci in rows if rate is not None and ci is not None]
+    left, right_pad, top, row_height, bottom = 90, 24, 10, 26, 30
+    width = 420
+    height = top + row_height * max(len(shown), 1) + bottom
+    chart = IntervalChart(title, width, height, left, width - right_pad, height - bottom)
+    top_value = min(1.0, math.ceil(max((ci.high for _, _, ci in shown), default=0.1) * 10 + 1e-9) / 10) or 0.1
+    span = chart.plot_right - left
+
+    def x(value: float) -> float:
+        return left + span * value / top_value
+
+    steps = round(top_value * 10)
+    every = 1 if steps <= 5 else 2
+    chart.ticks = [(x(i / 10), f"{i * 10}%") for i in range(0, steps + 1, every)]
+    for i, (label, rate, ci) in enumerate(shown):
+        tip = f"{label}: {rate * 100:.1f}% (95% CI {ci.low * 100:.1f}–{ci.high * 100:.1f}%)"
+        chart.rows.append(IntervalRow(label, top + row_height * (i + 0.5), x(ci.low), x(rate), x(ci.high), tip))
+    return chart
+
+
+def _count_cell(row: reports.ReportRow, attribute: str) -> dict[str, str]:
+    return {"value": f"{getattr(row, attribute):,}"}
+
+
+def _rate_cell(row: reports.ReportRow, key: str) -> dict[str, str]:
+    return {"value": reports.format_rate(row.rate(key)), "ci": reports.format_interval(row.interval(key))}
+
+
+def _table(rows: list[reports.ReportRow]) -> list[dict[str, Any]]:
+    lines = []
+    for row in rows:
+        cells = []
+        for _, attribute, rate in TABLE_COLUMNS:
+            cells.append(_count_cell(row, attribute))
+            if rate:
+                cells.append(_rate_cell(row, rate))
+        duration = row.mean_duration
+        cells.append({"value": "—" if duration is None else f"{duration:.1f} s"})
+        lines.append({"row": row, "is_total": row.variant_id is None, "cells": cells})
+    return lines
+
+
+def _headings() -> list[str]:
+    headings = []
+    for heading, _, rate in TABLE_COLUMNS:
+        headings.append(heading)
+        if rate:
+            headings.append(reports.METRICS[rate].label)
+    return [*headings, "Mean duration"]
 
 
 def report_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any]) -> TemplateResponse:
@@ -143,7 +213,6 @@ def report_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any
     report = reports.campaign_report(campaign)
     states = reports.progress(campaign)
     state_labels = dict(Call.State.choices)
-    hours = reports.hourly(campaign)
     digit_keys = report.digit_keys
     running = campaign.status == Campaign.Status.RUNNING
     context = {
@@ -154,42 +223,163 @@ def report_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any
         "stalled": reports.stalled_rendering(campaign),
         "progress": [(state_labels[state], count) for state, count in states.items()],
         "done_percent": round(100 * report.total.done / report.total.calls) if report.total.calls else 0,
-        "headings": [heading for heading, _ in TABLE_COLUMNS],
-        "table": [
+        "headings": _headings(),
+        "table": _table(report.rows),
+        "decisions": [
             {
-                "row": row,
-                "is_total": row.variant_id is None,
-                "cells": [_cell(row, attribute) for _, attribute in TABLE_COLUMNS],
+                "label": reports.METRICS[key].label,
+                "comparisons": [(c, VERDICT_CLASSES[str(c.verdict)]) for c in comparisons],
+                "chart": interval_chart(
+                    reports.METRICS[key].label,
+                    [(row.label, row.rate(key), row.interval(key)) for row in report.variants],
+                ),
             }
-            for row in report.rows
+            for key, comparisons in report.comparisons.items()
         ],
+        "min_effect": campaign.min_effect,
         "digit_keys": digit_keys,
-        "time_zone": settings.TIME_ZONE,
         "digit_rows": [(row.label, [row.digits.get(d, 0) for d in digit_keys]) for row in report.rows],
         "rate_chart": grouped_bar_chart(
             "Rates per variant",
-            ["Answer rate", "Human rate", "Listen rate"],
+            ["Answer rate", "Human rate", "Listen-through"],
             [(row.label, [row.answer_rate, row.human_rate, row.listen_rate]) for row in report.variants],
             percent=True,
         ),
-        "hour_chart": grouped_bar_chart(
-            "Attempts per local hour",
-            ["Attempts", "Answered"],
-            [(f"{h.hour:02d}", [h.attempts, h.answered]) for h in hours],
-            bar_width=12,
-        )
-        if hours
-        else None,
     }
     return TemplateResponse(request, "admin/campaigns/campaign/report.html", context)
 
 
-def report_csv_download(campaign: Campaign) -> HttpResponse:
-    """The report as a CSV attachment; the BOM makes Excel read UTF-8 (Chinese names) correctly."""
-    response = HttpResponse("\ufeff" + reports.report_csv(campaign), content_type="text/csv; charset=utf-8")
-    filename = f"{slugify(campaign.name, allow_unicode=True) or 'campaign'}-report.csv"
-    response["Content-Disposition"] = content_disposition_header(True, filename)
-    return response
+def report_download(campaign: Campaign, kind: str) -> HttpResponse:
+    """The variant table as CSV, or the variants, decisions and heatmap as an Excel workbook."""
+    report = reports.campaign_report(campaign)
+    if kind == "csv":
+        return exports.csv_response(reports.export_rows(report), exports.filename(campaign.name, "report.csv"))
+    sheets = [
+        ("Variants", reports.export_rows(report)),
+        ("Decisions", reports.comparison_rows(report)),
+        ("Hours (callee-local)", reports.heatmap_rows(reports.heatmap(reports.campaign_attempts(campaign)))),
+    ]
+    return exports.xlsx_response(sheets, exports.filename(campaign.name, "report.xlsx"))
+
+
+# --- when people answer ----------------------------------------------------------------------------
+
+# Cells with fewer attempts than this are drawn faint: their rate moves too much to read from the colour.
+FEW_ATTEMPTS = 30
+
+
+def _shade(rate: float, low: float, high: float) -> str:
+    """Background for a heatmap cell: white at the lowest rate on the map to the admin blue at the highest."""
+    share = 0.5 if high <= low else (rate - low) / (high - low)
+    white, blue = (255, 255, 255), (65, 118, 144)
+    r, g, b = (round(w + (c - w) * share) for w, c in zip(white, blue, strict=True))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def heatmap_context(result: reports.Heatmap) -> dict[str, Any]:
+    """Rows (weekday) × columns (hour) of cells with text, colour and a tooltip, plus an hour-of-day chart."""
+    hours = result.hours
+    rates = [b / a for a, b in result.cells.values() if a >= FEW_ATTEMPTS]
+    low, high = (min(rates), max(rates)) if rates else (0.0, 1.0)
+    grid = []
+    for day, (_, day_attempts, day_answered) in enumerate(result.by_weekday()):
+        cells = []
+        for hour in hours:
+            attempts, answered = result.cells.get((day, hour), (0, 0))
+            if not attempts:
+                cells.append({"text": "", "title": f"{reports.WEEKDAYS[day]} {hour:02d}:00: no attempts"})
+                continue
+            rate = answered / attempts
+            ci = stats.wilson(answered, attempts)
+            cells.append(
+                {
+                    "text": f"{rate * 100:.0f}",
+                    "color": _shade(rate, low, high),
+                    "dark": rate > (low + high) / 2 and attempts >= FEW_ATTEMPTS,
+                    "few": attempts < FEW_ATTEMPTS,
+                    "title": f"{reports.WEEKDAYS[day]} {hour:02d}:00–{hour + 1:02d}:00: {answered:,} of {attempts:,} "
+                    f"answered, {rate * 100:.1f}% (95% CI {reports.format_interval(ci)})",
+                    "attempts": attempts,
+                    "answered": answered,
+                }
+            )
+        grid.append(
+            {
+                "day": reports.WEEKDAYS[day],
+                "cells": cells,
+                "attempts": day_attempts,
+                "rate": reports.format_rate(day_answered / day_attempts if day_attempts else None),
+            }
+        )
+    by_hour = result.by_hour()
+    return {
+        "hours": hours,
+        "grid": grid,
+        "hour_totals": [
+            {"hour": h, "attempts": a, "rate": reports.format_rate(b / a if a else None)} for h, a, b in by_hour
+        ],
+        "attempts": result.attempts,
+        "answered": result.answered,
+        "rate": reports.format_rate(result.answered / result.attempts if result.attempts else None),
+        "few_attempts": FEW_ATTEMPTS,
+        "hour_chart": grouped_bar_chart(
+            "Answer rate by callee-local hour",
+            ["Answer rate"],
+            [(f"{h:02d}", [b / a if a else None]) for h, a, b in by_hour],
+            percent=True,
+            bar_width=16,
+        )
+        if by_hour
+        else None,
+    }
+
+
+def heatmap_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any]) -> HttpResponse:
+    """Answer rate by callee-local weekday × hour for the campaign, or one variant (?variant=<name>)."""
+    variants = list(campaign.variants.order_by("name"))
+    chosen = request.GET.get("variant", "")
+    variant = next((v for v in variants if v.name == chosen), None)
+    if chosen and variant is None:
+        raise Http404(f"campaign {campaign} has no variant {chosen!r}")
+    result = reports.heatmap(reports.campaign_attempts(campaign, variant))
+    if request.GET.get("format") == "csv":
+        suffix = f"{variant.name}-hours.csv" if variant else "hours.csv"
+        return exports.csv_response(reports.heatmap_rows(result), exports.filename(campaign.name, suffix))
+    context = {
+        **context,
+        "campaign": campaign,
+        "variants": variants,
+        "variant": variant,
+        **heatmap_context(result),
+    }
+    return TemplateResponse(request, "admin/campaigns/campaign/heatmap.html", context)
+
+
+def voices_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
+    """Every voice across every campaign that used it: the rates with their 95% intervals."""
+    rows = reports.voice_report()
+    kind = request.GET.get("format")
+    if kind == "csv":
+        return exports.csv_response(reports.voice_rows(rows), "voices-report.csv")
+    if kind == "xlsx":
+        return exports.xlsx_response([("Voices", reports.voice_rows(rows))], "voices-report.xlsx")
+    context = {
+        **context,
+        "headings": _headings(),
+        "table": _table(rows),
+        "chart": interval_chart(
+            "Answer rate by voice", [(row.label, row.answer_rate, row.interval("answer_rate")) for row in rows]
+        ),
+    }
+    return TemplateResponse(request, "admin/voices/voice/report.html", context)
+
+
+def voice_heatmap_page(request: HttpRequest, voice: Any, context: dict[str, Any]) -> HttpResponse:
+    result = reports.heatmap(reports.voice_attempts(voice.pk))
+    if request.GET.get("format") == "csv":
+        return exports.csv_response(reports.heatmap_rows(result), exports.filename(voice.name, "hours.csv"))
+    context = {**context, "voice": voice, **heatmap_context(result)}
+    return TemplateResponse(request, "admin/voices/voice/heatmap.html", context)
 
 
 def waiting_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any]) -> TemplateResponse:

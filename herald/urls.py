@@ -9,4 +9,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("telephony/", include("telephony.urls")),
     path("audio/", include("synthesis.urls")),
+    path("api/v1/", include("campaigns.api_urls")),
 ]

@@ -16,6 +16,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from campaigns.actions import record_call_facts
 from campaigns.models import Call, CallAttempt, Campaign
 from herald.logmask import mask_text
 from telephony import pacing
@@ -153,6 +154,8 @@ def apply_status(
         if status in TERMINAL:
             attempt.ended_at = at
         attempt.save()
+        if status in TERMINAL or answered_by or duration is not None:
+            record_call_facts(attempt.call_id)
         if status in TERMINAL:
             campaign = _finalise_call(attempt, permanent_error=permanent_error, at=at)
     if status in TERMINAL:
@@ -177,6 +180,7 @@ def apply_amd(attempt_id: int, answered_by: str, *, at: datetime | None = None) 
             attempt.answered_by = answered_by[:20]
         attempt.timeline = [*attempt.timeline, [f"amd:{answered_by or '-'}", at.isoformat()]]
         attempt.save(update_fields=["answered_by", "timeline"])
+        record_call_facts(attempt.call_id)
     return True
 
 
@@ -199,6 +203,7 @@ def apply_gather(attempt_id: int, digits: str, *, at: datetime | None = None) ->
             attempt.digits = digits[:20]
         attempt.timeline = [*attempt.timeline, [f"gather:{digits or '-'}", at.isoformat()]]
         attempt.save(update_fields=["listened_to_end", "digits", "timeline"])
+        record_call_facts(attempt.call_id)
         opt_out_digit = attempt.call.campaign.opt_out_digit
         if attempt.digits and attempt.digits == opt_out_digit:
             add_to_do_not_call(

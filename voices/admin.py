@@ -112,7 +112,38 @@ class VoiceAdmin(admin.ModelAdmin):
             self.admin_site.admin_view(self.preview_view),
             name="voices_voice_preview",
         )
-        return [preview, *super().get_urls()]
+        wrap = self.admin_site.admin_view
+        return [
+            preview,
+            path("report/", wrap(self.report_view), name="voices_voice_report"),
+            path("<path:object_id>/hours/", wrap(self.heatmap_view), name="voices_voice_heatmap"),
+            *super().get_urls(),
+        ]
+
+    def report_view(self, request: HttpRequest) -> HttpResponse:
+        """Answer, listen-through and confirmation rates of every voice across all campaigns."""
+        from campaigns import views
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": "Voices across campaigns"}
+        return views.voices_page(request, context)
+
+    def heatmap_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        from campaigns import views
+
+        voice = self.get_object(request, object_id)
+        if voice is None:
+            raise Http404("no such voice")
+        if not self.has_view_permission(request, voice):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": voice,
+            "title": f"When callees answer: {voice}",
+        }
+        return views.voice_heatmap_page(request, voice, context)
 
     def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Type a sentence, hear it in this voice (rendered now through the real engine)."""

@@ -264,17 +264,18 @@ def test_report_page(admin_client, campaign):
     page = response.content.decode()
     assert '<meta http-equiv="refresh" content="5">' in page  # running: the page follows progress
     assert 'id="report"' in page and 'id="progress"' in page and 'id="digits"' in page
-    assert page.count('class="herald-chart"') == 2
+    assert page.count('class="herald-chart"') == 1  # rates per variant
+    assert page.count('class="herald-chart interval-chart"') == 3  # one per decision metric
     assert "9/12 done" in page
     total, a, b, c = response.context["table"]
     headings = response.context["headings"]
 
     def cell(line, heading):
-        return line["cells"][headings.index(heading)]
+        return line["cells"][headings.index(heading)]["value"]
 
     assert [cell(line, "Calls") for line in (total, a, b, c)] == ["12", "5", "7", "0"]
     assert [cell(line, "Answer rate") for line in (total, a, b, c)] == ["54.5%", "75.0%", "42.9%", "—"]
-    assert [cell(line, "Listen rate") for line in (total, a, b, c)] == ["50.0%", "50.0%", "50.0%", "—"]
+    assert [cell(line, "Listen-through") for line in (total, a, b, c)] == ["50.0%", "50.0%", "50.0%", "—"]
     assert response.context["digit_keys"] == ["1", "2", "3", "9"]
 
 

@@ -4,6 +4,7 @@ from collections import Counter
 
 import pytest
 
+from campaigns import stats
 from campaigns.actions import LaunchError, launch_campaign, pick_variant, plan_calls
 from campaigns.models import Call, Campaign, DoNotCall
 from synthesis.models import RenderedAudio
@@ -37,6 +38,65 @@ def test_variant_choice_is_sticky_and_follows_weights(make_campaign):
     names = ["A", "B"]
     for phone, variant in campaign.calls.values_list("phone", "variant__name")[:200]:
         assert names[pick_variant(campaign.pk, phone, cumulative)] == variant
+
+
+@pytest.mark.parametrize("weights", [(1, 1), (3, 1), (1, 4)])
+def test_split_follows_the_weights_statistically(make_campaign, weights):
+    """Calls per variant pass a chi-square goodness-of-fit test against the weights (p > 0.01, 3,000 contacts);
+    a rule that ignored the weights would fail it by far (p < 1e-6 for the unequal ones)."""
+    campaign = make_campaign(3000, weights=weights)
+    launch_campaign(campaign)
+    counts = Counter(campaign.calls.values_list("variant__name", flat=True))
+    observed = [counts["A"], counts["B"]]
+    assert stats.sample_ratio_mismatch(observed, list(weights)) > 0.01, observed
+    if weights != (1, 1):
+        assert stats.sample_ratio_mismatch(observed, [1, 1]) < 1e-6
+
+
+def test_variant_stays_through_retries_and_a_relaunch_with_more_contacts(make_campaign):
+    from campaigns.models import Contact
+
+    campaign = make_campaign(200)
+    launch_campaign(campaign)
+    first = dict(campaign.calls.values_list("contact_id", "variant_id"))
+    # A retry reuses the call row; planning again after the list grew adds calls for the new contacts only.
+    campaign.calls.update(state=Call.State.READY, attempts_made=1)
+    Contact.objects.bulk_create(
+        Contact(contact_list=campaign.contact_list, phone=f"+86139{i:08d}", name=f"李{i}", timezone="Asia/Shanghai",
+                fields={"order_id": f"SF{i:010d}"})
+        for i in range(100)
+    )  # fmt: skip
+    plan_calls(campaign)
+    now = dict(campaign.calls.values_list("contact_id", "variant_id"))
+    assert {k: now[k] for k in first} == first and len(now) == 300
+    names = dict(campaign.variants.values_list("pk", "name"))
+    for phone, variant_id in campaign.calls.filter(phone__startswith="+86139").values_list("phone", "variant_id"):
+        assert names[variant_id] == ["A", "B"][pick_variant(campaign.pk, phone, [1, 2])]
+
+
+def test_campaigns_sharing_an_assignment_key_give_each_number_the_same_variant(make_campaign):
+    first = make_campaign(400, weights=(1, 1), assignment_key="daily-reminders")
+    second = make_campaign(400, weights=(1, 1), assignment_key="daily-reminders")
+    alone = make_campaign(400, weights=(1, 1))
+    for campaign in (first, second, alone):
+        launch_campaign(campaign)
+
+    def by_phone(campaign):
+        return dict(campaign.calls.values_list("phone", "variant__name"))
+
+    assert by_phone(first) == by_phone(second)  # the same 400 numbers (make_campaign reuses them)
+    differ = sum(by_phone(first)[p] != v for p, v in by_phone(alone).items())
+    assert 150 < differ < 250  # a campaign without the key draws independently: about half differ
+
+    mismatched = make_campaign(10, weights=(2, 1), assignment_key="daily-reminders")
+    with pytest.raises(LaunchError, match="same variant names and weights"):
+        launch_campaign(mismatched)
+
+
+def test_one_key_cannot_mean_two_things(make_campaign):
+    campaign = make_campaign(3, opt_out_digit="1")
+    with pytest.raises(LaunchError, match="key 1 cannot mean both opt-out and confirm"):
+        launch_campaign(campaign)
 
 
 def test_missing_variable_is_a_per_contact_error(make_campaign):
