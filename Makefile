@@ -49,6 +49,7 @@ bench: install-test
 	createdb -h 127.0.0.1 -U postgres herald_bench 2>/dev/null || true
 	DATABASE_URL=$(PG_BENCH_URL) $(PY) manage.py migrate --verbosity 0
 	DATABASE_URL=$(PG_BENCH_URL) $(PY) bench/plan.py
+	DATABASE_URL=$(PG_BENCH_URL) $(PY) bench/report.py
 	$(PY) bench/gptsovits.py
 	$(PY) bench/frontend.py
 	$(PY) bench/sip_load.py

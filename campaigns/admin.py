@@ -370,7 +370,10 @@ class CampaignAdmin(admin.ModelAdmin):
                 message = str(exc)
                 field = next((n for n in ("weekday_hours", "holidays", "weekdays") if message.startswith(n)), None)
                 self.add_error(field if field in self.fields else None, message)
-            keys = {name: cleaned.get(name, "") for name in ("opt_out_digit", "confirm_digit", "reschedule_digit")}
+            keys = {
+                name: cleaned.get(name, getattr(self.instance, name))
+                for name in ("opt_out_digit", "confirm_digit", "reschedule_digit")
+            }
             clash = key_clash(Campaign(**keys))
             if clash:
                 self.add_error("confirm_digit" if "confirm_digit" in self.fields else None, clash)

@@ -400,3 +400,16 @@ def test_contact_list_pages_link_to_import(admin_client, db):
     assert import_url in admin_client.get(admin_url(ContactList, "changelist")).content.decode()
     page = admin_client.get(admin_url(ContactList, "change", contacts.pk)).content.decode()
     assert f"{import_url}?contact_list={contacts.pk}" in page
+
+
+def test_campaign_form_refuses_one_key_with_two_meanings(rf, admin_user, db):
+    model_admin = admin.site._registry[Campaign]
+    request = rf.get("/")
+    request.user = admin_user
+    form_class = model_admin.get_form(request, None, fields=["opt_out_digit", "confirm_digit", "reschedule_digit"])
+    form = form_class(data={"opt_out_digit": "9", "confirm_digit": "2", "reschedule_digit": "2"})
+    assert not form.is_valid()
+    assert form.errors["confirm_digit"] == ["key 2 cannot mean both confirm and reschedule: choose different keys"]
+    form = form_class(data={"opt_out_digit": "9", "confirm_digit": "1", "reschedule_digit": ""})
+    form.is_valid()
+    assert "confirm_digit" not in form.errors and "reschedule_digit" not in form.errors

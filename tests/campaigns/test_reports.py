@@ -224,3 +224,16 @@ def test_a_stalled_render_queue_is_called_out(db, make_campaign):
     assert message and "3 calls are waiting for audio" in message and "synthesis worker" in message
     campaign.calls.update(state="ready")
     assert stalled_rendering(campaign, now=later) is None
+
+
+def test_rebuild_command_repairs_facts_from_the_attempts(campaign):
+    from django.core.management import call_command
+
+    before = reports.campaign_report(campaign).total
+    Call.objects.update(answered=False, human_answered=False, listened_to_end=False, final_digits="", talk_seconds=0)
+    assert reports.campaign_report(campaign).total.answered == 0
+    out = io.StringIO()
+    call_command("rebuild_call_facts", campaign=[campaign.pk], stdout=out)
+    assert out.getvalue().strip() == "14 calls updated"
+    after = reports.campaign_report(campaign).total
+    assert counts(after) == counts(before) and after.digits == before.digits

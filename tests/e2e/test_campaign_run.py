@@ -19,6 +19,7 @@ from campaigns.reports import campaign_report
 from sandbox.twilio import TwilioSandbox
 from synthesis.models import RenderedAudio
 from telephony.models import ProviderEvent
+from tests.campaigns.direct_sql import variant_counts
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -117,6 +118,14 @@ def test_campaign_runs_end_to_end_against_the_sandbox(celery_worker, live_server
     assert report.total.digits == dict(expected_digits)
     assert sum(v.calls for v in report.variants) == 30
     assert sum(v.answered for v in report.variants) == report.total.answered
+    # The per-call facts the report reads were kept by the real webhooks: they equal the attempts counted by hand.
+    direct = variant_counts(campaign.pk)
+    for row in report.variants:
+        for name in ("calls", "attempts", "dialled", "answered", "human", "listened_to_end", "opted_out",
+                     "confirmed", "rescheduled", "timed_attempts", "talk_seconds"):  # fmt: skip
+            assert getattr(row, name) == direct[row.label][name], (row.label, name)
+        assert row.digits == direct[row.label]["digits"]
+    assert report.total.confirmed == expected_digits["1"] and report.total.rescheduled == expected_digits["2"]
 
     # Every distinct text was rendered once; the cache holds real telephony audio for each.
     keys = set(campaign.calls.values_list("audio_id", flat=True))

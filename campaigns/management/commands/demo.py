@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError
 from campaigns.actions import launch_campaign
 from campaigns.demo import seed_demo
 from campaigns.models import Call, Campaign
-from campaigns.reports import campaign_report, progress
+from campaigns.reports import METRICS, campaign_report, progress
 from synthesis.models import RenderedAudio
 
 ROOT = Path(settings.BASE_DIR)
@@ -185,6 +185,8 @@ class Command(BaseCommand):
                 f"{row.label:<14}{row.calls:>7}{row.attempts:>10}{row.answered:>10}{rate:>8}{row.human:>7}"
                 f"{row.machine:>9}{row.listened_to_end:>10}{row.opted_out:>9}  {digits}"
             )
+        for key, comparisons in report.comparisons.items():
+            self.stdout.write(f"{METRICS[key].label}: " + " ".join(c.sentence for c in comparisons))
         sample = RenderedAudio.objects.filter(calls__campaign=campaign, state="ready").first()
         media = Path(settings.MEDIA_ROOT)
         self.stdout.write(f"\nAudio cache: {media / 'audio'}")
