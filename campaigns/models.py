@@ -12,6 +12,8 @@ from django.utils.timezone import now
 from herald.logmask import mask_phone
 
 ALL_WEEKDAYS = "0123456"  # Monday=0, as datetime.weekday()
+# Keys a callee can press to answer the script; not #: it ends the key wait, as in Twilio's <Gather>.
+KEY_CHOICES = [(d, d) for d in "0123456789*"]
 
 
 def validate_region(value: str) -> None:
@@ -168,21 +170,21 @@ class Campaign(models.Model):
     opt_out_digit = models.CharField(
         max_length=1,
         default="9",
-        choices=[(d, d) for d in "0123456789*"],  # not #: it ends the key wait, as in Twilio's <Gather>
+        choices=KEY_CHOICES,
         help_text="The key that puts the callee on the do-not-call list at once.",
     )
     confirm_digit = models.CharField(
         max_length=1,
         blank=True,
         default="1",
-        choices=[(d, d) for d in "0123456789*"],
+        choices=KEY_CHOICES,
         help_text="The key the script asks callees to press to confirm; counted as confirmations in the report.",
     )
     reschedule_digit = models.CharField(
         max_length=1,
         blank=True,
         default="2",
-        choices=[(d, d) for d in "0123456789*"],
+        choices=KEY_CHOICES,
         help_text="The key the script asks callees to press to reschedule; counted as reschedules in the report.",
     )
     assignment_key = models.SlugField(

@@ -84,6 +84,8 @@ class ReportRow:
     voice: str = ""
     script: str = ""
     weight: int = 0
+    voice_id: int | None = None  # set on the rows of voice_report
+    campaigns: int = 0  # voice_report: campaigns with calls in this voice
     calls: int = 0
     excluded_dnc: int = 0
     invalid: int = 0
@@ -150,7 +152,7 @@ class ReportRow:
             self.digits[digit] = self.digits.get(digit, 0) + count
 
 
-_COUNT_FIELDS = [f.name for f in fields(ReportRow) if f.type == "int" and f.name != "weight"]
+_COUNT_FIELDS = [f.name for f in fields(ReportRow) if f.type == "int" and f.name not in ("weight", "campaigns")]
 
 
 def _call_counts(calls: QuerySet[Call]) -> QuerySet:
@@ -287,15 +289,14 @@ def voice_report() -> list[ReportRow]:
     keys = {v.pk: (v.campaign.confirm_digit, v.campaign.reschedule_digit) for v in variants}
     by_variant = {pk: ReportRow(label="") for pk in voice_of}
     _fill(by_variant, Call.objects.all(), keys)
-    voices = {v.pk: ReportRow(label=v.name, voice=v.name) for v in Voice.objects.all()}
+    voices = {v.pk: ReportRow(label=v.name, voice=v.name, voice_id=v.pk) for v in Voice.objects.all()}
     campaigns: dict[int, set[int]] = {pk: set() for pk in voices}
     for variant in variants:
         voices[variant.voice_id].add(by_variant[variant.pk])
         if by_variant[variant.pk].calls:
             campaigns[variant.voice_id].add(variant.campaign_id)
     for pk, row in voices.items():
-        row.variant_id = pk  # the voice's id, for links
-        row.weight = len(campaigns[pk])  # campaigns with calls in this voice
+        row.campaigns = len(campaigns[pk])
     return sorted(voices.values(), key=lambda r: (-r.dialled, r.label))
 
 
@@ -513,7 +514,7 @@ def voice_rows(rows: list[ReportRow]) -> tuple[list[str], list[list[object]]]:
         record = row_record(row)
         digits = record.pop("digits")
         table.append(
-            [row.variant_id, row.label, row.weight, *record.values(), *(digits.get(d, 0) for d in digit_keys)]  # type: ignore[union-attr]
+            [row.voice_id, row.label, row.campaigns, *record.values(), *(digits.get(d, 0) for d in digit_keys)]  # type: ignore[union-attr]
         )
     return header, table
 

@@ -195,7 +195,7 @@ def _table(rows: list[reports.ReportRow]) -> list[dict[str, Any]]:
                 cells.append(_rate_cell(row, rate))
         duration = row.mean_duration
         cells.append({"value": "—" if duration is None else f"{duration:.1f} s"})
-        lines.append({"row": row, "is_total": row.variant_id is None, "cells": cells})
+        lines.append({"row": row, "is_total": row.variant_id is None and row.voice_id is None, "cells": cells})
     return lines
 
 

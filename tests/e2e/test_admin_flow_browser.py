@@ -280,11 +280,12 @@ def test_whole_flow_by_hand_in_the_admin(
             th.get_attribute("textContent").strip()
             for th in driver.find_elements(By.CSS_SELECTOR, "table#report thead th")
         ]
-        results = [
-            [tr.find_element(By.TAG_NAME, "th").text]
-            + [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-            for tr in driver.find_elements(By.CSS_SELECTOR, "table#report tbody tr")
-        ]
+        # The figure of each cell (its first text node: a rate's interval is a span after it), from the DOM,
+        # since columns scrolled out of the table's box are not "displayed" text to WebDriver.
+        results = driver.execute_script(
+            "return [...document.querySelectorAll('table#report tbody tr')].map(tr =>"
+            " [...tr.children].map(cell => (cell.firstChild ? cell.firstChild.textContent : '').trim()))"
+        )
         status = driver.find_element(By.CSS_SELECTOR, ".herald-report > p strong").text
         return (progress, headings, results, status) if progress and results else False
 
