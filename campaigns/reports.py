@@ -59,6 +59,11 @@ class Metric:
     verb: str  # for the A/B sentence: "B answers 4.1 points more than A"
     higher_is_better: bool = True
 
+    @property
+    def unit(self) -> str:
+        """What one trial of the rate is, for "about N more … per variant"."""
+        return "calls answered by a person" if self.denominator == "human" else "calls"
+
 
 METRICS = {
     m.key: m
@@ -272,6 +277,7 @@ def compare_variants(variants: list[ReportRow], *, min_effect: float) -> dict[st
                 getattr(row, metric.denominator),
                 min_effect=min_effect,
                 comparisons=len(challengers),
+                unit=metric.unit,
             )
             for row in challengers
         ]

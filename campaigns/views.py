@@ -219,7 +219,8 @@ def report_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any
         **context,
         "campaign": campaign,
         "report": report,
-        "refresh_seconds": REFRESH_SECONDS if running else None,
+        # A big campaign's report is a second of database work: refresh it less often.
+        "refresh_seconds": (REFRESH_SECONDS if report.total.calls < 100_000 else 60) if running else None,
         "stalled": reports.stalled_rendering(campaign),
         "progress": [(state_labels[state], count) for state, count in states.items()],
         "done_percent": round(100 * report.total.done / report.total.calls) if report.total.calls else 0,

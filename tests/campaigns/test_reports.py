@@ -237,3 +237,15 @@ def test_rebuild_command_repairs_facts_from_the_attempts(campaign):
     assert out.getvalue().strip() == "14 calls updated"
     after = reports.campaign_report(campaign).total
     assert counts(after) == counts(before) and after.digits == before.digits
+
+
+def test_decisions_count_further_trials_in_the_metric_s_own_unit():
+    a = reports.ReportRow(label="A", dialled=400, answered=200, human=150, listened_to_end=90)
+    b = reports.ReportRow(label="B", dialled=400, answered=210, human=160, listened_to_end=100)
+    comparisons = reports.compare_variants([a, b], min_effect=0.02)
+    assert list(comparisons) == ["answer_rate", "listen_rate", "confirm_rate"]
+    (answer,), (listen,), (confirm,) = comparisons.values()
+    assert answer.sentence.endswith("more calls per variant.")
+    assert listen.sentence.endswith("more calls answered by a person per variant.")
+    assert (listen.control_rate, listen.challenger_rate) == (0.6, 0.625)
+    assert confirm.control_rate == 0.0
