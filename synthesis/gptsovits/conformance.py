@@ -36,11 +36,18 @@ class Verdict:
     detail: str
 
 
+# Spectrograms: 1e-5 relative, as the reference suggests, plus 1e-6 of the array's peak. The reference's own
+# float32 FFT is only that exact: the same STFT computed in float64 differs from it by 1.9e-6 (2e-7 of a peak
+# of 10), i.e. by up to 6e-5 relative on the quietest bins, and a CPU with another FFT code path (AVX-512)
+# lands there too. A real error (a wrong window, padding or scale) is orders of magnitude larger.
+SPECTROGRAM_PEAK_SHARE = 1e-6
+
+
 def tolerance(name: str) -> tuple[str, float]:
     if name.startswith("wav_"):
         return "abs", 1e-5
     if name.startswith("refer_spec"):
-        return "rel", 1e-5
+        return "rel+peak", 1e-5
     return "abs", 1e-4
 
 
@@ -66,6 +73,12 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray | None) -> Verdi
     if mode == "abs":
         err = float(np.max(np.abs(a - e)))
         return Verdict(name, err <= limit, f"max abs error {err:.2e} (tolerance {limit:.0e})")
+    if mode == "rel+peak":
+        floor = SPECTROGRAM_PEAK_SHARE * float(np.max(np.abs(e)))
+        excess = float(np.max(np.abs(a - e) - limit * np.abs(e) - floor))
+        err = float(np.max(np.abs(a - e)))
+        detail = f"max abs error {err:.2e} (tolerance {limit:.0e} relative + {floor:.1e}, {SPECTROGRAM_PEAK_SHARE:.0e} of the peak)"
+        return Verdict(name, excess <= 0, detail)
     err = float(np.max(np.abs(a - e) / np.maximum(np.abs(e), 1e-12)))
     return Verdict(name, err <= limit, f"max rel error {err:.2e} (tolerance {limit:.0e})")
 

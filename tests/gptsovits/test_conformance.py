@@ -78,4 +78,9 @@ def test_compare_rules():
     assert not compare("batch_logits_raw", floats, np.array([[1.0, 2.0]])).ok  # NaN pattern
     assert not compare("wav_A", floats, floats + 2e-5).ok  # waveforms: 1e-5
     assert compare("refer_spec", np.array([1000.0]), np.array([1000.005])).ok  # relative
+    # Spectrograms: 1e-5 relative plus 1e-6 of the peak, so a quiet bin may be off by float32 FFT noise only.
+    spec = np.array([10.0, 0.006])
+    assert compare("refer_spec", spec, spec + [0.0, 5e-6]).ok
+    assert not compare("refer_spec", spec, spec + [0.0, 2e-5]).ok
+    assert not compare("refer_spec", spec, spec * 1.001).ok  # a wrong scale is far outside
     assert not compare("x", floats, floats[:, :1]).ok  # shape
