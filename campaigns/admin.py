@@ -438,7 +438,13 @@ class CampaignAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
-        return reports.with_summary(super().get_queryset(request))
+        queryset = super().get_queryset(request)
+        # Only the list shows the summary columns: a report or change page fetching its one campaign through
+        # here would otherwise count every call of the campaign first (0.8 s at a million calls).
+        match = getattr(request, "resolver_match", None)
+        if match is not None and match.url_name == "campaigns_campaign_changelist":
+            return reports.with_summary(queryset)
+        return queryset
 
     @admin.display(description="progress")
     def progress(self, obj: Campaign) -> str:
