@@ -163,6 +163,8 @@ def campaign_report(request: HttpRequest, campaign_id: int) -> HttpResponse:
                 }
                 for row in report.variants
             ],
+            # The decisions are made on finished calls only (no retry to come); these are their counts.
+            "finished_variants": [{"variant": row.label, **reports.row_record(row)} for row in report.settled],
             "decisions": _table(*reports.comparison_rows(report)),
             "sample_ratio_p": report.sample_ratio_p,
             "split_is_off": report.split_is_off,

@@ -161,10 +161,12 @@ _COUNT_FIELDS = [f.name for f in fields(ReportRow) if f.type == "int" and f.name
 
 
 def _call_counts(calls: QuerySet[Call]) -> QuerySet:
-    """Every count of the report, per (variant, final keys): one pass over the calls, a few dozen rows back."""
+    """Every count of the report, per (variant, final keys, state): one pass over the calls, a few dozen rows
+    back. `rows` counts every call, whatever it is, for the progress table."""
     return (
-        calls.values("variant_id", "final_digits")
+        calls.values("variant_id", "final_digits", "state")
         .annotate(
+            rows=Count("pk"),
             calls=Count("pk", filter=_COUNTED),
             excluded_dnc=Count("pk", filter=Q(outcome=Call.Outcome.DO_NOT_CALL)),
             invalid=Count("pk", filter=Q(state=Call.State.INVALID)),
@@ -186,22 +188,39 @@ def _call_counts(calls: QuerySet[Call]) -> QuerySet:
     )
 
 
-def _fill(rows: dict[int, ReportRow], calls: QuerySet[Call], keys: dict[int, tuple[str, str]]) -> None:
-    """Add the call counts into rows by variant; keys: variant id -> (confirm key, reschedule key)."""
+def _fill(
+    rows: dict[int, ReportRow],
+    calls: QuerySet[Call],
+    keys: dict[int, tuple[str, str]],
+    *,
+    settled: dict[int, ReportRow] | None = None,
+    states: dict[str, int] | None = None,
+) -> None:
+    """Add the call counts into rows by variant; keys: variant id -> (confirm key, reschedule key).
+
+    `settled` rows, when given, also get the counts of finished calls only (done, failed or cancelled: no retry
+    to come); `states` gets the number of calls in each state.
+    """
     for values in _call_counts(calls):
-        variant_id, digits = values.pop("variant_id"), values.pop("final_digits")
-        row = rows[variant_id]
-        for name, count in values.items():
-            setattr(row, name, getattr(row, name) + count)
-        if digits:
-            dialled = values["dialled"]
-            row.digits[digits] = row.digits.get(digits, 0) + dialled
-            confirm, reschedule = keys[variant_id]
-            if digits == confirm:
-                row.confirmed += dialled
-            elif digits == reschedule:
-                row.rescheduled += dialled
-    for row in rows.values():
+        variant_id, digits, state = values.pop("variant_id"), values.pop("final_digits"), values.pop("state")
+        every = values.pop("rows")
+        if states is not None:
+            states[state] = states.get(state, 0) + every
+        targets = [rows[variant_id]]
+        if settled is not None and state in FINAL_STATES:
+            targets.append(settled[variant_id])
+        for row in targets:
+            for name, count in values.items():
+                setattr(row, name, getattr(row, name) + count)
+            if digits:
+                dialled = values["dialled"]
+                row.digits[digits] = row.digits.get(digits, 0) + dialled
+                confirm, reschedule = keys[variant_id]
+                if digits == confirm:
+                    row.confirmed += dialled
+                elif digits == reschedule:
+                    row.rescheduled += dialled
+    for row in [*rows.values(), *(settled or {}).values()]:
         row.machine = row.answered - row.human
 
 
@@ -210,6 +229,10 @@ class CampaignReport:
     campaign: Campaign
     total: ReportRow
     variants: list[ReportRow]
+    # The variants counting finished calls only: what the A/B comparisons are made on.
+    settled: list[ReportRow] = field(default_factory=list)
+    # Calls per state, every state present (zeros included), in the order of Call.State.
+    progress: dict[str, int] = field(default_factory=dict)
     # metric key -> one comparison per challenger variant against the control (the first variant).
     comparisons: dict[str, list[stats.Comparison]] = field(default_factory=dict)
     sample_ratio_p: float | None = None
@@ -237,19 +260,33 @@ SRM_ALPHA = 0.001
 
 
 def campaign_report(campaign: Campaign) -> CampaignReport:
-    """The campaign row, one row per variant and the A/B comparisons, in two queries."""
+    """The campaign row, one row per variant, progress by state and the A/B comparisons, in two queries.
+
+    The comparisons count finished calls only. A call waiting for a retry has no final outcome yet: counting it
+    as unanswered now and answered later would change a trial the sequential test has already seen.
+    """
     variants = list(campaign.variants.select_related("voice", "script").order_by("name"))
-    rows = {
-        v.pk: ReportRow(label=v.name, variant_id=v.pk, voice=v.voice.name, script=v.script.name, weight=v.weight)
-        for v in variants
-    }
+
+    def blank() -> dict[int, ReportRow]:
+        return {
+            v.pk: ReportRow(label=v.name, variant_id=v.pk, voice=v.voice.name, script=v.script.name, weight=v.weight)
+            for v in variants
+        }
+
+    rows, settled, states = blank(), blank(), {}
     keys = {v.pk: (campaign.confirm_digit, campaign.reschedule_digit) for v in variants}
-    _fill(rows, Call.objects.filter(campaign=campaign), keys)
+    _fill(rows, Call.objects.filter(campaign=campaign), keys, settled=settled, states=states)
     total = ReportRow(label="All variants")
     for row in rows.values():
         total.add(row)
-    report = CampaignReport(campaign=campaign, total=total, variants=list(rows.values()))
-    report.comparisons = compare_variants(report.variants, min_effect=campaign.min_effect / 100)
+    report = CampaignReport(
+        campaign=campaign,
+        total=total,
+        variants=list(rows.values()),
+        settled=list(settled.values()),
+        progress={state: states.get(state, 0) for state in Call.State.values},
+    )
+    report.comparisons = compare_variants(report.settled, min_effect=campaign.min_effect / 100)
     report.sample_ratio_p = stats.sample_ratio_mismatch(
         [row.calls for row in report.variants], [row.weight for row in report.variants]
     )

@@ -211,7 +211,7 @@ def _headings() -> list[str]:
 def report_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any]) -> TemplateResponse:
     """The report page; `context` is the admin's (site context, opts) so it renders inside the admin."""
     report = reports.campaign_report(campaign)
-    states = reports.progress(campaign)
+    states = report.progress
     state_labels = dict(Call.State.choices)
     digit_keys = report.digit_keys
     running = campaign.status == Campaign.Status.RUNNING
@@ -232,12 +232,13 @@ def report_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any
                 "comparisons": [(c, VERDICT_CLASSES[str(c.verdict)]) for c in comparisons],
                 "chart": interval_chart(
                     reports.METRICS[key].label,
-                    [(row.label, row.rate(key), row.interval(key)) for row in report.variants],
+                    [(row.label, row.rate(key), row.interval(key)) for row in report.settled],
                 ),
             }
             for key, comparisons in report.comparisons.items()
         ],
         "min_effect": campaign.min_effect,
+        "settled_calls": sum(row.dialled for row in report.settled),
         "digit_keys": digit_keys,
         "digit_rows": [(row.label, [row.digits.get(d, 0) for d in digit_keys]) for row in report.rows],
         "rate_chart": grouped_bar_chart(

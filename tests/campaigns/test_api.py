@@ -288,6 +288,11 @@ def test_report_shape(client, campaign, plain_token, django_assert_max_num_queri
     assert body["decisions"] == [dict(zip(header, row, strict=True)) for row in rows]
     assert body["sample_ratio_p"] is None or isinstance(body["sample_ratio_p"], float)
     assert isinstance(body["split_is_off"], bool)
+    # Decisions are made on finished calls: the fixture's B has calls still dialling and in progress.
+    finished = {row["variant"]: row for row in body["finished_variants"]}
+    variants = {row["variant"]: row for row in body["variants"]}
+    assert finished["A"]["dialled"] == variants["A"]["dialled"]  # A: nothing dialled is still open
+    assert finished["B"]["dialled"] < variants["B"]["dialled"]
 
 
 def test_unknown_campaign_is_404(client, campaign, plain_token):

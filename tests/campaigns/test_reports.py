@@ -249,3 +249,35 @@ def test_decisions_count_further_trials_in_the_metric_s_own_unit():
     assert listen.sentence.endswith("more calls answered by a person per variant.")
     assert (listen.control_rate, listen.challenger_rate) == (0.6, 0.625)
     assert confirm.control_rate == 0.0
+
+
+def test_progress_comes_with_the_report(campaign):
+    assert reports.campaign_report(campaign).progress == reports.progress(campaign)
+
+
+def test_decisions_count_finished_calls_only(db):
+    """A call waiting for a retry has no final outcome yet: it is in the table, not in the A/B comparison."""
+    from tests.campaigns.test_report_pages import build_random_campaign
+
+    campaign = build_random_campaign(calls=0, name="Retries pending")
+    a, b = campaign.variants.get(name="A"), campaign.variants.get(name="B")
+    campaign.variants.filter(name="C").delete()
+    calls = []
+    for variant in (a, b):
+        for i in range(300):
+            phone = f"+86135{variant.pk:02d}{i:06d}"
+            contact = Contact.objects.create(contact_list=campaign.contact_list, phone=phone, timezone="Asia/Shanghai")
+            # 200 finished (half answered), then 100 that rang out once and wait for their retry.
+            finished = i < 200
+            calls.append(
+                Call(campaign=campaign, contact=contact, variant=variant, phone=phone, timezone="Asia/Shanghai",
+                     state=Call.State.DONE if finished else Call.State.READY, attempts_made=1,
+                     answered=finished and i % 2 == 0, human_answered=finished and i % 2 == 0)
+            )  # fmt: skip
+    Call.objects.bulk_create(calls)
+    report = reports.campaign_report(campaign)
+    assert [(row.dialled, row.answered) for row in report.variants] == [(300, 100), (300, 100)]
+    assert [(row.dialled, row.answered) for row in report.settled] == [(200, 100), (200, 100)]
+    (answer,) = report.comparisons["answer_rate"]
+    assert (answer.control_rate, answer.challenger_rate) == (0.5, 0.5)
+    assert report.progress["ready"] == 200 and report.progress["done"] == 400
