@@ -57,7 +57,6 @@ class Metric:
     numerator: str
     denominator: str
     verb: str  # for the A/B sentence: "B answers 4.1 points more than A"
-    higher_is_better: bool = True
 
     @property
     def unit(self) -> str:
@@ -73,7 +72,7 @@ METRICS = {
         Metric("listen_rate", "Listen-through", "listened_to_end", "human", "is heard to the end"),
         Metric("confirm_rate", "Confirmations", "confirmed", "human", "gets confirmations"),
         Metric("reschedule_rate", "Reschedules", "rescheduled", "human", "gets reschedules"),
-        Metric("opt_out_rate", "Opt-outs", "opted_out", "human", "gets opt-outs", higher_is_better=False),
+        Metric("opt_out_rate", "Opt-outs", "opted_out", "human", "gets opt-outs"),
     )
 }
 # The rates an A/B test decides on, in the order the decision box shows them.
@@ -132,18 +131,6 @@ class ReportRow:
     @property
     def listen_rate(self) -> float | None:
         return self.rate("listen_rate")
-
-    @property
-    def confirm_rate(self) -> float | None:
-        return self.rate("confirm_rate")
-
-    @property
-    def reschedule_rate(self) -> float | None:
-        return self.rate("reschedule_rate")
-
-    @property
-    def opt_out_rate(self) -> float | None:
-        return self.rate("opt_out_rate")
 
     @property
     def mean_duration(self) -> float | None:
@@ -487,15 +474,17 @@ COUNT_COLUMNS = [
 RATE_KEYS = list(METRICS)
 
 
+def _ends(interval: stats.Interval | None) -> tuple[float | None, float | None]:
+    return (interval.low, interval.high) if interval else (None, None)
+
+
 def row_record(row: ReportRow) -> dict[str, object]:
     """A report row as a flat record for CSV, Excel and JSON: counts, then each rate with its 95% interval
     (fractions, None when undefined), then mean duration in seconds and the keys pressed."""
     record: dict[str, object] = {name: getattr(row, name) for name in COUNT_COLUMNS}
     for key in RATE_KEYS:
-        interval = row.interval(key)
         record[key] = row.rate(key)
-        record[f"{key}_low"] = interval.low if interval else None
-        record[f"{key}_high"] = interval.high if interval else None
+        record[f"{key}_low"], record[f"{key}_high"] = _ends(row.interval(key))
     record["mean_duration"] = row.mean_duration
     record["digits"] = dict(sorted(row.digits.items()))
     return record
@@ -509,15 +498,19 @@ def export_columns(digit_keys: Iterable[str]) -> list[str]:
 def export_rows(report: CampaignReport) -> tuple[list[str], list[list[object]]]:
     """The report as a table (header, rows; campaign row first): what CSV and Excel downloads hold."""
     header = ["campaign", "variant", "voice", "script", *export_columns(report.digit_keys)]
-    rows = []
-    for row in report.rows:
-        record = row_record(row)
-        digits = record.pop("digits")
-        rows.append(
-            [report.campaign.name, row.label if row.variant_id else "", row.voice, row.script, *record.values()]
-            + [digits.get(d, 0) for d in report.digit_keys]  # type: ignore[union-attr]
-        )
+    rows = [
+        [report.campaign.name, row.label if row.variant_id else "", row.voice, row.script,
+         *_export_values(row, report.digit_keys)]  # fmt: skip
+        for row in report.rows
+    ]
     return header, rows
+
+
+def _export_values(row: ReportRow, digit_keys: list[str]) -> list[object]:
+    """A row's values in export_columns(digit_keys) order: its record, then one count per key."""
+    record = row_record(row)
+    digits: dict[str, int] = record.pop("digits")  # type: ignore[assignment]
+    return [*record.values(), *(digits.get(d, 0) for d in digit_keys)]
 
 
 def comparison_rows(report: CampaignReport) -> tuple[list[str], list[list[object]]]:
@@ -526,7 +519,7 @@ def comparison_rows(report: CampaignReport) -> tuple[list[str], list[list[object
               "ci_high", "p_value", "verdict", "more_calls_per_variant", "sentence"]  # fmt: skip
     rows = [
         [key, METRICS[key].label, c.control, c.challenger, c.control_rate, c.challenger_rate, c.difference,
-         c.interval.low if c.interval else None, c.interval.high if c.interval else None, c.p_value,
+         *_ends(c.interval), c.p_value,
          str(c.verdict), c.more_calls, c.sentence]  # fmt: skip
         for key, comparisons in report.comparisons.items()
         for c in comparisons
@@ -541,10 +534,9 @@ def heatmap_rows(result: Heatmap) -> tuple[list[str], list[list[object]]]:
               "answer_rate_high"]  # fmt: skip
     rows = []
     for (day, hour), (attempts, answered) in sorted(result.cells.items()):
-        interval = stats.wilson(answered, attempts)
         rows.append(
             [day, WEEKDAYS[day], hour, attempts, answered, _ratio(answered, attempts),
-             interval.low if interval else None, interval.high if interval else None]  # fmt: skip
+             *_ends(stats.wilson(answered, attempts))]  # fmt: skip
         )
     return header, rows
 
@@ -552,13 +544,7 @@ def heatmap_rows(result: Heatmap) -> tuple[list[str], list[list[object]]]:
 def voice_rows(rows: list[ReportRow]) -> tuple[list[str], list[list[object]]]:
     digit_keys = sorted({d for row in rows for d in row.digits})
     header = ["voice_id", "voice", "campaigns", *export_columns(digit_keys)]
-    table = []
-    for row in rows:
-        record = row_record(row)
-        digits = record.pop("digits")
-        table.append(
-            [row.voice_id, row.label, row.campaigns, *record.values(), *(digits.get(d, 0) for d in digit_keys)]  # type: ignore[union-attr]
-        )
+    table = [[row.voice_id, row.label, row.campaigns, *_export_values(row, digit_keys)] for row in rows]
     return header, table
 
 

@@ -7,7 +7,6 @@ nothing to guess that a slow hash would protect, and the lookup stays one indexe
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 from datetime import timedelta
@@ -57,8 +56,7 @@ def check(header_value: str) -> ApiToken:
         raise TokenRefused("Malformed Authorization header: a Herald token is 'hrld_' and 43 characters.")
     digest = _digest(plain)
     token = ApiToken.objects.select_related("user").filter(digest=digest).first()
-    # The index finds the row; comparing in constant time as well costs nothing and needs no argument.
-    if token is None or not hmac.compare_digest(token.digest, digest):
+    if token is None:
         raise TokenRefused("Unknown token.")
     if token.revoked_at is not None:
         raise TokenRefused("This token has been revoked.")

@@ -172,7 +172,7 @@ def interval_chart(title: str, rows: list[tuple[str, float | None, stats.Interva
     every = 1 if steps <= 5 else 2
     chart.ticks = [(x(i / 10), f"{i * 10}%") for i in range(0, steps + 1, every)]
     for i, (label, rate, ci) in enumerate(shown):
-        tip = f"{label}: {rate * 100:.1f}% (95% CI {ci.low * 100:.1f}–{ci.high * 100:.1f}%)"
+        tip = f"{label}: {reports.format_rate(rate)} (95% CI {reports.format_interval(ci)})"
         chart.rows.append(IntervalRow(label, top + row_height * (i + 0.5), x(ci.low), x(rate), x(ci.high), tip))
     return chart
 
