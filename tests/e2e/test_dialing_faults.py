@@ -254,6 +254,16 @@ def run_to_completion(
     raise AssertionError(f"campaign did not complete: calls {dict(states)}, attempts {dict(attempts)}\n{errors[-5:]}")
 
 
+def run_through(sandbox: TwilioSandbox, campaign: Campaign, workers: Workers) -> tuple[Campaign, dict[str, int]]:
+    """The plain scenario: a synthesis and a telephony worker, launch, run to completion, check the ledger."""
+    workers.start("synthesis,default")
+    workers.start("telephony")
+    workers.wait_ready()
+    launch_campaign(campaign)
+    run_to_completion(campaign, sandbox, workers)
+    return campaign, assert_ledger_holds(campaign, sandbox)
+
+
 def assert_ledger_holds(campaign: Campaign, sandbox: TwilioSandbox) -> dict[str, int]:
     """The invariants of every scenario; returns a few counts for the scenario's own checks."""
     dialled = sandbox.calls()
@@ -379,15 +389,7 @@ def test_redis_restarted_mid_campaign(carrier, campaign, workers, redis_server):
 
 def test_every_callback_delivered_twice(carrier, campaign, workers):
     sandbox = carrier(duplicate_callbacks=1.0)
-    workers.start("synthesis,default")
-    workers.start("telephony")
-    workers.wait_ready()
-    run = campaign(16)
-    launch_campaign(run)
-
-    run_to_completion(run, sandbox, workers)
-
-    counts = assert_ledger_holds(run, sandbox)
+    run, counts = run_through(sandbox, campaign(16), workers)
     # Status callbacks and the asynchronous answering-machine reports (stored as status events too).
     delivered = sum(len(d["callbacks"]) + len(d["amd_callbacks"]) for d in sandbox.calls())
     events = ProviderEvent.objects.filter(attempt__call__campaign=run, kind=ProviderEvent.Kind.STATUS)
@@ -401,15 +403,7 @@ def test_every_callback_delivered_twice(carrier, campaign, workers):
 
 def test_callbacks_delivered_out_of_order(carrier, campaign, workers):
     sandbox = carrier(reorder_callbacks=0.6)
-    workers.start("synthesis,default")
-    workers.start("telephony")
-    workers.wait_ready()
-    run = campaign(16)
-    launch_campaign(run)
-
-    run_to_completion(run, sandbox, workers)
-
-    counts = assert_ledger_holds(run, sandbox)
+    run, counts = run_through(sandbox, campaign(16), workers)
     reordered = 0
     for d in sandbox.calls():
         sequence = [int(p["SequenceNumber"]) for _, p, _ in d["callbacks"]]
@@ -425,15 +419,7 @@ def test_ambiguous_creates_are_looked_up_not_redialled(carrier, campaign, worker
         create_faults={"timeout": 0.1, "500-after": 0.1, "500-before": 0.15, "20429": 0.1},
         create_hang_seconds=0.5,
     )
-    workers.start("synthesis,default")
-    workers.start("telephony")
-    workers.wait_ready()
-    run = campaign(24)
-    launch_campaign(run)
-
-    run_to_completion(run, sandbox, workers)
-
-    counts = assert_ledger_holds(run, sandbox)
+    run, counts = run_through(sandbox, campaign(24), workers)
     faults = Counter(r["fault"] for r in sandbox.create_requests())
     assert faults["500-before"] and faults["500-after"] + faults["timeout"]
     # A create refused before Twilio acted left no call: each such attempt was found never placed.

@@ -1,18 +1,10 @@
 """The sandbox's async answering-machine detection (AsyncAmd) and the call updates that act on it."""
 
-# ruff: noqa: F811  (fixtures imported from another test module are redefined as arguments)
 from __future__ import annotations
 
 import time
 
-from tests.sandbox.test_twilio_sandbox import (  # noqa: F401  (herald, make_sandbox: fixtures)
-    FROM,
-    client_for,
-    herald,
-    make_sandbox,
-    record_for,
-    statuses,
-)
+from tests.sandbox.test_twilio_sandbox import FROM, client_for, record_for, statuses
 
 LONG_TWIML = '<Response><Pause length="100"/></Response>'  # still running when detection reports
 

@@ -14,32 +14,16 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 
 from sandbox.twilio import CREATE_FAULTS, TwilioSandbox
-from tests.sandbox.test_twilio_sandbox import FROM, SID, TOKEN, Herald, client_for, play_gather_twiml
+from tests.sandbox.test_twilio_sandbox import FROM, SID, TOKEN, client_for, play_gather_twiml
 
 TO = "+15551230100"
 EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
 @pytest.fixture
-def herald():
-    h = Herald()
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def make_sandbox():
-    started: list[TwilioSandbox] = []
-
-    def make(**kwargs) -> TwilioSandbox:
-        kwargs = {"time_scale": 0.001, "hangup_early": 0, **kwargs}
-        sandbox = TwilioSandbox({SID: TOKEN}, **kwargs).start()
-        started.append(sandbox)
-        return sandbox
-
-    yield make
-    for sandbox in started:
-        sandbox.stop()
+def make_sandbox(make_sandbox):
+    """The shared fixture, with no callee hanging up early unless a test asks: these tests count calls."""
+    return lambda **kwargs: make_sandbox(**{"hangup_early": 0, **kwargs})
 
 
 def create(client, herald, to: str = TO, from_: str = FROM):

@@ -30,7 +30,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from sandbox.twilio import TwilioSandbox, WavError, wav_info
+from sandbox.twilio import WavError, wav_info
 
 SID = "AC" + "1" * 32
 TOKEN = "sandbox-test-token"
@@ -142,28 +142,6 @@ class Herald:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def herald():
-    h = Herald()
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def make_sandbox():
-    started = []
-
-    def make(**kwargs):
-        kwargs.setdefault("time_scale", 0.001)
-        sandbox = TwilioSandbox({SID: TOKEN, OTHER_SID: OTHER_TOKEN}, **kwargs).start()
-        started.append(sandbox)
-        return sandbox
-
-    yield make
-    for sandbox in started:
-        sandbox.stop()
 
 
 def client_for(sandbox, sid=SID, token=TOKEN, **kwargs) -> Client:

@@ -33,6 +33,7 @@ from telephony import outcomes, pacing
 from telephony.actions import place_call
 from telephony.models import TelephonyAccount
 from tests.telephony.conftest import CALLER_ID, PHONE
+from tests.telephony.test_place_call import place_from_two_workers_at_once
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -391,23 +392,7 @@ def test_two_workers_on_one_call_dial_once_and_hold_one_channel(store, claimed, 
                                                                 unreachable_public_url):
     sandbox = make_sandbox()
     account = limits()
-    barrier = threading.Barrier(2)
-    results: list[str] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait(5)
-            results.append(place_call(claimed.pk))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-
-    assert sorted(results) == ["not claimed", "placed"]
+    assert sorted(place_from_two_workers_at_once(claimed.pk)) == ["not claimed", "placed"]
     assert len(sandbox.calls()) == 1
     assert pacing.in_use(account) == 1  # the loser did not give back the winner's channel
 

@@ -177,16 +177,15 @@ def test_placing_twice_dials_once(claimed, make_sandbox, unreachable_public_url)
     assert CallAttempt.objects.filter(call=claimed).count() == 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_two_workers_placing_the_same_call_at_once_dial_once(claimed, make_sandbox, unreachable_public_url):
-    sandbox = make_sandbox()
+def place_from_two_workers_at_once(call_id: int) -> list[str]:
+    """Run place_call for one call in two threads released together; returns both results."""
     barrier = threading.Barrier(2)
     results: list[str] = []
 
     def worker() -> None:
         try:
             barrier.wait(5)
-            results.append(place_call(claimed.pk))
+            results.append(place_call(call_id))
         finally:
             connection.close()
 
@@ -195,8 +194,13 @@ def test_two_workers_placing_the_same_call_at_once_dial_once(claimed, make_sandb
         thread.start()
     for thread in threads:
         thread.join(30)
+    return results
 
-    assert sorted(results) == ["not claimed", "placed"]
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_placing_the_same_call_at_once_dial_once(claimed, make_sandbox, unreachable_public_url):
+    sandbox = make_sandbox()
+    assert sorted(place_from_two_workers_at_once(claimed.pk)) == ["not claimed", "placed"]
     assert len(sandbox.calls()) == 1
     assert CallAttempt.objects.filter(call=claimed).count() == 1
 
