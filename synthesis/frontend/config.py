@@ -16,4 +16,7 @@ def configuration_problem() -> str | None:
             return f"set {name} to a local directory holding {what} (nothing is downloaded)"
         if not (Path(folder) / "config.json").is_file():
             return f"{name}={folder} does not hold a {what} model (no config.json there)"
-    return None
+    from .g2p_model import model_problem
+
+    problem = model_problem()
+    return f"English words outside the dictionary cannot be read: {problem}" if problem else None

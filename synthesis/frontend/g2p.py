@@ -11,8 +11,8 @@ output matches. Inputs are already normalised text (`norm_text`); normalisation 
     g2p_zh("您好,请问是王先生吗?") -> (["n", "in2", "h", "ao3", ",", ...], [2, 2, 1, ...])
     g2p_en("V I P") -> ["V", "IY1", "AY1", "P", "IY1"]
 
-Differences from the official path, on purpose: English words that are neither in CMUdict nor split by
-wordsegment go to a small fallback (dictionary pieces, else letters) instead of g2p_en's neural model;
+English words that are neither in CMUdict nor split by wordsegment go to g2p_en's neural model, run by
+`g2p_model` from the weights the g2p_en wheel ships. Differences from the official path, on purpose:
 homograph disambiguation by POS tag is not done (CMUdict's first pronunciation is used); and
 `READING_OVERRIDES` fixes a few phrases where pypinyin's reading is wrong on a delivery call.
 """
@@ -30,6 +30,7 @@ from typing import Any
 
 from pypinyin import Style, lazy_pinyin
 
+from .g2p_model import default_model, model_problem
 from .symbols import PUNCTUATION, SYMBOL_TO_ID, phone_ids
 
 __all__ = ["READING_OVERRIDES", "g2p_en", "g2p_en_segment", "g2p_zh", "phone_ids", "warm_up"]
@@ -65,9 +66,11 @@ def _jieba() -> tuple[Any, Any]:
 
 
 def warm_up() -> None:
-    """Load jieba, pypinyin and the English dictionary now instead of on the first sentence."""
+    """Load jieba, pypinyin, the English dictionary and the English model now, not on the first sentence."""
     _jieba()
     _cmu()
+    if model_problem() is None:
+        default_model()
     g2p_zh("一不小心,你好.")
 
 
@@ -571,24 +574,6 @@ def _spell(word: str) -> list[str]:
     return phones
 
 
-def _fallback(word: str) -> list[str]:
-    """Stand-in for g2p_en's neural model: hyphen parts, else dictionary pieces, else letters."""
-    if "-" in word.strip("-"):
-        return [p for part in word.split("-") if part for p in _lookup(part)]
-    cmu = _cmu()
-    pieces: list[str] = []
-    rest = word
-    while rest:
-        for end in range(len(rest), 1, -1):
-            if rest[:end] in cmu:
-                pieces.extend(cmu[rest[:end]])
-                rest = rest[end:]
-                break
-        else:
-            return _spell(word)
-    return pieces
-
-
 def _lookup(o_word: str) -> list[str]:
     word = o_word.lower()
     cmu = _cmu()
@@ -605,7 +590,7 @@ def _lookup(o_word: str) -> list[str]:
         return phones + ["Z"]
     parts = _segment_words(word)
     if len(parts) == 1:
-        return _fallback(word)
+        return ["UNK" if phone == "<unk>" else phone for phone in default_model().predict(word)]
     return [p for part in parts for p in _lookup(part)]
 
 
