@@ -128,7 +128,9 @@ def _text_key(item: TextFeatures) -> bytes:
 
 class GptSovitsEngine(Engine):
     name: ClassVar[str] = "gpt-sovits"
-    version: ClassVar[str] = "herald-gptsovits-v2.1"
+    # Part of every render key: bump when the frontend reads any text differently (v2.2: traditional
+    # characters are simplified first; English words outside the dictionary go to g2p_en's model).
+    version: ClassVar[str] = "herald-gptsovits-v2.2"
 
     def __init__(
         self,

@@ -29,6 +29,8 @@ Decisions (where the official and the listener disagree, the listener wins):
 - A sentence with no Chinese is English and goes through ``normalize_en`` (the official English rules:
   $25.50 -> twenty-five dollars and fifty cents, 10:30 -> ten thirty A M, 3 PM -> three P M), except
   that codes and dashed numbers are read digit by digit in English words ("S F one two three").
+- Traditional characters are converted to simplified ones first (訂單 -> 订单, 3點半 -> 三点半), as the
+  official normaliser does.
 - The ``text`` hint means "no forced reading": the span goes through the ordinary rules. Overlapping or
   out-of-range spans and unknown hints are ignored.
 """
@@ -37,6 +39,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+
+from .hanzi import to_simplified
 
 __all__ = ["normalize", "normalize_en", "en_cardinal", "cardinal", "decimal", "digits", "HINTS"]
 
@@ -716,8 +720,10 @@ def normalize(text: str, hints: list[tuple[int, int, str | None]] | None = None)
     """Return what a listener should hear for ``text``: Chinese characters, Latin English words, ``,.?!…``.
 
     ``hints`` are ``(start, end, hint)`` spans of ``text`` (from ``render_with_spans``); a span with a
-    hint in :data:`HINTS` is read that way whatever its context.
+    hint in :data:`HINTS` is read that way whatever its context. Traditional characters become simplified
+    ones first (one for one, so the spans stay valid), as in the official normaliser.
     """
+    text = to_simplified(text)
     if hints:
         pieces = []
         pos = 0
