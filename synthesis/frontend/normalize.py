@@ -240,6 +240,12 @@ def _code(token: str, *, yao: bool = True) -> str:
 
 _RE_CODE_RUN = re.compile(r"\d+|[A-Za-z]+")
 _RE_DIGIT_SPACES = re.compile(r"(?<=\d) +(?=\d)")
+# Dimensions and products: 30cm×20cm, 40×30, 3x4 -> 乘 (a lone x between two numbers, never inside a word).
+_DIMENSION = r"\d+(?:\.\d+)?(?:mm|cm|m|km|kg|g)?"
+_RE_TIMES = re.compile(
+    r"(?<=[\dA-Za-z²³])\s*[×✕]\s*(?=\d)"
+    rf"|(?<![A-WYZa-wyz\d.])({_DIMENSION})\s*[xX]\s*(?={_DIMENSION}(?![A-WYZa-wyz\d]))"
+)
 _RE_EMAIL = re.compile(r"([A-Za-z0-9._%+-]+)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 _RE_MASKED = re.compile(r"(?<!\d)(\d+)(\*{2,})(\d+)(?!\d)")
 _RE_DATE_YMD = re.compile(r"(?<!\d)(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?![\d.])")
@@ -411,6 +417,7 @@ def _acronym(m: re.Match[str]) -> str:
 
 _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str] | str], ...] = (
     (_RE_DIGIT_SPACES, ""),
+    (_RE_TIMES, lambda m: f"{m.group(1) or ''}乘"),
     (_RE_EMAIL, _email),
     (_RE_DATE_YMD, _date_ymd),
     (_RE_VERSION, lambda m: "点".join(digits(p, yao=False) for p in m.group(0).split("."))),
@@ -546,6 +553,7 @@ _EN_UNITS = {
     "s": ("second", "seconds"), "°C": ("degree celsius", "degrees celsius"),
     "°F": ("degree fahrenheit", "degrees fahrenheit"),
     "kg": ("kilogram", "kilograms"), "g": ("gram", "grams"), "lb": ("pound", "pounds"), "lbs": ("pound", "pounds"),
+    "cm": ("centimeter", "centimeters"), "mm": ("millimeter", "millimeters"),
 }  # fmt: skip
 _EN_MONEY = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence")}
 
@@ -627,6 +635,7 @@ def _en_fraction(m: re.Match[str]) -> str:
 def normalize_en(text: str) -> str:
     """English text -> words the English G2P reads, following the official English normaliser."""
     text = original = text.translate(_F2H).translate(_RE_EN_PUNCT).strip()
+    text = _RE_TIMES.sub(lambda m: f"{m.group(1) or ''} by ", text)
     text = _RE_EN_CODE.sub(_en_code, text)
     text = _RE_EN_NEGATIVE.sub("negative ", text)
     text = _RE_EN_COMMA_NUMBER.sub("", text)

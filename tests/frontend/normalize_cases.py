@@ -301,6 +301,12 @@ UNITS = [
     ("重1.5kg。", "重一点五公斤."),
     ("重300g。", "重三百克."),
     ("长20cm。", "长二十厘米."),
+    ("包裹尺寸是30cm×20cm×15cm。", "包裹尺寸是三十厘米乘二十厘米乘十五厘米."),
+    ("纸箱40×30×25厘米。", "纸箱四十乘三十乘二十五厘米."),
+    ("箱子60x40cm。", "箱子六十乘四十厘米."),
+    ("箱子60x40x30。", "箱子六十乘四十乘三十."),
+    ("型号X200，订单SF123x4。", "型号X二零零,订单S F幺二三x四."),
+    ("规格 2 × 3m。", "规格二乘三米."),
     ("长3m。", "长三米."),
     ("距离5km。", "距离五公里."),
     ("容量500ml。", "容量五百毫升."),
@@ -430,6 +436,8 @@ ENGLISH_ONLY = [
     ("Call 400-820-8820 now.", "Call four zero zero, eight two zero, eight eight two zero now."),
     ("Order 1234567 shipped.", "Order one two three four five six seven shipped."),
     ("See you at 3 PM.", "See you at three P M."),  # official English rules (public-390)
+    ("The box is 30cm×20cm×15cm.", "The box is thirty centimeters by twenty centimeters by fifteen centimeters."),
+    ("A 60x40x30 box.", "A sixty by forty by thirty box."),
 ]
 
 CASES = (
