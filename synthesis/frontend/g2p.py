@@ -13,8 +13,9 @@ output matches. Inputs are already normalised text (`norm_text`); normalisation 
 
 English words that are neither in CMUdict nor split by wordsegment go to g2p_en's neural model, run by
 `g2p_model` from the weights the g2p_en wheel ships. Differences from the official path, on purpose:
-homograph disambiguation by POS tag is not done (CMUdict's first pronunciation is used); and
-`READING_OVERRIDES` fixes a few phrases where pypinyin's reading is wrong on a delivery call.
+homographs are disambiguated by the word before them, not by nltk's POS tagger (its model cannot be
+installed here; see `_homograph_reading`); and `READING_OVERRIDES` fixes a few phrases where pypinyin's
+reading is wrong on a delivery call.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from pypinyin import Style, lazy_pinyin
 
-from .g2p_model import default_model, model_problem
+from .g2p_model import default_model, homograph_path, model_problem
 from .symbols import PUNCTUATION, SYMBOL_TO_ID, phone_ids
 
 __all__ = ["READING_OVERRIDES", "g2p_en", "g2p_en_segment", "g2p_zh", "phone_ids", "warm_up"]
@@ -594,6 +595,54 @@ def _lookup(o_word: str) -> list[str]:
     return [p for part in parts for p in _lookup(part)]
 
 
+# Homographs (record, present, read, use, close, ...): g2p_en's table (homographs.en, read as data from its
+# package) with the official en_G2p's two corrections. The official picks a reading by the nltk POS tag;
+# its tagger's model is not installable here, so the tag is guessed from the word before, only where that
+# word decides it: after to / a modal / please / do-forms it is a verb ("will read" R IY1 D, "to record"),
+# after an article, possessive or demonstrative a noun ("the record", "your present"). Without such a cue
+# the word is read from the dictionary, as before.
+_HOMOGRAPH_FIXES = {
+    "read": (["R", "IY1", "D"], ["R", "EH1", "D"], "VBP"),
+    "complex": (["K", "AH0", "M", "P", "L", "EH1", "K", "S"], ["K", "AA1", "M", "P", "L", "EH0", "K", "S"], "JJ"),
+}
+_VERB_CUES = frozenset(
+    "to will would can could should must may might shall please let's do does did don't doesn't didn't "
+    "won't can't cannot i'll you'll we'll they'll he'll she'll it'll".split()
+)
+_NOUN_CUES = frozenset("the a an your my our their his her its this that these those no any each every".split())
+_homograph_state: dict[str, dict[str, tuple[list[str], list[str], str]]] = {}
+
+
+def _homographs() -> dict[str, tuple[list[str], list[str], str]]:
+    if "table" not in _homograph_state:
+        with _cmu_lock:
+            if "table" not in _homograph_state:
+                table: dict[str, tuple[list[str], list[str], str]] = {}
+                path = homograph_path()
+                if path is not None and path.is_file():
+                    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                        if not line.strip() or line.startswith("#"):
+                            continue
+                        fields = line.strip().split("|")
+                        if len(fields) != 4:
+                            raise ValueError(f"{path}:{number}: expected WORD|PRON1|PRON2|POS, got {line!r}")
+                        word, first, second, pos = fields
+                        table[word.lower()] = (first.split(), second.split(), pos)
+                table.update(_HOMOGRAPH_FIXES)
+                _homograph_state["table"] = table
+    return _homograph_state["table"]
+
+
+def _homograph_reading(word: str, previous: str | None) -> list[str] | None:
+    """The reading the official rule gives under the tag the previous word implies; None without a cue."""
+    entry = _homographs().get(word)
+    tag = "VB" if previous in _VERB_CUES else "NN" if previous in _NOUN_CUES else None
+    if entry is None or tag is None:
+        return None
+    first, second, pos = entry
+    return list(first if tag.startswith(pos) or pos.startswith(tag) else second)
+
+
 def g2p_en(text: str) -> list[str]:
     """ARPAbet phones (v2 symbols, stress digits) of normalised English text, as the official en_G2p."""
     cmu = _cmu()
@@ -601,6 +650,7 @@ def g2p_en(text: str) -> list[str]:
     # The official English normaliser already splits camel case and spells all-caps words; doing the same
     # here is a no-op on its output and lets raw text (iPhone, VIP) through.
     text = _CAMEL_BOUNDARY.sub(" ", text)
+    previous: str | None = None
     for token in _TOKEN.findall(text):
         word = token.lower()
         if not re.search("[a-z]", word):
@@ -610,7 +660,8 @@ def g2p_en(text: str) -> list[str]:
         elif token.isalpha() and token.isupper():
             pron = [p for letter in token for p in (["EY1"] if letter == "A" else cmu[letter.lower()])]
         else:
-            pron = _lookup(token)
+            pron = _homograph_reading(word, previous) or _lookup(token)
+        previous = word if re.search("[a-z]", word) else None
         for phone in pron:
             if phone == "'":
                 phones.append("-")

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ENV_MODEL", "GRAPHEMES", "PHONEMES", "NeuralG2p", "default_model", "model_path", "model_problem"]
+__all__ = [
+    "ENV_MODEL", "GRAPHEMES", "PHONEMES", "NeuralG2p", "default_model", "homograph_path", "model_path", "model_problem",
+]
 
 ENV_MODEL = "HERALD_G2P_EN_MODEL"
 MAX_PHONES = 20  # the decoder's step limit
@@ -130,6 +132,12 @@ def model_path() -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations))) / "checkpoint20.npz"
+
+
+def homograph_path() -> Path | None:
+    """g2p_en's homograph table (homographs.en) next to its weights, or None when g2p_en is not installed."""
+    path = model_path()
+    return None if path is None else path.with_name("homographs.en")
 
 
 def model_problem() -> str | None:

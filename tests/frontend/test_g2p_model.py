@@ -185,3 +185,40 @@ def test_missing_model_is_a_configuration_problem(tmp_path, monkeypatch):
     )
     monkeypatch.delenv(g2p_model.ENV_MODEL)
     assert configuration_problem() is None
+
+
+# ------------------------------------------------------------------------------------------ homographs
+
+@pytest.mark.parametrize(
+    ("text", "reading"),
+    [
+        ("we will read it", "R IY1 D"),  # a modal before it: a verb, present tense
+        ("please read the code", "R IY1 D"),
+        ("we want to record it", "R IH0 K AO1 R D"),
+        ("the record is here", "R EH1 K ER0 D"),  # an article before it: a noun
+        ("your present is here", "P R EH1 Z AH0 N T"),
+        ("please present your ID", "P R IY0 Z EH1 N T"),
+        ("you can use the code", "Y UW1 Z"),
+        ("the use of it", "Y UW1 S"),
+        ("I read it yesterday", "R EH1 D"),  # no deciding word before it: the dictionary's reading
+    ],
+)
+def test_homographs_follow_the_word_before(text, reading):
+    phones = " ".join(g2p_en(text))
+    assert f" {reading} " in f" {phones} ", phones
+
+
+def test_homograph_table_is_g2p_ens_with_the_official_corrections(monkeypatch, tmp_path):
+    from synthesis.frontend import g2p
+
+    table = g2p._homographs()
+    assert len(table) > 300
+    assert table["record"] == (["R", "IH0", "K", "AO1", "R", "D"], ["R", "EH1", "K", "ER0", "D"], "V")
+    assert table["read"][2] == "VBP"  # the official en_G2p's correction of g2p_en's VBD
+
+    damaged = tmp_path / "homographs.en"
+    damaged.write_text("# comment\nRECORD|R IH0 K AO1 R D|R EH1 K ER0 D\n", encoding="utf-8")
+    monkeypatch.setattr(g2p, "homograph_path", lambda: damaged)
+    monkeypatch.setattr(g2p, "_homograph_state", {})
+    with pytest.raises(ValueError, match=r"homographs\.en:2: expected WORD\|PRON1\|PRON2\|POS"):
+        g2p_en("the record")
