@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import secrets
+import socket
+import wave
 from collections.abc import Callable, Iterator
 from datetime import time, timedelta
 from urllib.parse import urlencode
@@ -16,6 +20,7 @@ from twilio.request_validator import RequestValidator
 from campaigns.demo import daytime_zone
 from campaigns.models import Call, CallAttempt, Campaign, Contact, ContactList, ScriptTemplate, Variant
 from sandbox.twilio import TwilioSandbox
+from synthesis.models import RenderedAudio
 from telephony.actions import set_auth_token
 from telephony.models import TelephonyAccount
 from voices.models import Voice
@@ -181,3 +186,50 @@ def make_sandbox(account, token) -> Iterator[Callable[..., TwilioSandbox]]:
     yield make
     for sandbox in started:
         sandbox.stop()
+
+
+def closed_port_url(scheme: str = "http") -> str:
+    """A local URL nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"{scheme}://127.0.0.1:{port}"
+
+
+def pcm_wav(seconds: float = 0.5) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * int(8000 * seconds))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def audio(db, settings, tmp_path) -> RenderedAudio:
+    """A ready clip on disk, as the synthesis pipeline leaves it."""
+    settings.MEDIA_ROOT = tmp_path
+    data = pcm_wav()
+    key = hashlib.sha256(data + b"telephony-tests").hexdigest()
+    relative = f"telephony-tests/{key}.wav"
+    path = tmp_path / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return RenderedAudio.objects.create(
+        render_key=key, engine="embedded", text="您好", state=RenderedAudio.State.READY, telephony_file=relative,
+        sample_rate=8000, duration=0.5,
+    )
+
+
+@pytest.fixture
+def unreachable_public_url(settings) -> str:
+    """Callbacks and audio fetches from the sandbox go nowhere: these tests look at the request itself."""
+    settings.PUBLIC_URL = closed_port_url()
+    return settings.PUBLIC_URL
+
+
+@pytest.fixture
+def claimed(make_call, audio) -> Call:
+    """A call the sweep has claimed: ready audio, state dialing, no attempts yet."""
+    return make_call(state=Call.State.DIALING, attempts_made=0, audio=audio, claimed_at=timezone.now())

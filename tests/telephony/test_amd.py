@@ -22,8 +22,7 @@ from campaigns.models import Call, CallAttempt, Campaign, ScriptTemplate
 from synthesis.models import RenderedAudio
 from telephony.actions import place_call
 from telephony.models import ProviderEvent
-from tests.telephony.conftest import FORM, twilio_params
-from tests.telephony.test_place_call import audio, pcm_wav  # noqa: F401  (audio: a fixture)
+from tests.telephony.conftest import FORM, pcm_wav, twilio_params
 
 S = CallAttempt.Status
 

@@ -7,18 +7,14 @@ figures the issue asks for; place_call runs against the local Twilio sandbox.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import wave
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,19 +28,12 @@ from synthesis.models import RenderedAudio
 from telephony import outcomes, pacing
 from telephony.actions import place_call
 from telephony.models import TelephonyAccount
-from tests.telephony.conftest import CALLER_ID, PHONE
+from tests.telephony.conftest import CALLER_ID, PHONE, closed_port_url
 from tests.telephony.test_place_call import place_from_two_workers_at_once
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 S = CallAttempt.Status
-
-
-def closed_port_url(scheme: str = "http") -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"{scheme}://127.0.0.1:{port}"
 
 
 def unsaved_account(*, cps: float = 10.0, channels: int = 10, created_us: int | None = None) -> TelephonyAccount:
@@ -234,36 +223,6 @@ def test_an_unreachable_store_refuses_and_is_logged_once(where, settings, tmp_pa
 # --- place_call ------------------------------------------------------------------------------------------------
 
 
-def pcm_wav(seconds: float = 0.5) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(b"\x00\x00" * int(8000 * seconds))
-    return buf.getvalue()
-
-
-@pytest.fixture
-def audio(db, settings, tmp_path) -> RenderedAudio:
-    settings.MEDIA_ROOT = tmp_path
-    data = pcm_wav()
-    key = hashlib.sha256(data + b"pacing-tests").hexdigest()
-    path = tmp_path / "pacing-tests" / f"{key}.wav"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(data)
-    return RenderedAudio.objects.create(
-        render_key=key, engine="embedded", text="您好", state=RenderedAudio.State.READY,
-        telephony_file=f"pacing-tests/{key}.wav", sample_rate=8000, duration=0.5,
-    )
-
-
-@pytest.fixture
-def unreachable_public_url(settings) -> str:
-    settings.PUBLIC_URL = closed_port_url()
-    return settings.PUBLIC_URL
-
-
 @pytest.fixture
 def limits(account):
     """Set the account's limits: limits(cps=..., channels=...)."""
@@ -274,11 +233,6 @@ def limits(account):
         return account
 
     return set_limits
-
-
-@pytest.fixture
-def claimed(make_call, audio) -> Call:
-    return make_call(state=Call.State.DIALING, attempts_made=0, audio=audio, claimed_at=timezone.now())
 
 
 def assert_back_to_ready(call: Call) -> None:

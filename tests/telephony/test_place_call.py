@@ -6,16 +6,12 @@ ambiguous provider failure is never re-dialled.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import socket
 import threading
-import wave
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -25,55 +21,9 @@ from campaigns.models import Call, CallAttempt, Campaign, DoNotCall
 from synthesis.models import RenderedAudio
 from telephony.actions import place_call, set_auth_token, settle_silent_attempts
 from telephony.models import ProviderEvent
-from tests.telephony.conftest import CALLER_ID, PHONE
+from tests.telephony.conftest import CALLER_ID, PHONE, closed_port_url
 
 S = CallAttempt.Status
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-def pcm_wav(seconds: float = 0.5) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(b"\x00\x00" * int(8000 * seconds))
-    return buf.getvalue()
-
-
-@pytest.fixture
-def audio(db, settings, tmp_path) -> RenderedAudio:
-    """A ready clip on disk, as the synthesis pipeline leaves it."""
-    settings.MEDIA_ROOT = tmp_path
-    data = pcm_wav()
-    key = hashlib.sha256(data + b"telephony-tests").hexdigest()
-    relative = f"telephony-tests/{key}.wav"
-    path = Path(settings.MEDIA_ROOT) / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return RenderedAudio.objects.create(
-        render_key=key, engine="embedded", text="您好", state=RenderedAudio.State.READY, telephony_file=relative,
-        sample_rate=8000, duration=0.5,
-    )
-
-
-@pytest.fixture
-def unreachable_public_url(settings) -> str:
-    """Callbacks and audio fetches from the sandbox go nowhere: these tests look at the request itself."""
-    settings.PUBLIC_URL = closed_port_url()
-    return settings.PUBLIC_URL
-
-
-@pytest.fixture
-def claimed(make_call, audio) -> Call:
-    """A call the sweep has claimed: ready audio, state dialing, no attempts yet."""
-    return make_call(state=Call.State.DIALING, attempts_made=0, audio=audio, claimed_at=timezone.now())
 
 
 class FailingTwilio:
