@@ -54,15 +54,21 @@ class Bar:
 
 
 @dataclass
-class BarChart:
+class Plot:
+    """An SVG chart's canvas and plot area (pixels), and its axis ticks."""
+
     title: str
     width: int
     height: int
     plot_left: int
     plot_right: int
     plot_bottom: int
+    ticks: list[tuple[float, str]] = field(default_factory=list)  # (position on the value axis, label)
+
+
+@dataclass
+class BarChart(Plot):
     bars: list[Bar] = field(default_factory=list)
-    ticks: list[tuple[float, str]] = field(default_factory=list)  # (y, label)
     group_labels: list[tuple[float, str]] = field(default_factory=list)  # (x centre, label)
     legend: list[tuple[float, float, str, str]] = field(default_factory=list)  # (x, text x, color, name)
 
@@ -141,17 +147,10 @@ class IntervalRow:
 
 
 @dataclass
-class IntervalChart:
+class IntervalChart(Plot):
     """A rate per variant as a dot on its 95% interval (a forest plot): overlap is visible at a glance."""
 
-    title: str
-    width: int
-    height: int
-    plot_left: int
-    plot_right: int
-    plot_bottom: int
     rows: list[IntervalRow] = field(default_factory=list)
-    ticks: list[tuple[float, str]] = field(default_factory=list)  # (x, label)
 
 
 def interval_chart(title: str, rows: list[tuple[str, float | None, stats.Interval | None]]) -> IntervalChart:
