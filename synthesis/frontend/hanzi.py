@@ -12,13 +12,11 @@ the package is not imported. As in OpenCC, the longest phrase wins, then the cha
 from __future__ import annotations
 
 import importlib.util
-import threading
 from pathlib import Path
 
-__all__ = ["table_dir", "to_simplified"]
+from .once import load_once
 
-_lock = threading.Lock()
-_tables: dict[str, tuple[dict[str, str], dict[int, str], frozenset[str], int]] = {}
+__all__ = ["table_dir", "to_simplified"]
 
 
 def table_dir() -> Path:
@@ -42,16 +40,14 @@ def _entries(path: Path) -> dict[str, str]:
     return entries
 
 
+@load_once
 def _load() -> tuple[dict[str, str], dict[int, str], frozenset[str], int]:
-    if "t2s" not in _tables:
-        with _lock:
-            if "t2s" not in _tables:
-                folder = table_dir()
-                phrases = {k: v for k, v in _entries(folder / "TSPhrases.txt").items() if len(k) > 1}
-                chars = {ord(k): v for k, v in _entries(folder / "TSCharacters.txt").items() if len(k) == 1}
-                starts = frozenset(phrase[0] for phrase in phrases)
-                _tables["t2s"] = (phrases, chars, starts, max(map(len, phrases), default=1))
-    return _tables["t2s"]
+    """(phrases, character translation table, first characters of phrases, longest phrase)."""
+    folder = table_dir()
+    phrases = {k: v for k, v in _entries(folder / "TSPhrases.txt").items() if len(k) > 1}
+    chars = {ord(k): v for k, v in _entries(folder / "TSCharacters.txt").items() if len(k) == 1}
+    starts = frozenset(phrase[0] for phrase in phrases)
+    return phrases, chars, starts, max(map(len, phrases), default=1)
 
 
 def to_simplified(text: str) -> str:
@@ -63,16 +59,12 @@ def to_simplified(text: str) -> str:
     i = 0
     while i < len(text):
         if text[i] in starts:
-            for size in range(min(longest, len(text) - i), 1, -1):
-                found = phrases.get(text[i : i + size])
-                if found is not None:
-                    out.append(found)
-                    i += size
-                    break
-            else:
-                out.append(text[i].translate(chars))
-                i += 1
-        else:
-            out.append(text[i].translate(chars))
-            i += 1
+            sizes = range(min(longest, len(text) - i), 1, -1)
+            size = next((n for n in sizes if text[i : i + n] in phrases), 0)
+            if size:
+                out.append(phrases[text[i : i + size]])
+                i += size
+                continue
+        out.append(text[i].translate(chars))
+        i += 1
     return "".join(out)
