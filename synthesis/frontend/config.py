@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .g2p_model import model_problem
+
 ENV_BERT, ENV_HUBERT = "HERALD_BERT_DIR", "HERALD_HUBERT_DIR"
 
 
@@ -16,7 +18,5 @@ def configuration_problem() -> str | None:
             return f"set {name} to a local directory holding {what} (nothing is downloaded)"
         if not (Path(folder) / "config.json").is_file():
             return f"{name}={folder} does not hold a {what} model (no config.json there)"
-    from .g2p_model import model_problem
-
     problem = model_problem()
     return f"English words outside the dictionary cannot be read: {problem}" if problem else None

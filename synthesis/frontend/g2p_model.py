@@ -13,6 +13,7 @@ $HERALD_G2P_EN_MODEL. Tests build tiny random-weight archives of the same layout
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import threading
@@ -128,6 +129,12 @@ def model_path() -> Path | None:
     configured = os.environ.get(ENV_MODEL, "")
     if configured:
         return Path(configured)
+    return _installed_checkpoint()
+
+
+@functools.cache
+def _installed_checkpoint() -> Path | None:
+    """Where pip put g2p_en's weights (looked up once: installed packages do not move while we run)."""
     spec = importlib.util.find_spec("g2p_en")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -156,13 +163,14 @@ _models: dict[Path, NeuralG2p] = {}
 
 def default_model() -> NeuralG2p:
     """The configured model, loaded once per process per path; a clear error when there is none."""
+    path = model_path()
+    if path in _models:  # the common case, on every unknown word: no file system access
+        return _models[path]
     problem = model_problem()
     if problem:
         raise RuntimeError(f"an English word is not in the dictionary and there is no g2p model: {problem}")
-    path = model_path()
     assert path is not None
-    if path not in _models:
-        with _lock:
-            if path not in _models:
-                _models[path] = NeuralG2p.from_file(path)
+    with _lock:
+        if path not in _models:
+            _models[path] = NeuralG2p.from_file(path)
     return _models[path]
