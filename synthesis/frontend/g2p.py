@@ -30,11 +30,11 @@ from typing import Any
 
 from pypinyin import Style, lazy_pinyin
 
-from .g2p_model import default_model, homograph_path, model_problem
+from .g2p_model import default_model, homograph_path
 from .once import load_once
 from .symbols import PUNCTUATION, SYMBOL_TO_ID, phone_ids
 
-__all__ = ["READING_OVERRIDES", "g2p_en", "g2p_en_segment", "g2p_zh", "phone_ids", "warm_up"]
+__all__ = ["READING_OVERRIDES", "g2p_en", "g2p_en_segment", "g2p_zh", "phone_ids"]
 
 # ---------------------------------------------------------------------------------------------- jieba
 
@@ -54,15 +54,6 @@ def _jieba() -> tuple[Any, Any]:
     pos = jieba.posseg.POSTokenizer(tokenizer)
     pos.lcut("预热")  # loads the POS tag table and HMM tables now, under the lock
     return tokenizer, pos
-
-
-def warm_up() -> None:
-    """Load jieba, pypinyin, the English dictionary and the English model now, not on the first sentence."""
-    _jieba()
-    _cmu()
-    if model_problem() is None:
-        default_model()
-    g2p_zh("一不小心,你好.")
 
 
 # ------------------------------------------------------------------------------------- tone sandhi data
