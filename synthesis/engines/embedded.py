@@ -300,7 +300,7 @@ def _render(params: dict[str, Any], text: str) -> tuple[np.ndarray, int]:
 
 # Bump when Herald's own processing before the library changes what is said (it is part of every render key):
 # norm1 = Chinese scripts pass through synthesis.frontend.normalize (codes, money, dates, reading hints);
-# norm2 = and traditional characters become simplified first.
+# norm2 = and traditional characters become simplified first; dimensions (30cm×20cm) say 乘 / "by".
 TEXT_PROCESSING = "norm2"
 
 

@@ -129,7 +129,8 @@ def _text_key(item: TextFeatures) -> bytes:
 class GptSovitsEngine(Engine):
     name: ClassVar[str] = "gpt-sovits"
     # Part of every render key: bump when the frontend reads any text differently (v2.2: traditional
-    # characters are simplified first; English words outside the dictionary go to g2p_en's model).
+    # characters are simplified first; English words outside the dictionary go to g2p_en's model;
+    # English homographs follow the word before them; dimensions say 乘 / "by").
     version: ClassVar[str] = "herald-gptsovits-v2.2"
 
     def __init__(
