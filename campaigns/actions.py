@@ -41,6 +41,7 @@ from synthesis.engines.base import EngineError
 from synthesis.frontend.marks import strip_marks
 from synthesis.keys import normalise_text
 from synthesis.models import RenderedAudio
+from voices.models import Voice
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,19 @@ def validate_script(text: str) -> None:
 # --- launch and planning ---------------------------------------------------------------------------
 
 
+def _instant_voice_problem(voice: Voice) -> str | None:
+    """Why an instant voice's base models cannot serve it (listed against the manifest, not hashed)."""
+    if not voice.is_instant:
+        return None
+    from synthesis.gptsovits.basemodels import ENV_BASE, base_dir, problems
+
+    base = base_dir()
+    if base is None:
+        return f"instant voices need the GPT-SoVITS base models: set {ENV_BASE}"
+    found = problems(base, voice.base_version, verify=False)
+    return f"its {voice.base_version} base models in {base} are incomplete: {'; '.join(found)}" if found else None
+
+
 def check_launchable(campaign: Campaign) -> None:
     """Raise LaunchError with the first reason the campaign cannot run."""
     if campaign.status not in (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED):
@@ -136,7 +150,7 @@ def check_launchable(campaign: Campaign) -> None:
                 "speaker consent; record the speaker's consent first"
             )
         try:
-            problem = engine_problem(variant.voice.engine)
+            problem = engine_problem(variant.voice.engine) or _instant_voice_problem(variant.voice)
         except EngineError as exc:
             problem = str(exc)
         if problem:

@@ -110,8 +110,17 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
+
+# --- uploads --------------------------------------------------------------------------------------
+# An uploaded file over 2.5 MB is streamed to a temporary file, never held in memory; the other fields of a
+# request may total 2.5 MB (Django's defaults: admin forms are far smaller). Nothing here bounds a whole
+# request body, which gunicorn does not either: the proxy in front of `web` should (see README "Production").
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Voice files larger than these are refused before anything reads them. Official full-size GPT-SoVITS files
+# are about 155 MB (GPT) and up to 180 MB (SoVITS v2ProPlus, fp16); 10 s of 48 kHz stereo WAV is under 4 MB.
+MAX_CHECKPOINT_UPLOAD_BYTES = env_int("HERALD_MAX_CHECKPOINT_UPLOAD_MB", 400, minimum=1) * 1024 * 1024
+MAX_REFERENCE_UPLOAD_BYTES = env_int("HERALD_MAX_REFERENCE_UPLOAD_MB", 20, minimum=1) * 1024 * 1024
 
 # --- security -------------------------------------------------------------------------------------
 HTTPS = env_bool("HERALD_HTTPS", False)

@@ -42,12 +42,18 @@ class RenderSummary:
 
 
 def voice_spec(voice: Voice) -> VoiceSpec:
-    """What an engine needs to know about a voice, with file paths resolved."""
+    """What an engine needs to know about a voice, with file paths resolved.
+
+    An instant voice speaks with the verified base pair of its version (EngineError naming every missing or
+    altered base file otherwise)."""
     weights = {}
-    if voice.gpt_weights:
-        weights["gpt"] = voice.gpt_weights.path
-    if voice.sovits_weights:
-        weights["sovits"] = voice.sovits_weights.path
+    if voice.is_instant:
+        weights = _base_weights(voice.base_version)
+    else:
+        if voice.gpt_weights:
+            weights["gpt"] = voice.gpt_weights.path
+        if voice.sovits_weights:
+            weights["sovits"] = voice.sovits_weights.path
     return VoiceSpec(
         voice_id=voice.pk,
         language=voice.language,
@@ -56,6 +62,36 @@ def voice_spec(voice: Voice) -> VoiceSpec:
         reference_audio=voice.reference_audio.path if voice.reference_audio else None,
         reference_text=voice.reference_text,
     )
+
+
+def _base_weights(version: str) -> dict[str, str]:
+    from synthesis.gptsovits.basemodels import ENV_BASE, BaseModelError, base_dir, base_pair
+
+    base = base_dir()
+    if base is None:
+        raise EngineError(f"instant voices need the GPT-SoVITS base models: set {ENV_BASE}", permanent=True)
+    try:
+        pair = base_pair(base, version)
+    except BaseModelError as exc:
+        raise EngineError(str(exc), permanent=True) from exc
+    return {"gpt": str(pair.gpt), "sovits": str(pair.sovits)}
+
+
+def check_base_models() -> dict[str, list[str]]:
+    """Hash every base model against the manifest (HERALD_GPTSOVITS_BASE_DIR) and log, per version, that it is
+    ready or each file that is missing or altered. Returns {version: problems}; {} when no base is set."""
+    from synthesis.gptsovits.basemodels import VERSIONS, base_dir, problems
+
+    base = base_dir()
+    if base is None:
+        return {}
+    found = {version: problems(base, version) for version in VERSIONS}
+    for version, listed in found.items():
+        if listed:
+            log.warning("instant %s voices cannot render: %s", version, "; ".join(listed))
+        else:
+            log.info("instant %s voices ready: base models in %s match %s", version, base, "SHA256SUMS")
+    return found
 
 
 def keyer_for(voice: Voice) -> RenderKeyer:

@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
+from celery.signals import worker_ready
 from django.conf import settings
 from django.db import transaction
 
 from herald.celery import app
 from synthesis import actions
+
+
+@worker_ready.connect
+def check_base_models(**_: object) -> dict[str, list[str]]:
+    """At worker start: is every GPT-SoVITS base model present and matching its sha256? Logged per version."""
+    return actions.check_base_models()
 
 
 @app.task(

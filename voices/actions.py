@@ -52,6 +52,16 @@ def voice_digest(voice: Voice) -> str:
     if not any(files) and not voice.reference_text:
         return ""
     digest = hashlib.sha256(b"herald.voice-digest.v1\x00")
+    if voice.is_instant:  # its weights are the base pair's: their manifest entries stand for them
+        from synthesis.gptsovits.basemodels import BaseModelError, base_dir, manifest_digest
+
+        base = base_dir()
+        try:
+            base_part = manifest_digest(base, voice.base_version) if base else "unconfigured"
+        except BaseModelError:
+            base_part = "unreadable"
+        digest.update(f"instant:{voice.base_version}:{base_part}\x00".encode())
+        files = [None, None, files[2]]
     for name, stored in zip(_DIGESTED_FILES, files, strict=True):
         part = hashlib.sha256()
         if stored:

@@ -24,8 +24,15 @@ class VoiceForm(forms.ModelForm):
         model = Voice
         fields = "__all__"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("source", "base_version"):  # only GPT-SoVITS voices choose; others keep the defaults
+            self.fields[name].required = False
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        cleaned["source"] = cleaned.get("source") or Voice.Source.TRAINED
+        cleaned["base_version"] = cleaned.get("base_version") or Voice.BaseVersion.V2_PRO_PLUS
         if "engine" not in cleaned:
             return cleaned  # the engine itself is invalid: the field error already says so
         self.warnings: list[str] = []
@@ -37,6 +44,8 @@ class VoiceForm(forms.ModelForm):
             reference_text=cleaned.get("reference_text", ""),
             gpt_weights=cleaned.get("gpt_weights"),
             sovits_weights=cleaned.get("sovits_weights"),
+            source=cleaned["source"],
+            base_version=cleaned["base_version"],
         ):
             if not problem.blocking:
                 self.warnings.append(problem.message)
@@ -76,8 +85,9 @@ class VoiceAdmin(admin.ModelAdmin):
     form = VoiceForm
     change_form_template = "admin/voices/voice/change_form.html"
     inlines = [SpeakerConsentInline]
-    list_display = ["name", "engine", "language", "consent_status"]
-    list_filter = ["engine", "language"]
+    list_display = ["name", "engine", "source", "language", "consent_status"]
+    list_filter = ["engine", "source", "language"]
+    radio_fields = {"source": admin.HORIZONTAL}
     search_fields = ["name"]
     readonly_fields = ["weights_digest", "created_at"]
 

@@ -12,6 +12,15 @@ class Voice(models.Model):
         EMBEDDED = "embedded", "Embedded (eSpeak NG)"
         GPT_SOVITS = "gpt-sovits", "GPT-SoVITS (cloned voice)"
 
+    class Source(models.TextChoices):
+        TRAINED = "trained", "Trained weights (upload the .ckpt and .pth files)"
+        INSTANT = "instant", "Instant voice (base models + the reference clip, no training)"
+
+    class BaseVersion(models.TextChoices):
+        V2 = "v2", "v2"
+        V2_PRO = "v2Pro", "v2Pro"
+        V2_PRO_PLUS = "v2ProPlus", "v2ProPlus (closest to the speaker)"
+
     class Language(models.TextChoices):
         MANDARIN = "zh", "Mandarin Chinese"
         ENGLISH = "en", "English"
@@ -21,6 +30,15 @@ class Voice(models.Model):
     engine = models.CharField(max_length=20, choices=Engine.choices, default=Engine.EMBEDDED)
     parameters = models.JSONField(
         default=dict, blank=True, help_text="Engine parameters, e.g. {\"rate\": 170, \"pitch\": 50} for eSpeak."
+    )
+    source = models.CharField(
+        max_length=10, choices=Source.choices, default=Source.TRAINED,
+        help_text="GPT-SoVITS only: the voice's own trained weights, or an instant voice made from the reference "
+        "clip alone with the base models (HERALD_GPTSOVITS_BASE_DIR).",
+    )
+    base_version = models.CharField(
+        max_length=12, choices=BaseVersion.choices, default=BaseVersion.V2_PRO_PLUS,
+        help_text="Instant voices: which base models speak. Trained voices: ignored (the files say).",
     )
     reference_audio = models.FileField(upload_to="voices/reference/", blank=True)
     reference_text = models.TextField(blank=True, help_text="Exact transcript of the reference clip.")
@@ -36,6 +54,10 @@ class Voice(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_instant(self) -> bool:
+        return self.engine == self.Engine.GPT_SOVITS and self.source == self.Source.INSTANT
 
     @property
     def needs_consent(self) -> bool:

@@ -21,11 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 
 # The official GPT-SoVITS inference refuses reference clips outside 3-10 s.
 MIN_REFERENCE_SECONDS = 3.0
 MAX_REFERENCE_SECONDS = 10.0
 MIN_REFERENCE_RATE = 16000
+# Read from the header before any audio is decoded: a small compressed file can declare hours of sound.
+MAX_REFERENCE_RATE = 192000
+MAX_REFERENCE_CHANNELS = 2
+MAX_REFERENCE_SAMPLES = int(MAX_REFERENCE_SECONDS * MAX_REFERENCE_RATE) * MAX_REFERENCE_CHANNELS  # 15 MB float32
+UNKNOWN_LENGTH = 2**63 - 1  # libsndfile's SF_COUNT_MAX: the header does not say how long the audio is
 CLIPPED_AT = 0.999  # |sample| at or above this counts as clipped (int16 full scale reads 0.99997)
 MAX_CLIPPED_FRACTION = 0.001
 MIN_SPEECH_LEVEL_DBFS = -45.0
@@ -73,6 +79,24 @@ class ClipReport:
 
 def _name(upload: Any) -> str:
     return os.path.basename(str(getattr(upload, "name", None) or upload))
+
+
+def _size(upload: Any) -> int | None:
+    """Bytes in a path, stored file or upload, found without reading any of it (None: cannot tell)."""
+    try:
+        if isinstance(upload, str | os.PathLike):
+            return os.stat(upload).st_size
+        return int(upload.size)
+    except (AttributeError, OSError, TypeError, ValueError):
+        return None  # opening it will say what is wrong
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+def _cap(size: int) -> str:
+    return f"{size / 1024 / 1024:.4g} MB"
 
 
 @contextmanager
@@ -140,6 +164,14 @@ def check_checkpoint(upload: Any, *, kind: str) -> list[Problem]:
     field, label, wanted = _SLOTS[kind]
     if not upload:
         return [Problem(field, f"The {label} file is missing: upload {wanted}.")]
+    size, cap = _size(upload), settings.MAX_CHECKPOINT_UPLOAD_BYTES
+    if size is not None and size > cap:
+        return [Problem(
+            field,
+            f"The {label} file “{_name(upload)}” is {_megabytes(size)}; at most {_cap(cap)} is accepted (GPT-SoVITS "
+            f"files are under 200 MB). Upload {wanted}; if this is the right file, ask an administrator to raise "
+            "HERALD_MAX_CHECKPOINT_UPLOAD_MB.",
+        )]
     try:
         from synthesis.gptsovits.checkpoint import CheckpointError
         from synthesis.gptsovits.loading import load_gpt, load_sovits
@@ -157,6 +189,33 @@ def check_checkpoint(upload: Any, *, kind: str) -> list[Problem]:
     return []
 
 
+def check_base_models(version: str) -> list[Problem]:
+    """An instant voice speaks with the base models: they must be in place where this server can see them.
+
+    Files are listed and compared with the manifest, not hashed (the synthesis workers hash them at start).
+    """
+    from synthesis.gptsovits.basemodels import ENV_BASE, base_dir, problems
+
+    field = "base_version"
+    base = base_dir()
+    if base is None:
+        return [Problem(
+            field,
+            f"This server has no GPT-SoVITS base models ({ENV_BASE} is not set), so the instant voice could not "
+            "be checked here. The synthesis workers need them to render it.",
+            WARNING,
+        )]
+    found = problems(base, version, verify=False)
+    if found:
+        shown = "; ".join(found[:4]) + (f"; … ({len(found)} in all)" if len(found) > 4 else "")
+        return [Problem(
+            field,
+            f"The {version} base models in {base} are incomplete: {shown}. Copy the official pretrained_models "
+            "files there (see the README, “Voices Herald accepts”) or pick another version.",
+        )]
+    return []
+
+
 # --- reference clip ----------------------------------------------------------------------------------------
 
 
@@ -169,8 +228,61 @@ def _silent_fraction(mono: np.ndarray, rate: int) -> float:
     return float(np.mean(power < 10.0 ** (SILENT_FRAME_DBFS / 10.0)))
 
 
+def _length_problem(field: str, duration: float) -> Problem | None:
+    if duration < MIN_REFERENCE_SECONDS:
+        return Problem(
+            field,
+            f"The reference clip is {duration:.1f} seconds long; GPT-SoVITS needs {MIN_REFERENCE_SECONDS:.0f} to "
+            f"{MAX_REFERENCE_SECONDS:.0f} seconds. Upload a longer clip (one or two full sentences).",
+        )
+    if duration > MAX_REFERENCE_SECONDS:
+        return Problem(
+            field,
+            f"The reference clip is {duration:.1f} seconds long; GPT-SoVITS accepts at most "
+            f"{MAX_REFERENCE_SECONDS:.0f} seconds. Cut it to {MIN_REFERENCE_SECONDS:.0f}-{MAX_REFERENCE_SECONDS:.0f} "
+            "seconds and shorten the transcript to match.",
+        )
+    return None
+
+
+def _header_problems(field: str, name: str, *, frames: int, rate: int, channels: int) -> list[Problem]:
+    """What the clip's header alone rules out; any of these and its audio is never decoded."""
+    problems = []
+    if channels > MAX_REFERENCE_CHANNELS:
+        problems.append(Problem(
+            field,
+            f"The reference clip “{name}” has {channels} channels; at most {MAX_REFERENCE_CHANNELS} (mono or stereo) "
+            "are accepted. Export it again as mono.",
+        ))
+    if frames == UNKNOWN_LENGTH:
+        problems.append(Problem(
+            field,
+            f"The reference clip “{name}” does not say how long it is (its header has no length, as in some "
+            "streamed recordings). Open it in an audio editor and export it again as WAV or FLAC.",
+        ))
+    elif rate > 0 and (length := _length_problem(field, frames / rate)):
+        problems.append(length)
+    if rate > MAX_REFERENCE_RATE:
+        problems.append(Problem(
+            field,
+            f"The reference clip is sampled at {rate} Hz; at most {MAX_REFERENCE_RATE} Hz is accepted. Export it "
+            "again at 16 to 48 kHz.",
+        ))
+    elif rate < MIN_REFERENCE_RATE:
+        problems.append(Problem(
+            field,
+            f"The reference clip is sampled at {rate} Hz, too low for cloning; at least {MIN_REFERENCE_RATE} Hz is "
+            "needed. Upload the original recording, not a phone-line or compressed copy.",
+        ))
+    return problems
+
+
 def check_reference_clip(upload: Any) -> ClipReport:
-    """The clip GPT-SoVITS imitates: readable, 3-10 s, at least 16 kHz, not clipped, not mostly silence."""
+    """The clip GPT-SoVITS imitates: readable, 3-10 s, at least 16 kHz, not clipped, not mostly silence.
+
+    The size of the file and then its header are checked before any audio is decoded, so a file that declares
+    hours of sound costs no memory; the decode reads at most the frames that passed those checks.
+    """
     import soundfile as sf
 
     from synthesis.audio import gated_rms_dbfs
@@ -181,9 +293,32 @@ def check_reference_clip(upload: Any) -> ClipReport:
             [Problem(field, "The reference clip is missing: upload 3 to 10 seconds of the speaker talking.")], None
         )
     name = _name(upload)
+    size, cap = _size(upload), settings.MAX_REFERENCE_UPLOAD_BYTES
+    if size is not None and size > cap:
+        return ClipReport(
+            [
+                Problem(
+                    field,
+                    f"The reference clip “{name}” is {_megabytes(size)}; at most {_cap(cap)} is accepted, and 3 to "
+                    f"{MAX_REFERENCE_SECONDS:.0f} seconds of speech is far less (10 seconds of 48 kHz stereo WAV is "
+                    "under 4 MB). Upload only the clip, as WAV or FLAC.",
+                )
+            ],
+            None,
+        )
     try:
-        with local_path(upload) as path:
-            data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+        with local_path(upload) as path, sf.SoundFile(os.fspath(path)) as audio:
+            frames, rate, channels = audio.frames, audio.samplerate, audio.channels
+            if frames == 0:
+                return ClipReport(
+                    [Problem(field, f"The reference clip “{name}” contains no sound at all: it is empty.")], None
+                )
+            refused = _header_problems(field, name, frames=frames, rate=rate, channels=channels)
+            if refused:
+                known = frames != UNKNOWN_LENGTH and rate > 0
+                return ClipReport(refused, frames / rate if known else None)
+            # The checks above keep frames × channels within MAX_REFERENCE_SAMPLES; the bound holds regardless.
+            data = audio.read(frames=min(frames, MAX_REFERENCE_SAMPLES // channels), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
         return ClipReport(
             [
@@ -196,27 +331,9 @@ def check_reference_clip(upload: Any) -> ClipReport:
         )
     if data.shape[0] == 0:
         return ClipReport([Problem(field, f"The reference clip “{name}” contains no sound at all: it is empty.")], None)
-    problems = []
     duration = data.shape[0] / rate
-    if duration < MIN_REFERENCE_SECONDS:
-        problems.append(Problem(
-            field,
-            f"The reference clip is {duration:.1f} seconds long; GPT-SoVITS needs {MIN_REFERENCE_SECONDS:.0f} to "
-            f"{MAX_REFERENCE_SECONDS:.0f} seconds. Upload a longer clip (one or two full sentences).",
-        ))
-    elif duration > MAX_REFERENCE_SECONDS:
-        problems.append(Problem(
-            field,
-            f"The reference clip is {duration:.1f} seconds long; GPT-SoVITS accepts at most "
-            f"{MAX_REFERENCE_SECONDS:.0f} seconds. Cut it to {MIN_REFERENCE_SECONDS:.0f}-{MAX_REFERENCE_SECONDS:.0f} "
-            "seconds and shorten the transcript to match.",
-        ))
-    if rate < MIN_REFERENCE_RATE:
-        problems.append(Problem(
-            field,
-            f"The reference clip is sampled at {rate} Hz, too low for cloning; at least {MIN_REFERENCE_RATE} Hz is "
-            "needed. Upload the original recording, not a phone-line or compressed copy.",
-        ))
+    # Decoded audio shorter than its header said (a damaged file) is judged by what was actually there.
+    problems = [length] if (length := _length_problem(field, duration)) else []
     clipped = float(np.mean(np.abs(data) >= CLIPPED_AT))
     if clipped > MAX_CLIPPED_FRACTION:
         problems.append(Problem(
@@ -316,14 +433,19 @@ def check_voice(
     reference_text: str = "",
     gpt_weights: Any = None,
     sovits_weights: Any = None,
+    source: str = "trained",
+    base_version: str = "v2ProPlus",
 ) -> list[Problem]:
     """Every problem with a voice as it would be saved; files may be paths, stored files or fresh uploads."""
     from voices.models import Voice
 
     problems = check_parameters(engine, language=language, parameters=parameters)
     if engine == Voice.Engine.GPT_SOVITS:
-        problems += check_checkpoint(gpt_weights, kind="gpt")
-        problems += check_checkpoint(sovits_weights, kind="sovits")
+        if source == Voice.Source.INSTANT:
+            problems += check_base_models(base_version)
+        else:
+            problems += check_checkpoint(gpt_weights, kind="gpt")
+            problems += check_checkpoint(sovits_weights, kind="sovits")
         clip = check_reference_clip(reference_audio)
         problems += clip.problems
         problems += check_transcript(reference_text, duration=clip.duration, language=language)

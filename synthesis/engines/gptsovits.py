@@ -1,7 +1,10 @@
 """GPT-SoVITS engine: a cloned voice's texts rendered in one batched pass by models resident in the worker.
 
 Models load on first use (never at import), stay resident, and several voices share a memory budget
-(HERALD_GPTSOVITS_MEMORY_MB, least recently used leaves first). Turning text into phone ids and BERT
+(HERALD_GPTSOVITS_MEMORY_MB, least recently used leaves first). Residents are keyed by the sha256 of their
+files, not by path: every instant voice of a version shares its one base pair, and trained voices uploaded
+twice share one copy. v2Pro / v2ProPlus voices also need the speaker-verification model (ERes2NetV2), loaded
+once per worker and shared by all of them (HERALD_GPTSOVITS_SV_MODEL, else the base directory's copy). Turning text into phone ids and BERT
 features, and a reference clip into prompt codes, is the text frontend's job (`synthesis.frontend.voice`,
 built on first use from HERALD_BERT_DIR / HERALD_HUBERT_DIR); `synthesize_phones` takes phones and
 features directly.
@@ -14,6 +17,7 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -51,12 +55,13 @@ class VoicePrompt:
     bert: Any
     semantic: Any  # (P,) LongTensor
     refer_specs: list = field(default_factory=list)  # [(1, 1025, T)]
+    sv_embs: list = field(default_factory=list)  # [(1, 20480)], one per reference: v2Pro / v2ProPlus only
 
 
 class Frontend(Protocol):
     def features(self, text: str, language: str) -> TextFeatures: ...
 
-    def prompt(self, voice: VoiceSpec, sovits: Any) -> VoicePrompt: ...
+    def prompt(self, voice: VoiceSpec, sovits: Any, speaker: Any = None) -> VoicePrompt: ...
 
 
 @dataclass
@@ -67,7 +72,7 @@ class ResidentVoice:
 
 
 class VoiceModels:
-    """Loaded model pairs keyed by their files, evicted least-recently-used beyond a byte budget."""
+    """Loaded model pairs keyed by their files' contents, evicted least-recently-used beyond a byte budget."""
 
     def __init__(self, budget_bytes: int, device: str, precision: str = "fp32") -> None:
         self.budget = budget_bytes
@@ -75,15 +80,20 @@ class VoiceModels:
         self.precision = precision
         self._voices: OrderedDict[tuple, ResidentVoice] = OrderedDict()
         self._lock = threading.Lock()
+        self._speaker: Any = None
         self.loads = 0
 
     def get(self, voice: VoiceSpec) -> ResidentVoice:
+        from synthesis.gptsovits.basemodels import file_sha256
+
         try:
             gpt_path, sovits_path = voice.weights["gpt"], voice.weights["sovits"]
         except KeyError:
             raise EngineError(f"voice {voice.voice_id} has no GPT (.ckpt) and SoVITS (.pth) files", permanent=True) from None
-        stats = [(path, os.stat(path)) for path in (gpt_path, sovits_path)]
-        key = tuple((path, stat.st_mtime_ns, stat.st_size) for path, stat in stats)
+        try:  # hashed once per (path, size, mtime) per process
+            key = (file_sha256(Path(gpt_path)), file_sha256(Path(sovits_path)))
+        except OSError as exc:
+            raise EngineError(f"voice {voice.voice_id}: cannot read its weight files ({exc})", permanent=True) from exc
         with self._lock:
             resident = self._voices.get(key)
             if resident is not None:
@@ -94,6 +104,31 @@ class VoiceModels:
             while len(self._voices) > 1 and sum(v.nbytes for v in self._voices.values()) > self.budget:
                 self._voices.popitem(last=False)
             return resident
+
+    def speaker(self) -> Any:
+        """The speaker-verification model every v2Pro / v2ProPlus voice shares, loaded on first use."""
+        from synthesis.gptsovits.basemodels import SV_MODEL
+        from synthesis.gptsovits.checkpoint import CheckpointError
+        from synthesis.gptsovits.speaker import SpeakerEncoder
+
+        with self._lock:
+            if self._speaker is None:
+                path = os.environ.get("HERALD_GPTSOVITS_SV_MODEL", "")
+                base = os.environ.get("HERALD_GPTSOVITS_BASE_DIR", "")
+                if not path and base:
+                    path = str(Path(base) / SV_MODEL)
+                if not path or not Path(path).is_file():
+                    raise EngineError(
+                        "v2Pro / v2ProPlus voices need the speaker-verification model "
+                        f"(pretrained_eres2netv2w24s4ep4.ckpt): {'not found at ' + path if path else 'not configured'}; "
+                        "set HERALD_GPTSOVITS_BASE_DIR (holding sv/…) or HERALD_GPTSOVITS_SV_MODEL",
+                        permanent=True,
+                    )
+                try:
+                    self._speaker = SpeakerEncoder.load(path, device=self.device)
+                except CheckpointError as exc:
+                    raise EngineError(str(exc), permanent=True) from exc
+            return self._speaker
 
     def _load(self, gpt_path: str, sovits_path: str) -> ResidentVoice:
         import torch
@@ -130,8 +165,9 @@ class GptSovitsEngine(Engine):
     name: ClassVar[str] = "gpt-sovits"
     # Part of every render key: bump when the frontend reads any text differently (v2.2: traditional
     # characters are simplified first; English words outside the dictionary go to g2p_en's model;
-    # English homographs follow the word before them; dimensions say 乘 / "by").
-    version: ClassVar[str] = "herald-gptsovits-v2.2"
+    # English homographs follow the word before them; dimensions say 乘 / "by". v2.3: polyphonic surnames
+    # in name positions read as surnames; 的/地/得 read by their role).
+    version: ClassVar[str] = "herald-gptsovits-v2.3"
 
     def __init__(
         self,
@@ -183,7 +219,8 @@ class GptSovitsEngine(Engine):
         params = self.describe_parameters(voice)
         frontend = self._frontend()
         resident = self.models.get(voice)
-        prompt = frontend.prompt(voice, resident.sovits)
+        speaker = self.models.speaker() if resident.sovits.config.is_pro else None
+        prompt = frontend.prompt(voice, resident.sovits, speaker)
         sentences = [split_sentences(text) or [text] for text in texts]
         items = [frontend.features(sentence, voice.language) for group in sentences for sentence in group]
         waves = iter(self._render(resident, params, prompt, items))
@@ -225,6 +262,14 @@ class GptSovitsEngine(Engine):
                 )
                 waves = []
                 specs = [s.to(device) for s in prompt.refer_specs]
+                sv_embs = None
+                if resident.sovits.config.is_pro:
+                    if len(prompt.sv_embs) != len(specs):
+                        raise EngineError(
+                            f"a {resident.sovits.config.version} voice needs a speaker embedding per reference clip "
+                            f"({len(specs)} clips, {len(prompt.sv_embs)} embeddings)", permanent=True,
+                        )
+                    sv_embs = [e.to(device) for e in prompt.sv_embs]
                 for item, generation in zip(items, generations, strict=True):
                     codes = generation.tokens.view(1, 1, -1)  # (1, 1, T25)
                     noise_seed = _seed_for(int(params["seed"]), b"noise:" + _text_key(item))
@@ -233,7 +278,7 @@ class GptSovitsEngine(Engine):
                         wav = resident.sovits.decode(
                             codes, item.phones.view(1, -1).to(device), specs,
                             noise_scale=float(params["noise_scale"]), speed=float(params["speed"]),
-                            vocoder_bf16=self.models.precision == "bf16",
+                            vocoder_bf16=self.models.precision == "bf16", sv_embs=sv_embs,
                         )
                     waves.append(Waveform(np.ascontiguousarray(wav.view(-1).float().cpu().numpy()), SAMPLE_RATE))
             except torch.cuda.OutOfMemoryError as exc:

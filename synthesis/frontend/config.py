@@ -8,15 +8,28 @@ from pathlib import Path
 from .g2p_model import model_problem
 
 ENV_BERT, ENV_HUBERT = "HERALD_BERT_DIR", "HERALD_HUBERT_DIR"
+ENV_BASE = "HERALD_GPTSOVITS_BASE_DIR"  # the official pretrained_models layout (synthesis/gptsovits/basemodels.py)
+_FOLDERS = {ENV_BERT: "chinese-roberta-wwm-ext-large", ENV_HUBERT: "chinese-hubert-base"}
+
+
+def model_dir(name: str) -> str:
+    """The directory named by `name` (HERALD_BERT_DIR / HERALD_HUBERT_DIR), else its folder in the base
+    directory when one is set; "" when neither is."""
+    folder = os.environ.get(name, "")
+    base = os.environ.get(ENV_BASE, "")
+    if not folder and base:
+        folder = str(Path(base) / _FOLDERS[name])
+    return folder
 
 
 def configuration_problem() -> str | None:
     """Why the GPT-SoVITS frontend cannot be built from this environment, or None."""
-    for name, what in ((ENV_BERT, "chinese-roberta-wwm-ext-large"), (ENV_HUBERT, "chinese-hubert-base")):
-        folder = os.environ.get(name, "")
+    for name, what in _FOLDERS.items():
+        folder = model_dir(name)
         if not folder:
-            return f"set {name} to a local directory holding {what} (nothing is downloaded)"
+            return f"set {name} (or {ENV_BASE}) to a local directory holding {what} (nothing is downloaded)"
         if not (Path(folder) / "config.json").is_file():
-            return f"{name}={folder} does not hold a {what} model (no config.json there)"
+            where = f"{name}={folder}" if os.environ.get(name) else f"{ENV_BASE} folder {folder}"
+            return f"{where} does not hold a {what} model (no config.json there)"
     problem = model_problem()
     return f"English words outside the dictionary cannot be read: {problem}" if problem else None

@@ -197,12 +197,24 @@ class ReferencePrompt:
 
     prompt_semantic: Tensor  # (T25,) int64 codes
     refer_spec: Tensor  # (1, 1025, frames)
+    sv_emb: Tensor | None = None  # (1, 20480) speaker embedding, v2Pro/v2ProPlus voices only
+
+
+def speaker_embedding(wav32k: np.ndarray, speaker: Any) -> Tensor:
+    """32 kHz reference -> its v2Pro speaker embedding (1, 20480), as `TTS._get_ref_spec` feeds the SV model:
+    the peak-normalised 32 kHz wave resampled to 16 kHz with torchaudio's default sinc kernel (not the soxr
+    16 kHz wave HuBERT hears)."""
+    from synthesis.gptsovits.speaker import resample_32k_to_16k
+
+    wav16k = resample_32k_to_16k(torch.from_numpy(peak_normalise(wav32k))[None])  # (1, N/2)
+    return speaker.embed(wav16k)
 
 
 def prepare_reference(
-    path: str | os.PathLike[str], hubert: HubertFeatures, sovits_model: Any
+    path: str | os.PathLike[str], hubert: HubertFeatures, sovits_model: Any, speaker: Any = None
 ) -> ReferencePrompt:
-    """A reference clip -> its ReferencePrompt, as `TTS.set_ref_audio` computes it."""
+    """A reference clip -> its ReferencePrompt, as `TTS.set_ref_audio` computes it (with the speaker
+    embedding when `speaker`, the SV model of v2Pro voices, is given)."""
     wav16k, wav32k = load_reference(path)
     feats = hubert.features(hubert_input(wav16k))  # (1, 768, T50)
     weight = next(sovits_model.parameters())
@@ -210,6 +222,7 @@ def prepare_reference(
     return ReferencePrompt(
         prompt_semantic=prompt_semantic(sovits_model, feats),
         refer_spec=spec.to(weight.device, weight.dtype),
+        sv_emb=None if speaker is None else speaker_embedding(wav32k, speaker).to(weight.device),
     )
 
 
@@ -226,7 +239,9 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, path: str | os.PathLike[str], hubert: HubertFeatures, sovits_model: Any) -> ReferencePrompt:
+    def get(
+        self, path: str | os.PathLike[str], hubert: HubertFeatures, sovits_model: Any, speaker: Any = None
+    ) -> ReferencePrompt:
         """The clip's ReferencePrompt for these models, computing it on first use or when the file changed."""
         resolved = Path(path).resolve()
         try:
@@ -234,13 +249,13 @@ class PromptCache:
         except OSError as exc:
             raise ReferenceClipError(f"cannot read reference clip {path}: {exc}") from exc
         # id() alone could be reused by a later model; the weak references below confirm identity.
-        key = (str(resolved), stat.st_mtime_ns, stat.st_size, id(hubert), id(sovits_model))
+        key = (str(resolved), stat.st_mtime_ns, stat.st_size, id(hubert), id(sovits_model), id(speaker))
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0]() is hubert and entry[1]() is sovits_model:
                 self._entries.move_to_end(key)
                 return entry[2]
-            prompt = prepare_reference(resolved, hubert, sovits_model)
+            prompt = prepare_reference(resolved, hubert, sovits_model, speaker)
             self._entries[key] = (weakref.ref(hubert), weakref.ref(sovits_model), prompt)
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)

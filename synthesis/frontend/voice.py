@@ -6,14 +6,13 @@ HERALD_BERT_DIR and HERALD_HUBERT_DIR, once per worker process; nothing is ever 
 
 from __future__ import annotations
 
-import os
 import threading
 
 import torch
 
 from synthesis.engines.base import EngineError, VoiceSpec
 from synthesis.engines.gptsovits import TextFeatures, VoicePrompt
-from synthesis.frontend.config import ENV_BERT, ENV_HUBERT, configuration_problem
+from synthesis.frontend.config import ENV_BERT, ENV_HUBERT, configuration_problem, model_dir
 from synthesis.frontend.features import BertFeatures, HubertFeatures, PromptCache, ReferenceClipError
 from synthesis.frontend.pipeline import FrontendResult, process
 
@@ -31,7 +30,7 @@ class GptSovitsFrontend:
         problem = configuration_problem()
         if problem:
             raise EngineError(f"GPT-SoVITS text frontend is not configured: {problem}", permanent=True)
-        return cls(os.environ[ENV_BERT], os.environ[ENV_HUBERT], device=device)
+        return cls(model_dir(ENV_BERT), model_dir(ENV_HUBERT), device=device)
 
     def _features(self, result: FrontendResult) -> TextFeatures:
         parts = []
@@ -52,11 +51,11 @@ class GptSovitsFrontend:
             raise EngineError(f"nothing to say in {text[:40]!r}", permanent=True)
         return self._features(result)
 
-    def prompt(self, voice: VoiceSpec, sovits) -> VoicePrompt:
+    def prompt(self, voice: VoiceSpec, sovits, speaker=None) -> VoicePrompt:
         if not voice.reference_audio or not voice.reference_text.strip():
             raise EngineError(f"voice {voice.voice_id} needs a reference clip and its transcript", permanent=True)
         try:
-            reference = self.prompts.get(voice.reference_audio, self.hubert, sovits)
+            reference = self.prompts.get(voice.reference_audio, self.hubert, sovits, speaker)
         except ReferenceClipError as exc:
             raise EngineError(str(exc), permanent=True) from exc
         with self._lock:
@@ -70,4 +69,5 @@ class GptSovitsFrontend:
             bert=transcript.bert,
             semantic=reference.prompt_semantic,
             refer_specs=[reference.refer_spec],
+            sv_embs=[] if reference.sv_emb is None else [reference.sv_emb],
         )

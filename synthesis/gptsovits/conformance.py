@@ -2,10 +2,19 @@
 
     python -m synthesis.gptsovits.conformance DIR
 
-loads DIR/gpt.ckpt, DIR/sovits.pth and DIR/vectors.npz, recomputes every array the reference README defines
-from the stored inputs, prints one line per array and exits non-zero if anything is outside tolerance or
-if the file holds an array this tool does not know. Tolerances (CPU, fp32): integers and booleans exact;
-waveforms 1e-5 absolute; spectrograms 1e-5 relative; every other float 1e-4 absolute.
+recognises the reference set in DIR by its files, recomputes every array its vectors.npz defines from the
+stored inputs, prints one line per array and exits non-zero if anything is outside tolerance or if the file
+holds an array this tool does not know.
+
+- v2 set: gpt.ckpt + sovits.pth (+ any other sovits*.pth, e.g. the same weights saved the WebUI way, each
+  checked against the same arrays).
+- v2Pro / v2ProPlus set: sovits.pth marked 05/06 (or carrying sv_emb) + sv.ckpt or sv.ckpt.gz (ERes2NetV2);
+  no GPT (the GPT stage is v2's).
+
+Tolerances (CPU, fp32), as the sets' READMEs give them: integers and booleans exact; spectrograms 1e-5
+relative; every other float 1e-4 absolute; v2 waveforms 1e-5 absolute, v2Pro waveforms 1e-4 of the stored
+peak (its tiny vocoder's output peaks at 1.3e-3); the SV front end: resampling kernel 1e-7, 16 kHz waves 1e-6,
+fbank 1e-3.
 """
 
 from __future__ import annotations
@@ -25,6 +34,10 @@ INPUTS = frozenset(
         "noise_E",
     }
 )
+# Inputs of the v2Pro set only (in the v2 set sovits_codes, E_codes and E_phones are outputs).
+PRO_INPUTS = INPUTS | {"sovits_codes", "codes_1", "codes_2", "E_item_lens", "E_codes", "E_phones"}
+SV_TOLERANCES = {"sv_resample_kernel": 1e-7, "ref_wav_16k": 1e-6, "ref_wav2_16k": 1e-6, "sv_fbank": 1e-3,
+                 "sv_fbank2": 1e-3}
 # Tokens drawn by the sampled run depend on torch's CPU exponential_ draws; they are compared exactly when the
 # engine reproduces them (it does), like every other integer array.
 
@@ -43,15 +56,17 @@ class Verdict:
 SPECTROGRAM_PEAK_SHARE = 1e-6
 
 
-def tolerance(name: str) -> tuple[str, float]:
+def tolerance(name: str, version: str = "v2") -> tuple[str, float]:
     if name.startswith("wav_"):
-        return "abs", 1e-5
+        return ("peak", 1e-4) if version != "v2" else ("abs", 1e-5)
+    if name in SV_TOLERANCES:
+        return "abs", SV_TOLERANCES[name]
     if name.startswith("refer_spec"):
         return "rel+peak", 1e-5
     return "abs", 1e-4
 
 
-def compare(name: str, expected: np.ndarray, actual: np.ndarray | None) -> Verdict:
+def compare(name: str, expected: np.ndarray, actual: np.ndarray | None, version: str = "v2") -> Verdict:
     if actual is None:
         return Verdict(name, False, "not computed")
     actual = np.asarray(actual)
@@ -66,13 +81,16 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray | None) -> Verdi
     nan_e, nan_a = np.isnan(expected), np.isnan(actual)
     if not np.array_equal(nan_e, nan_a):
         return Verdict(name, False, f"NaN pattern differs ({int(nan_e.sum())} expected, {int(nan_a.sum())} found)")
-    mode, limit = tolerance(name)
+    mode, limit = tolerance(name, version)
     e, a = expected[~nan_e].astype(np.float64), actual[~nan_a].astype(np.float64)
     if e.size == 0:
         return Verdict(name, True, "all NaN, as expected")
     if mode == "abs":
         err = float(np.max(np.abs(a - e)))
         return Verdict(name, err <= limit, f"max abs error {err:.2e} (tolerance {limit:.0e})")
+    if mode == "peak":
+        err, peak = float(np.max(np.abs(a - e))), float(np.max(np.abs(e)))
+        return Verdict(name, err <= limit * peak, f"max abs error {err:.2e} (tolerance {limit:.0e} of the peak {peak:.2e})")
     if mode == "rel+peak":
         floor = SPECTROGRAM_PEAK_SHARE * float(np.max(np.abs(e)))
         excess = float(np.max(np.abs(a - e) - limit * np.abs(e) - floor))
@@ -83,36 +101,87 @@ def compare(name: str, expected: np.ndarray, actual: np.ndarray | None) -> Verdi
     return Verdict(name, err <= limit, f"max rel error {err:.2e} (tolerance {limit:.0e})")
 
 
+@dataclass(frozen=True)
+class ReferenceSet:
+    """What a directory holds: its version and the files each stage is checked with."""
+
+    version: str  # "v2", "v2Pro" or "v2ProPlus"
+    sovits: list[Path]  # sovits.pth first, then any other sovits*.pth (same weights, another format)
+    gpt: Path | None
+    sv: Path | None
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        return INPUTS if self.version == "v2" else PRO_INPUTS
+
+
+def recognise(directory: Path) -> ReferenceSet:
+    """The set in `directory`, from its files; ValueError naming what is missing."""
+    from synthesis.gptsovits.checkpoint import read_checkpoint, sovits_version
+
+    main = directory / "sovits.pth"
+    missing = [f for f in ("sovits.pth", "vectors.npz") if not (directory / f).is_file()]
+    if missing:
+        raise ValueError(f"{directory} lacks {', '.join(missing)}")
+    version = sovits_version(read_checkpoint(main, kind="sovits"))
+    others = sorted(p for p in directory.glob("sovits*.pth") if p != main)
+    sv = next((directory / n for n in ("sv.ckpt", "sv.ckpt.gz") if (directory / n).is_file()), None)
+    gpt = directory / "gpt.ckpt" if (directory / "gpt.ckpt").is_file() else None
+    if version == "v2" and gpt is None:
+        raise ValueError(f"{directory} lacks gpt.ckpt (a v2 set checks the GPT stage too)")
+    if version != "v2" and sv is None:
+        raise ValueError(f"{directory} lacks sv.ckpt or sv.ckpt.gz (a {version} set needs the SV model)")
+    return ReferenceSet(version=version, sovits=[main, *others], gpt=gpt, sv=sv)
+
+
 def run(directory: Path) -> list[Verdict]:
     from synthesis.gptsovits.loading import load_gpt, load_sovits
     from synthesis.gptsovits.sovits import sovits_conformance
     from synthesis.gptsovits.t2s import t2s_conformance
 
+    found = recognise(directory)
     with np.load(directory / "vectors.npz", allow_pickle=False) as data:
         vectors = {name: data[name] for name in data.files}
     torch.set_grad_enabled(False)
     computed: dict[str, np.ndarray] = {}
-    computed.update(t2s_conformance(load_gpt(directory / "gpt.ckpt"), vectors))
-    computed.update(sovits_conformance(load_sovits(directory / "sovits.pth"), vectors))
+    if found.gpt is not None:
+        computed.update(t2s_conformance(load_gpt(found.gpt), vectors))
+    speaker: dict[str, np.ndarray] | None = None
+    if found.sv is not None:
+        from synthesis.gptsovits.speaker import SpeakerEncoder, speaker_conformance
+
+        speaker = speaker_conformance(SpeakerEncoder.load(found.sv), vectors)
+        computed.update(speaker)
     verdicts = []
+    for index, path in enumerate(found.sovits):
+        arrays = sovits_conformance(load_sovits(path), vectors, speaker)
+        if index == 0:
+            computed.update(arrays)
+            continue
+        # The same weights in another file format must give the same outputs, array for array.
+        verdicts += [
+            compare(f"{path.name}:{name}", vectors[name], arrays[name], found.version)
+            for name in sorted(arrays) if name in vectors
+        ]
     for name in sorted(vectors):
-        if name in INPUTS:
-            continue
-        if name not in computed:
+        if name in computed:
+            verdicts.append(compare(name, vectors[name], computed[name], found.version))
+        elif name not in found.inputs:
             verdicts.append(Verdict(name, False, "unknown array: this tool does not know how to compute it"))
-            continue
-        verdicts.append(compare(name, vectors[name], computed[name]))
     return verdicts
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("directory", type=Path, help="folder with gpt.ckpt, sovits.pth and vectors.npz")
+    parser.add_argument("directory", type=Path, help="a reference set: sovits.pth, vectors.npz, gpt.ckpt or sv.ckpt")
     args = parser.parse_args(argv)
-    missing = [f for f in ("gpt.ckpt", "sovits.pth", "vectors.npz") if not (args.directory / f).is_file()]
-    if missing:
-        print(f"error: {args.directory} lacks {', '.join(missing)}", file=sys.stderr)
+    try:
+        found = recognise(args.directory)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    files = [p.name for p in (found.gpt, *found.sovits, found.sv) if p is not None]
+    print(f"reference set: GPT-SoVITS {found.version} ({', '.join(files)})")
     verdicts = run(args.directory)
     width = max(len(v.name) for v in verdicts)
     for v in verdicts:
