@@ -10,6 +10,9 @@ A deliberately small language instead of ``str.format`` (which would allow
   (``digits``, ``money``, ...). Whitespace around the name and hint is ignored,
   the hint is case-insensitive, and a full-width colon (``：``, typed by Chinese
   input methods) separates the hint as well.
+* ``{name}`` (the contact's name, which planning fills in) reads as a person's name
+  (hint ``name``: a polyphonic surname such as 单 or 曾 is said the way a surname is)
+  unless it carries another hint; ``{收件人:name}`` asks the same of another variable.
 * ``{{`` and ``}}`` are literal braces.
 * Positions in errors and in :class:`Placeholder` are 0-based character offsets
   into the template text.
@@ -40,7 +43,8 @@ __all__ = [
     "render_with_spans",
 ]
 
-KNOWN_HINTS = frozenset({"digits", "money", "date", "time", "phone", "number", "text"})
+KNOWN_HINTS = frozenset({"digits", "money", "date", "time", "phone", "number", "text", "name"})
+NAME_VARIABLE = "name"  # the contact's name: read as a person's name unless its placeholder says otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,20 +229,28 @@ def render_template(template: str | Sequence[str | Placeholder], variables: Mapp
     return "".join(out)
 
 
+def _reading_hint(p: Placeholder) -> str | None:
+    return "name" if p.hint is None and p.name == NAME_VARIABLE else p.hint
+
+
 def has_reading_hints(template: str | Sequence[str | Placeholder]) -> bool:
-    """Does any placeholder ask for a particular reading (a hint other than "text")?"""
-    return any(type(p) is not str and p.hint not in (None, "text") for p in _parts(template))
+    """Does any placeholder ask for a particular reading (a hint other than "text"; {name} asks for "name")?"""
+    return any(type(p) is not str and _reading_hint(p) not in (None, "text") for p in _parts(template))
 
 
 def render_marked(template: str | Sequence[str | Placeholder], variables: Mapping[str, str]) -> str:
     """Like :func:`render_template`, with each hinted value wrapped as ⟪hint:value⟫ for the text frontend
-    (see synthesis.frontend.marks); values without a hint, or with hint "text", are plain."""
+    (see synthesis.frontend.marks), {name} as ⟪name:value⟫; values without a hint, or with hint "text", are
+    plain."""
     from synthesis.frontend.marks import mark
 
-    text, spans = render_with_spans(template, variables)
+    parts = _parts(template)
+    text, spans = render_with_spans(parts, variables)
+    placeholders = [p for p in parts if type(p) is not str]
     out: list[str] = []
     position = 0
-    for start, end, hint in spans:
+    for (start, end, _), placeholder in zip(spans, placeholders, strict=True):
+        hint = _reading_hint(placeholder)
         out.append(text[position:start])
         value = text[start:end]
         out.append(mark(value, hint) if hint not in (None, "text") else value)

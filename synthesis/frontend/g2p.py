@@ -14,8 +14,9 @@ output matches. Inputs are already normalised text (`norm_text`); normalisation 
 English words that are neither in CMUdict nor split by wordsegment go to g2p_en's neural model, run by
 `g2p_model` from the weights the g2p_en wheel ships. Differences from the official path, on purpose:
 homographs are disambiguated by the word before them, not by nltk's POS tagger (its model cannot be
-installed here; see `_homograph_reading`); and `READING_OVERRIDES` fixes a few phrases where pypinyin's
-reading is wrong on a delivery call.
+installed here; see `_homograph_reading`); `readings.role_readings` reads polyphonic surnames in name
+positions as surnames and 的/地/得 by their role; and `READING_OVERRIDES` fixes a few phrases where
+pypinyin's reading is wrong on a delivery call.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from pypinyin import Style, lazy_pinyin
 
 from .g2p_model import default_model, homograph_path
 from .once import load_once
+from .readings import Word, role_readings
 from .symbols import PUNCTUATION, SYMBOL_TO_ID, phone_ids
 
 __all__ = ["READING_OVERRIDES", "g2p_en", "g2p_en_segment", "g2p_zh", "phone_ids"]
@@ -355,44 +358,18 @@ def _syllable_phones(initial: str, final: str) -> tuple[str, str]:
 
 # Readings pypinyin + the sandhi rules get wrong in delivery-call language (frontend_known_wrong.md, part B).
 # Phrase -> one toned pinyin per character, "-" = keep the computed reading. Matched on the sentence text
-# (longest phrase first, punctuation included) and applied AFTER tone sandhi, so what is written here is
-# what is said. Surnames are only pinned next to a title or after 姓, where the name reading is certain.
+# (longest phrase first, punctuation included) and applied AFTER tone sandhi and the role readings
+# (surnames in name positions, 的/地/得: see readings.py), so what is written here is what is said.
 # Read once, on first use (compiled into one pattern).
-_SURNAME_READINGS = {
-    "曾": "zeng1",
-    "单": "shan4",
-    "解": "xie4",
-    "朴": "piao2",
-    "区": "ou1",
-    "仇": "qiu2",
-    "查": "zha1",
-    "盖": "ge3",
-}
-_TITLES = ("先生", "女士", "小姐", "太太", "老师", "师傅")
-
-
-def _surname_overrides() -> dict[str, str]:
-    table: dict[str, str] = {}
-    for surname, reading in _SURNAME_READINGS.items():
-        for title in _TITLES:
-            table[surname + title] = reading + " -" * len(title)
-        table["姓" + surname] = "- " + reading
-    return table
-
-
 READING_OVERRIDES: dict[str, str] = {
-    **_surname_overrides(),
     "小单,": "- shan4 -",  # the courier introducing himself: 我是快递员小单,
     "小单.": "- shan4 -",
     "乐乐": "le4 le4",  # a child's given name, no neutral tone
     "金额": "- e2",  # not the particle 额
     "很长": "- chang2",  # 'long'
     "长一米": "chang2 - -",
-    "您得先": "- dei3 -",  # 'must'
-    "您得小心": "- dei3 - -",
-    "您得本人": "- dei3 - -",
-    "说得对": "- de5 -",
-    "高兴地": "- - de5",  # adverbial 地
+    "打的去": "- di1 -",  # take a taxi (jieba cuts 打/的)
+    "打的回": "- di1 -",
     "数一数": "shu3 yi5 shu3",
     "十一": "- yi1",  # 一 as a digit inside a number: 十一月, 第十一, 一百一十一
     "一楼": "yi1 -",  # floor numbers
@@ -401,6 +378,7 @@ READING_OVERRIDES: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=1024)
 def _parse_syllable(syllable: str) -> tuple[str, str]:
     """'zeng1' -> ('z', 'eng1') in pypinyin's strict convention."""
     from pypinyin.contrib.tone_convert import to_finals, to_initials
@@ -443,24 +421,43 @@ _SENTENCE_SPLIT = re.compile(r"(?<=[" + re.escape("".join(PUNCTUATION)) + r"])\s
 _LATIN = re.compile("[a-zA-Z]+")
 
 
-def g2p_zh(norm_text: str, *, fix_readings: bool = True) -> tuple[list[str], list[int]]:
+def _sentences(text: str) -> Iterator[tuple[int, str]]:
+    """The pieces g2p reads one at a time (split after each punctuation mark), with their offsets in `text`."""
+    start = 0
+    for match in _SENTENCE_SPLIT.finditer(text):
+        yield start, text[start : match.start()]
+        start = match.end()
+    yield start, text[start:]
+
+
+def g2p_zh(
+    norm_text: str, *, fix_readings: bool = True, names: Sequence[tuple[int, int]] = ()
+) -> tuple[list[str], list[int]]:
     """Phones and per-character phone counts (word2ph) of normalised Chinese text, as the official v2.
 
-    fix_readings=False gives the official output exactly; True also applies `READING_OVERRIDES`.
+    fix_readings=False gives the official output exactly; True also applies the role readings (surnames in
+    name positions, 的/地/得; see readings.py) and `READING_OVERRIDES`. `names` are the (start, end) spans of
+    `norm_text` that hold a person's name put in by a template: a polyphonic surname there reads as one.
     """
     _, pos_tokenizer = _jieba()
     phones: list[str] = []
     word2ph: list[int] = []
-    for sentence in _SENTENCE_SPLIT.split(norm_text):
+    for base, sentence in _sentences(norm_text):
         if not sentence.strip():
             continue
-        sentence = _LATIN.sub("", sentence)
+        local_names = [(s - base, e - base) for s, e in names if base <= s < base + len(sentence)]
+        if _LATIN.search(sentence):
+            sentence = _LATIN.sub("", sentence)
+            local_names = []  # the offsets no longer hold (the pipeline sends Latin letters to English G2P)
         syllables: list[list[str]] = []  # [initial, final] per pinyin item; punctuation has initial == final
         positions: list[int | None] = []  # its character offset in the sentence, when words align
         offset = 0
         words = [[pair.word, pair.flag] for pair in pos_tokenizer.lcut(sentence)]
+        cut = _with_offsets(words)
+        merged: list[Word] = []
         for word, pos in _pre_merge(words):
             start, offset = offset, offset + len(word)
+            merged.append(Word(start, word, pos))
             if pos == "eng":
                 continue
             initials_t, finals_t = _pinyin(word)
@@ -471,6 +468,11 @@ def g2p_zh(norm_text: str, *, fix_readings: bool = True) -> tuple[list[str], lis
                 syllables.append([initial, final])
                 positions.append(start + k if aligned else None)
         if fix_readings:
+            index_of = {at: i for i, at in enumerate(positions) if at is not None}
+            for at, syllable in role_readings(sentence, cut, merged, local_names).items():
+                i = index_of.get(at)
+                if i is not None and syllables[i][0] != syllables[i][1]:
+                    syllables[i] = list(_parse_syllable(syllable))
             _apply_overrides(sentence, syllables, positions)
         for initial, final in syllables:
             if initial == final:
@@ -482,6 +484,15 @@ def g2p_zh(norm_text: str, *, fix_readings: bool = True) -> tuple[list[str], lis
                 phones.extend(_syllable_phones(initial, final))
                 word2ph.append(2)
     return phones, word2ph
+
+
+def _with_offsets(words: list[list[str]]) -> list[Word]:
+    out: list[Word] = []
+    offset = 0
+    for word, pos in words:
+        out.append(Word(offset, word, pos))
+        offset += len(word)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- English

@@ -31,8 +31,9 @@ Decisions (where the official and the listener disagree, the listener wins):
   that codes and dashed numbers are read digit by digit in English words ("S F one two three").
 - Traditional characters are converted to simplified ones first (訂單 -> 订单, 3點半 -> 三点半), as the
   official normaliser does.
-- The ``text`` hint means "no forced reading": the span goes through the ordinary rules. Overlapping or
-  out-of-range spans and unknown hints are ignored.
+- The ``text`` hint means "no forced reading": the span goes through the ordinary rules, and so does a
+  ``name`` (a person's name: the pipeline finds it again after normalising and G2P reads its surname as
+  one). Overlapping or out-of-range spans and unknown hints are ignored.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from .hanzi import to_simplified
 
 __all__ = ["normalize", "normalize_en", "en_cardinal", "cardinal", "decimal", "digits", "HINTS"]
 
-HINTS = frozenset({"digits", "money", "date", "time", "phone", "number", "text"})
+HINTS = frozenset({"digits", "money", "date", "time", "phone", "number", "text", "name"})
 
 _DIGIT = "零一二三四五六七八九"
 _DIGIT_YAO = "零幺二三四五六七八九"

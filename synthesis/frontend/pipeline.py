@@ -2,7 +2,9 @@
 
 normalize (numbers, codes, dates, money, hints) → split into Chinese and English runs → g2p per run →
 v2 phone ids. word2ph (phones per character, for spreading BERT features) exists only when the whole text
-is Chinese, as in the official frontend; English runs get zero BERT features.
+is Chinese, as in the official frontend; English runs get zero BERT features. Values hinted as a person's
+name (a template's {name}) are found again in the normalised text and handed to g2p, which reads a
+polyphonic surname at their start as a surname.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from synthesis.frontend.g2p import g2p_en_segment, g2p_zh
+from synthesis.frontend.hanzi import to_simplified
 from synthesis.frontend.marks import split_marks
 from synthesis.frontend.normalize import normalize, normalize_en
 from synthesis.frontend.symbols import phone_ids
@@ -19,6 +22,7 @@ from synthesis.frontend.symbols import phone_ids
 # or by dots between letters (www.sf-express.com is one run, read as the official does).
 _ENGLISH = re.compile(r"[A-Za-z][A-Za-z'\-]*(?:(?:\s+|\.(?=[A-Za-z]))[A-Za-z][A-Za-z'\-]*)*")
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;…])")
+_HAN_RUN = re.compile(r"[\u4e00-\u9fa5]+")
 MAX_SENTENCE_CHARS = 60
 
 
@@ -67,6 +71,7 @@ def process(text: str, *, language: str = "zh", hints: list[tuple[int, int, str 
     text, marked = split_marks(text)
     if marked:
         hints = [*marked, *(hints or [])]
+    names: list[tuple[int, int]] = []
     if language == "en":
         norm = normalize_en(re.sub(r"\s+", " ", text))
         segments = [Segment("en", norm)] if norm else []
@@ -74,12 +79,20 @@ def process(text: str, *, language: str = "zh", hints: list[tuple[int, int, str 
         norm_parts = normalize(text, hints)
         segments = split_languages(norm_parts)
         norm = "".join(s.text for s in segments)
+        if hints:
+            names = name_spans(text, hints, norm_parts)
     phones: list[str] = []
     word2ph: list[int] | None = []
     done: list[Segment] = []
+    searched = 0
     for segment in segments:
         if segment.language == "zh":
-            seg_phones, seg_word2ph = g2p_zh(segment.text)
+            inside: list[tuple[int, int]] = []
+            if names:  # the name spans, moved to the segment's own offsets
+                start = norm_parts.find(segment.text, searched)
+                searched = start + len(segment.text)
+                inside = [(s - start, e - start) for s, e in names if start <= s < searched]
+            seg_phones, seg_word2ph = g2p_zh(segment.text, names=inside)
             done.append(Segment("zh", segment.text, tuple(seg_phones), tuple(seg_word2ph)))
             if word2ph is not None:
                 word2ph.extend(seg_word2ph)
@@ -96,6 +109,30 @@ def process(text: str, *, language: str = "zh", hints: list[tuple[int, int, str 
         word2ph=word2ph,
         segments=tuple(done),
     )
+
+
+def name_spans(text: str, hints: list[tuple[int, int, str | None]], norm: str) -> list[tuple[int, int]]:
+    """Where the values hinted as names ("name" spans of `text`) are in `norm`, the normalised text.
+
+    Normalisation keeps Chinese characters, in order, and only adds readings of digits and symbols, so the
+    k-th time a name is written is the k-th time it appears in `norm`; where the counts differ (the name
+    also came out of a reading) the name is left out rather than guessed.
+    """
+    plain = to_simplified(text)
+    spans: list[tuple[int, int]] = []
+    for start, end, hint in hints:
+        if hint != "name" or not 0 <= start <= end <= len(plain):
+            continue
+        run = _HAN_RUN.search(plain, start, end)
+        if run is None or plain[start : run.start()].strip():
+            continue  # a name that does not start with Chinese characters
+        name = run.group()
+        written = [m.start() for m in re.finditer(re.escape(name), plain)]
+        said = [m.start() for m in re.finditer(re.escape(name), norm)]
+        if len(written) == len(said) and run.start() in written:
+            at = said[written.index(run.start())]
+            spans.append((at, at + len(name)))
+    return spans
 
 
 def split_sentences(script: str, *, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:

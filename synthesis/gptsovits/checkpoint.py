@@ -143,6 +143,15 @@ def _check_archive(path: Path, raw: bytes) -> None:
         raise CheckpointError(path, f"is corrupted: {damaged} fails its checksum (damaged upload or disk?)")
 
 
+def _why(exc: Exception) -> str:
+    """The line of torch's weights-only refusal that says what was refused (its first line is boilerplate)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
 def read_checkpoint(path: str | Path, *, kind: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> Checkpoint:
     """Open a GPT (`kind="gpt"`) or SoVITS (`kind="sovits"`) file; no model is built yet."""
     path = Path(path)
@@ -177,8 +186,7 @@ def read_checkpoint(path: str | Path, *, kind: str, max_bytes: int = MAX_CHECKPO
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             path,
-            "contains Python objects other than tensors and plain containers; refusing to unpickle it "
-            f"({str(exc).splitlines()[0][:200]})",
+            f"contains Python objects other than tensors and plain containers; refusing to unpickle it ({_why(exc)})",
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise CheckpointError(path, f"is truncated or corrupted ({type(exc).__name__}: {str(exc)[:200]})") from exc

@@ -73,7 +73,7 @@ def test_template_variables_distinct_in_order():
 
 
 def test_known_hints():
-    assert KNOWN_HINTS == {"digits", "money", "date", "time", "phone", "number", "text"}
+    assert KNOWN_HINTS == {"digits", "money", "date", "time", "phone", "number", "text", "name"}
     for hint in KNOWN_HINTS:
         validate_template(f"{{x:{hint}}}")
 

@@ -120,7 +120,8 @@ def test_mixed_and_english_rows_match_the_official_output():
 
 def test_reading_fixes_only_touch_misread_numbers_and_amounts_on_other_rows():
     # frontend_known_wrong.md lists 十一月/金额 only for some rows; the fix applies wherever they occur.
-    allowed = {("y i2", "y i1"), ("y i4", "y i1"), ("EE e5", "EE e2")}
+    # Besides those, the surname 覃 before a title is Qín (public-035, a DELIBERATE row of the pipeline test).
+    allowed = {("y i2", "y i1"), ("y i4", "y i1"), ("EE e5", "EE e2"), ("t an2", "q in2")}
     for row in _rows():
         if not _zh_only(row) or row["known_wrong"]:
             continue

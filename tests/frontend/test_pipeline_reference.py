@@ -56,6 +56,8 @@ DELIBERATE: dict[str, tuple[str | None, list[tuple[str, str]], str]] = {
                    "10:30 a.m.: the official 'a.m.' is read 'uh . M .' with pauses; ours 'A M'"),
     "public-293": (None, [("D AH1 B AH0 L Y UW0 AY1 - F AY1", "W AY1 F AY2")],
                    "Wi-Fi: the official spells 'Wi' ('double-u I - fai'); ours 'wai fai'"),
+    "public-035": (None, [("t an2 n v3", "q in2 n v3")],
+                   "覃女士: the surname 覃 is Qín (data/surnames.txt); the official reads the literary tán"),
 }
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthesis.gptsovits.conformance import INPUTS, compare
+from synthesis.gptsovits.conformance import INPUTS, PRO_INPUTS, compare
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "gptsovits"
+PRO = ROOT.parent / "shared" / "gptsovits-v2pro"
 
 
 def _run(directory: Path) -> subprocess.CompletedProcess:
@@ -32,13 +33,44 @@ def copied(tmp_path_factory) -> Path:
 
 
 def test_the_shared_reference_set_conforms():
+    """Every output array, and the WebUI-format copy of the SoVITS weights gives every SoVITS array again."""
     result = _run(SHARED)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
+    assert lines[0] == "reference set: GPT-SoVITS v2 (gpt.ckpt, sovits.pth, sovits_webui.pth)"
     with np.load(SHARED / "vectors.npz") as data:
         outputs = [n for n in data.files if n not in INPUTS]
-    assert len([line for line in lines if line.startswith("ok")]) == len(outputs)
+    ok = [line.split()[1] for line in lines if line.startswith("ok")]
+    webui = [name for name in ok if name.startswith("sovits_webui.pth:")]
+    assert sorted(set(ok) - set(webui)) == sorted(outputs)
+    assert {"sovits_webui.pth:wav_A", "sovits_webui.pth:wav_E", "sovits_webui.pth:prompt_semantic"} <= set(webui)
+    assert lines[-1] == f"{len(outputs) + len(webui)} passed, 0 failed"
+
+
+def test_the_shared_v2pro_set_conforms():
+    result = _run(PRO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "reference set: GPT-SoVITS v2Pro (sovits.pth, sv.ckpt.gz)"
+    with np.load(PRO / "vectors.npz") as data:
+        outputs = [n for n in data.files if n not in PRO_INPUTS]
+    assert sorted(line.split()[1] for line in lines if line.startswith("ok")) == sorted(outputs)
+    assert {"sv_emb", "sv_fbank", "A_ge", "D_ge512", "wav_E"} <= set(outputs)
     assert lines[-1] == f"{len(outputs)} passed, 0 failed"
+
+
+def test_a_v2pro_set_whose_speaker_embedding_is_off_fails(tmp_path):
+    for name in ("sovits.pth", "sv.ckpt.gz"):
+        shutil.copy(PRO / name, tmp_path / name)
+    with np.load(PRO / "vectors.npz") as data:
+        arrays = {n: data[n] for n in data.files}
+    arrays["sv_emb"] = arrays["sv_emb"] + 1e-3
+    arrays["wav_A"] = arrays["wav_A"] * 1.001  # 1e-3 of the peak: ten times the tolerance
+    np.savez(tmp_path / "vectors.npz", **arrays)
+    result = _run(tmp_path)
+    assert result.returncode == 1
+    failed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert failed == ["sv_emb", "wav_A"], result.stdout
 
 
 def test_an_array_the_tool_does_not_know_fails_it(copied):
@@ -66,7 +98,11 @@ def test_an_array_outside_tolerance_fails_it(copied):
 
 def test_missing_files_are_named(tmp_path):
     result = _run(tmp_path)
-    assert result.returncode == 2 and "gpt.ckpt" in result.stderr
+    assert result.returncode == 2 and "lacks sovits.pth, vectors.npz" in result.stderr
+    shutil.copy(PRO / "sovits.pth", tmp_path / "sovits.pth")
+    shutil.copy(PRO / "vectors.npz", tmp_path / "vectors.npz")
+    result = _run(tmp_path)
+    assert result.returncode == 2 and "lacks sv.ckpt or sv.ckpt.gz" in result.stderr
 
 
 def test_compare_rules():

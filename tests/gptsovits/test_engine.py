@@ -75,13 +75,28 @@ def test_the_same_input_renders_the_same_bytes(prompt, items):
     assert all(np.array_equal(a.samples, b.samples) for a, b in zip(first, again, strict=True))
 
 
-def test_voices_beyond_the_memory_budget_leave_least_recently_used_first(tmp_path, prompt, items):
+def _two_voices(tmp_path: Path, *, identical: bool) -> tuple[VoiceSpec, VoiceSpec]:
+    """Voices a and b: byte-identical copies of the shared pair, or the same weights saved with another info."""
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         for f in ("gpt.ckpt", "sovits.pth"):
             shutil.copy(SHARED / f, tmp_path / name / f)
+    if not identical:
+        data = torch.load(SHARED / "sovits.pth", weights_only=True)
+        torch.save({**data, "info": "saved again"}, tmp_path / "b" / "sovits.pth")
+    return voice(tmp_path / "a", 1), voice(tmp_path / "b", 2)
+
+
+def test_voices_with_byte_identical_files_share_one_resident_copy(tmp_path):
+    a, b = _two_voices(tmp_path, identical=True)
+    engine = GptSovitsEngine(device="cpu")
+    assert engine.models.get(a) is engine.models.get(b)
+    assert engine.models.loads == 1
+
+
+def test_voices_beyond_the_memory_budget_leave_least_recently_used_first(tmp_path, prompt, items):
+    a, b = _two_voices(tmp_path, identical=False)
     engine = GptSovitsEngine(device="cpu", budget_mb=1)  # room for one voice only
-    a, b = voice(tmp_path / "a", 1), voice(tmp_path / "b", 2)
     engine.models.get(a)
     engine.models.get(a)
     assert engine.models.loads == 1

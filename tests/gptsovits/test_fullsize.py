@@ -11,6 +11,7 @@ import torch
 from synthesis.gptsovits.checkpoint import CheckpointError
 from synthesis.gptsovits.loading import load_gpt, load_sovits
 from synthesis.gptsovits.randomweights import write_random_pair
+from synthesis.gptsovits.randomweights import write_random_sovits as write_random_sovits_file
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "gptsovits"
 
@@ -52,3 +53,19 @@ def test_a_missing_or_misshaped_tensor_is_named(pair, tmp_path):
     torch.save(gpt, tmp_path / "lying.ckpt")
     with pytest.raises(CheckpointError, match=r"unexpected: h\.layers\.12"):
         load_gpt(tmp_path / "lying.ckpt")
+
+
+PRO = SHARED.parent / "gptsovits-v2pro"
+
+
+@pytest.mark.parametrize(("version", "marker", "decoder_width"), [("v2Pro", b"05", 512), ("v2ProPlus", b"06", 768)])
+def test_full_size_pro_files_built_from_the_official_shapes_load_strictly(tmp_path, version, marker, decoder_width):
+    manifest_path = PRO / f"manifest_{version.lower()}_sovits.json"
+    path = write_random_sovits_file(tmp_path / f"{version}.pth", manifest_path)
+    assert path.read_bytes()[:2] == marker
+    model = load_sovits(path)
+    manifest = json.loads(manifest_path.read_text())
+    assert model.config.version == version and model.config.gin_channels == 1024
+    assert sum(t.numel() for t in model.state_dict().values()) == manifest["num_elements_without_enc_q"]
+    assert model.dec.conv_pre.out_channels == decoder_width
+    assert model.sv_emb.in_features == 20480 and model.ge_to512.out_features == 512
