@@ -240,9 +240,9 @@ def has_reading_hints(template: str | Sequence[str | Placeholder]) -> bool:
 
 def render_marked(template: str | Sequence[str | Placeholder], variables: Mapping[str, str]) -> str:
     """Like :func:`render_template`, with each hinted value wrapped as ⟪hint:value⟫ for the text frontend
-    (see synthesis.frontend.marks), {name} as ⟪name:value⟫; values without a hint, or with hint "text", are
-    plain."""
-    from synthesis.frontend.marks import mark
+    (see synthesis.frontend.marks); a name ({name}) only where its surname changes the reading (mark_name);
+    values without a hint, or with hint "text", are plain."""
+    from synthesis.frontend.marks import mark, mark_name
 
     parts = _parts(template)
     text, spans = render_with_spans(parts, variables)
@@ -253,7 +253,10 @@ def render_marked(template: str | Sequence[str | Placeholder], variables: Mappin
         hint = _reading_hint(placeholder)
         out.append(text[position:start])
         value = text[start:end]
-        out.append(mark(value, hint) if hint not in (None, "text") else value)
+        if hint == "name":
+            out.append(mark_name(value))
+        else:
+            out.append(mark(value, hint) if hint not in (None, "text") else value)
         position = end
     out.append(text[position:])
     return "".join(out)

@@ -3,7 +3,8 @@
 A template placeholder like {order_id:digits} tells the frontend how to read its value. Planning renders
 such values as ⟪digits:SF1234567890⟫, so the hint travels with the text through the render cache (and is
 part of the render key: a different reading is different audio); the frontend turns the marks back into
-spans for `normalize`. Values never contain the mark characters (they are removed from values).
+spans for `normalize`. Values never contain the mark characters (they are removed from values). A person's
+name ({name}) is marked ⟪name:单晓东⟫ only when it starts with a polyphonic surname (see `mark_name`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ def split_marks(text: str) -> tuple[str, list[tuple[int, int, str]]]:
         position = match.end()
     out.append(text[position:])
     return "".join(out).replace(OPEN, "").replace(CLOSE, ""), spans
+
+
+def mark_name(value: str) -> str:
+    """A person's name, marked ⟪name:value⟫ only where reading it as a name changes what is said (it starts
+    with a polyphonic surname: 单晓东, 曾伟); any other name stays plain, so its script keeps its render key."""
+    from synthesis.frontend.readings import begins_with_surname
+
+    return mark(value, "name") if begins_with_surname(value) else value
 
 
 def strip_marks(text: str) -> str:

@@ -24,17 +24,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
-from pypinyin import Style, lazy_pinyin
-from pypinyin.constants import PHRASES_DICT
-
+from .hanzi import to_simplified
 from .symbols import PUNCTUATION
 
-__all__ = ["TITLES", "Word", "role_readings", "surnames"]
+__all__ = ["TITLES", "Word", "begins_with_surname", "role_readings", "surnames"]
 
 # What follows a surname when someone is addressed or named: 单先生, 曾经理, 解晓东先生, 覃总.
 TITLES = ("先生", "女士", "小姐", "太太", "老师", "师傅", "经理", "总经理", "主任", "阿姨", "总")
 # Surnames that are also a word's last character that jieba cuts off on its own (快递/员 师傅).
 _NOT_BEFORE_TITLES = frozenset("员")
+# After these the character is not a name but a verb (我帮您查先生的快递) or a measure word (这单先生您签收一下).
+_NOT_A_NAME_AFTER = frozenset("我 你 您 他 她 我们 你们 他们 她们 咱们 这 每".split())
 
 
 class Word(NamedTuple):
@@ -57,6 +57,13 @@ def surnames() -> dict[str, tuple[str, ...]]:
             raise ValueError(f"{path}:{number}: {len(syllables)} syllables for {surname!r}")
         table[surname] = tuple(syllables)
     return table
+
+
+def begins_with_surname(name: str) -> bool:
+    """Does reading `name` as a person's name change what is said: does it start with a polyphonic surname
+    from the table (单晓东, 曾伟; not 乐乐 or 单单, a doubled given name on its own)?"""
+    name = to_simplified(name.strip())
+    return _surname_at(name, 0) is not None and not (len(name) == 2 and name[0] == name[1])
 
 
 def role_readings(
@@ -90,7 +97,9 @@ def _is_han(text: str) -> bool:
     return all("\u4e00" <= char <= "\u9fa5" for char in text)
 
 
-def _surname_readings(sentence: str, words: Sequence[Word], names: Iterable[tuple[int, int]]) -> dict[int, str]:
+def _surname_readings(
+    sentence: str, words: Sequence[Word], names: Iterable[tuple[int, int]]
+) -> dict[int, str]:
     table = surnames()
     at = {word.start: word for word in words}
     ends = {word.start + len(word.text) for word in words}
@@ -102,13 +111,12 @@ def _surname_readings(sentence: str, words: Sequence[Word], names: Iterable[tupl
 
     for start, end in names:
         surname = _surname_at(sentence, start)
-        value = sentence[start:end]
-        if surname and not (len(value) == 2 and value[0] == value[1]):  # 乐乐 alone is a given name
+        if surname and begins_with_surname(sentence[start:end]):
             read_as_surname(start, surname)
     word_of = {word.start + k: word for word in words for k in range(len(word.text))}
     for at_xing in (k for k, char in enumerate(sentence) if char == "姓"):
         host = word_of[at_xing]
-        if host.text not in ("姓", "贵姓") and host.text in PHRASES_DICT:
+        if host.text not in ("姓", "贵姓") and _is_dictionary_word(host.text):
             continue  # 百姓, 老百姓, 姓名
         start = at_xing + 1
         surname = _surname_at(sentence, start)
@@ -120,9 +128,11 @@ def _surname_readings(sentence: str, words: Sequence[Word], names: Iterable[tupl
             alone = _stands_alone(at.get(start), surname)
         if alone:
             read_as_surname(start, surname)
-    for word in words:
+    for i, word in enumerate(words):
         surname = _surname_at(sentence, word.start)
-        if surname and surname not in _NOT_BEFORE_TITLES and _before_title(sentence, word, surname, at, ends):
+        if not surname or surname in _NOT_BEFORE_TITLES or (i and words[i - 1].text in _NOT_A_NAME_AFTER):
+            continue
+        if _before_title(sentence, word, surname, at, ends):
             read_as_surname(word.start, surname)
     return readings
 
@@ -131,7 +141,7 @@ def _stands_alone(word: Word | None, surname: str) -> bool:
     """After 姓: the surname is a word of its own or begins a name, not the start of a word (姓重要吗)."""
     if word is None:
         return False
-    return len(word.text) <= len(surname) or _is_name(word.pos) or word.text not in PHRASES_DICT
+    return len(word.text) <= len(surname) or _is_name(word.pos) or not _is_dictionary_word(word.text)
 
 
 def _before_title(sentence: str, word: Word, surname: str, at: dict[int, Word], ends: set[int]) -> bool:
@@ -141,7 +151,11 @@ def _before_title(sentence: str, word: Word, surname: str, at: dict[int, Word], 
     for given in (0, 1, 2):
         title_at = after_surname + given
         title = next((t for t in TITLES if sentence.startswith(t, title_at)), None)
-        if title is None or title_at + len(title) not in ends or not _is_han(sentence[after_surname:title_at]):
+        if (
+            title is None
+            or title_at + len(title) not in ends
+            or not _is_han(sentence[after_surname:title_at])
+        ):
             continue
         if given == 0:
             # 单/先生, 曾总 (one word), 长/孙先生: not a word that runs on past the surname (单独先生, 重新给先生)
@@ -175,7 +189,16 @@ _GLUED_MODAL_DE = frozenset({"得去", "得来"})  # jieba's cut of 你得去, �
 @lru_cache(maxsize=4096)
 def _word_reading(word: str) -> tuple[str, ...]:
     """pypinyin's reading of a word (its phrase dictionary), tone 5 for neutral."""
+    from pypinyin import Style, lazy_pinyin
+
     return tuple(lazy_pinyin(word, style=Style.TONE3, neutral_tone_with_five=True))
+
+
+def _is_dictionary_word(word: str) -> bool:
+    """In pypinyin's phrase dictionary (imported here, not at import: planning asks begins_with_surname)."""
+    from pypinyin.constants import PHRASES_DICT
+
+    return word in PHRASES_DICT
 
 
 def _is_punctuation(word: Word) -> bool:
@@ -201,13 +224,13 @@ def _particle_readings(words: Sequence[Word], merged: Sequence[Word]) -> dict[in
             if syllable.startswith("di"):  # 目的 di4, 打的 di1
                 readings[last] = syllable
         elif text[-1] == "地":
-            if text in PHRASES_DICT:
+            if _is_dictionary_word(text):
                 readings[last] = syllable  # 土地, 目的地, 特地: di4
             elif word.pos[:1] in ("d", "z") or word.pos in ("ad", "i", "l") or text[0] == text[1]:
                 readings[last] = "de5"  # 轻轻地, 偷偷地
             else:
                 readings[last] = "di4"  # 各地, 外地, 一地
-        elif len(text) != 3 and text in PHRASES_DICT and syllable != "de5":
+        elif len(text) != 3 and _is_dictionary_word(text) and syllable != "de5":
             # 获得, 取得, 只得 de2, 总得 dei3, 一举两得 de2; 记得, 觉得 are neutral there too, and so are 舍不得,
             # 怪不得 (three characters: left as the sandhi read them)
             readings[last] = syllable
@@ -223,14 +246,18 @@ def _particle_readings(words: Sequence[Word], merged: Sequence[Word]) -> dict[in
         elif text == "得":
             if _modal_de(prev, nxt):
                 readings[word.start] = "dei3"
-        elif text[0] == "地" and text not in PHRASES_DICT and _adverbial_di(word, prev, nxt):
+        elif text[0] == "地" and not _is_dictionary_word(text) and _adverbial_di(word, prev, nxt):
             readings[word.start] = "de5"  # jieba's 慢慢/地走了
-        elif text in _GLUED_MODAL_DE and prev is not None and _modal_de(prev, Word(word.start + 1, text[1:], "v")):
+        elif (
+            text in _GLUED_MODAL_DE
+            and prev is not None
+            and _modal_de(prev, Word(word.start + 1, text[1:], "v"))
+        ):
             readings[word.start] = "dei3"  # jieba's 你/得去
-        elif 0 < text.find("得") < len(text) - 1 and text not in PHRASES_DICT:
+        elif 0 < text.find("得") < len(text) - 1 and not _is_dictionary_word(text):
             at = text.find("得")
-            if text[: at + 1] not in PHRASES_DICT:  # 跑得快, 看得见: the complement particle (not 获得者)
-                readings[word.start + at] = "de5"
+            if not _is_dictionary_word(text[: at + 1]):  # not 获得者, whose 获得 is a word
+                readings[word.start + at] = "de5"  # 跑得快, 看得见: the complement particle
     return readings
 
 

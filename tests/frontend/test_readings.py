@@ -71,6 +71,8 @@ def test_a_surname_before_a_title_or_after_xing_reads_as_a_surname(text, fragmen
         ("老百姓重视服务。", "重视", 0, "zh ong4"),  # 姓 ends 老百姓 here
         ("我帮您查询先生的订单。", "查询", 0, "ch a2"),  # 查询 is a word; 先生 addresses the listener
         ("我帮您查一下先生。", "查一下", 0, "ch a2"),
+        ("我帮您查先生的快递。", "查先生", 0, "ch a2"),  # after 您 查 is the verb
+        ("这单先生您签收一下。", "这单", 1, "d an1"),  # this order, sir
         ("请跟快递员师傅说。", "快递员", 2, "y van2"),  # 员 ends 快递员, 师傅 is the courier
         ("我们查总账。", "查总账", 0, "ch a2"),
         ("小区经理会联系您。", "小区", 1, "q v1"),
@@ -82,9 +84,16 @@ def test_the_same_characters_outside_a_name_keep_their_reading(text, fragment, i
 
 def test_a_name_from_the_template_starts_with_a_surname():
     text = _named("您好{name}，您的快递到了。", name="单晓东")
-    assert "\u27eaname:" in text
+    assert text == "您好\u27eaname:单晓东\u27eb，您的快递到了。"
     assert _syllable(text, "单晓东") == "sh an4"
     assert _syllable(_named("您好{name}，您的快递到了。", name="曾伟"), "曾伟") == "z eng1"
+    assert _syllable(_named("您好{name}，您的快递到了。", name="單曉東"), "单晓东") == "sh an4"  # traditional
+
+
+def test_only_names_whose_reading_changes_are_marked():
+    # a plain name leaves the script text, and so its render key, as it was
+    assert _named("您好{name}，您的快递到了。", name="张三") == "您好张三，您的快递到了。"
+    assert _named("您好{name}，您的快递到了。", name="单单") == "您好单单，您的快递到了。"
 
 
 def test_a_template_name_is_found_after_numbers_are_read_out():
