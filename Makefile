@@ -51,6 +51,8 @@ bench: install-test
 	DATABASE_URL=$(PG_BENCH_URL) $(PY) bench/plan.py
 	DATABASE_URL=$(PG_BENCH_URL) $(PY) bench/report.py
 	$(PY) bench/gptsovits.py
+	$(PY) bench/gptsovits.py --version v2Pro
+	$(PY) bench/gptsovits.py --version v2ProPlus
 	$(PY) bench/frontend.py
 	$(PY) bench/sip_load.py
 	$(PY) bench/pacing.py

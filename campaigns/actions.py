@@ -39,6 +39,7 @@ from campaigns.windows import WindowError, calling_window, check_rules
 from synthesis.engines import engine_problem
 from synthesis.engines.base import EngineError
 from synthesis.frontend.marks import strip_marks
+from synthesis.gptsovits import basemodels
 from synthesis.keys import normalise_text
 from synthesis.models import RenderedAudio
 from voices.models import Voice
@@ -123,12 +124,10 @@ def _instant_voice_problem(voice: Voice) -> str | None:
     """Why an instant voice's base models cannot serve it (listed against the manifest, not hashed)."""
     if not voice.is_instant:
         return None
-    from synthesis.gptsovits.basemodels import ENV_BASE, base_dir, problems
-
-    base = base_dir()
+    base = basemodels.base_dir()
     if base is None:
-        return f"instant voices need the GPT-SoVITS base models: set {ENV_BASE}"
-    found = problems(base, voice.base_version, verify=False)
+        return f"instant voices need the GPT-SoVITS base models: set {basemodels.ENV_BASE}"
+    found = basemodels.problems(base, voice.base_version, verify=False)
     return f"its {voice.base_version} base models in {base} are incomplete: {'; '.join(found)}" if found else None
 
 

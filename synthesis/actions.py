@@ -21,6 +21,7 @@ from django.utils import timezone
 from synthesis.audio import AudioError, to_telephony, write_mulaw_wav, write_wav
 from synthesis.engines import engine_version, get_engine
 from synthesis.engines.base import EngineError, VoiceSpec
+from synthesis.gptsovits.basemodels import ENV_BASE, VERSIONS, BaseModelError, base_dir, base_pair, problems
 from synthesis.keys import RenderKeyer
 from synthesis.models import RenderedAudio
 from voices.models import Voice
@@ -65,8 +66,6 @@ def voice_spec(voice: Voice) -> VoiceSpec:
 
 
 def _base_weights(version: str) -> dict[str, str]:
-    from synthesis.gptsovits.basemodels import ENV_BASE, BaseModelError, base_dir, base_pair
-
     base = base_dir()
     if base is None:
         raise EngineError(f"instant voices need the GPT-SoVITS base models: set {ENV_BASE}", permanent=True)
@@ -80,7 +79,6 @@ def _base_weights(version: str) -> dict[str, str]:
 def check_base_models() -> dict[str, list[str]]:
     """Hash every base model against the manifest (HERALD_GPTSOVITS_BASE_DIR) and log, per version, that it is
     ready or each file that is missing or altered. Returns {version: problems}; {} when no base is set."""
-    from synthesis.gptsovits.basemodels import VERSIONS, base_dir, problems
 
     base = base_dir()
     if base is None:

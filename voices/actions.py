@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from synthesis.gptsovits.basemodels import BaseModelError, base_dir, manifest_digest
 from voices.models import SpeakerConsent, Voice
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ def voice_digest(voice: Voice) -> str:
         return ""
     digest = hashlib.sha256(b"herald.voice-digest.v1\x00")
     if voice.is_instant:  # its weights are the base pair's: their manifest entries stand for them
-        from synthesis.gptsovits.basemodels import BaseModelError, base_dir, manifest_digest
-
         base = base_dir()
         try:
             base_part = manifest_digest(base, voice.base_version) if base else "unconfigured"

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from synthesis.gptsovits.basemodels import ENV_BASE, base_dir, problems
+
 # The official GPT-SoVITS inference refuses reference clips outside 3-10 s.
 MIN_REFERENCE_SECONDS = 3.0
 MAX_REFERENCE_SECONDS = 10.0
@@ -194,8 +196,6 @@ def check_base_models(version: str) -> list[Problem]:
 
     Files are listed and compared with the manifest, not hashed (the synthesis workers hash them at start).
     """
-    from synthesis.gptsovits.basemodels import ENV_BASE, base_dir, problems
-
     field = "base_version"
     base = base_dir()
     if base is None:

@@ -4,10 +4,12 @@ Models load on first use (never at import), stay resident, and several voices sh
 (HERALD_GPTSOVITS_MEMORY_MB, least recently used leaves first). Residents are keyed by the sha256 of their
 files, not by path: every instant voice of a version shares its one base pair, and trained voices uploaded
 twice share one copy. v2Pro / v2ProPlus voices also need the speaker-verification model (ERes2NetV2), loaded
-once per worker and shared by all of them (HERALD_GPTSOVITS_SV_MODEL, else the base directory's copy). Turning text into phone ids and BERT
-features, and a reference clip into prompt codes, is the text frontend's job (`synthesis.frontend.voice`,
-built on first use from HERALD_BERT_DIR / HERALD_HUBERT_DIR); `synthesize_phones` takes phones and
-features directly.
+once per worker and shared by all of them (HERALD_GPTSOVITS_SV_MODEL, else the base directory's copy).
+
+Turning text into phone ids and BERT features, and a reference clip into prompt codes (and, for Pro voices,
+its speaker embedding), is the text frontend's job (`synthesis.frontend.voice`, built on first use from
+HERALD_BERT_DIR / HERALD_HUBERT_DIR or the base directory); `synthesize_phones` takes phones and features
+directly.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import numpy as np
 
 from synthesis.audio import Waveform
 from synthesis.engines.base import Engine, EngineError, VoiceSpec
+from synthesis.gptsovits.basemodels import ENV_BASE, SV_MODEL, base_dir, file_sha256
 
 SAMPLE_RATE = 32000
+ENV_SV_MODEL = "HERALD_GPTSOVITS_SV_MODEL"
 SENTENCE_PAUSE = 0.3  # seconds between the sentences of one script (official fragment_interval)
 DEFAULTS: dict[str, Any] = {
     "top_k": 15,
@@ -84,8 +88,6 @@ class VoiceModels:
         self.loads = 0
 
     def get(self, voice: VoiceSpec) -> ResidentVoice:
-        from synthesis.gptsovits.basemodels import file_sha256
-
         try:
             gpt_path, sovits_path = voice.weights["gpt"], voice.weights["sovits"]
         except KeyError:
@@ -107,21 +109,20 @@ class VoiceModels:
 
     def speaker(self) -> Any:
         """The speaker-verification model every v2Pro / v2ProPlus voice shares, loaded on first use."""
-        from synthesis.gptsovits.basemodels import SV_MODEL
         from synthesis.gptsovits.checkpoint import CheckpointError
         from synthesis.gptsovits.speaker import SpeakerEncoder
 
         with self._lock:
             if self._speaker is None:
-                path = os.environ.get("HERALD_GPTSOVITS_SV_MODEL", "")
-                base = os.environ.get("HERALD_GPTSOVITS_BASE_DIR", "")
-                if not path and base:
-                    path = str(Path(base) / SV_MODEL)
+                path = os.environ.get(ENV_SV_MODEL, "")
+                base = base_dir()
+                if not path and base is not None:
+                    path = str(base / SV_MODEL)
                 if not path or not Path(path).is_file():
                     raise EngineError(
                         "v2Pro / v2ProPlus voices need the speaker-verification model "
                         f"(pretrained_eres2netv2w24s4ep4.ckpt): {'not found at ' + path if path else 'not configured'}; "
-                        "set HERALD_GPTSOVITS_BASE_DIR (holding sv/…) or HERALD_GPTSOVITS_SV_MODEL",
+                        f"set {ENV_BASE} (holding {SV_MODEL}) or {ENV_SV_MODEL}",
                         permanent=True,
                     )
                 try:

@@ -152,6 +152,23 @@ def _why(exc: Exception) -> str:
     return (lines[0] if lines else type(exc).__name__)[:200]
 
 
+def unpickle_weights(path: Path, raw: bytes) -> Any:
+    """`torch.load(weights_only=True)` of a torch.save file held in `raw` (a zip, or a legacy pickle): the
+    zip directory checked first, `utils.HParams` rebuilt inert, anything else refused with the reason."""
+    if raw[:2] == b"PK":
+        _check_archive(path, raw)
+    try:
+        with torch.serialization.safe_globals(_ALLOWED):
+            return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            path,
+            f"contains Python objects other than tensors and plain containers; refusing to unpickle it ({_why(exc)})",
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise CheckpointError(path, f"is truncated or corrupted ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
 def read_checkpoint(path: str | Path, *, kind: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> Checkpoint:
     """Open a GPT (`kind="gpt"`) or SoVITS (`kind="sovits"`) file; no model is built yet."""
     path = Path(path)
@@ -179,17 +196,7 @@ def read_checkpoint(path: str | Path, *, kind: str, max_bytes: int = MAX_CHECKPO
         raw = b"PK" + raw[2:]
     if not zipfile.is_zipfile(io.BytesIO(raw)):
         raise CheckpointError(path, "is truncated or corrupted (its zip directory is missing)")
-    _check_archive(path, raw)
-    try:
-        with torch.serialization.safe_globals(_ALLOWED):
-            payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            path,
-            f"contains Python objects other than tensors and plain containers; refusing to unpickle it ({_why(exc)})",
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise CheckpointError(path, f"is truncated or corrupted ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    payload = unpickle_weights(path, raw)
     del raw
     if not isinstance(payload, Mapping) or "weight" not in payload or "config" not in payload:
         found = sorted(payload)[:8] if isinstance(payload, Mapping) else type(payload).__name__
@@ -299,10 +306,19 @@ def state_problems(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list
     return problems
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, path: str) -> None:
-    """Every key, every shape, or a CheckpointError that lists what differs."""
+def check_state(
+    module: nn.Module, state: Mapping[str, torch.Tensor], *, path: str, what: str = "the model its config describes"
+) -> None:
+    """CheckpointError listing every missing, unexpected and misshaped key; `module` may be on the meta device."""
     problems = state_problems(module, state)
     if problems:
-        raise CheckpointError(path, "does not match the model its config describes — " + "; ".join(problems))
+        raise CheckpointError(path, f"does not match {what} — " + "; ".join(problems))
+
+
+def load_strict(
+    module: nn.Module, state: Mapping[str, torch.Tensor], *, path: str, what: str = "the model its config describes"
+) -> None:
+    """Every key, every shape, or a CheckpointError that lists what differs."""
+    check_state(module, state, path=path, what=what)
     expected = module.state_dict()
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)

@@ -16,12 +16,12 @@ import torch
 from synthesis.gptsovits.checkpoint import (
     Checkpoint,
     CheckpointError,
+    check_state,
     gpt_state,
     load_strict,
     read_checkpoint,
     sovits_state,
     sovits_version,
-    state_problems,
 )
 
 
@@ -41,9 +41,7 @@ def _build(
             skeleton = model_cls(config)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
         raise CheckpointError(path, f"its config cannot describe a {label}: {exc}") from exc
-    problems = state_problems(skeleton, state)
-    if problems:
-        raise CheckpointError(path, "does not match the model its config describes — " + "; ".join(problems))
+    check_state(skeleton, state, path=str(path))
     model = model_cls(config)
     load_strict(model, state, path=str(path))
     return model

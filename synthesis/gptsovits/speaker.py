@@ -22,8 +22,6 @@ import functools
 import gzip
 import io
 import math
-import pickle
-import zipfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from synthesis.gptsovits.checkpoint import CheckpointError, load_strict
+from synthesis.gptsovits.checkpoint import CheckpointError, load_strict, unpickle_weights
 
 SV_SAMPLE_RATE = 16000
 SV_EMBEDDING_DIM = 20480  # 2048 channels x 10 frequency rows of the fused feature map
-MAX_CHECKPOINT_BYTES = 512 * 2**20  # the real file is 107 MB in fp16; anything far larger is not one
+MAX_SPEAKER_BYTES = 512 * 2**20  # the real file is 107 MB in fp16; anything far larger is not one
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -260,7 +258,7 @@ class ERes2NetV2(nn.Module):
 # loading and the inference entry point
 
 
-def read_speaker_state(path: str | Path, *, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, Tensor]:
+def read_speaker_state(path: str | Path, *, max_bytes: int = MAX_SPEAKER_BYTES) -> dict[str, Tensor]:
     """The state dict of an `sv.ckpt` (a plain torch.save), gzip-compressed or not (told by its magic bytes)."""
     path = Path(path)
     try:
@@ -273,22 +271,7 @@ def read_speaker_state(path: str | Path, *, max_bytes: int = MAX_CHECKPOINT_BYTE
         raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from exc
     if raw[:2] != b"PK" and raw[:1] != b"\x80":  # a zip (torch.save) or a legacy pickle
         raise CheckpointError(path, f"is not a PyTorch checkpoint (it starts with {raw[:4]!r})")
-    if raw[:2] == b"PK":  # torch does not verify the zip's checksums; a flipped byte would load silently
-        try:
-            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-                damaged = archive.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise CheckpointError(path, f"is truncated or corrupted ({exc})") from exc
-        if damaged is not None:
-            raise CheckpointError(path, f"is corrupted: {damaged} fails its checksum")
-    try:
-        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            path, f"contains objects other than tensors; refusing to unpickle it ({str(exc).splitlines()[0][:200]})"
-        ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise CheckpointError(path, f"is not a readable torch file ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    state = unpickle_weights(path, raw)
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
     ):
@@ -325,7 +308,7 @@ class SpeakerEncoder:
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-        max_bytes: int = MAX_CHECKPOINT_BYTES,
+        max_bytes: int = MAX_SPEAKER_BYTES,
     ) -> SpeakerEncoder:
         """Read `sv.ckpt` or `sv.ckpt.gz` and load it strictly, or raise CheckpointError naming what differs."""
         return cls.from_state_dict(
@@ -345,7 +328,7 @@ class SpeakerEncoder:
         with torch.device("meta"):
             model = ERes2NetV2()  # no random init of 54M parameters that the strict load overwrites anyway
         model.to_empty(device=device)
-        load_strict(model, state, path=source)
+        load_strict(model, state, path=source, what="the official ERes2NetV2 (baseWidth 24, scale 4, expansion 4)")
         return cls(model.to(dtype=dtype))
 
     @property

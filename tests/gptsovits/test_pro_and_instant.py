@@ -229,3 +229,19 @@ def test_staff_make_an_instant_voice_in_the_admin_and_preview_it(admin_client, c
     })
     assert refused.status_code == 200
     assert "v2Pro/s2Gv2ProPlus.pth is missing" in html.unescape(refused.content.decode())
+
+
+def test_a_pro_voice_without_the_speaker_model_says_what_to_set(configured, reference_clip, monkeypatch):
+    from synthesis.engines.base import VoiceSpec
+    from synthesis.engines.gptsovits import GptSovitsEngine
+
+    monkeypatch.delenv("HERALD_GPTSOVITS_SV_MODEL", raising=False)
+    monkeypatch.delenv("HERALD_GPTSOVITS_BASE_DIR", raising=False)
+    spec = VoiceSpec(
+        voice_id=5, language="zh", parameters={"max_steps": 20},
+        weights={"gpt": str(V2 / "gpt.ckpt"), "sovits": str(PRO / "sovits.pth")},
+        reference_audio=str(reference_clip), reference_text=TRANSCRIPT,
+    )
+    with pytest.raises(EngineError, match="speaker-verification model .* not configured; set HERALD_GPTSOVITS_BASE_DIR") as err:
+        GptSovitsEngine(device="cpu").synthesize(spec, ["您好。"])
+    assert err.value.permanent
