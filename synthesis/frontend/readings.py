@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .hanzi import to_simplified
+from .once import load_once
 from .symbols import PUNCTUATION
 
 __all__ = ["TITLES", "Word", "begins_with_surname", "role_readings", "surnames"]
@@ -43,7 +44,7 @@ class Word(NamedTuple):
     pos: str  # jieba POS tag
 
 
-@lru_cache(maxsize=1)
+@load_once
 def surnames() -> dict[str, tuple[str, ...]]:
     """Polyphonic surname -> its toned reading as a surname, one syllable per character (data/surnames.txt)."""
     table: dict[str, tuple[str, ...]] = {}
