@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
-from synthesis.gptsovits.basemodels import ENV_BASE, base_dir, problems
+from synthesis.gptsovits import basemodels
 
 # The official GPT-SoVITS inference refuses reference clips outside 3-10 s.
 MIN_REFERENCE_SECONDS = 3.0
@@ -197,21 +197,21 @@ def check_base_models(version: str) -> list[Problem]:
     Files are listed and compared with the manifest, not hashed (the synthesis workers hash them at start).
     """
     field = "base_version"
-    base = base_dir()
+    base = basemodels.base_dir()
     if base is None:
         return [Problem(
             field,
-            f"This server has no GPT-SoVITS base models ({ENV_BASE} is not set), so the instant voice could not "
+            f"This server has no GPT-SoVITS base models ({basemodels.ENV_BASE} is not set), so the instant voice could not "
             "be checked here. The synthesis workers need them to render it.",
             WARNING,
         )]
-    found = problems(base, version, verify=False)
+    found = basemodels.problems(base, version, verify=False)
     if found:
         shown = "; ".join(found[:4]) + (f"; … ({len(found)} in all)" if len(found) > 4 else "")
         return [Problem(
             field,
             f"The {version} base models in {base} are incomplete: {shown}. Copy the official pretrained_models "
-            "files there (see the README, “Voices Herald accepts”) or pick another version.",
+            "files there (README, “GPT-SoVITS voices”, instant voices) or pick another version.",
         )]
     return []
 
