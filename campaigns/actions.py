@@ -125,10 +125,9 @@ def _instant_voice_problem(voice: Voice) -> str | None:
     if not voice.is_instant:
         return None
     base = basemodels.base_dir()
-    if base is None:
-        return f"instant voices need the GPT-SoVITS base models: set {basemodels.ENV_BASE}"
     found = basemodels.problems(base, voice.base_version, verify=False)
-    return f"its {voice.base_version} base models in {base} are incomplete: {'; '.join(found)}" if found else None
+    where = f" in {base}" if base else ""
+    return f"its {voice.base_version} base models{where} are incomplete: {'; '.join(found)}" if found else None
 
 
 def check_launchable(campaign: Campaign) -> None:

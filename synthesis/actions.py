@@ -21,7 +21,7 @@ from django.utils import timezone
 from synthesis.audio import AudioError, to_telephony, write_mulaw_wav, write_wav
 from synthesis.engines import engine_version, get_engine
 from synthesis.engines.base import EngineError, VoiceSpec
-from synthesis.gptsovits.basemodels import ENV_BASE, VERSIONS, BaseModelError, base_dir, base_pair, problems
+from synthesis.gptsovits.basemodels import MANIFEST, VERSIONS, BaseModelError, base_dir, base_pair, problems
 from synthesis.keys import RenderKeyer
 from synthesis.models import RenderedAudio
 from voices.models import Voice
@@ -66,11 +66,8 @@ def voice_spec(voice: Voice) -> VoiceSpec:
 
 
 def _base_weights(version: str) -> dict[str, str]:
-    base = base_dir()
-    if base is None:
-        raise EngineError(f"instant voices need the GPT-SoVITS base models: set {ENV_BASE}", permanent=True)
     try:
-        pair = base_pair(base, version)
+        pair = base_pair(base_dir(), version)
     except BaseModelError as exc:
         raise EngineError(str(exc), permanent=True) from exc
     return {"gpt": str(pair.gpt), "sovits": str(pair.sovits)}
@@ -79,7 +76,6 @@ def _base_weights(version: str) -> dict[str, str]:
 def check_base_models() -> dict[str, list[str]]:
     """Hash every base model against the manifest (HERALD_GPTSOVITS_BASE_DIR) and log, per version, that it is
     ready or each file that is missing or altered. Returns {version: problems}; {} when no base is set."""
-
     base = base_dir()
     if base is None:
         return {}
@@ -88,7 +84,7 @@ def check_base_models() -> dict[str, list[str]]:
         if listed:
             log.warning("instant %s voices cannot render: %s", version, "; ".join(listed))
         else:
-            log.info("instant %s voices ready: base models in %s match %s", version, base, "SHA256SUMS")
+            log.info("instant %s voices ready: base models in %s match %s", version, base, MANIFEST)
     return found
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from synthesis.gptsovits.basemodels import BERT_DIR, ENV_BASE, HUBERT_DIR
+
 from .g2p_model import model_problem
 
 ENV_BERT, ENV_HUBERT = "HERALD_BERT_DIR", "HERALD_HUBERT_DIR"
-ENV_BASE = "HERALD_GPTSOVITS_BASE_DIR"  # the official pretrained_models layout (synthesis/gptsovits/basemodels.py)
-_FOLDERS = {ENV_BERT: "chinese-roberta-wwm-ext-large", ENV_HUBERT: "chinese-hubert-base"}
+_FOLDERS = {ENV_BERT: BERT_DIR, ENV_HUBERT: HUBERT_DIR}  # their folders in the base directory
 
 
 def model_dir(name: str) -> str:

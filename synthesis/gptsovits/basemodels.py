@@ -50,7 +50,6 @@ class BasePair:
     version: str
     gpt: Path
     sovits: Path
-    digest: str  # over the manifest entries of everything this version renders with
 
 
 def _sha256(path: Path) -> str:
@@ -85,8 +84,8 @@ def read_manifest(base: Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BaseModelError(
-            f"{path} cannot be read ({exc.strerror}): write it with `manage.py gptsovits_base --write` once the "
-            "base models are in place"
+            f"{path} cannot be read ({exc.strerror}): once the base models are in place, write it with "
+            "`sha256sum` (relative paths) or synthesis.gptsovits.basemodels.write_manifest"
         ) from exc
     entries = {}
     for number, line in enumerate(text.splitlines(), 1):
@@ -118,11 +117,14 @@ def base_dir() -> Path | None:
     return Path(configured) if configured else None
 
 
-def problems(base: Path, version: str, *, verify: bool = True) -> list[str]:
-    """What keeps `base` from serving `version`: each missing, unlisted or altered file, by name.
+def problems(base: Path | None, version: str, *, verify: bool = True) -> list[str]:
+    """What keeps `base` from serving `version`: each missing, unlisted or altered file, by name (or that no
+    base directory is set, for `base` None as `base_dir()` returns it).
 
     `verify=False` skips hashing (a web process checking a form); workers always verify (once per file).
     """
+    if base is None:
+        return [f"no base directory is set ({ENV_BASE})"]
     try:
         manifest = read_manifest(base)
         wanted = required_files(base, version)
@@ -140,14 +142,14 @@ def problems(base: Path, version: str, *, verify: bool = True) -> list[str]:
     return found
 
 
-def base_pair(base: str | os.PathLike[str], version: str) -> BasePair:
+def base_pair(base: str | os.PathLike[str] | None, version: str) -> BasePair:
     """The verified base pair of `version` under `base`; BaseModelError naming every problem otherwise."""
-    base = Path(base)
+    base = None if base is None else Path(base)
     found = problems(base, version)
     if found:
-        raise BaseModelError(f"base models for {version} in {base}: " + "; ".join(found))
+        raise BaseModelError(f"GPT-SoVITS {version} base models{f' in {base}' if base else ''}: " + "; ".join(found))
     gpt, sovits = PAIRS[version]
-    return BasePair(version=version, gpt=base / gpt, sovits=base / sovits, digest=manifest_digest(base, version))
+    return BasePair(version=version, gpt=base / gpt, sovits=base / sovits)
 
 
 def manifest_digest(base: Path, version: str) -> str:

@@ -185,6 +185,11 @@ def test_an_instant_voice_without_base_models_is_refused_at_launch_and_render(
     assert err.value.permanent
     with pytest.raises(LaunchError, match="v2ProPlus base models in .*nothing-here are incomplete: .*SHA256SUMS"):
         launch_campaign(campaign)
+    monkeypatch.delenv("HERALD_GPTSOVITS_BASE_DIR")
+    with pytest.raises(LaunchError, match=r"base models are incomplete: no base directory is set \(HERALD_GPTSOVITS_BASE_DIR\)"):
+        launch_campaign(campaign)
+    with pytest.raises(EngineError, match=r"no base directory is set \(HERALD_GPTSOVITS_BASE_DIR\)"):
+        actions.voice_spec(voice)
 
 
 @pytest.mark.django_db
