@@ -75,9 +75,9 @@ def run(gpt, sovits, device: str, batch: int, bf16: bool, spec, sv_emb=None, ste
         wav = sovits.decode(codes, text, [spec], noise_scale=0.5, vocoder_bf16=bf16, sv_embs=sv_embs)
     sync(device)
     decode = time.perf_counter() - start
-    seconds = steps * sovits.config.samples_per_code / 32000
-    assert wav.shape[-1] == int(seconds * 32000), wav.shape
-    audio = batch * seconds
+    samples = steps * sovits.config.samples_per_code  # 32 kHz
+    assert wav.shape[-1] == samples, wav.shape
+    audio = batch * samples / 32000
     wall = t2s + decode
     return {
         "batch": batch,
