@@ -32,6 +32,7 @@ serve: install
 
 lint: install-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint test-sqlite test-postgres
 

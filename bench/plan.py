@@ -258,7 +258,7 @@ def _vacuum(*models) -> None:  # noqa: ANN002
 
 def _python_per_contact(campaign) -> tuple[int, float]:  # noqa: ANN001
     """Variant pick + template render + normalise + render key for every contact, no database writes."""
-    from campaigns.actions import pick_variant
+    from campaigns.planning import pick_variant
     from campaigns.templating import MissingVariables, parse_template, render_template
     from synthesis.actions import keyer_for
     from synthesis.keys import normalise_text
@@ -298,7 +298,7 @@ def main() -> None:
     vendor = _setup_django()
     from django.db import connection, transaction
 
-    from campaigns.actions import launch_campaign
+    from campaigns.launch import launch_campaign
     from campaigns.models import Call, Contact
     from synthesis.models import RenderedAudio
 

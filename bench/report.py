@@ -95,7 +95,7 @@ def generate(name: str, calls: int) -> int:
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
 
-    from campaigns.actions import rebuild_call_facts
+    from campaigns.lifecycle import rebuild_call_facts
     from campaigns.models import Call, Campaign, ContactList, ScriptTemplate, Variant
     from telephony.models import TelephonyAccount
     from voices.models import Voice

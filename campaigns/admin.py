@@ -1,4 +1,5 @@
-"""Staff pages for contacts, scripts, campaigns and calls. Every write goes through campaigns.actions."""
+"""Staff pages for contacts, scripts, campaigns and calls. Every write goes through a campaign verb (contacts,
+launch, lifecycle, dnc)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,30 @@ from collections.abc import Callable
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.http import urlencode
+from django.utils.http import content_disposition_header, urlencode
 
-from campaigns import admin_tokens, reports, views  # noqa: F401  (admin_tokens registers the API token admin)
-from campaigns.forms import ContactForm, ContactImportForm, DoNotCallForm, ScriptTemplateForm
+from campaigns import admin_tokens, lifecycle, phones, reports, views  # noqa: F401  (admin_tokens registers its admin)
+from campaigns.contacts import import_contacts
+from campaigns.dnc import CsvImportError, export_csv, import_do_not_call
+from campaigns.forms import (
+    MAX_UPLOAD_BYTES,
+    ContactForm,
+    ContactImportForm,
+    DoNotCallForm,
+    ScriptTemplateForm,
+)
+from campaigns.launch import LaunchError, key_clash, launch_campaign
 from campaigns.models import (
     Call,
     CallAttempt,
@@ -30,6 +42,8 @@ from campaigns.models import (
     ScriptTemplate,
     Variant,
 )
+from campaigns.policy import validate_retry_policy
+from campaigns.windows import WindowError, check_rules
 from herald.logmask import mask_phone, mask_text
 from synthesis.signing import signed_audio_url
 
@@ -105,8 +119,6 @@ class ContactListAdmin(admin.ModelAdmin):
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         """Upload a CSV into a list, then show what happened to every line on the ContactImport page."""
-        from campaigns.actions import import_contacts
-
         if not self.has_change_permission(request) or not request.user.has_perm("campaigns.add_contact"):
             raise PermissionDenied
         if request.method == "POST":
@@ -198,9 +210,7 @@ class ContactAdmin(MaskedPhoneMixin, admin.ModelAdmin):
 
 
 def _region_choices() -> list[tuple[str, str]]:
-    import phonenumbers
-
-    return [(region, region) for region in sorted(phonenumbers.SUPPORTED_REGIONS)]
+    return [(region, region) for region in phones.regions()]
 
 
 class DoNotCallImportForm(forms.Form):
@@ -218,8 +228,6 @@ class DoNotCallImportForm(forms.Form):
     )
 
     def clean_file(self) -> object:
-        from campaigns.forms import MAX_UPLOAD_BYTES
-
         upload = self.cleaned_data["file"]
         if upload.size > MAX_UPLOAD_BYTES:
             raise forms.ValidationError(
@@ -241,9 +249,7 @@ class DoNotCallAdmin(MaskedPhoneMixin, admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        from campaigns.actions import add_to_do_not_call
-
-        add_to_do_not_call(obj.phone, reason=obj.reason, source=obj.source or "admin")
+        lifecycle.add_to_do_not_call(obj.phone, reason=obj.reason, source=obj.source or "admin")
         obj.pk = DoNotCall.objects.values_list("pk", flat=True).get(phone=obj.phone)
 
     def get_urls(self) -> list:
@@ -256,10 +262,6 @@ class DoNotCallAdmin(MaskedPhoneMixin, admin.ModelAdmin):
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         """Upload numbers; the page then says what became of every line (nothing is stored about the upload)."""
-        from django.conf import settings
-
-        from campaigns.dnc import CsvImportError, import_do_not_call
-
         if not self.has_add_permission(request):
             raise PermissionDenied
         result = None
@@ -301,12 +303,6 @@ class DoNotCallAdmin(MaskedPhoneMixin, admin.ModelAdmin):
     def export_view(self, request: HttpRequest) -> HttpResponse:
         """The whole list as CSV, numbers in E.164 (streamed: the list can be long)."""
         import logging
-
-        from django.http import StreamingHttpResponse
-        from django.utils import timezone
-        from django.utils.http import content_disposition_header
-
-        from campaigns.dnc import export_csv
 
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -357,9 +353,6 @@ class CampaignAdmin(admin.ModelAdmin):
         RULE_FIELDS = ("window_start", "window_end", "weekdays", "weekday_hours", "holidays")
 
         def clean(self) -> dict[str, Any]:
-            from campaigns.actions import key_clash
-            from campaigns.windows import WindowError, check_rules
-
             cleaned = super().clean()
             if any(name in self.errors for name in self.RULE_FIELDS):
                 return cleaned
@@ -380,8 +373,6 @@ class CampaignAdmin(admin.ModelAdmin):
             return cleaned
 
         def clean_retry_policy(self) -> Any:
-            from telephony.outcomes import validate_retry_policy
-
             value = self.cleaned_data.get("retry_policy")
             try:
                 validate_retry_policy(value)
@@ -473,7 +464,7 @@ class CampaignAdmin(admin.ModelAdmin):
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
 
-    # -- admin actions: each calls one campaigns.actions verb per selected campaign --
+    # -- admin actions: each calls one campaign verb per selected campaign --
 
     def _each(
         self, request: HttpRequest, queryset: QuerySet[Campaign], verb: Callable[[Campaign], str | None]
@@ -485,8 +476,6 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.action(description="Launch selected campaigns", permissions=["change"])
     def launch(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
-        from campaigns.actions import LaunchError, launch_campaign
-
         def verb(campaign: Campaign) -> str | None:
             try:
                 planned = launch_campaign(campaign, by=request.user)
@@ -499,10 +488,8 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.action(description="Pause selected campaigns", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
-        from campaigns.actions import pause_campaign
-
         def verb(campaign: Campaign) -> str | None:
-            pause_campaign(campaign)
+            lifecycle.pause(campaign)
             if campaign.status != Campaign.Status.PAUSED:
                 return f"not paused: it is {campaign.get_status_display().lower()}; only running or scheduled campaigns pause"
             self.message_user(
@@ -514,11 +501,9 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.action(description="Resume selected campaigns", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
-        from campaigns.actions import resume_campaign
-
         def verb(campaign: Campaign) -> str | None:
             was = campaign.status
-            resume_campaign(campaign)
+            lifecycle.resume(campaign)
             if was != Campaign.Status.PAUSED:
                 return f"not resumed: it is {campaign.get_status_display().lower()}, not paused"
             self.message_user(request, f"{campaign}: running again.", messages.SUCCESS)
@@ -528,11 +513,9 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected campaigns", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
-        from campaigns.actions import cancel_campaign
-
         def verb(campaign: Campaign) -> str | None:
             was = campaign.status
-            cancelled = cancel_campaign(campaign)
+            cancelled = lifecycle.cancel(campaign)
             if was in (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED):
                 return f"not cancelled: it is already {campaign.get_status_display().lower()}"
             self.message_user(

@@ -26,9 +26,7 @@ import unicodedata
 import zoneinfo
 from dataclasses import dataclass, field
 
-import phonenumbers
-from phonenumbers import PhoneNumberFormat, ValidationResult
-from phonenumbers import timezone as pn_timezone
+from campaigns import phones
 
 __all__ = [
     "MAX_FIELD_LENGTH",
@@ -233,84 +231,6 @@ def _ends_inside_quotes(raw: str, delimiter: str) -> bool:
 
 # --------------------------------------------------------------------------- phone numbers
 
-_SCIENTIFIC = re.compile(r"[+-]?\d+(?:\.\d*)?[eE][+-]?\d+")
-_EXCEL_FLOAT = re.compile(r"\+?\d+\.0+")
-_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212().·]+")
-_DIGITS_ONLY = re.compile(r"\+?\d+")
-_DIGIT_RUN = re.compile(r"\d{7,}")
-
-_PARSE_ERRORS = {
-    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "{v} does not start with a known country code",
-    phonenumbers.NumberParseException.NOT_A_NUMBER: "{v} is not a phone number",
-    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "{v} is too short to be a phone number",
-    phonenumbers.NumberParseException.TOO_SHORT_NSN: "{v} is too short to be a phone number",
-    phonenumbers.NumberParseException.TOO_LONG: "{v} is too long to be a phone number",
-}
-
-
-def _country(numobj: phonenumbers.PhoneNumber) -> str:
-    try:
-        from phonenumbers import geocoder
-
-        name = geocoder.country_name_for_number(numobj, "en")
-    except Exception:  # pragma: no cover - geodata is part of phonenumbers
-        name = ""
-    if name:
-        return name
-    region = phonenumbers.region_code_for_country_code(numobj.country_code)
-    return region if region and region != "ZZ" else f"+{numobj.country_code}"
-
-
-def _parse_phone(value: str, region: str | None) -> tuple[phonenumbers.PhoneNumber | None, str]:
-    """Return (number, "") or (None, reason)."""
-    shown = f'"{value}"'
-    v = unicodedata.normalize("NFKC", value).strip()  # full-width digits/+/brackets → ASCII
-    if v.startswith("'"):  # Excel's "treat as text" marker
-        v = v[1:].strip()
-    if not v:
-        return None, "the phone number is empty"
-    compact_ws = re.sub(r"\s+", "", v)
-    if _SCIENTIFIC.fullmatch(compact_ws):
-        return None, (
-            f"the phone number {shown} was turned into scientific notation by Excel, so some of its "
-            "digits were lost; format the phone column as Text in Excel, re-enter the number and export again"
-        )
-    if _EXCEL_FLOAT.fullmatch(compact_ws):  # 13800138000.0: Excel stored the number as a float
-        compact_ws = compact_ws.split(".", 1)[0]
-    compact = _SEPARATORS.sub("", compact_ws)
-    if not _DIGITS_ONLY.fullmatch(compact):
-        if len(_DIGIT_RUN.findall(v)) >= 2:
-            return None, f"{shown} looks like more than one phone number; put one number per row"
-        return None, f"{shown} is not a phone number (it contains characters other than digits)"
-    try:
-        num = phonenumbers.parse(compact, region)
-    except phonenumbers.NumberParseException as exc:
-        template = _PARSE_ERRORS.get(exc.error_type, "{v} is not a phone number")
-        reason = template.format(v=shown)
-        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE and not region:
-            reason += " (numbers without a country code need a default region)"
-        return None, reason
-
-    possible = phonenumbers.is_possible_number_with_reason(num)
-    if possible != ValidationResult.IS_POSSIBLE:
-        country = _country(num)
-        if possible == ValidationResult.TOO_SHORT:
-            return None, f"the phone number {shown} is too short for a {country} number (digits are missing)"
-        if possible == ValidationResult.TOO_LONG:
-            return None, f"the phone number {shown} is too long for a {country} number (it has extra digits)"
-        if possible == ValidationResult.INVALID_LENGTH:
-            return None, f"the phone number {shown} has the wrong number of digits for a {country} number"
-        if possible == ValidationResult.IS_POSSIBLE_LOCAL_ONLY:
-            return None, f"the phone number {shown} is missing its area code"
-        if possible == ValidationResult.INVALID_COUNTRY_CODE:
-            return None, f"the phone number {shown} does not start with a known country code"
-        return None, f"the phone number {shown} is not a possible phone number"
-    if not phonenumbers.is_valid_number(num):
-        return None, (
-            f"the phone number {shown} is not a valid {_country(num)} phone number; "
-            "check for wrong, missing or extra digits"
-        )
-    return num, ""
 
 
 # --------------------------------------------------------------------------- time zones
@@ -337,9 +257,6 @@ def _canonical_timezone(value: str) -> str | None:
         return value
     return name
 
-
-def _zones_for(num: phonenumbers.PhoneNumber) -> list[str]:
-    return [z for z in pn_timezone.time_zones_for_number(num) if z and z != "Etc/Unknown"]
 
 
 # --------------------------------------------------------------------------- parsing
@@ -410,7 +327,7 @@ def parse_contacts_csv(
     max_rows: int = 1_000_000,
 ) -> ParseResult:
     """Parse contacts CSV bytes. See the module docstring for the guarantees."""
-    if default_region is not None and default_region not in phonenumbers.SUPPORTED_REGIONS:
+    if default_region is not None and not phones.is_region(default_region):
         raise ValueError(f"unknown default_region {default_region!r}")
     default_tz: str | None = None
     if default_timezone:
@@ -608,10 +525,10 @@ def _check_row(
             )
 
     # ---- phone
-    num, why = _parse_phone(cells[layout.phone_i], region)
+    num, why = phones.parse_phone(cells[layout.phone_i], region)
     if num is None:
         return why
-    e164 = phonenumbers.format_number(num, PhoneNumberFormat.E164)
+    e164 = phones.e164(num)
 
     # ---- time zone
     tz_value = cells[layout.tz_i] if layout.tz_i >= 0 else ""
@@ -622,7 +539,7 @@ def _check_row(
         tz_explicit = True
     else:
         tz_explicit = False
-        zones = _zones_for(num)
+        zones = phones.zones_for(num)
         if len(zones) == 1:
             tz = zones[0]
         elif default_tz is not None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from django.utils import timezone
 
-from campaigns.actions import import_contacts
+from campaigns.contacts import import_contacts
 from campaigns.models import Campaign, ContactList, ScriptTemplate, Variant
 from telephony.actions import set_auth_token
 from telephony.models import TelephonyAccount

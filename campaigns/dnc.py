@@ -4,7 +4,7 @@ Import: every line of the upload is accounted for, as added, already there (on t
 of an earlier line), rejected with its line number and a reason, or blank. Numbers are read the way contact
 lists read them (campaigns.contacts_csv: UTF-8 or GBK, Excel's quirks, phonenumbers with a default region),
 so a number written the same way in both files always matches. Adding goes through
-campaigns.actions.add_numbers_to_do_not_call, which cancels the numbers' queued calls in every campaign.
+campaigns.lifecycle.do_not_call, which cancels the numbers' queued calls in every campaign.
 
 Export: the whole list, numbers in E.164, for download by staff (the admin is behind login). Logs carry
 counts only, never numbers.
@@ -19,17 +19,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import phonenumbers
-
+from campaigns import phones
 from campaigns.contacts_csv import (
     PHONE_ALIASES,
     CsvImportError,
     _clean,
     _decode,
     _header_key,
-    _parse_phone,
     _sniff_delimiter,
 )
+from campaigns.lifecycle import do_not_call
 from campaigns.models import DoNotCall
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ def parse_do_not_call_csv(
     first column is a number. A "reason" column, when present, gives each number its own reason.
     Raises CsvImportError for a file that cannot be read at all (not text, an Excel workbook, too long).
     """
-    if region not in phonenumbers.SUPPORTED_REGIONS:
+    if not phones.is_region(region):
         raise CsvImportError(f"{region!r} is not a country code phone numbers can use, e.g. CN")
     result = DncImport(filename=filename, region=region)
     text, result.encoding = _decode(data)
@@ -127,13 +126,13 @@ def parse_do_not_call_csv(
                     reason_col = next((i for i, key in enumerate(keys) if key in REASON_HEADERS), None)
                     continue
             value = cells[phone_col] if phone_col < len(cells) else ""
-            number, problem = _parse_phone(value, region)
+            number, problem = phones.parse_phone(value, region)
             if number is None:
                 if is_first:
                     problem += "; if this line is a header, name the number column “phone”"
                 result.rejected.append(RejectedLine(line, problem, raw))
                 continue
-            phone = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            phone = phones.e164(number)
             if phone in result.numbers:
                 result.already_there += 1
                 result.repeats += 1
@@ -149,11 +148,9 @@ def import_do_not_call(
     data: bytes, *, region: str, filename: str, reason: str = "", by: Any = None
 ) -> DncImport:
     """Put every valid number of a CSV on the DNC list and cancel its queued calls; say what became of each line."""
-    from campaigns.actions import add_numbers_to_do_not_call
-
     default_reason = reason or f"imported from {filename}"
     result = parse_do_not_call_csv(data, region=region, filename=filename, default_reason=default_reason)
-    added = add_numbers_to_do_not_call(result.numbers, source="import")
+    added = do_not_call(result.numbers, source="import")
     result.added = len(added.added)
     result.already_there += len(result.numbers) - result.added
     result.cancelled_calls = added.cancelled

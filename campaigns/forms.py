@@ -1,14 +1,15 @@
-"""Admin forms: input checks that give people a readable error; the writes happen in campaigns.actions."""
+"""Admin forms: input checks that give people a readable error; the writes happen in the campaign verbs."""
 
 from __future__ import annotations
 
 import zoneinfo
 
-import phonenumbers
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from campaigns import phones
+from campaigns.launch import validate_script
 from campaigns.models import Contact, ContactList, DoNotCall, ScriptTemplate
 from campaigns.templating import KNOWN_HINTS
 
@@ -48,8 +49,6 @@ class ScriptTemplateForm(forms.ModelForm):
         help_texts = {"text": SCRIPT_HELP}
 
     def clean_text(self) -> str:
-        from campaigns.actions import validate_script
-
         text = self.cleaned_data["text"]
         validate_script(text)  # a ValidationError here becomes the field's error message
         return text
@@ -58,15 +57,12 @@ class ScriptTemplateForm(forms.ModelForm):
 def normalise_phone(value: str, region: str) -> str:
     """E.164 form of a number typed by a person, or a ValidationError saying what is wrong."""
     try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException as exc:
-        raise ValidationError(f"“{value}” is not a phone number ({exc}).") from exc
-    if not phonenumbers.is_valid_number(number):
+        return phones.to_e164(value, region)
+    except ValueError as exc:
         raise ValidationError(
-            f"“{value}” is not a valid phone number. Write it with the country code (e.g. +8613800138000); "
+            f"“{value}” is not a valid phone number: {exc}. Write it with the country code (e.g. +8613800138000); "
             f"numbers without one are read as {region} numbers."
-        )
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        ) from exc
 
 
 class DoNotCallForm(forms.ModelForm):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.timezone import now
 
+from campaigns import phones
 from herald.logmask import mask_phone
 
 ALL_WEEKDAYS = "0123456"  # Monday=0, as datetime.weekday()
@@ -18,19 +21,12 @@ KEY_CHOICES = [(d, d) for d in "0123456789*"]
 
 def validate_region(value: str) -> None:
     """An ISO country code phonenumbers knows, in capitals (CN, US, GB…)."""
-    import phonenumbers
-    from django.core.exceptions import ValidationError
-
-    if value not in phonenumbers.SUPPORTED_REGIONS:
-        hint = " (use capitals)" if value.upper() in phonenumbers.SUPPORTED_REGIONS else ""
+    if not phones.is_region(value):
+        hint = " (use capitals)" if phones.is_region(value.upper()) else ""
         raise ValidationError(f"{value!r} is not a two-letter country code phone numbers can use{hint}, e.g. CN")
 
 
 def validate_timezone(value: str) -> None:
-    import zoneinfo
-
-    from django.core.exceptions import ValidationError
-
     if value and value not in zoneinfo.available_timezones():
         raise ValidationError(f"{value!r} is not a time zone name; use one like Asia/Shanghai or America/New_York")
 
@@ -297,6 +293,11 @@ class Call(models.Model):
         INVALID_NUMBER = "invalid_number"
         NO_CONSENT = "no_consent"
 
+    class Hold(models.TextChoices):
+        """What holds a ready call back beyond its next_attempt_at, for the waiting page (blank: nothing)."""
+
+        NUMBER_CAP = "number_cap", "Per-number daily cap"
+
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="calls", db_index=False)
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="calls")
     variant = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="calls")
@@ -331,7 +332,7 @@ class Call(models.Model):
         default=False, help_text="Its personalised audio failed to render; the campaign's generic clip plays instead."
     )
     attempts_made = models.PositiveSmallIntegerField(default=0)
-    # What its attempts add up to, kept by campaigns.actions.record_call_facts whenever an attempt changes, so
+    # What its attempts add up to, kept by campaigns.lifecycle.record_call_facts whenever an attempt changes, so
     # reports count calls in one pass over this table instead of grouping millions of attempts.
     answered = models.BooleanField(default=False, help_text="An attempt was answered (by anyone).")
     human_answered = models.BooleanField(default=False, help_text="An attempt was answered by a person.")
@@ -340,6 +341,10 @@ class Call(models.Model):
     timed_attempts = models.PositiveSmallIntegerField(default=0, help_text="Answered attempts whose duration is known.")
     talk_seconds = models.PositiveIntegerField(default=0, help_text="Seconds of all answered attempts.")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    hold = models.CharField(
+        max_length=16, choices=Hold.choices, blank=True,
+        help_text="Why next_attempt_at was pushed back, when a rule (not a retry) holds the call.",
+    )
     claimed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=now)
 

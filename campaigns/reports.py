@@ -6,7 +6,7 @@ Definitions (per variant; the campaign row is their sum, since every call has ex
 - attempts: CallAttempt rows. dialled: calls with at least one attempt (a number put on the do-not-call list
   after a first attempt still counts as dialled once).
 - answered: dialled calls with an attempt whose status is ``completed`` (answered by anyone);
-  human + machine == answered, where machine means answering machines and fax (telephony.outcomes.is_machine).
+  human + machine == answered, where machine means answering machines and fax (campaigns.policy.is_machine).
 - listened_to_end: calls where a person heard the message to the end.
 - digits: the keys of each call's latest attempt with keys, keys -> number of calls; confirmed and rescheduled
   are the calls whose keys are the campaign's confirm and reschedule keys. opted_out: calls whose outcome is
@@ -16,7 +16,7 @@ Rates: answer and human rates per dialled call; listen-through, confirmations, r
 call answered by a person. Each comes with a 95% Wilson interval.
 
 The per-call facts (answered, human, listened, final keys, talk time) are rolled up onto Call as attempts
-change (campaigns.actions.record_call_facts), so the variant table is one pass over the campaign's calls.
+change (campaigns.lifecycle.record_call_facts), so the variant table is one pass over the campaign's calls.
 Only the hour-by-weekday heatmap reads the attempts themselves, on its own page.
 """
 
@@ -35,6 +35,8 @@ from django.db.models.functions import Coalesce, ExtractMinute, Floor, TruncHour
 
 from campaigns import stats
 from campaigns.models import Call, CallAttempt, Campaign, Variant
+from synthesis.models import RenderedAudio
+from voices.models import Voice
 
 PENDING_STATES = (Call.State.RENDERING, Call.State.READY, Call.State.DIALING, Call.State.IN_PROGRESS)
 FINAL_STATES = (Call.State.DONE, Call.State.FAILED, Call.State.CANCELLED)
@@ -310,8 +312,6 @@ def compare_variants(variants: list[ReportRow], *, min_effect: float) -> dict[st
 
 def voice_report() -> list[ReportRow]:
     """One row per voice, over every campaign that used it (label = voice name), busiest first."""
-    from voices.models import Voice
-
     variants = Variant.objects.select_related("campaign").only(
         "pk", "voice_id", "campaign__confirm_digit", "campaign__reschedule_digit"
     )
@@ -558,11 +558,6 @@ def to_csv(header: list[str], rows: list[list[object]]) -> str:
     return out.getvalue()
 
 
-def report_csv(campaign: Campaign) -> str:
-    """The variant table as CSV (campaign row first), one digit_<d> column per key pressed."""
-    return to_csv(*export_rows(campaign_report(campaign)))
-
-
 STALL_MINUTES = 5
 
 
@@ -571,8 +566,6 @@ def stalled_rendering(campaign: Campaign, *, now=None) -> str | None:
     from datetime import timedelta
 
     from django.utils import timezone
-
-    from synthesis.models import RenderedAudio
 
     waiting = campaign.calls.filter(state=Call.State.RENDERING)
     if campaign.status != Campaign.Status.RUNNING or not waiting.exists():

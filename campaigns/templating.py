@@ -31,6 +31,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from synthesis.frontend.marks import mark, mark_name
+
 __all__ = [
     "KNOWN_HINTS",
     "Placeholder",
@@ -242,8 +244,6 @@ def render_marked(template: str | Sequence[str | Placeholder], variables: Mappin
     """Like :func:`render_template`, with each hinted value wrapped as ⟪hint:value⟫ for the text frontend
     (see synthesis.frontend.marks); a name ({name}) only where its surname changes the reading (mark_name);
     values without a hint, or with hint "text", are plain."""
-    from synthesis.frontend.marks import mark, mark_name
-
     parts = _parts(template)
     text, spans = render_with_spans(parts, variables)
     placeholders = [p for p in parts if type(p) is not str]

@@ -66,14 +66,6 @@ def check(header_value: str) -> ApiToken:
     return token
 
 
-def authenticate(header_value: str) -> ApiToken | None:
-    """The live token an Authorization header carries, or None (see check() for the reason)."""
-    try:
-        return check(header_value)
-    except TokenRefused:
-        return None
-
-
 def _touch(token: ApiToken) -> None:
     """Record the use, at most once a minute: concurrent requests race on a conditional UPDATE, one writes."""
     now = timezone.now()

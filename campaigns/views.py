@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 
 from campaigns import exports, reports, stats
 from campaigns.models import Call, Campaign
+from campaigns.waiting import PAGE_SIZE, REASONS_BY_CODE, Waiting
 
 REFRESH_SECONDS = 5
 # Admin palette: primary blue, light blue, yellow.
@@ -389,8 +390,6 @@ def waiting_page(request: HttpRequest, campaign: Campaign, context: dict[str, An
     ?reason=<code> lists only that reason; ?after=<call id> pages on (ids ascending), so no page costs more
     than its hundred rows however large the campaign.
     """
-    from campaigns.waiting import PAGE_SIZE, REASONS_BY_CODE, Waiting
-
     waiting = Waiting(campaign)
     reason = REASONS_BY_CODE.get(request.GET.get("reason", ""))
     try:

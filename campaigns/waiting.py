@@ -24,7 +24,6 @@ from campaigns.windows import CallingWindow, calling_window, zone
 from herald.logmask import mask_phone
 
 PAGE_SIZE = 100
-DAILY_CAP_TEXT = "daily cap"  # the per-number cap writes this into Call.error when it holds a call back
 # Ends reached without a single attempt: these contacts were never called either, and the page says why.
 NOT_CALLED_ENDS = (Call.State.DONE, Call.State.FAILED, Call.State.INVALID, Call.State.CANCELLED)
 OPEN = (Call.State.RENDERING, Call.State.READY, Call.State.DIALING, Call.State.IN_PROGRESS)
@@ -142,7 +141,7 @@ class Waiting:
         elif status != Campaign.Status.RUNNING:
             conditions.append(("campaign_over", ready))
         conditions += [
-            ("daily_cap", ready & Q(error__icontains=DAILY_CAP_TEXT, next_attempt_at__gt=now)),
+            ("daily_cap", ready & Q(hold=Call.Hold.NUMBER_CAP, next_attempt_at__gt=now)),
             ("retry", ready & Q(next_attempt_at__gt=now, attempts_made__gt=0)),
             ("scheduled", ready & Q(next_attempt_at__gt=now)),
         ]

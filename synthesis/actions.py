@@ -1,4 +1,5 @@
-"""Render pipeline: claim a pending render key, synthesise, post-process for the phone, cache, mark calls ready.
+"""Render pipeline: claim a pending render key, synthesise, post-process for the phone, cache, and report the
+result to the campaign lifecycle (audio_ready / audio_failed).
 
 Every function here is safe to run twice and concurrently: work is claimed with a conditional UPDATE, files
 are written atomically under their content address, and a cache hit does no work.
@@ -18,6 +19,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from campaigns import lifecycle
+from campaigns.models import Call, Campaign
 from synthesis.audio import AudioError, to_telephony, write_mulaw_wav, write_wav
 from synthesis.engines import engine_version, get_engine
 from synthesis.engines.base import EngineError, VoiceSpec
@@ -131,13 +134,11 @@ def _claim(render_keys: list[str], claim_token: str) -> dict[str, object]:
 
 
 def _fail(row: RenderedAudio, message: str) -> None:
-    from campaigns.actions import fail_calls_for_audio
-
     with transaction.atomic():
         RenderedAudio.objects.filter(pk=row.pk, state=RenderedAudio.State.RENDERING).update(
             state=RenderedAudio.State.FAILED, error=message[:2000], claimed_at=None
         )
-        fail_calls_for_audio(row.render_key, f"audio could not be rendered: {message}")
+        lifecycle.audio_failed(row.render_key, f"audio could not be rendered: {message}")
     log.error("render %s failed: %s", row.render_key[:12], message)
 
 
@@ -153,8 +154,6 @@ def provenance(row: RenderedAudio) -> dict[str, str]:
     The campaign is the first one whose calls asked for this audio; later campaigns with the same text and
     voice reuse the file as it is.
     """
-    from campaigns.models import Call, Campaign
-
     voice = row.voice
     campaign = Campaign.objects.filter(
         pk__in=Call.objects.filter(audio_id=row.render_key).values("campaign_id")[:1]
@@ -170,8 +169,6 @@ def provenance(row: RenderedAudio) -> dict[str, str]:
 
 
 def _store(row: RenderedAudio, claimed_at: object, wave) -> None:  # wave: synthesis.audio.Waveform
-    from campaigns.actions import mark_calls_ready
-
     telephony = to_telephony(wave)
     tel_rel, orig_rel = audio_paths(row.render_key)
     media = Path(settings.MEDIA_ROOT)
@@ -196,7 +193,7 @@ def _store(row: RenderedAudio, claimed_at: object, wave) -> None:  # wave: synth
             rendered_at=timezone.now(),
         )
         if stored:
-            mark_calls_ready(row.render_key)
+            lifecycle.audio_ready(row.render_key)
 
 
 def render(render_keys: list[str], *, claim_token: str = "") -> RenderSummary:
@@ -245,16 +242,11 @@ def render(render_keys: list[str], *, claim_token: str = "") -> RenderSummary:
     return summary
 
 
-def recover_stale_renders() -> int:
-    """Re-queue renders whose worker died mid-render (the broker redelivers too; this is the backstop)."""
-    from synthesis.tasks import enqueue_renders
-
+def stale_renders() -> list[tuple[str, int | None]]:
+    """(render key, voice) of renders whose worker died mid-render, to queue again."""
     stale = timezone.now() - timedelta(seconds=settings.RENDER_STALE_SECONDS)
-    keys = list(
+    return list(
         RenderedAudio.objects.filter(state=RenderedAudio.State.RENDERING, claimed_at__lt=stale).values_list(
             "render_key", "voice_id"
         )
     )
-    if keys:
-        enqueue_renders(keys)
-    return len(keys)

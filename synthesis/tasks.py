@@ -51,3 +51,11 @@ def enqueue_renders(
 
     transaction.on_commit(send)
     return len(batches)
+
+
+def recover_stale_renders() -> int:
+    """Re-queue renders whose worker died mid-render (the broker redelivers too; this is the backstop)."""
+    keys = actions.stale_renders()
+    if keys:
+        enqueue_renders(keys)
+    return len(keys)

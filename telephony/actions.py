@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.urls import reverse
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from campaigns.models import Call, CallAttempt, Campaign, DoNotCall
-from campaigns.windows import calling_window
+from campaigns import lifecycle
+from campaigns.models import CallAttempt, Campaign
+from campaigns.policy import is_machine
 from synthesis.models import RenderedAudio
 from synthesis.signing import signed_audio_url
 from telephony import outcomes, pacing
@@ -31,18 +30,12 @@ LOOKUP_CONFIRM = timedelta(seconds=10)  # "no such call" is believed when a look
 PLACE_WINDOW = timedelta(seconds=30)  # a create is sent within this of its attempt row (20429 backoff, timeout)
 NO_CALL_YET = "lookup:none"  # timeline mark: the provider had no call for the attempt at that time
 LOOKUP_PENDING = "pending"  # _look_up: nothing to decide yet
-NUMBER_CAP_PERIOD = timedelta(hours=24)  # the rolling period of settings.MAX_CALLS_PER_NUMBER_24H
-NUMBER_LOCKS = 0x48524C44  # "HRLD": the PostgreSQL advisory-lock class of per-number caps
 
 
 def set_auth_token(account: TelephonyAccount, token: str) -> None:
     """Store the token encrypted; it is never shown again."""
     account.auth_token_encrypted = encrypt(token)
     account.save(update_fields=["auth_token_encrypted"])
-
-
-def webhook_url(name: str, attempt_id: int) -> str:
-    return f"{settings.PUBLIC_URL}{reverse(name, args=[attempt_id])}"
 
 
 def place_call(call_id: int) -> str:
@@ -53,7 +46,7 @@ def place_call(call_id: int) -> str:
     and again after it, under the call's lock, where the attempt is written.
     """
     with transaction.atomic():
-        call, refused = _dialable(call_id, timezone.now())
+        call, refused = lifecycle.dialable(call_id, timezone.now())
     if call is None:
         return refused
     account = call.campaign.telephony_account
@@ -63,49 +56,32 @@ def place_call(call_id: int) -> str:
     keep_alive_for = SIP_CALL_LIMIT.total_seconds() if account.kind == TelephonyAccount.Kind.SIP else 0.0
     paced = pacing.acquire_dial(account, lease, keep_alive_for=keep_alive_for)
     if isinstance(paced, pacing.Refusal):
-        # Back to ready, keeping its place in the queue: the next sweep claims it again.
-        Call.objects.filter(pk=call.pk, state=Call.State.DIALING, attempts_made=number - 1).update(
-            state=Call.State.READY, claimed_at=None, updated_at=timezone.now()
-        )
+        lifecycle.unclaim(call.pk, number)  # the next sweep claims it again
         log.info("call %s: account %s refused (%s), back to ready", call.pk, account.pk, paced.reason)
         return paced.reason
     try:
-        now = timezone.now()
-        with transaction.atomic():
-            call, refused = _dialable(call_id, now, number=number)
-            if call is not None:
-                campaign = call.campaign
-                attempt = CallAttempt.objects.create(
-                    call=call,
-                    number=number,
-                    provider=campaign.telephony_account.kind,
-                    status=S.CREATED,
-                    timeline=[[S.CREATED, now.isoformat()]],
-                )
-                call.attempts_made, call.state, call.updated_at = number, Call.State.IN_PROGRESS, now
-                call.save(update_fields=["attempts_made", "state", "updated_at"])
+        attempt, refused = lifecycle.start_attempt(call_id, number, timezone.now())
     except BaseException:
         pacing.release(account, lease)  # nothing was written, so nobody is dialled under this lease
         raise
-    if call is None:
+    if attempt is None:
         if CallAttempt.objects.filter(call_id=call_id, number=number).exists():
             pacing.forget(account, lease)  # a copy of this task dialled under it: the channel is that call's
         else:
             pacing.release(account, lease)
         return refused
+    call = attempt.call
+    campaign = call.campaign
     dial = Dial(
         attempt_id=attempt.pk,
         to=call.phone,
         caller_id=campaign.caller_id,
         audio_url=signed_audio_url(call.audio_id),
-        status_url=webhook_url("telephony:twilio-status", attempt.pk),
-        gather_url=webhook_url("telephony:twilio-gather", attempt.pk),
-        amd_url=webhook_url("telephony:twilio-amd", attempt.pk),
         wait_for_beep=campaign.machine_action == Campaign.MachineAction.VOICEMAIL and call.voicemail_audio_id is not None,
         audio_path=str(Path(settings.MEDIA_ROOT) / call.audio.telephony_file) if call.audio.telephony_file else "",
     )
     try:
-        sid = get_provider(campaign.telephony_account).place(dial)
+        sid = get_provider(campaign.telephony_account).place(dial, outcomes.EVENTS)
     except ProviderError as exc:
         if exc.ambiguous:
             # The channel stays taken: the call may be ringing. Its final status (or the lease's end) frees it.
@@ -135,20 +111,18 @@ def answer_machine(attempt_id: int, answered_by: str) -> str:
     A repeated report does nothing: the voicemail is never started twice. Raises ProviderError when the
     provider refused the hang-up or the voicemail (the result is recorded all the same).
     """
-    from telephony.providers.twilio import TwilioProvider
-
     if not outcomes.apply_amd(attempt_id, answered_by):
         return "duplicate"
     attempt = CallAttempt.objects.select_related(
         "call__campaign__telephony_account", "call__voicemail_audio"
     ).get(pk=attempt_id)
-    if not outcomes.is_machine(answered_by):
+    if not is_machine(answered_by):
         return "recorded"  # a person (or unknown): the message is already playing
     if attempt.status in outcomes.TERMINAL or not attempt.provider_call_id:
         return "call already over"
     provider = get_provider(attempt.call.campaign.telephony_account)
-    if not isinstance(provider, TwilioProvider):
-        return "recorded"  # only Twilio reports detection asynchronously
+    if not provider.async_amd:
+        return "recorded"  # the provider decides about machines within the call
     call, campaign = attempt.call, attempt.call.campaign
     voicemail = (
         campaign.machine_action == Campaign.MachineAction.VOICEMAIL
@@ -166,85 +140,6 @@ def answer_machine(attempt_id: int, answered_by: str) -> str:
     provider.hang_up(attempt.provider_call_id)
     log.info("call %s attempt %s: hung up on %s", call.pk, attempt.number, answered_by)
     return "hung up"
-
-
-def _dialable(call_id: int, now: datetime, *, number: int | None = None) -> tuple[Call | None, str]:
-    """The claimed call, locked, if it may be dialled now; else None and why (the call is moved accordingly).
-
-    number: the attempt this task got pacing for; a call that has moved on since is no longer this task's.
-    """
-    call = (
-        # of=self: PostgreSQL cannot lock the nullable side of the outer join to audio, and only the call
-        # needs the lock.
-        Call.objects.select_for_update(of=("self",))
-        .select_related("campaign__telephony_account", "audio", "voicemail_audio")
-        .filter(pk=call_id)
-        .first()
-    )
-    if call is None or call.state != Call.State.DIALING:
-        return None, "not claimed"  # somebody else has it, or it was cancelled
-    if number is not None and call.attempts_made != number - 1:
-        return None, "not claimed"
-    campaign = call.campaign
-    if campaign.status in (Campaign.Status.CANCELLED, Campaign.Status.COMPLETED):
-        # Claimed just before the campaign ended: back to ready it would sit in a finished campaign forever.
-        call.state, call.updated_at = Call.State.CANCELLED, now
-        call.error = f"campaign {campaign.status} before this call could be made"
-        call.save(update_fields=["state", "error", "updated_at"])
-        return None, "campaign over"
-    if campaign.status != Campaign.Status.RUNNING:
-        _unclaim(call, now)
-        return None, "campaign not running"
-    if DoNotCall.objects.filter(phone=call.phone).exists():
-        call.state, call.outcome, call.error = (
-            Call.State.DONE,
-            Call.Outcome.DO_NOT_CALL,
-            "on the do-not-call list",
-        )
-        call.updated_at = now
-        call.save(update_fields=["state", "outcome", "error", "updated_at"])
-        return None, "do not call"
-    if not calling_window(campaign).is_open(call.timezone, now):
-        _unclaim(call, now)
-        return None, "window closed"
-    if (call.audio is None or call.audio.state != RenderedAudio.State.READY) or (
-        call.voicemail_audio is not None and call.voicemail_audio.state != RenderedAudio.State.READY
-    ):
-        call.state, call.updated_at = Call.State.RENDERING, now
-        call.save(update_fields=["state", "updated_at"])
-        return None, "audio not ready"
-    again = _number_free_at(call.phone, now)
-    if again is not None:
-        call.state, call.claimed_at, call.next_attempt_at = Call.State.READY, None, again
-        call.updated_at = now
-        call.save(update_fields=["state", "claimed_at", "next_attempt_at", "updated_at"])
-        return None, "number cap"
-    return call, ""
-
-
-def _number_free_at(phone: str, now: datetime) -> datetime | None:
-    """When `phone` may be called again if it had MAX_CALLS_PER_NUMBER_24H attempts (all campaigns together) in
-    the last 24 hours; None if it may be called now."""
-    if connection.vendor == "postgresql":
-        # Two campaigns dialling one number at once must not both count the same earlier attempts (SQLite
-        # already runs writing transactions one at a time). Held until the attempt row is committed.
-        with connection.cursor() as cursor:
-            key = zlib.crc32(phone.encode())
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [NUMBER_LOCKS, key - (1 << 32) * (key >> 31)])
-    recent = list(
-        CallAttempt.objects.filter(call__phone=phone, created_at__gt=now - NUMBER_CAP_PERIOD)
-        .order_by("created_at")
-        .values_list("created_at", flat=True)
-    )
-    cap = settings.MAX_CALLS_PER_NUMBER_24H
-    if len(recent) < cap:
-        return None
-    return recent[len(recent) - cap] + NUMBER_CAP_PERIOD  # when enough of them have aged out
-
-
-def _unclaim(call: Call, now) -> None:
-    call.state, call.claimed_at, call.updated_at = Call.State.READY, None, now
-    call.save(update_fields=["state", "claimed_at", "updated_at"])
 
 
 def look_up_ambiguous_creates(now=None) -> int:
@@ -340,8 +235,6 @@ def _look_up(attempt: CallAttempt, now) -> str | None:
         to=attempt.call.phone,
         caller_id=campaign.caller_id,
         audio_url="",
-        status_url=webhook_url("telephony:twilio-status", attempt.pk),
-        gather_url="",
     )
     try:
         found = get_provider(campaign.telephony_account).find(

@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.db import models
 from django.http import HttpRequest
 
+from telephony.actions import set_auth_token
 from telephony.forms import TelephonyAccountForm
 from telephony.models import ProviderEvent, TelephonyAccount
 
@@ -50,8 +51,6 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
         return "stored (encrypted)" if obj.auth_token_encrypted else "not set"
 
     def save_model(self, request: HttpRequest, obj: TelephonyAccount, form: Any, change: bool) -> None:
-        from telephony.actions import set_auth_token
-
         super().save_model(request, obj, form, change)
         token = form.cleaned_data.get("auth_token")
         if token:

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from campaigns import lifecycle
+from campaigns.models import Campaign
+from synthesis.actions import TransientRenderError, keyer_for, render
+from synthesis.engines import engine_problem
 from synthesis.gptsovits.basemodels import BaseModelError, base_dir, manifest_digest
+from synthesis.keys import normalise_text
+from synthesis.models import RenderedAudio
+from synthesis.signing import signed_audio_url
 from voices.models import SpeakerConsent, Voice
 
 log = logging.getLogger(__name__)
@@ -18,8 +25,6 @@ log = logging.getLogger(__name__)
 
 def revoke_consent(consent: SpeakerConsent) -> list[int]:
     """Revoke one consent record; campaigns whose voice is left without consent are paused. Returns their ids."""
-    from campaigns.models import Campaign
-
     with transaction.atomic():
         updated = SpeakerConsent.objects.filter(pk=consent.pk, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
@@ -32,8 +37,8 @@ def revoke_consent(consent: SpeakerConsent) -> list[int]:
         active = Campaign.objects.filter(
             variants__voice=voice, status__in=[Campaign.Status.RUNNING, Campaign.Status.SCHEDULED]
         ).distinct()
-        paused = list(active.values_list("pk", flat=True))
-        Campaign.objects.filter(pk__in=paused).update(status=Campaign.Status.PAUSED)
+        reason = f"paused automatically: the speaker's consent for voice '{voice.name}' was revoked"
+        paused = [campaign.pk for campaign in active if lifecycle.pause(campaign, reason=reason)]
     if paused:
         log.warning("consent for voice %s revoked: paused campaigns %s", voice.pk, paused)
     return paused
@@ -100,12 +105,6 @@ class Preview:
 
 def preview_voice(voice: Voice, text: str) -> Preview:
     """Render `text` with the voice through the real engine, into the shared audio cache, now (not queued)."""
-    from synthesis.actions import TransientRenderError, keyer_for, render
-    from synthesis.engines import engine_problem
-    from synthesis.keys import normalise_text
-    from synthesis.models import RenderedAudio
-    from synthesis.signing import signed_audio_url
-
     text = normalise_text(text or "")
     if not text:
         return Preview(text, problem="Type a sentence to hear.")

@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
+from campaigns import views
 from voices.actions import PREVIEW_TEXT, preview_voice, revoke_consent, save_voice
 from voices.models import SpeakerConsent, Voice
 from voices.validation import check_voice
@@ -132,16 +133,12 @@ class VoiceAdmin(admin.ModelAdmin):
 
     def report_view(self, request: HttpRequest) -> HttpResponse:
         """Answer, listen-through and confirmation rates of every voice across all campaigns."""
-        from campaigns import views
-
         if not self.has_view_permission(request):
             raise PermissionDenied
         context = {**self.admin_site.each_context(request), "opts": self.opts, "title": "Voices across campaigns"}
         return views.voices_page(request, context)
 
     def heatmap_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        from campaigns import views
-
         voice = self.get_object(request, object_id)
         if voice is None:
             raise Http404("no such voice")

@@ -23,7 +23,10 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from synthesis.audio import gated_rms_dbfs
+from synthesis.engines import EngineError, VoiceSpec, get_engine
 from synthesis.gptsovits import basemodels
+from voices.models import Voice
 
 # The official GPT-SoVITS inference refuses reference clips outside 3-10 s.
 MIN_REFERENCE_SECONDS = 3.0
@@ -175,6 +178,7 @@ def check_checkpoint(upload: Any, *, kind: str) -> list[Problem]:
             "HERALD_MAX_CHECKPOINT_UPLOAD_MB.",
         )]
     try:
+        # torch: web processes may run without it; only a weights upload needs it, so it loads here.
         from synthesis.gptsovits.checkpoint import CheckpointError
         from synthesis.gptsovits.loading import load_gpt, load_sovits
     except ImportError:
@@ -284,8 +288,6 @@ def check_reference_clip(upload: Any) -> ClipReport:
     hours of sound costs no memory; the decode reads at most the frames that passed those checks.
     """
     import soundfile as sf
-
-    from synthesis.audio import gated_rms_dbfs
 
     field = "reference_audio"
     if not upload:
@@ -402,8 +404,6 @@ def check_transcript(text: str, *, duration: float | None, language: str = "zh")
 
 def check_parameters(engine: str, *, language: str, parameters: Any) -> list[Problem]:
     """The engine accepts these parameters (the same validation a render does)."""
-    from synthesis.engines import EngineError, VoiceSpec, get_engine
-
     field = "parameters"
     if not isinstance(parameters, Mapping):
         return [Problem(field, f"Parameters must be a JSON object like {{\"rate\": 170}}, not {parameters!r}.")]
@@ -437,7 +437,7 @@ def check_voice(
     base_version: str = "v2ProPlus",
 ) -> list[Problem]:
     """Every problem with a voice as it would be saved; files may be paths, stored files or fresh uploads."""
-    from voices.models import Voice
+
 
     problems = check_parameters(engine, language=language, parameters=parameters)
     if engine == Voice.Engine.GPT_SOVITS:

@@ -7,12 +7,21 @@ from django.conf import settings
 from django.db import migrations, models
 
 
-def fill_call_facts(apps, schema_editor):
-    """Existing calls get the facts their attempts already hold (the same statement the app runs)."""
-    from campaigns.actions import rebuild_call_facts
-
-    Call = apps.get_model("campaigns", "Call")
-    rebuild_call_facts(Call.objects.all(), attempt_model=apps.get_model("campaigns", "CallAttempt"))
+# Existing calls get the facts their attempts already hold. The statement is this migration's own (the app's
+# campaigns.lifecycle.rebuild_call_facts computes the same facts; a migration must not import live code).
+# Plain SQL both SQLite and PostgreSQL run; "machine" answers are the answering machines and faxes.
+_ATTEMPTS = "FROM campaigns_callattempt a WHERE a.call_id = campaigns_call.id"
+_ANSWERED = f"{_ATTEMPTS} AND a.status = 'completed'"
+_HUMAN = f"{_ANSWERED} AND substr(a.answered_by, 1, 7) <> 'machine' AND a.answered_by <> 'fax'"
+FILL_CALL_FACTS = f"""
+UPDATE campaigns_call SET
+    answered = EXISTS (SELECT 1 {_ANSWERED}),
+    human_answered = EXISTS (SELECT 1 {_HUMAN}),
+    listened_to_end = EXISTS (SELECT 1 {_HUMAN} AND a.listened_to_end),
+    final_digits = COALESCE((SELECT a.digits {_ATTEMPTS} AND a.digits <> '' ORDER BY a.number DESC LIMIT 1), ''),
+    timed_attempts = (SELECT COUNT(*) {_ANSWERED} AND a.duration IS NOT NULL),
+    talk_seconds = COALESCE((SELECT SUM(a.duration) {_ANSWERED}), 0)
+"""
 
 
 class Migration(migrations.Migration):
@@ -89,5 +98,5 @@ class Migration(migrations.Migration):
                 'verbose_name': 'API token',
             },
         ),
-        migrations.RunPython(fill_call_facts, migrations.RunPython.noop),
+        migrations.RunSQL(FILL_CALL_FACTS, migrations.RunSQL.noop),
     ]

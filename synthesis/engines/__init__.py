@@ -11,6 +11,7 @@ import threading
 from synthesis.engines.base import Engine, EngineError, VoiceSpec
 from synthesis.engines.embedded import EmbeddedEngine
 from synthesis.engines.gptsovits import GptSovitsEngine
+from synthesis.frontend.config import configuration_problem
 
 __all__ = ["ENGINES", "Engine", "EngineError", "VoiceSpec", "engine_problem", "engine_version", "get_engine"]
 
@@ -69,8 +70,6 @@ def engine_problem(kind: str) -> str | None:
     """
     cls = _engine_class(kind)
     if cls is GptSovitsEngine:
-        from synthesis.frontend.config import configuration_problem
-
         problem = configuration_problem()
         if problem:
             return f"GPT-SoVITS voices cannot render campaign scripts yet: the text frontend is not installed here ({problem})"

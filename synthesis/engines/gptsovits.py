@@ -7,7 +7,7 @@ twice share one copy. v2Pro / v2ProPlus voices also need the speaker-verificatio
 once per worker and shared by all of them (HERALD_GPTSOVITS_SV_MODEL, else the base directory's copy).
 
 Turning text into phone ids and BERT features, and a reference clip into prompt codes (and, for Pro voices,
-its speaker embedding), is the text frontend's job (`synthesis.frontend.voice`, built on first use from
+its speaker embedding), is the text frontend's job (`synthesis.engines.gptsovits_frontend`, built on first use from
 HERALD_BERT_DIR / HERALD_HUBERT_DIR or the base directory); `synthesize_phones` takes phones and features
 directly.
 """
@@ -109,6 +109,7 @@ class VoiceModels:
 
     def speaker(self) -> Any:
         """The speaker-verification model every v2Pro / v2ProPlus voice shares, loaded on first use."""
+        # The model code needs torch, which only synthesis workers have: loaded with the first model.
         from synthesis.gptsovits.checkpoint import CheckpointError
         from synthesis.gptsovits.speaker import SpeakerEncoder
 
@@ -132,6 +133,7 @@ class VoiceModels:
             return self._speaker
 
     def _load(self, gpt_path: str, sovits_path: str) -> ResidentVoice:
+        # torch and the model code load with the first model (only synthesis workers have torch).
         import torch
 
         from synthesis.gptsovits.checkpoint import CheckpointError
@@ -207,7 +209,9 @@ class GptSovitsEngine(Engine):
     def _frontend(self) -> Frontend:
         with self._frontend_lock:
             if self.frontend is None:
-                from synthesis.frontend.voice import GptSovitsFrontend
+                # Not at the top: that module builds on this one's TextFeatures and VoicePrompt (and loads
+                # transformers), so it is imported when the first render needs it.
+                from synthesis.engines.gptsovits_frontend import GptSovitsFrontend
 
                 self.frontend = GptSovitsFrontend.from_environment(device=self.models.device)
             return self.frontend
@@ -215,6 +219,7 @@ class GptSovitsEngine(Engine):
     def synthesize(self, voice: VoiceSpec, texts: list[str]) -> list[Waveform]:
         """Scripts → audio: each script is split into sentences, all sentences of the batch go through the
         GPT together, and each script's sentences are joined with a short pause, as the official TTS does."""
+        # The text frontend needs pypinyin and jieba, which only synthesis workers install.
         from synthesis.frontend.pipeline import split_sentences
 
         params = self.describe_parameters(voice)

@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 
 from synthesis.audio import AudioError, load_audio
+from synthesis.gptsovits.sovits import spectrogram
+from synthesis.gptsovits.speaker import resample_32k_to_16k
 
 HUBERT_RATE = 16_000
 SOVITS_RATE = 32_000  # v2 s2.json data.sampling_rate
@@ -183,8 +185,6 @@ def reference_spectrogram(wav32k: np.ndarray, config: Any = None) -> Tensor:
 
     `config` is a SoVITSConfig (filter_length, hop_length, win_length); v2 defaults otherwise.
     """
-    from synthesis.gptsovits.sovits import spectrogram
-
     audio = torch.from_numpy(peak_normalise(wav32k))[None]  # (1, N)
     if config is None:
         return spectrogram(audio)
@@ -204,8 +204,6 @@ def speaker_embedding(wav32k: np.ndarray, speaker: Any) -> Tensor:
     """32 kHz reference -> its v2Pro speaker embedding (1, 20480), as `TTS._get_ref_spec` feeds the SV model:
     the peak-normalised 32 kHz wave resampled to 16 kHz with torchaudio's default sinc kernel (not the soxr
     16 kHz wave HuBERT hears)."""
-    from synthesis.gptsovits.speaker import resample_32k_to_16k
-
     wav16k = resample_32k_to_16k(torch.from_numpy(peak_normalise(wav32k))[None])  # (1, N/2)
     return speaker.embed(wav16k)
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import re
 
+from synthesis.frontend.normalize import normalize
+from synthesis.frontend.readings import begins_with_surname
+
 OPEN, CLOSE = "\u27ea", "\u27eb"  # ⟪ ⟫
 _MARK = re.compile(f"{OPEN}([a-z]+):(.*?){CLOSE}", re.S)
 
@@ -43,8 +46,6 @@ def split_marks(text: str) -> tuple[str, list[tuple[int, int, str]]]:
 def mark_name(value: str) -> str:
     """A person's name, marked ⟪name:value⟫ only where reading it as a name changes what is said (it starts
     with a polyphonic surname: 单晓东, 曾伟); any other name stays plain, so its script keeps its render key."""
-    from synthesis.frontend.readings import begins_with_surname
-
     return mark(value, "name") if begins_with_surname(value) else value
 
 
@@ -57,7 +58,5 @@ def spoken_text(text: str, language: str) -> str:
     digit by digit, money, dates, hints honoured), anything else with the marks removed."""
     plain, spans = split_marks(text)
     if language.startswith("zh"):
-        from synthesis.frontend.normalize import normalize
-
         return normalize(plain, spans or None)
     return plain

@@ -27,6 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthesis.gptsovits.checkpoint import read_checkpoint, sovits_version
+from synthesis.gptsovits.loading import load_gpt, load_sovits
+from synthesis.gptsovits.sovits import sovits_conformance
+from synthesis.gptsovits.speaker import SpeakerEncoder, speaker_conformance
+from synthesis.gptsovits.t2s import t2s_conformance
+
 INPUTS = frozenset(
     {
         "prompt_phones", "text_phones_0", "text_phones_1", "text_phones_2", "prompt_bert", "text_bert_0",
@@ -117,8 +123,6 @@ class ReferenceSet:
 
 def recognise(directory: Path) -> ReferenceSet:
     """The set in `directory`, from its files; ValueError naming what is missing."""
-    from synthesis.gptsovits.checkpoint import read_checkpoint, sovits_version
-
     main = directory / "sovits.pth"
     missing = [f for f in ("sovits.pth", "vectors.npz") if not (directory / f).is_file()]
     if missing:
@@ -135,10 +139,6 @@ def recognise(directory: Path) -> ReferenceSet:
 
 
 def run(directory: Path) -> list[Verdict]:
-    from synthesis.gptsovits.loading import load_gpt, load_sovits
-    from synthesis.gptsovits.sovits import sovits_conformance
-    from synthesis.gptsovits.t2s import t2s_conformance
-
     found = recognise(directory)
     with np.load(directory / "vectors.npz", allow_pickle=False) as data:
         vectors = {name: data[name] for name in data.files}
@@ -148,8 +148,6 @@ def run(directory: Path) -> list[Verdict]:
         computed.update(t2s_conformance(load_gpt(found.gpt), vectors))
     speaker: dict[str, np.ndarray] | None = None
     if found.sv is not None:
-        from synthesis.gptsovits.speaker import SpeakerEncoder, speaker_conformance
-
         speaker = speaker_conformance(SpeakerEncoder.load(found.sv), vectors)
         computed.update(speaker)
     verdicts = []

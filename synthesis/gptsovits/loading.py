@@ -23,6 +23,8 @@ from synthesis.gptsovits.checkpoint import (
     sovits_state,
     sovits_version,
 )
+from synthesis.gptsovits.sovits import SoVITSConfig, SynthesizerTrn
+from synthesis.gptsovits.t2s import T2SConfig, Text2SemanticDecoder
 
 
 def _build(
@@ -49,8 +51,6 @@ def _build(
 
 def load_gpt(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """The text-to-semantic decoder of a GPT `.ckpt`, in eval mode."""
-    from synthesis.gptsovits.t2s import T2SConfig, Text2SemanticDecoder
-
     model = _build(
         path, "gpt", gpt_state, lambda c: T2SConfig.from_checkpoint(c.config), Text2SemanticDecoder, "GPT"
     )
@@ -59,8 +59,6 @@ def load_gpt(path: str | Path, *, device: str | torch.device = "cpu", dtype: tor
 
 def load_sovits(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """The synthesizer of a SoVITS `.pth` (v2, v2Pro, v2ProPlus), in eval mode (see fuse_weight_norm)."""
-    from synthesis.gptsovits.sovits import SoVITSConfig, SynthesizerTrn
-
     def config_of(checkpoint: Checkpoint) -> SoVITSConfig:
         return SoVITSConfig.from_checkpoint(checkpoint.config, version=sovits_version(checkpoint))
 

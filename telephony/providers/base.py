@@ -1,4 +1,8 @@
-"""The provider interface: place a call, ask what became of it, verify its webhooks."""
+"""The provider interface: place a call, ask what became of it, verify its webhooks.
+
+A provider reports a call's progress either through webhooks (Twilio: the views feed telephony.outcomes) or,
+when it runs the call in this process (SIP), through the `CallEvents` it is handed with the call.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from telephony.models import TelephonyAccount
 
@@ -31,12 +35,29 @@ class Dial:
     to: str
     caller_id: str
     audio_url: str
-    status_url: str
-    gather_url: str
     ring_timeout: int = 30
-    amd_url: str = ""  # async answering-machine detection reports here; blank = synchronous detection
     wait_for_beep: bool = False  # a voicemail follows: detection waits for the end of a machine's greeting
     audio_path: str = ""  # the local telephony μ-law WAV that audio_url serves (SIP plays it itself)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """What a finished call means for its attempt, in the attempt state machine's terms."""
+
+    status: str
+    duration: int | None = None
+    gather: str | None = None  # the key pressed, "" = listened to the end; None = hung up during the message
+    error_code: str = ""
+    error_message: str = ""
+    permanent: bool = False
+
+
+class CallEvents(Protocol):
+    """Where a provider that runs a call itself reports it (telephony.outcomes.EVENTS)."""
+
+    def progressed(self, attempt_id: int, status: str) -> None: ...
+
+    def ended(self, attempt_id: int, ending: Ending) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -59,13 +80,17 @@ class FoundCall:
 
 class Provider(ABC):
     kind: ClassVar[str]
+    # Answering-machine detection reported while the message plays (a webhook), so that the call can be hung
+    # up or a voicemail left through hang_up()/play_and_hang_up(); False: the provider decides in the call.
+    async_amd: ClassVar[bool] = False
 
     def __init__(self, account: TelephonyAccount) -> None:
         self.account = account
 
     @abstractmethod
-    def place(self, dial: Dial) -> str:
-        """Ask the provider to dial; returns its call id. Raises ProviderError."""
+    def place(self, dial: Dial, events: CallEvents) -> str:
+        """Ask the provider to dial; returns its call id. Raises ProviderError. A provider that runs the call
+        itself reports its progress and end to `events`; one with webhooks ignores it."""
 
     @abstractmethod
     def fetch(self, provider_call_id: str) -> ProviderStatus:
@@ -82,3 +107,11 @@ class Provider(ABC):
         ProviderError when the provider cannot say (providers that cannot list their calls never can).
         """
         raise ProviderError(f"{self.kind} calls cannot be looked up", permanent=False, code="no-lookup")
+
+    def hang_up(self, provider_call_id: str) -> None:
+        """End a call now (async machine detection found a machine). Raises ProviderError."""
+        raise ProviderError(f"{self.kind} calls cannot be hung up from outside", permanent=True, code="no-amd")
+
+    def play_and_hang_up(self, provider_call_id: str, audio_url: str) -> None:
+        """Play `audio_url` to the call, then end it (a voicemail after the beep). Raises ProviderError."""
+        raise ProviderError(f"{self.kind} calls cannot be redirected", permanent=True, code="no-amd")

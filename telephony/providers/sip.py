@@ -5,7 +5,8 @@ place() hands the call to this process's SIP runtime and returns its Call-ID at 
 daemon thread running an asyncio event loop that holds every call the process has in flight; it starts on
 first use, so in a forking worker it belongs to the child that dials. That loop paces RTP packets every
 20 ms, so database work never runs on it: each call's progress and result go, in order, through a small
-thread pool into the outcome state machine that Twilio's webhooks also feed (telephony.outcomes).
+thread pool to the `CallEvents` the call was placed with (telephony.outcomes.EVENTS: the attempt state machine
+that Twilio's webhooks also feed).
 
 A call lives only in the process that placed it. If that process dies, nobody can say what became of the
 call: fetch() says so, and settle_silent_attempts closes the attempt without re-dialling.
@@ -34,9 +35,8 @@ from django.db import close_old_connections
 from campaigns.models import CallAttempt
 from herald.logmask import mask_phone, mask_text
 from synthesis.audio import AudioError, read_mulaw_wav
-from telephony import outcomes
 from telephony.credentials import CredentialsError, auth_token
-from telephony.providers.base import Dial, Provider, ProviderError, ProviderStatus
+from telephony.providers.base import CallEvents, Dial, Ending, Provider, ProviderError, ProviderStatus
 from telephony.providers.twilio import GATHER_TIMEOUT
 from telephony.sip import types as sip
 from telephony.sip import ua
@@ -53,20 +53,10 @@ TRANSIENT_4XX = frozenset({408, 429, 480, 486, 487, 491})
 SHUTDOWN = "the worker shut down during the call"
 FINISH_KEY = "#"  # Twilio's <Gather> default finishOnKey: it ends the gather and is not itself a digit
 PROGRESS_STATUS = {sip.TRYING: S.INITIATED, sip.RINGING: S.RINGING, sip.ANSWER: S.IN_PROGRESS}
+# The order a call moves through them; a status past them (its end) outranks every one.
+PROGRESS_RANK = {status: rank for rank, status in enumerate((S.QUEUED, S.INITIATED, S.RINGING, S.IN_PROGRESS))}
 E164 = re.compile(r"\+[1-9]\d{6,14}")  # the user part of the request URI, as the trunk expects it
 _SAMPLE_RATE = 8000
-
-
-@dataclass(frozen=True)
-class Ending:
-    """What a finished SIP call means for its attempt, in the outcome state machine's terms."""
-
-    status: str
-    duration: int | None = None
-    gather: str | None = None  # the key pressed, "" = listened to the end; None = hung up during the message
-    error_code: str = ""
-    error_message: str = ""
-    permanent: bool = False
 
 
 def describe(result: sip.CallResult) -> str:
@@ -120,20 +110,6 @@ def interrupted(answered_at: float | None, why: str) -> Ending:
     return Ending(S.FAILED, error_code="sip", error_message=why)
 
 
-def record_ending(attempt_id: int, ending: Ending) -> None:
-    """Apply a call's end: the keypress first (it decides an opt-out), then the final status."""
-    if ending.gather is not None:
-        outcomes.apply_gather(attempt_id, ending.gather)
-    outcomes.apply_status(
-        attempt_id,
-        ending.status,
-        duration=ending.duration,
-        error_code=ending.error_code,
-        error_message=ending.error_message,
-        permanent_error=ending.permanent,
-    )
-
-
 def _with_fresh_connection(work: Callable[[], object]) -> None:
     # These threads outlive requests and tasks: nobody else closes their stale or broken connections.
     close_old_connections()
@@ -172,11 +148,11 @@ class SipRuntime:
         self._calls: set[asyncio.Task] = set()
         self._recorders: set[asyncio.Task] = set()
 
-    def start_call(self, attempt_id: int, spec: sip.CallSpec) -> None:
-        """Hand a call to the event loop; returns at once."""
+    def start_call(self, attempt_id: int, spec: sip.CallSpec, events: CallEvents) -> None:
+        """Hand a call to the event loop; returns at once. Its progress and end are reported to `events`."""
         loop, db = self._running()
         self._held[spec.call_id] = _Held(attempt_id, S.QUEUED)
-        future = asyncio.run_coroutine_threadsafe(self._run(db, attempt_id, spec), loop)
+        future = asyncio.run_coroutine_threadsafe(self._run(db, attempt_id, spec, events), loop)
         future.add_done_callback(partial(_log_failure, spec.call_id))
 
     def status(self, call_id: str) -> ProviderStatus | None:
@@ -216,26 +192,26 @@ class SipRuntime:
             "SIP runtime: %s", mask_text(str(context.get("message"))), exc_info=context.get("exception")
         )
 
-    async def _run(self, db: ThreadPoolExecutor, attempt_id: int, spec: sip.CallSpec) -> None:
+    async def _run(self, db: ThreadPoolExecutor, attempt_id: int, spec: sip.CallSpec, events: CallEvents) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._calls.add(task)
         held = self._held[spec.call_id]
-        events: asyncio.Queue[str | Ending] = asyncio.Queue()
-        recorder = asyncio.create_task(self._record(db, attempt_id, spec.call_id, events))
+        queue: asyncio.Queue[str | Ending] = asyncio.Queue()
+        recorder = asyncio.create_task(self._record(db, attempt_id, spec.call_id, queue, events))
         self._recorders.add(recorder)
         recorder.add_done_callback(self._recorders.discard)
         # This process told the provider interface the call is placed: record it before anything else.
-        events.put_nowait(S.QUEUED)
+        queue.put_nowait(S.QUEUED)
 
         async def on_progress(event: str) -> None:
             status = PROGRESS_STATUS.get(event)
-            if status is None or outcomes.RANK[status] <= outcomes.RANK[held.status]:
+            if status is None or PROGRESS_RANK[status] <= PROGRESS_RANK.get(held.status, len(PROGRESS_RANK)):
                 return
             held.status = status
             if status == S.IN_PROGRESS:
                 held.answered_at = time.monotonic()
-            events.put_nowait(status)  # recorded by the recorder task, so the user agent never waits for it
+            queue.put_nowait(status)  # recorded by the recorder task, so the user agent never waits for it
 
         held.abort = asyncio.Event()
         cancelled = False
@@ -270,7 +246,7 @@ class SipRuntime:
             f": {mask_text(ending.error_message)}" if ending.error_message else "",
             media,
         )
-        events.put_nowait(ending)
+        queue.put_nowait(ending)
         try:
             await asyncio.shield(recorder)  # cut off now, the call's end is still written
         finally:
@@ -279,15 +255,18 @@ class SipRuntime:
             raise asyncio.CancelledError
 
     async def _record(
-        self, db: ThreadPoolExecutor, attempt_id: int, call_id: str, events: asyncio.Queue[str | Ending]
+        self,
+        db: ThreadPoolExecutor,
+        attempt_id: int,
+        call_id: str,
+        queue: asyncio.Queue[str | Ending],
+        events: CallEvents,
     ) -> None:
-        """Write one call's events in the order they happened, each in a database thread."""
+        """Report one call's events in the order they happened, each in a database thread."""
         while True:
-            event = await events.get()
+            event = await queue.get()
             if isinstance(event, Ending):
-                written = await self._write(
-                    db, call_id, partial(record_ending, attempt_id, event), tries=RECORD_TRIES
-                )
+                written = await self._write(db, call_id, partial(events.ended, attempt_id, event), tries=RECORD_TRIES)
                 if not written:
                     # Kept for settle_silent_attempts: it asks fetch(), which hands the end over.
                     while len(self._unwritten) >= UNWRITTEN_KEPT:
@@ -295,7 +274,7 @@ class SipRuntime:
                     self._unwritten[call_id] = ProviderStatus(status=event.status, duration=event.duration)
                 self._held.pop(call_id, None)
                 return
-            await self._write(db, call_id, partial(outcomes.apply_status, attempt_id, event), tries=1)
+            await self._write(db, call_id, partial(events.progressed, attempt_id, event), tries=1)
 
     @staticmethod
     async def _write(db: ThreadPoolExecutor, call_id: str, work: Callable[[], object], *, tries: int) -> bool:
@@ -440,7 +419,7 @@ class SipProvider(Provider):
             call_id=call_id,
         )
 
-    def place(self, dial: Dial) -> str:
+    def place(self, dial: Dial, events: CallEvents) -> str:
         call_id = uuid.uuid4().hex
         spec = self.call_spec(dial, call_id)
         log.info(
@@ -453,7 +432,7 @@ class SipProvider(Provider):
             self.account.sip_transport,
         )
         try:
-            RUNTIME.start_call(dial.attempt_id, spec)
+            RUNTIME.start_call(dial.attempt_id, spec, events)
         except RuntimeError as exc:  # the event loop could not take the call: nothing was sent
             raise ProviderError(f"the SIP runtime is not running: {exc}", permanent=False) from exc
         return call_id

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import requests
+from django.conf import settings
+from django.urls import reverse
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
@@ -26,7 +28,7 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 from urllib3.exceptions import NewConnectionError
 
 from telephony.credentials import CredentialsError, auth_token
-from telephony.providers.base import Dial, FoundCall, Provider, ProviderError, ProviderStatus
+from telephony.providers.base import CallEvents, Dial, FoundCall, Provider, ProviderError, ProviderStatus
 
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 GATHER_TIMEOUT = 5  # seconds of silence after the message before the call is considered listened through
@@ -42,11 +44,16 @@ LIST_LIMIT = 200  # calls to one number in a day worth reading before giving up 
 LIST_PAGE_SIZE = 100
 
 
+def webhook_url(name: str, attempt_id: int) -> str:
+    """Where Twilio reports on an attempt: one of telephony.urls' views, at the public address."""
+    return f"{settings.PUBLIC_URL}{reverse(name, args=[attempt_id])}"
+
+
 def twiml_for(dial: Dial) -> str:
     response = VoiceResponse()
     gather = Gather(
         num_digits=1,
-        action=dial.gather_url,
+        action=webhook_url("telephony:twilio-gather", dial.attempt_id),
         method="POST",
         timeout=GATHER_TIMEOUT,
         action_on_empty_result=True,
@@ -63,6 +70,7 @@ class RateLimited(ProviderError):
 
 class TwilioProvider(Provider):
     kind = "twilio"
+    async_amd = True
 
     def _client(self) -> Client:
         client = Client(
@@ -72,7 +80,8 @@ class TwilioProvider(Provider):
             client.api.base_url = self.account.api_base_url.rstrip("/")
         return client
 
-    def place(self, dial: Dial) -> str:
+    def place(self, dial: Dial, events: CallEvents | None = None) -> str:
+        # Twilio reports through webhooks (telephony.views), not `events`.
         try:
             client = self._client()
         except CredentialsError as exc:  # nothing was sent: say what is missing instead of failing obscurely
@@ -90,7 +99,7 @@ class TwilioProvider(Provider):
                 to=dial.to,
                 from_=dial.caller_id,
                 twiml=twiml_for(dial),
-                status_callback=dial.status_url,
+                status_callback=webhook_url("telephony:twilio-status", dial.attempt_id),
                 status_callback_method="POST",
                 status_callback_event=STATUS_EVENTS,
                 timeout=dial.ring_timeout,
@@ -200,16 +209,14 @@ class TwilioProvider(Provider):
 
 
 def _machine_detection(dial: Dial) -> dict[str, str]:
-    """Async detection when we have somewhere to hear the result, so the message starts at once for a person.
+    """Async detection, so the message starts at once for a person; the result comes to the AMD webhook.
 
     For a voicemail, DetectMessageEnd reports a machine only after its greeting, when the clip can follow the
     beep; to hang up, Enable reports it as soon as it is recognised (machine_start), without the greeting."""
-    if not dial.amd_url:
-        return {"machine_detection": "Enable"}
     return {
         "machine_detection": "DetectMessageEnd" if dial.wait_for_beep else "Enable",
         "async_amd": "true",
-        "async_amd_status_callback": dial.amd_url,
+        "async_amd_status_callback": webhook_url("telephony:twilio-amd", dial.attempt_id),
         "async_amd_status_callback_method": "POST",
     }
 

@@ -19,7 +19,6 @@ OUTCOMES = (ANSWERED, BUSY, NO_ANSWER, FAILED, DECLINED, INVALID_NUMBER, CANCELE
 TRYING = "trying"  # the far end (or a proxy) sent 100 Trying
 RINGING = "ringing"  # 180 Ringing or 183 Session Progress
 ANSWER = "answer"  # 2xx to the INVITE, ACK sent; audio starts
-PROGRESS_EVENTS = (TRYING, RINGING, ANSWER)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 import campaigns.admin_tokens  # noqa: F401  (registers the ApiToken admin until campaigns.admin imports it)
 from campaigns import reports, tokens
-from campaigns.actions import rebuild_call_facts
+from campaigns.lifecycle import rebuild_call_facts
 from campaigns.models import ApiToken, CallAttempt, Campaign
 from tests.campaigns.direct_sql import heatmap_counts, variant_counts
 from tests.campaigns.test_reports import build_report_campaign
@@ -135,10 +135,11 @@ def test_a_service_user_needs_the_permission_not_staff(client, campaign):
 
 
 def test_scheme_is_case_insensitive(plain_token):
-    assert tokens.authenticate(f"bearer {plain_token}") is not None
-    assert tokens.authenticate(f"BEARER  {plain_token} ") is not None
-    assert tokens.authenticate("") is None
-    assert tokens.authenticate(f"Basic {plain_token}") is None
+    assert tokens.check(f"bearer {plain_token}") is not None
+    assert tokens.check(f"BEARER  {plain_token} ") is not None
+    for refused in ("", f"Basic {plain_token}"):
+        with pytest.raises(tokens.TokenRefused):
+            tokens.check(refused)
 
 
 def test_logged_in_staff_session_is_200(client, campaign, analyst):
@@ -238,9 +239,9 @@ def test_last_used_at_is_written_at_most_once_a_minute(client, campaign, analyst
 
 
 def test_a_known_token_costs_one_query(analyst, plain_token, django_assert_num_queries):
-    tokens.authenticate(f"Bearer {plain_token}")  # first use: lookup and last_used_at
+    tokens.check(f"Bearer {plain_token}")  # first use: lookup and last_used_at
     with django_assert_num_queries(1):
-        assert tokens.authenticate(f"Bearer {plain_token}").user == analyst
+        assert tokens.check(f"Bearer {plain_token}").user == analyst
 
 
 # --- what it answers ------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from campaigns.actions import LaunchError, check_compliance, fail_calls_for_audio, plan_calls
+from campaigns.launch import LaunchError, check_compliance
+from campaigns.lifecycle import audio_failed
 from campaigns.models import Call, Campaign, Variant
+from campaigns.planning import plan_calls
 from synthesis.actions import render
 from synthesis.audio import read_info, read_mulaw_wav
 from synthesis.models import RenderedAudio
@@ -76,7 +78,7 @@ def test_a_failed_render_falls_back_to_the_generic_clip(make_campaign):
     assert fallback.state == RenderedAudio.State.PENDING and "详情请查看短信" in fallback.text
     victim = Call.objects.filter(campaign=campaign).first()
 
-    assert fail_calls_for_audio(victim.audio_id, "engine exploded") == 1
+    assert audio_failed(victim.audio_id, "engine exploded") == 1
     victim.refresh_from_db()
     assert (victim.audio_id, victim.used_fallback, victim.state) == (fallback.render_key, True, Call.State.RENDERING)
     assert "engine exploded" in victim.error and "generic clip" in victim.error
@@ -91,7 +93,7 @@ def test_without_a_generic_clip_or_when_it_fails_too_the_call_is_reported_failed
     plain = make_campaign(2)
     plan_calls(plain)
     call = Call.objects.filter(campaign=plain).first()
-    fail_calls_for_audio(call.audio_id, "engine exploded")
+    audio_failed(call.audio_id, "engine exploded")
     call.refresh_from_db()
     assert (call.state, call.outcome, call.used_fallback) == (Call.State.FAILED, Call.Outcome.FAILED, False)
 
@@ -99,8 +101,8 @@ def test_without_a_generic_clip_or_when_it_fails_too_the_call_is_reported_failed
     plan_calls(with_fallback)
     with_fallback.refresh_from_db()
     call = Call.objects.filter(campaign=with_fallback).first()
-    fail_calls_for_audio(call.audio_id, "first failure")
-    fail_calls_for_audio(with_fallback.fallback_audio_id, "the generic clip failed too")
+    audio_failed(call.audio_id, "first failure")
+    audio_failed(with_fallback.fallback_audio_id, "the generic clip failed too")
     call.refresh_from_db()
     assert (call.state, call.used_fallback) == (Call.State.FAILED, True)
     assert "generic clip failed too" in call.error

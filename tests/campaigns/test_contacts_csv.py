@@ -486,7 +486,7 @@ def test_giant_unclosed_value_is_a_file_error_with_its_line():
 
 @pytest.mark.django_db
 def test_a_number_spanning_several_zones_takes_the_lists_default_zone():
-    from campaigns.actions import import_contacts
+    from campaigns.contacts import import_contacts
     from campaigns.models import ContactList
 
     data = b"phone,name\n+61412345678,Ava\n"  # an Australian mobile: any of eight zones

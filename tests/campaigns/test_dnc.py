@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from campaigns import dnc
-from campaigns.actions import add_numbers_to_do_not_call, add_to_do_not_call
+from campaigns.lifecycle import add_to_do_not_call, do_not_call
 from campaigns.models import Call, CallAttempt, Campaign, DoNotCall
 from telephony import outcomes
 
@@ -135,7 +135,7 @@ def test_many_numbers_at_once(campaigns):
     add_to_do_not_call("+8613900000007", reason="before", source="admin")
     waiting = call_for(campaigns[0], PHONE, Call.State.RENDERING)
 
-    result = add_numbers_to_do_not_call({**phones, PHONE: "x"}, source="import")
+    result = do_not_call({**phones, PHONE: "x"}, source="import")
 
     assert len(result.added) == 1234 and "+8613900000007" not in result.added
     assert DoNotCall.objects.count() == 1235

@@ -5,9 +5,12 @@ from collections import Counter
 import pytest
 
 from campaigns import stats
-from campaigns.actions import LaunchError, launch_campaign, pick_variant, plan_calls
+from campaigns.launch import LaunchError, launch_campaign
 from campaigns.models import Call, Campaign, DoNotCall
+from campaigns.planning import pick_variant, plan_calls
+from campaigns.waiting import Waiting
 from synthesis.models import RenderedAudio
+from voices.actions import revoke_consent
 from voices.models import SpeakerConsent, Voice
 
 pytestmark = pytest.mark.django_db
@@ -177,8 +180,6 @@ def test_launch_refuses_a_bad_script(make_campaign):
 
 
 def test_revoking_consent_pauses_campaigns_using_the_voice(make_campaign):
-    from voices.actions import revoke_consent
-
     campaign = make_campaign(2)
     voice = campaign.variants.first().voice
     consent = SpeakerConsent.objects.create(voice=voice, speaker_name="李娜", signed_on="2026-11-01", document="c.pdf")
@@ -190,10 +191,28 @@ def test_revoking_consent_pauses_campaigns_using_the_voice(make_campaign):
     assert revoke_consent(consent) == []  # already revoked: nothing more happens
 
 
+def test_a_campaign_paused_by_a_revoked_consent_says_why_on_the_waiting_page(make_campaign):
+    """Through the real revocation, not a row set up by hand: the pause names the consent, not staff."""
+    campaign = make_campaign(2)
+    launch_campaign(campaign)
+    campaign.calls.update(state=Call.State.READY)
+    voice = campaign.variants.first().voice
+    Voice.objects.filter(pk=voice.pk).update(engine=Voice.Engine.GPT_SOVITS, name="李娜的声音")
+    consent = SpeakerConsent.objects.create(voice=voice, speaker_name="李娜", signed_on="2026-11-01", document="c.pdf")
+
+    assert revoke_consent(consent) == [campaign.pk]
+
+    campaign.refresh_from_db()
+    reason = "paused automatically: the speaker's consent for voice '李娜的声音' was revoked"
+    assert (campaign.status, campaign.paused_reason) == (Campaign.Status.PAUSED, reason)
+    rows = Waiting(campaign).page()
+    assert [(row.reason.code, row.detail) for row in rows] == [("paused", reason)] * 2
+
+
 def test_a_bad_region_is_a_form_error_and_never_a_crash(db):
     from django.core.exceptions import ValidationError
 
-    from campaigns.actions import import_contacts
+    from campaigns.contacts import import_contacts
     from campaigns.models import ContactList
 
     contact_list = ContactList(name="lower", default_region="cn")

@@ -10,9 +10,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from campaigns import actions
-from campaigns.actions import launch_campaign, pick_variant, plan_calls
+from campaigns import planning
+from campaigns.launch import launch_campaign
 from campaigns.models import Call, Campaign, Contact, DoNotCall
+from campaigns.planning import pick_variant, plan_calls
 from campaigns.templating import MissingVariables, render_template
 from synthesis.actions import keyer_for
 from synthesis.engines import engine_version
@@ -80,7 +81,7 @@ def staged_insert_ran(queries: CaptureQueriesContext) -> bool:
 
 @pytest.mark.parametrize("text", [UNIQUE_TEXTS, SHARED_TEXTS])
 def test_planned_rows_follow_the_rules(make_campaign, monkeypatch, django_capture_on_commit_callbacks, text):
-    monkeypatch.setattr(actions, "PLAN_CHUNK", 7)  # several chunks, and the same audio in more than one
+    monkeypatch.setattr(planning, "PLAN_CHUNK", 7)  # several chunks, and the same audio in more than one
     campaign = make_campaign(40, text=text, weights=(2, 1), fields=_fields)
     DoNotCall.objects.create(phone="+8613800000003", source="admin")
     DoNotCall.objects.create(phone="+8613800000013", source="keypress")
@@ -114,7 +115,7 @@ def test_planned_rows_follow_the_rules(make_campaign, monkeypatch, django_captur
 
 
 def test_fast_path_writes_what_bulk_create_writes(make_campaign, monkeypatch, django_capture_on_commit_callbacks):
-    monkeypatch.setattr(actions, "PLAN_CHUNK", 9)
+    monkeypatch.setattr(planning, "PLAN_CHUNK", 9)
     campaign = make_campaign(30, text=SHARED_TEXTS, fields=_fields)
     DoNotCall.objects.create(phone="+8613800000005", source="admin")
 
@@ -134,7 +135,7 @@ def test_fast_path_writes_what_bulk_create_writes(make_campaign, monkeypatch, dj
 
     with django_capture_on_commit_callbacks(execute=False):
         with monkeypatch.context() as m:
-            m.setattr(actions, "_CopyWriter", actions._BulkWriter)  # bulk_create on every database
+            m.setattr(planning, "CopyWriter", planning.BulkWriter)  # bulk_create on every database
             plan_calls(campaign)
         by_bulk_create = snapshot()
         Call.objects.filter(campaign=campaign).delete()

@@ -13,7 +13,7 @@ import pytest
 from django.urls import reverse
 
 from campaigns import reports
-from campaigns.actions import rebuild_call_facts
+from campaigns.lifecycle import rebuild_call_facts
 from campaigns.models import Call, CallAttempt, Campaign, Contact, ContactList, ScriptTemplate, Variant
 from telephony.models import TelephonyAccount
 from tests.campaigns.direct_sql import heatmap_counts, variant_counts

@@ -5,8 +5,10 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 from django.utils import timezone
 
-from campaigns.actions import launch_campaign, requeue_stale_dialing, sweep
 from campaigns.demo import zone_where_hour_is
+from campaigns.dialer import sweep
+from campaigns.launch import launch_campaign
+from campaigns.lifecycle import release_stale_claims
 from campaigns.models import Call, Campaign
 from campaigns.windows import is_open
 
@@ -97,5 +99,5 @@ def test_stale_claims_without_an_attempt_go_back_to_ready(make_campaign):
     _ready(campaign)
     sweep()
     later = timezone.now() + timedelta(hours=1)
-    assert requeue_stale_dialing(now=later) == 2
+    assert release_stale_claims(now=later) == 2
     assert set(campaign.calls.values_list("state", flat=True)) == {Call.State.READY}

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.db.models import Q
 from django.urls import reverse
 
-from campaigns.actions import launch_campaign
+from campaigns.launch import launch_campaign
 from campaigns.models import Call, Campaign, DoNotCall
 from campaigns.waiting import REASONS, Waiting
 
@@ -63,7 +63,7 @@ def test_each_reason_appears_for_a_call_in_that_situation(campaign, settings):
         _set(next(calls), state=Call.State.DONE, outcome=Call.Outcome.DO_NOT_CALL): "do_not_call",
         _set(next(calls), state=Call.State.DONE, outcome="no_consent"): "no_consent",
         _set(next(calls), state=Call.State.RENDERING): "rendering",
-        _set(next(calls), error="number reached its daily cap (3 calls in 24 h)", attempts_made=1,
+        _set(next(calls), hold=Call.Hold.NUMBER_CAP, attempts_made=1,
              next_attempt_at=NOW + timedelta(hours=3)): "daily_cap",
         _set(next(calls), attempts_made=1, next_attempt_at=datetime(2026, 6, 10, 1, 15, tzinfo=UTC)): "retry",
         _set(next(calls), next_attempt_at=NOW + timedelta(days=1)): "scheduled",
@@ -140,7 +140,8 @@ def _scatter(campaign: Campaign, seed: int) -> None:
             "timezone": rng.choice(zones),
             "attempts_made": rng.choice([0, 0, 1, 2]),
             "next_attempt_at": NOW + timedelta(minutes=rng.choice([-60, -1, 0, 1, 90, 2000])),
-            "error": rng.choice(["", "", "per-number daily cap", "render failed"]),
+            "error": rng.choice(["", "", "render failed"]),
+            "hold": rng.choice(["", "", Call.Hold.NUMBER_CAP]),
             "outcome": rng.choice(["", Call.Outcome.DO_NOT_CALL, "no_consent", Call.Outcome.ANSWERED]),
         }
         _set(call, **fields)
@@ -176,7 +177,7 @@ def _direct(campaign: Campaign) -> dict[str, set[int]]:
         "no_consent": take(calls.filter(state=S.DONE, outcome="no_consent")),
         "campaign_over": take(calls.filter(state=S.CANCELLED)),
         "rendering": take(calls.filter(state=S.RENDERING)),
-        "daily_cap": take(later.filter(error__icontains="daily cap")),
+        "daily_cap": take(later.filter(hold=Call.Hold.NUMBER_CAP)),
         "retry": take(later.filter(attempts_made__gt=0)),
         "scheduled": take(later),
         "unknown_zone": take(due.filter(timezone="Not/AZone")),

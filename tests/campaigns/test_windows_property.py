@@ -22,8 +22,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from campaigns import windows
-from campaigns.actions import LaunchError, check_launchable, launch_campaign, sweep
 from campaigns.demo import zone_where_hour_is
+from campaigns.dialer import sweep
+from campaigns.launch import LaunchError, check_launchable, launch_campaign
 from campaigns.models import Call, Campaign
 from campaigns.windows import CallingWindow, calling_window, known_zones
 

@@ -12,8 +12,9 @@ from datetime import timedelta
 
 import pytest
 
-from campaigns.actions import launch_campaign, sweep
 from campaigns.demo import seed_demo
+from campaigns.dialer import sweep
+from campaigns.launch import launch_campaign
 from campaigns.models import Call, CallAttempt, Campaign
 from campaigns.reports import campaign_report
 from sandbox.twilio import TwilioSandbox

@@ -34,7 +34,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from campaigns.actions import launch_campaign, requeue_stale_dialing, sweep
+from campaigns.dialer import sweep
+from campaigns.launch import launch_campaign
+from campaigns.lifecycle import release_stale_claims
 from campaigns.models import Call, CallAttempt, Campaign
 from herald.celery import app as celery_app
 from sandbox.twilio import TwilioSandbox
@@ -237,7 +239,7 @@ def run_to_completion(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         workers.supervise()
-        for step in (sweep, requeue_stale_dialing, settle_silent_attempts):
+        for step in (sweep, release_stale_claims, settle_silent_attempts):
             try:
                 step()
             except Exception as exc:  # Redis down: beat's task would fail the same way, and run again

@@ -22,8 +22,9 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from campaigns.actions import launch_campaign, sweep
 from campaigns.demo import daytime_zone
+from campaigns.dialer import sweep
+from campaigns.launch import launch_campaign
 from campaigns.models import (
     Call,
     CallAttempt,

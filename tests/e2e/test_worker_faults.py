@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from campaigns.actions import launch_campaign
+from campaigns.launch import launch_campaign
 from campaigns.models import Call
 from campaigns.tasks import housekeeping
 from synthesis.actions import audio_paths

@@ -34,7 +34,7 @@ def test_a_hint_changes_how_a_value_is_read():
 
 @pytest.mark.django_db
 def test_planning_carries_hints_into_the_render_key_and_text(make_campaign):
-    from campaigns.actions import launch_campaign
+    from campaigns.launch import launch_campaign
     from synthesis.models import RenderedAudio
 
     plain = make_campaign(1, text="订单{order_id}明天到")

@@ -45,7 +45,7 @@ def test_launch_is_refused_until_the_frontend_models_are_configured(monkeypatch)
 
 @pytest.mark.django_db
 def test_a_cloned_voice_renders_campaign_audio(configured, reference_clip, make_campaign, settings, tmp_path):
-    from campaigns.actions import launch_campaign
+    from campaigns.launch import launch_campaign
     from campaigns.models import Call
     from synthesis import actions
     from synthesis.models import RenderedAudio

@@ -84,7 +84,7 @@ def _cloned_voice(voice, reference_clip, **files):
 
 
 def _render_campaign(campaign) -> list[str]:
-    from campaigns.actions import launch_campaign
+    from campaigns.launch import launch_campaign
     from campaigns.models import Call
     from synthesis import actions
     from synthesis.models import RenderedAudio
@@ -170,7 +170,7 @@ def test_the_base_directory_names_each_missing_or_altered_file(base, tmp_path):
 def test_an_instant_voice_without_base_models_is_refused_at_launch_and_render(
     configured, reference_clip, make_campaign, settings, tmp_path, monkeypatch
 ):
-    from campaigns.actions import LaunchError, launch_campaign
+    from campaigns.launch import LaunchError, launch_campaign
     from synthesis import actions
     from voices.models import Voice
 

@@ -11,7 +11,7 @@ import soundfile as sf
 from django.conf import settings
 from django.utils import timezone
 
-from campaigns.actions import launch_campaign
+from campaigns.launch import launch_campaign
 from campaigns.models import Call
 from synthesis import actions
 from synthesis.models import RenderedAudio

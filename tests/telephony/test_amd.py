@@ -11,14 +11,10 @@ from urllib.parse import urlencode
 import pytest
 from django.urls import reverse
 
-from campaigns.actions import (
-    LaunchError,
-    check_compliance,
-    fail_calls_for_audio,
-    mark_calls_ready,
-    plan_calls,
-)
+from campaigns.launch import LaunchError, check_compliance
+from campaigns.lifecycle import audio_failed, audio_ready
 from campaigns.models import Call, CallAttempt, Campaign, ScriptTemplate
+from campaigns.planning import plan_calls
 from synthesis.models import RenderedAudio
 from telephony.actions import place_call
 from telephony.models import ProviderEvent
@@ -215,12 +211,12 @@ def test_a_call_is_ready_only_when_both_clips_are(make_campaign):
     call = Call.objects.get(campaign=campaign)
 
     RenderedAudio.objects.filter(render_key=call.audio_id).update(state=RenderedAudio.State.READY)
-    mark_calls_ready(call.audio_id)
+    audio_ready(call.audio_id)
     call.refresh_from_db()
     assert call.state == Call.State.RENDERING  # the voicemail clip is still rendering
 
     RenderedAudio.objects.filter(render_key=call.voicemail_audio_id).update(state=RenderedAudio.State.READY)
-    mark_calls_ready(call.voicemail_audio_id)
+    audio_ready(call.voicemail_audio_id)
     call.refresh_from_db()
     assert call.state == Call.State.READY
 
@@ -232,7 +228,7 @@ def test_a_failed_voicemail_clip_costs_only_the_voicemail(make_campaign):
     call = Call.objects.get(campaign=campaign)
     RenderedAudio.objects.filter(render_key=call.audio_id).update(state=RenderedAudio.State.READY)
 
-    fail_calls_for_audio(call.voicemail_audio_id, "engine crashed")
+    audio_failed(call.voicemail_audio_id, "engine crashed")
 
     call.refresh_from_db()
     assert call.state == Call.State.READY and call.voicemail_audio is None

@@ -6,10 +6,11 @@ import itertools
 
 import pytest
 
-from campaigns.actions import pause_campaign, resume_campaign
+from campaigns import lifecycle
 from campaigns.models import Call, CallAttempt, Campaign
 from telephony import outcomes
-from telephony.providers.sip import ending_for, record_ending
+from telephony.outcomes import record_ending
+from telephony.providers.sip import ending_for
 from telephony.sip import types as sip
 
 pytestmark = pytest.mark.django_db
@@ -131,7 +132,7 @@ def test_zero_turns_it_off(campaign, ends):
 
 
 def test_a_campaign_paused_by_staff_keeps_its_state_and_no_reason_is_invented(breaker, ends, campaign):
-    assert pause_campaign(campaign)
+    assert lifecycle.pause(campaign)
 
     campaign = ends(*[SERVER_ERROR] * 4)
 
@@ -156,17 +157,17 @@ def test_resume_is_one_click_and_clears_the_reason(breaker, ends):
     campaign = ends(OK, OK, SERVER_ERROR, SERVER_ERROR)
     assert campaign.status == Campaign.Status.PAUSED
 
-    assert resume_campaign(campaign)
+    assert lifecycle.resume(campaign)
 
     assert (campaign.status, campaign.paused_reason) == (Campaign.Status.RUNNING, "")
     campaign.refresh_from_db()
     assert (campaign.status, campaign.paused_reason) == (Campaign.Status.RUNNING, "")
-    assert not resume_campaign(campaign)  # not paused any more
+    assert not lifecycle.resume(campaign)  # not paused any more
 
 
 def test_after_a_resume_successes_pass_and_a_failure_reopens_it(breaker, ends):
     ends(OK, OK, SERVER_ERROR, SERVER_ERROR)
-    resume_campaign(Campaign.objects.get())
+    lifecycle.resume(Campaign.objects.get())
 
     # Calls answered after the resume do not pause it again, although the old failures are still in the window.
     campaign = ends(OK)
@@ -179,7 +180,7 @@ def test_after_a_resume_successes_pass_and_a_failure_reopens_it(breaker, ends):
 
 def test_after_a_resume_enough_successes_push_the_old_failures_out(breaker, ends):
     ends(OK, OK, SERVER_ERROR, SERVER_ERROR)
-    resume_campaign(Campaign.objects.get())
+    lifecycle.resume(Campaign.objects.get())
 
     campaign = ends(OK, OK, OK, SERVER_ERROR)  # last four: OK OK OK failure
 
@@ -198,7 +199,7 @@ def test_a_late_duplicate_failure_does_not_pause_twice_or_change_the_reason(brea
     campaign = ends(OK, OK, SERVER_ERROR, SERVER_ERROR)
     reason = campaign.paused_reason
 
-    assert not outcomes.check_breaker(campaign)
+    assert not lifecycle.attempt_settled(campaign, provider_failure=True)
     campaign.refresh_from_db()
     assert campaign.paused_reason == reason
 

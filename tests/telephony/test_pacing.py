@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from campaigns.demo import daytime_zone
 from campaigns.models import Call, CallAttempt, Campaign, Contact, ContactList, DoNotCall, Variant
+from campaigns.waiting import Waiting, admin_time
 from synthesis.models import RenderedAudio
 from telephony import outcomes, pacing
 from telephony.actions import place_call
@@ -440,6 +441,51 @@ def test_the_cap_is_a_setting(make_call, audio, limits, make_sandbox, unreachabl
     retry.refresh_from_db()
     assert retry.next_attempt_at == first.created_at + timedelta(hours=24)
     assert sandbox.calls() == []
+
+
+@pytest.mark.django_db
+def test_a_call_the_cap_holds_back_says_so_on_the_waiting_page(
+    make_call, audio, limits, make_sandbox, unreachable_public_url, settings
+):
+    """The real cap, not a row set up by hand: place_call holds the call, and Why waiting names the cap."""
+    make_sandbox()
+    limits()
+    settings.MAX_CALLS_PER_NUMBER_24H = 1
+    settings.TIME_ZONE = "UTC"
+    held = make_call(state=Call.State.DIALING, attempts_made=1, audio=audio, claimed_at=timezone.now())
+    (first,) = attempts_at(held, timedelta(hours=3))
+    retry_due = make_call(phone="+8613800000099", state=Call.State.READY, attempts_made=1, audio=audio)
+    Call.objects.filter(pk=retry_due.pk).update(next_attempt_at=timezone.now() + timedelta(hours=2))
+
+    assert place_call(held.pk) == "number cap"
+
+    held.refresh_from_db()
+    assert held.hold == Call.Hold.NUMBER_CAP
+    waiting = Waiting(held.campaign)
+    rows = {row.pk: row for row in waiting.page(limit=100)}
+    assert rows[held.pk].reason.code == "daily_cap"
+    next_try = admin_time(first.created_at + timedelta(hours=24), waiting.now)
+    assert rows[held.pk].detail == f"this number had its calls for 24 hours; next try at {next_try}"
+    assert rows[retry_due.pk].reason.code == "retry"  # an ordinary retry is not mistaken for the cap
+    assert {c.reason.code: c.calls for c in waiting.counts()}["daily_cap"] == 1
+
+
+@pytest.mark.django_db
+def test_a_call_dialled_after_the_cap_lifted_no_longer_shows_the_hold(make_call, audio, limits, make_sandbox,
+                                                                        unreachable_public_url, settings):
+    make_sandbox()
+    limits()
+    settings.MAX_CALLS_PER_NUMBER_24H = 1
+    call = make_call(state=Call.State.DIALING, attempts_made=1, audio=audio, claimed_at=timezone.now())
+    attempts_at(call, timedelta(hours=3))
+    assert place_call(call.pk) == "number cap"
+    settings.MAX_CALLS_PER_NUMBER_24H = 2  # the cap no longer holds it
+    Call.objects.filter(pk=call.pk).update(state=Call.State.DIALING, claimed_at=timezone.now())
+
+    assert place_call(call.pk) == "placed"
+
+    call.refresh_from_db()
+    assert (call.state, call.hold, call.attempts_made) == (Call.State.IN_PROGRESS, "", 2)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -9,8 +9,10 @@ import pytest
 from django.utils import timezone
 
 from campaigns.models import Call, CallAttempt, Campaign
+from campaigns.policy import retry_delay_for, validate_retry_policy
 from telephony import outcomes
-from telephony.providers.sip import ending_for, record_ending
+from telephony.outcomes import record_ending
+from telephony.providers.sip import ending_for
 from telephony.sip import types as sip
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +51,7 @@ def end(attempt: CallAttempt, status: str, **fields) -> Call:
     [{}, {"busy": 10}, {"busy": 0, "no_answer": 2.5, "failed": 15, "machine": None}, {"machine": 1440}],
 )
 def test_valid_policies_pass(policy):
-    outcomes.validate_retry_policy(policy)
+    validate_retry_policy(policy)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +70,7 @@ def test_valid_policies_pass(policy):
 )
 def test_bad_policies_are_refused_with_a_clear_message(policy, message):
     with pytest.raises(ValueError, match="retry policy") as caught:
-        outcomes.validate_retry_policy(policy)
+        validate_retry_policy(policy)
     assert message in str(caught.value)
 
 
@@ -229,7 +231,7 @@ def test_jitter_spreads_delays_within_its_bounds(campaign, jitter):
     campaign.retry_jitter = jitter
     campaign.retry_policy = {"busy": 20}
     base = 20 * 60
-    samples = [outcomes.retry_delay_for(campaign, "busy").total_seconds() for _ in range(4000)]
+    samples = [retry_delay_for(campaign, "busy").total_seconds() for _ in range(4000)]
 
     low, high = base * (1 - jitter / 100), base * (1 + jitter / 100)
     assert low <= min(samples) and max(samples) <= high
@@ -242,7 +244,7 @@ def test_jitter_spreads_delays_within_its_bounds(campaign, jitter):
 
 def test_jitter_applies_to_the_default_delay_too(campaign):
     campaign.retry_jitter = 20
-    samples = [outcomes.retry_delay_for(campaign, "no_answer") for _ in range(500)]
+    samples = [retry_delay_for(campaign, "no_answer") for _ in range(500)]
 
     assert min(samples) >= campaign.retry_delay * 0.8 and max(samples) <= campaign.retry_delay * 1.2
     assert max(samples) - min(samples) > campaign.retry_delay * 0.3
@@ -251,7 +253,7 @@ def test_jitter_applies_to_the_default_delay_too(campaign):
 def test_without_jitter_the_delay_is_exact(campaign):
     campaign.retry_jitter = 0
 
-    assert {outcomes.retry_delay_for(campaign, "busy") for _ in range(50)} == {campaign.retry_delay}
+    assert {retry_delay_for(campaign, "busy") for _ in range(50)} == {campaign.retry_delay}
 
 
 def test_a_retried_call_is_scheduled_within_the_jitter(campaign, make_call):

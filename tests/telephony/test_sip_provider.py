@@ -26,6 +26,7 @@ from campaigns.models import Call, CallAttempt, DoNotCall
 from campaigns.reports import campaign_report
 from synthesis.audio import Waveform, read_mulaw_wav, write_mulaw_wav
 from synthesis.models import RenderedAudio
+from telephony import outcomes
 from telephony.actions import place_call, settle_silent_attempts
 from telephony.credentials import auth_token
 from telephony.forms import TelephonyAccountForm
@@ -259,7 +260,7 @@ def test_the_user_agent_gets_the_trunk_credentials_clip_and_twilio_gather(ua, cl
 
 def test_from_host_defaults_to_the_trunk_and_ipv6_hosts_are_bracketed(account, tmp_path, audio, settings):
     account.sip_domain, account.sip_host = "", "2001:db8::5"
-    dial = Dial(attempt_id=1, to=PHONE, caller_id=CALLER_ID, audio_url="", status_url="", gather_url="",
+    dial = Dial(attempt_id=1, to=PHONE, caller_id=CALLER_ID, audio_url="",
                 audio_path=str(Path(settings.MEDIA_ROOT) / audio.telephony_file))
     spec = SipProvider(account).call_spec(dial, "abc")
     assert spec.to == f"sip:{PHONE}@[2001:db8::5]:5070"
@@ -336,7 +337,7 @@ def test_an_end_that_cannot_be_written_is_handed_over_by_fetch(ua, claimed, acco
     def broken(attempt_id, ending):
         raise RuntimeError("database is down")
 
-    monkeypatch.setattr(sip_provider, "record_ending", broken)
+    monkeypatch.setattr(outcomes, "record_ending", broken)
     monkeypatch.setattr(sip_provider, "RECORD_TRIES", 1)
     ua.result = refused(sip.BUSY, 486, "Busy Here")
 
@@ -401,7 +402,7 @@ def test_silent_sip_attempts_are_settled_once_no_call_can_still_be_running(
 
 
 def test_a_trunk_that_admits_by_ip_needs_no_password_to_launch(account, campaign, make_call, audio):
-    from campaigns.actions import LaunchError, check_launchable
+    from campaigns.launch import LaunchError, check_launchable
 
     make_call(audio=audio)  # the list needs a contact
 

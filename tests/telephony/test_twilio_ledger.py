@@ -85,7 +85,7 @@ def later(seconds: float):
 
 
 def dial_for(to: str = PHONE, caller_id: str = CALLER_ID) -> Dial:
-    return Dial(attempt_id=1, to=to, caller_id=caller_id, audio_url="", status_url="", gather_url="")
+    return Dial(attempt_id=1, to=to, caller_id=caller_id, audio_url="")
 
 
 def test_find_lists_calls_to_the_number_from_our_caller_id_in_the_attempts_time(

@@ -16,8 +16,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from campaigns.actions import launch_campaign
 from campaigns.demo import seed_demo
+from campaigns.launch import launch_campaign
 from campaigns.models import Call, Campaign
 from campaigns.reports import METRICS, campaign_report, progress
 from synthesis.models import RenderedAudio

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from campaigns.actions import rebuild_call_facts
+from campaigns.lifecycle import rebuild_call_facts
 from campaigns.models import Call
 
 

@@ -1,0 +1,119 @@
+"""Phone numbers, the one place they are parsed: as people type them and as spreadsheets mangle them.
+
+Pure (phonenumbers only): contact and do-not-call CSVs, the admin's forms and the launch checks use it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import phonenumbers
+from phonenumbers import PhoneNumberFormat, ValidationResult, geocoder
+from phonenumbers import timezone as pn_timezone
+
+PhoneNumber = phonenumbers.PhoneNumber
+
+_SCIENTIFIC = re.compile(r"[+-]?\d+(?:\.\d*)?[eE][+-]?\d+")
+_EXCEL_FLOAT = re.compile(r"\+?\d+\.0+")
+_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212().·]+")
+_DIGITS_ONLY = re.compile(r"\+?\d+")
+_DIGIT_RUN = re.compile(r"\d{7,}")
+
+_PARSE_ERRORS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "{v} does not start with a known country code",
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "{v} is not a phone number",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "{v} is too short to be a phone number",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "{v} is too short to be a phone number",
+    phonenumbers.NumberParseException.TOO_LONG: "{v} is too long to be a phone number",
+}
+
+
+def _country(numobj: phonenumbers.PhoneNumber) -> str:
+    try:
+        name = geocoder.country_name_for_number(numobj, "en")
+    except Exception:  # pragma: no cover - geodata is part of phonenumbers
+        name = ""
+    if name:
+        return name
+    region = phonenumbers.region_code_for_country_code(numobj.country_code)
+    return region if region and region != "ZZ" else f"+{numobj.country_code}"
+
+
+def parse_phone(value: str, region: str | None) -> tuple[phonenumbers.PhoneNumber | None, str]:
+    """A number as people write it (full-width digits, separators, Excel's damage) read in `region` (None: it
+    must carry its country code): (number, "") or (None, the reason in words staff understand)."""
+    shown = f'"{value}"'
+    v = unicodedata.normalize("NFKC", value).strip()  # full-width digits/+/brackets → ASCII
+    if v.startswith("'"):  # Excel's "treat as text" marker
+        v = v[1:].strip()
+    if not v:
+        return None, "the phone number is empty"
+    compact_ws = re.sub(r"\s+", "", v)
+    if _SCIENTIFIC.fullmatch(compact_ws):
+        return None, (
+            f"the phone number {shown} was turned into scientific notation by Excel, so some of its "
+            "digits were lost; format the phone column as Text in Excel, re-enter the number and export again"
+        )
+    if _EXCEL_FLOAT.fullmatch(compact_ws):  # 13800138000.0: Excel stored the number as a float
+        compact_ws = compact_ws.split(".", 1)[0]
+    compact = _SEPARATORS.sub("", compact_ws)
+    if not _DIGITS_ONLY.fullmatch(compact):
+        if len(_DIGIT_RUN.findall(v)) >= 2:
+            return None, f"{shown} looks like more than one phone number; put one number per row"
+        return None, f"{shown} is not a phone number (it contains characters other than digits)"
+    try:
+        num = phonenumbers.parse(compact, region)
+    except phonenumbers.NumberParseException as exc:
+        template = _PARSE_ERRORS.get(exc.error_type, "{v} is not a phone number")
+        reason = template.format(v=shown)
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE and not region:
+            reason += " (numbers without a country code need a default region)"
+        return None, reason
+
+    possible = phonenumbers.is_possible_number_with_reason(num)
+    if possible != ValidationResult.IS_POSSIBLE:
+        country = _country(num)
+        if possible == ValidationResult.TOO_SHORT:
+            return None, f"the phone number {shown} is too short for a {country} number (digits are missing)"
+        if possible == ValidationResult.TOO_LONG:
+            return None, f"the phone number {shown} is too long for a {country} number (it has extra digits)"
+        if possible == ValidationResult.INVALID_LENGTH:
+            return None, f"the phone number {shown} has the wrong number of digits for a {country} number"
+        if possible == ValidationResult.IS_POSSIBLE_LOCAL_ONLY:
+            return None, f"the phone number {shown} is missing its area code"
+        if possible == ValidationResult.INVALID_COUNTRY_CODE:
+            return None, f"the phone number {shown} does not start with a known country code"
+        return None, f"the phone number {shown} is not a possible phone number"
+    if not phonenumbers.is_valid_number(num):
+        return None, (
+            f"the phone number {shown} is not a valid {_country(num)} phone number; "
+            "check for wrong, missing or extra digits"
+        )
+    return num, ""
+
+
+def zones_for(num: phonenumbers.PhoneNumber) -> list[str]:
+    """The IANA zones the number's prefix lies in (several for a large country)."""
+    return [z for z in pn_timezone.time_zones_for_number(num) if z and z != "Etc/Unknown"]
+
+
+def e164(number: PhoneNumber) -> str:
+    return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+
+
+def to_e164(value: str, region: str | None) -> str:
+    """E.164 form of a number, or ValueError with the reason."""
+    number, why = parse_phone(value, region)
+    if number is None:
+        raise ValueError(why)
+    return e164(number)
+
+
+def is_region(code: str) -> bool:
+    """An ISO country code phonenumbers knows (CN, US, GB…; capitals only)."""
+    return code in phonenumbers.SUPPORTED_REGIONS
+
+
+def regions() -> list[str]:
+    return sorted(phonenumbers.SUPPORTED_REGIONS)
