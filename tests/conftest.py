@@ -1,4 +1,4 @@
-"""Shared fixtures: real Celery worker processes over Redis, the Twilio sandbox, demo-shaped data."""
+"""Shared fixtures: real Celery worker processes over Redis, the Twilio sandbox, demo-shaped data; strict mode."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from campaigns.demo import daytime_zone
 from campaigns.models import Campaign, Contact, ContactList, ScriptTemplate, Variant
 from telephony.actions import set_auth_token
 from telephony.models import TelephonyAccount
+from tests.strict import pytest_configure  # noqa: F401  (strict mode: HERALD_STRICT_TESTS=1 fails skips)
 from voices.models import Voice
 
 ROOT = Path(__file__).resolve().parent.parent
