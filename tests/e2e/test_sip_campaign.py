@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import re
 import secrets
-import time
 from collections import Counter
 from datetime import time as clock_time
 from datetime import timedelta
@@ -39,6 +38,7 @@ from synthesis.audio import read_mulaw_wav
 from telephony.actions import set_auth_token
 from telephony.models import TelephonyAccount
 from tests.sipp import SCENARIOS, Sipp
+from tests.wait import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 CALLER_ID = "+862161234567"
@@ -77,15 +77,16 @@ def sip_campaign(name: str, uas: Sipp, phones: list[str], voices, password: str,
 
 
 def run_to_completion(campaigns: list[Campaign], worker, timeout: float = 150) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sweep()
-        if all(Campaign.objects.get(pk=c.pk).status == Campaign.Status.COMPLETED for c in campaigns):
-            return
+    def completed() -> bool:
+        sweep()  # what beat does every SWEEP_INTERVAL
         assert worker.poll() is None, worker.log_path.read_text()[-3000:]
-        time.sleep(0.3)
-    states = {c.name: Counter(c.calls.values_list("state", flat=True)) for c in campaigns}
-    raise AssertionError(f"campaigns did not complete: {states}\n{worker.log_path.read_text()[-5000:]}")
+        return all(Campaign.objects.get(pk=c.pk).status == Campaign.Status.COMPLETED for c in campaigns)
+
+    def states() -> str:
+        states = {c.name: Counter(c.calls.values_list("state", flat=True)) for c in campaigns}
+        return f"the campaigns to complete: {states}\n{worker.log_path.read_text()[-5000:]}"
+
+    wait_until(completed, states, timeout=timeout, interval=0.3)
 
 
 def sipp_done(uas: Sipp) -> None:

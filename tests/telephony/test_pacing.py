@@ -30,6 +30,7 @@ from telephony.actions import place_call
 from telephony.models import TelephonyAccount
 from tests.telephony.conftest import CALLER_ID, PHONE, closed_port_url
 from tests.telephony.test_place_call import place_from_two_workers_at_once
+from tests.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -131,9 +132,9 @@ def test_a_lease_runs_out_unless_renewed(store, monkeypatch):
     pacing.acquire_dial(account, "kept.1")
     pacing.acquire_dial(account, "lapsed.1")
 
-    time.sleep(0.2)
+    time.sleep(0.2)  # on purpose: half of both leases goes by, then only one is renewed
     assert pacing.renew(account, "kept.1", seconds=1.0)
-    time.sleep(0.4)
+    time.sleep(0.4)  # on purpose: past the unrenewed lease's end (0.4 s), well inside the renewed one's (1.2 s)
 
     assert pacing.in_use(account) == 1  # lapsed.1 ran out; kept.1 was renewed
     pacing.release(account, "kept.1")
@@ -153,7 +154,7 @@ created = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(sys.argv
 account = TelephonyAccount(pk=int(sys.argv[2]), created_at=created, calls_per_second=1000, max_concurrent_calls=1)
 grant = pacing.acquire_dial(account, "crashing.1", keep_alive_for=600)
 print("held" if isinstance(grant, pacing.Grant) else grant, flush=True)
-time.sleep(600)
+time.sleep(600)  # a call in progress, until the test kills this process
 """
 
 
@@ -178,14 +179,13 @@ def test_a_crashed_workers_channel_comes_back_after_its_lease(store, settings):
         while time.monotonic() < alive_until:
             refused = pacing.acquire_dial(account, "survivor.1")
             assert isinstance(refused, pacing.Refusal) and refused.reason == "channels"
-            time.sleep(0.1)
+            time.sleep(0.1)  # on purpose: keep asking for longer than one lease (1.6 s > 1 s)
 
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         killed = time.monotonic()
-        while not isinstance(pacing.acquire_dial(account, "survivor.1"), pacing.Grant):
-            assert time.monotonic() - killed < 3, "the dead worker's channel never came back"
-            time.sleep(0.05)
+        wait_until(lambda: isinstance(pacing.acquire_dial(account, "survivor.1"), pacing.Grant),
+                   "the dead worker's channel to come back", timeout=3, interval=0.05)
         assert time.monotonic() - killed <= 1.3  # at most one lease (1 s) after the last renewal
     finally:
         if worker.poll() is None:
