@@ -56,7 +56,10 @@ bench: install-test
 	$(PY) bench/gptsovits.py --version v2ProPlus
 	$(PY) bench/frontend.py
 	$(PY) bench/sip_load.py
+	$(PY) bench/sip_timers.py
 	$(PY) bench/pacing.py
+	$(PY) bench/pacing.py --store file
+	$(PY) bench/pacing.py --lease-recovery
 
 clean:
 	rm -rf var/test var/demo-logs

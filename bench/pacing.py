@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pacing.py                       # 60 s at 10 CPS, 4 workers, Redis
     .venv/bin/python bench/pacing.py --store file          # the embedded fallback (locked state file)
+    .venv/bin/python bench/pacing.py --lease-recovery      # how soon a killed worker's channel comes back
 
 Each worker is its own process and runs the limiter path place_call runs: `pacing.acquire_dial` (a channel
 lease, then a slot, sleeping until it), then "dials" by reading its clock, then releases the channel. A
@@ -15,6 +16,13 @@ Figures, from the dial times of all workers together: the most dials in any one-
 not just whole seconds), the average rate over the run and its ratio to the target, and the smallest gap
 between two dials. Targets: never more than --cps in any window; the average within 2% of --cps (slots are
 SPACING_MARGIN = 1% further apart than 1/cps, so expect about 0.99). The last line is one JSON object.
+
+--lease-recovery: a worker process takes the account's only channel as a SIP call does (a short lease of
+--lease seconds that it renews every third of that), holds it for --hold seconds while this process keeps
+asking for the channel (every ask must be refused: only the renewals keep the lease), and is killed with
+SIGKILL; this process then asks every 5 ms until it gets the channel. Figures: the asks refused and granted
+while the worker lived, and the time from the kill to the grant. Targets: none granted while it lived; the
+channel back within one lease of the kill (it runs out at most --lease after the last renewal).
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,6 +168,71 @@ def run(
     }
 
 
+def holder(args: argparse.Namespace) -> None:
+    """One process holding the account's only channel like a SIP call, renewing its lease, until it is killed."""
+    _setup_django(args.redis_url, args.var_dir)
+    from telephony import pacing
+
+    pacing.LEASE_SECONDS = args.lease  # the renewer renews every third of it
+    account = _account(args.account, args.created_us, 1000.0, 1)
+    grant = pacing.acquire_dial(account, "holder.1", keep_alive_for=3600)
+    print("held" if isinstance(grant, pacing.Grant) else f"not held: {grant}", flush=True)
+    threading.Event().wait()  # a call in progress, until the bench kills this process
+
+
+def lease_recovery(*, store: str, redis_url: str, lease: float, hold: float) -> dict:
+    """Kill a process that holds the only channel; return how soon the channel came back, and what was granted."""
+    var_dir = tempfile.mkdtemp(prefix="herald-bench-pacing-")
+    _setup_django(redis_url if store == "redis" else "", var_dir)
+    from telephony import pacing
+
+    now_us = time.time_ns() // 1000
+    account_id = 900_000_000 + now_us % 100_000_000  # a key no real account has
+    account = _account(account_id, now_us, 1000.0, 1)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--holder", "--account", str(account_id), "--created-us", str(now_us),
+         "--lease", str(lease), "--var-dir", var_dir, "--redis-url", redis_url if store == "redis" else ""],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if line != "held":
+            raise RuntimeError(f"the holding worker did not take the channel (said {line!r}, exit {proc.poll()})")
+        refused = granted = 0
+        until = time.monotonic() + hold
+        while time.monotonic() < until:
+            if isinstance(pacing.acquire_dial(account, "bench.1", wait=0), pacing.Grant):
+                granted += 1
+                pacing.release(account, "bench.1")
+            else:
+                refused += 1
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed = time.monotonic()
+        while not isinstance(pacing.acquire_dial(account, "bench.1", wait=0), pacing.Grant):
+            if time.monotonic() - killed > 10 * lease + 10:
+                raise RuntimeError("the killed worker's channel never came back")
+            time.sleep(0.005)
+        back = time.monotonic() - killed
+        pacing.release(account, "bench.1")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    return {
+        "mode": "lease_recovery",
+        "store": store,
+        "lease_seconds": lease,
+        "held_seconds": hold,
+        "refused_while_held": refused,
+        "granted_while_held": granted,
+        "back_after_kill_ms": round(back * 1000, 1),
+        "within_one_lease": back <= lease,
+    }
+
+
 def _default_redis() -> str:
     broker = os.environ.get("CELERY_BROKER_URL", "")
     return (
@@ -176,7 +251,11 @@ def main() -> None:
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--wait", type=float, default=None, help="longest sleep for a slot (pacing.DIAL_WAIT)")
     parser.add_argument("--channels", type=int, default=1000, help="channels of the account (not the limit here)")
+    parser.add_argument("--lease-recovery", action="store_true", help="time a killed worker's channel coming back")
+    parser.add_argument("--lease", type=float, default=1.0, help="--lease-recovery: the renewed lease, seconds")
+    parser.add_argument("--hold", type=float, default=3.0, help="--lease-recovery: seconds the worker holds it")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--holder", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--account", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--created-us", type=int, default=0, help=argparse.SUPPRESS)
@@ -185,8 +264,21 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if args.holder:
+        holder(args)
+        return
     redis_url = args.redis_url if args.redis_url is not None else _default_redis()
     where = redis_url if args.store == "redis" else "a locked state file"
+    if args.lease_recovery:
+        print(f"pacing lease recovery: lease {args.lease:g} s, held {args.hold:g} s, through {where}", flush=True)
+        figures = lease_recovery(store=args.store, redis_url=redis_url, lease=args.lease, hold=args.hold)
+        print(
+            f"while the worker lived: {figures['refused_while_held']} asks refused, "
+            f"{figures['granted_while_held']} granted (target 0); channel back {figures['back_after_kill_ms']} ms "
+            f"after the kill (target <= one lease, {args.lease * 1000:g} ms)"
+        )
+        print(json.dumps(figures))
+        return
     print(f"pacing: {args.workers} processes, {args.cps:g} CPS, {args.seconds:g} s, through {where}", flush=True)
     figures = run(
         seconds=args.seconds, cps=args.cps, workers=args.workers, store=args.store, redis_url=redis_url,

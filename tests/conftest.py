@@ -1,4 +1,4 @@
-"""Shared fixtures: real Celery worker processes over Redis, the Twilio sandbox, demo-shaped data."""
+"""Shared fixtures: real Celery worker processes over Redis, the Twilio sandbox, demo-shaped data; strict mode."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import time as clock_time
 from pathlib import Path
@@ -20,6 +19,8 @@ from campaigns.demo import daytime_zone
 from campaigns.models import Campaign, Contact, ContactList, ScriptTemplate, Variant
 from telephony.actions import set_auth_token
 from telephony.models import TelephonyAccount
+from tests.strict import pytest_configure  # noqa: F401  (strict mode: HERALD_STRICT_TESTS=1 fails skips)
+from tests.wait import wait_until
 from voices.models import Voice
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,12 +60,18 @@ def celery_worker(transactional_db, live_server, settings) -> Iterator[subproces
          "-n", f"test-{secrets.token_hex(3)}@%h", "--loglevel", "INFO"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
-    while "ready." not in log_path.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"celery worker did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited:\n{log_path.read_text(errors='replace')[-3000:]}")
+        return "ready." in log_path.read_text(errors="replace")
+
+    try:
+        wait_until(ready, lambda: f"the celery worker to start:\n{log_path.read_text(errors='replace')[-3000:]}",
+                   timeout=60, interval=0.2)
+    except BaseException:
+        proc.kill()
+        raise
     proc.log_path = log_path  # type: ignore[attr-defined]
     yield proc
     proc.terminate()

@@ -19,11 +19,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+
+from tests.wait import wait_until
 
 SCENARIOS = Path(__file__).resolve().parent / "telephony" / "sip" / "scenarios"
 PCAP_DIR = Path("/usr/share/sip-tester")  # the scenarios name these captures
@@ -180,22 +181,20 @@ class Sipp:
 
     def _wait_listening(self, startup_timeout: float) -> None:
         assert self.proc is not None
+        proc = self.proc
         table, state = ("udp", "07") if self.transport == "udp" else ("tcp", "0A")
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            code = self.proc.poll()
+
+        def listening() -> bool:
+            code = proc.poll()
             if code == BIND_FAILED:
                 raise _PortTaken
             if code is not None:
                 raise RuntimeError(f"sipp exited with {code} while starting\n{self.report()}")
             # sipp binds its SIP socket first, then the media sockets: once the media port is ours, both are.
-            if _bound_by(self.proc.pid, self.port, table, state) and _bound_by(
-                self.proc.pid, self.media_port, "udp", "07"
-            ):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sipp did not listen on {HOST}:{self.port} in {startup_timeout}s\n{self.report()}")
-            time.sleep(0.02)
+            return _bound_by(proc.pid, self.port, table, state) and _bound_by(proc.pid, self.media_port, "udp", "07")
+
+        wait_until(listening, lambda: f"sipp to listen on {HOST}:{self.port}\n{self.report()}",
+                   timeout=startup_timeout)
 
     def wait(self, timeout: float = 10.0) -> int:
         """sipp's exit status once its calls are done; kills it and raises SippTimeout if they are not."""

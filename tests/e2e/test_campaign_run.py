@@ -6,7 +6,6 @@ attempt, recorded every outcome the sandbox produced, and that the report counts
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from datetime import timedelta
 
@@ -21,21 +20,25 @@ from sandbox.twilio import TwilioSandbox
 from synthesis.models import RenderedAudio
 from telephony.models import ProviderEvent
 from tests.campaigns.direct_sql import variant_counts
+from tests.wait import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def _run_to_completion(campaign: Campaign, sandbox: TwilioSandbox, worker, timeout: float = 150) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sweep()
+    def completed() -> bool:
+        sweep()  # what beat does every SWEEP_INTERVAL
         campaign.refresh_from_db()
         if campaign.status == Campaign.Status.COMPLETED:
-            return
+            return True
         assert worker.poll() is None, worker.log_path.read_text()[-3000:]
-        time.sleep(0.3)
-    states = Counter(campaign.calls.values_list("state", flat=True))
-    raise AssertionError(f"campaign did not complete: {states}\n{worker.log_path.read_text()[-3000:]}")
+        return False
+
+    def states() -> str:
+        states = Counter(campaign.calls.values_list("state", flat=True))
+        return f"the campaign to complete: {states}\n{worker.log_path.read_text()[-3000:]}"
+
+    wait_until(completed, states, timeout=timeout, interval=0.3)
 
 
 def test_campaign_runs_end_to_end_against_the_sandbox(celery_worker, live_server, twilio_account_credentials):
@@ -53,7 +56,7 @@ def test_campaign_runs_end_to_end_against_the_sandbox(celery_worker, live_server
         assert launch_campaign(campaign) == 30
         _run_to_completion(campaign, sandbox, celery_worker)
         # Let the last callbacks land (the campaign completes when the final status is applied).
-        time.sleep(0.5)
+        assert sandbox.wait_idle(20)  # every simulated call finished: its callbacks posted, and answered
         dialled = sandbox.calls()
     finally:
         sandbox.stop()

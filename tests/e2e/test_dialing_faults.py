@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ from telephony.actions import set_auth_token, settle_silent_attempts
 from telephony.models import ProviderEvent
 from telephony.outcomes import RANK
 from tests.conftest import worker_database_url
+from tests.wait import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,15 +78,18 @@ class RedisServer:
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
+        proc = self.proc
+
+        def answers() -> bool:
             try:
-                client.ping()
-                return
+                return client.ping()
             except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start: {self.log_path.read_text()[-2000:]}") from None
-                time.sleep(0.05)
+                if proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited: {self.log_path.read_text()[-2000:]}") from None
+                return False
+
+        wait_until(answers, lambda: f"redis-server to start: {self.log_path.read_text()[-2000:]}", timeout=10,
+                   interval=0.05)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -145,12 +150,16 @@ class Workers:
         return proc
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
         for proc in self.procs:
-            while "ready." not in proc.log_path.read_text(errors="replace"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"worker did not start:\n{proc.log_path.read_text(errors='replace')[-3000:]}")
-                time.sleep(0.1)
+            wait_until(partial(self._ready, proc), f"worker {proc.pid} to start ({proc.log_path})", timeout=60,
+                       interval=0.1)
+
+    @staticmethod
+    def _ready(proc: subprocess.Popen) -> bool:
+        log = proc.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker did not start:\n{log[-3000:]}")
+        return "ready." in log
 
     def supervise(self) -> None:
         for proc in list(self.procs):
@@ -236,8 +245,8 @@ def run_to_completion(
     Returns the errors beat's steps met (Redis down, say): like beat's tasks, they are run again next round.
     """
     errors: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def completed() -> bool:
         workers.supervise()
         for step in (sweep, release_stale_claims, settle_silent_attempts):
             try:
@@ -246,14 +255,19 @@ def run_to_completion(
                 errors.append(f"{step.__name__}: {type(exc).__name__}: {exc}")
         campaign.refresh_from_db()
         if campaign.status == Campaign.Status.COMPLETED:
-            assert sandbox.wait_idle(20)  # every callback posted, and answered
-            return errors
+            return True
         if during is not None:
             during()
-        time.sleep(0.25)
-    states = Counter(campaign.calls.values_list("state", flat=True))
-    attempts = Counter(CallAttempt.objects.filter(call__campaign=campaign).values_list("status", flat=True))
-    raise AssertionError(f"campaign did not complete: calls {dict(states)}, attempts {dict(attempts)}\n{errors[-5:]}")
+        return False
+
+    def states() -> str:
+        states = Counter(campaign.calls.values_list("state", flat=True))
+        attempts = Counter(CallAttempt.objects.filter(call__campaign=campaign).values_list("status", flat=True))
+        return f"the campaign to complete: calls {dict(states)}, attempts {dict(attempts)}\n{errors[-5:]}"
+
+    wait_until(completed, states, timeout=timeout, interval=0.25)  # one round of beat's work per poll
+    assert sandbox.wait_idle(20)  # every callback posted, and answered
+    return errors
 
 
 def run_through(sandbox: TwilioSandbox, campaign: Campaign, workers: Workers) -> tuple[Campaign, dict[str, int]]:
@@ -342,10 +356,9 @@ def test_a_telephony_worker_killed_mid_campaign(carrier, campaign, workers, brok
     # The tasks the dead worker held come back once their visibility timeout has passed (kombu looks every
     # 10 s): they must find their calls taken, and dial nobody.
     queue = redis.Redis.from_url(broker)
-    deadline = time.monotonic() + 40
-    while queue.hlen("unacked") and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert queue.hlen("unacked") == 0 and queue.llen("telephony") == 0
+    wait_until(lambda: queue.hlen("unacked") == 0, "the dead worker's tasks to be delivered again", timeout=40,
+               interval=0.5)
+    assert queue.llen("telephony") == 0
     assert sandbox.wait_idle(10)
 
     assert killed, "the campaign ended before the worker could be killed"

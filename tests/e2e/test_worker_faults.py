@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,18 +18,17 @@ from campaigns.tasks import housekeeping
 from synthesis.actions import audio_paths
 from synthesis.models import RenderedAudio
 from tests.conftest import worker_database_url
+from tests.wait import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _wait(predicate, timeout: float, what: str, worker=None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            log = worker.log_path.read_text()[-3000:] if worker is not None else ""
-            raise AssertionError(f"timed out waiting for {what}\n{log}")
-        time.sleep(0.2)
+    def described() -> str:
+        return f"{what}\n{worker.log_path.read_text()[-3000:] if worker is not None else ''}"
+
+    wait_until(predicate, described, timeout=timeout, interval=0.2)
 
 
 def test_a_render_left_behind_by_a_dead_worker_is_finished_by_another(celery_worker, make_campaign):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from tests.sandbox.test_twilio_sandbox import FROM, client_for, record_for, statuses
+from tests.wait import wait_until
 
 LONG_TWIML = '<Response><Pause length="100"/></Response>'  # still running when detection reports
 
@@ -24,13 +23,8 @@ def create(sandbox, herald, to: str, twiml: str = LONG_TWIML, **kwargs):
 
 
 def wait_for(herald, sid: str, path: str, timeout: float = 5.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        hits = herald.hits_for(sid, path)
-        if hits:
-            return hits
-        time.sleep(0.01)
-    raise AssertionError(f"no {path} callback for {sid}")
+    return wait_until(lambda: herald.hits_for(sid, path), f"a {path} callback for {sid}", timeout=timeout,
+                      interval=0.01)
 
 
 def test_async_detection_reports_the_machine_after_its_greeting_and_a_hangup_ends_it(herald, make_sandbox):
@@ -87,8 +81,7 @@ def test_a_call_that_ends_before_detection_reports_nothing(herald, make_sandbox)
     sandbox = machine_sandbox(make_sandbox)
     call = create(sandbox, herald, "+15551239004", twiml="<Response><Hangup/></Response>")
 
-    assert sandbox.wait_idle(5)
-    time.sleep(0.3)  # longer than any detection at this time scale
+    assert sandbox.wait_idle(5)  # joins the detection thread too: no result can be posted after this
     assert herald.hits_for(call.sid, "/amd") == []
     assert record_for(sandbox, call.sid)["amd_callbacks"] == []
 
@@ -97,8 +90,8 @@ def test_duplicate_detection_callbacks_when_asked(herald, make_sandbox):
     sandbox = machine_sandbox(make_sandbox, duplicate_callbacks=1.0)
     call = create(sandbox, herald, "+15551239005")
 
-    wait_for(herald, call.sid, "/amd")
-    time.sleep(0.1)
+    wait_until(lambda: len(herald.hits_for(call.sid, "/amd")) == 2, "the detection result and its duplicate",
+               timeout=5)
     client_for(sandbox).calls(call.sid).update(status="completed")
     assert sandbox.wait_idle(5)
     assert len(herald.hits_for(call.sid, "/amd")) == 2

@@ -16,7 +16,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +30,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from sandbox.twilio import WavError, wav_info
+from tests.wait import wait_until
 
 SID = "AC" + "1" * 32
 TOKEN = "sandbox-test-token"
@@ -472,10 +472,8 @@ def test_cancel_a_ringing_call(herald, make_sandbox):
     call = client.calls.create(
         to="+15551230080", from_=FROM, twiml=play_gather_twiml(herald), status_callback=herald.url("/status")
     )
-    deadline = time.monotonic() + 3
-    while client.calls(call.sid).fetch().status != "ringing":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: client.calls(call.sid).fetch().status == "ringing", "the call to ring", timeout=3,
+               interval=0.05)
     assert client.calls(call.sid).update(status="canceled").status == "canceled"
     assert sandbox.wait_idle(5)
     (final,) = herald.hits_for(call.sid, "/status")
@@ -494,10 +492,7 @@ def test_hang_up_an_in_progress_call(herald, make_sandbox):
         twiml=f"<Response><Play>{herald.url('/audio.wav')}</Play><Say>Goodbye</Say></Response>",
         status_callback=herald.url("/status"),
     )
-    deadline = time.monotonic() + 5
-    while client.calls(call.sid).fetch().status != "in-progress":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: client.calls(call.sid).fetch().status == "in-progress", "the call to be answered", timeout=5)
     # status=canceled does nothing to an in-progress call; completed hangs it up
     assert client.calls(call.sid).update(status="canceled").status == "in-progress"
     assert client.calls(call.sid).update(status="completed").status == "completed"
@@ -608,13 +603,12 @@ def test_cli_serves_until_sigterm(herald):
         client = Client(SID, TOKEN)
         client.api.base_url = match[1]
         call = client.calls.create(to="+15551239999", from_=FROM, twiml=play_gather_twiml(herald))
-        deadline = time.monotonic() + 10
-        while True:
+
+        def finished() -> list[dict]:
             records = requests.get(match[1] + "/sandbox/calls.json", timeout=5).json()
-            if records and records[0]["done"]:
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+            return records if records and records[0]["done"] else []
+
+        records = wait_until(finished, "the call to finish", timeout=10, interval=0.05)
         assert records[0]["sid"] == call.sid and records[0]["digits"] == "9"
         assert herald.hits_for(call.sid, "/gather")[0]["valid"]
     finally:

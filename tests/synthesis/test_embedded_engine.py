@@ -80,7 +80,7 @@ def test_output_is_bit_identical_for_the_same_input(engine):
     first = engine.synthesize(zh, [DELIVERY_ZH])[0].samples.tobytes()
     first_breathy = engine.synthesize(breathy, [SHORT_EN])[0].samples.tobytes()
     engine.synthesize(_voice("en-US", rate=300), [SHORT_EN])  # something else in between
-    time.sleep(1.05)  # a different time() seed inside the library
+    time.sleep(1.05)  # on purpose: the next second, so a different time() seed inside the library
     assert engine.synthesize(zh, [DELIVERY_ZH])[0].samples.tobytes() == first
     assert engine.synthesize(breathy, [SHORT_EN])[0].samples.tobytes() == first_breathy
 

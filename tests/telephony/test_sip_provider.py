@@ -8,12 +8,10 @@ from its own threads and connections, so these tests commit (transaction=True).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -37,6 +35,7 @@ from telephony.providers.base import Dial, ProviderError
 from telephony.providers.sip import RUNTIME, SHUTDOWN, SipProvider
 from telephony.sip import types as sip
 from tests.telephony.conftest import CALLER_ID, PHONE
+from tests.wait import until, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = CallAttempt.Status
@@ -98,10 +97,13 @@ class FakeUA:
             await on_progress(event)
         if self.hold:
             self.holding.set()
-            while not self.release.is_set():
-                if self.obey_abort and abort is not None and abort.is_set():
-                    return replace(self.on_abort, call_id=spec.call_id)
-                await asyncio.sleep(0.01)
+
+            def released_or_aborted() -> bool:
+                return self.release.is_set() or (self.obey_abort and abort is not None and abort.is_set())
+
+            await until(released_or_aborted, "the test to release the held call", timeout=60)
+            if not self.release.is_set():
+                return replace(self.on_abort, call_id=spec.call_id)
         if isinstance(self.result, Exception):
             raise self.result
         return replace(self.result, call_id=spec.call_id)
@@ -116,17 +118,9 @@ def ua(monkeypatch) -> Iterator[FakeUA]:
     RUNTIME.drain(timeout=5)  # nothing may write to the database once the test's data is gone
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def finished(call: Call) -> CallAttempt:
     """The call's only attempt once its end is recorded (the call is finalised in the same transaction)."""
-    wait_for(lambda: CallAttempt.objects.get(call=call).status in {S.COMPLETED, S.BUSY, S.NO_ANSWER, S.FAILED},
+    wait_until(lambda: CallAttempt.objects.get(call=call).status in {S.COMPLETED, S.BUSY, S.NO_ANSWER, S.FAILED},
              "the attempt to end")
     call.refresh_from_db()
     return CallAttempt.objects.get(call=call)
@@ -226,7 +220,7 @@ def test_progress_is_recorded_in_order_and_fetch_reports_it(ua, claimed, account
     assert place_call(claimed.pk) == "placed"
     assert ua.holding.wait(5)
     attempt = CallAttempt.objects.get(call=claimed)
-    wait_for(lambda: CallAttempt.objects.get(pk=attempt.pk).status == S.IN_PROGRESS, "the answer")
+    wait_until(lambda: CallAttempt.objects.get(pk=attempt.pk).status == S.IN_PROGRESS, "the answer")
     provider = get_provider(account)
     assert isinstance(provider, SipProvider)
     assert provider.fetch(attempt.provider_call_id).status == S.IN_PROGRESS
@@ -238,7 +232,7 @@ def test_progress_is_recorded_in_order_and_fetch_reports_it(ua, claimed, account
         "created", "queued", "initiated", "ringing", "in-progress", "gather:1", "completed",
     ]
     assert attempt.answered_at is not None and attempt.ended_at is not None
-    wait_for(lambda: RUNTIME.in_flight() == 0, "the runtime to let go of the call")
+    wait_until(lambda: RUNTIME.in_flight() == 0, "the runtime to let go of the call")
     with pytest.raises(ProviderError) as excinfo:
         provider.fetch(attempt.provider_call_id)
     assert excinfo.value.permanent
@@ -344,7 +338,7 @@ def test_an_end_that_cannot_be_written_is_handed_over_by_fetch(ua, claimed, acco
     place_call(claimed.pk)
     attempt = CallAttempt.objects.get(call=claimed)
     provider = get_provider(account)
-    wait_for(lambda: RUNTIME.in_flight() == 0, "the runtime to give up writing")
+    wait_until(lambda: RUNTIME.in_flight() == 0, "the runtime to give up writing")
     assert provider.fetch(attempt.provider_call_id).status == S.BUSY
     attempt.refresh_from_db()
     assert attempt.status == S.QUEUED
@@ -445,7 +439,7 @@ def test_shutdown_cuts_off_a_call_that_ignores_the_hang_up(ua, claimed, monkeypa
     ua.events, ua.hold, ua.obey_abort = [sip.TRYING, sip.ANSWER], True, False
     place_call(claimed.pk)
     assert ua.holding.wait(5)
-    wait_for(lambda: CallAttempt.objects.get(call=claimed).status == S.IN_PROGRESS, "the answer")
+    wait_until(lambda: CallAttempt.objects.get(call=claimed).status == S.IN_PROGRESS, "the answer")
 
     assert RUNTIME.drain(timeout=0.1) == 1
 
@@ -485,7 +479,7 @@ def test_many_calls_run_at_once_on_one_runtime(ua, make_call, audio, campaign):
     ]
     for call in calls:
         assert place_call(call.pk) == "placed"
-    wait_for(lambda: len(ua.specs) == 12 and RUNTIME.in_flight() == 12, "all twelve calls in flight")
+    wait_until(lambda: len(ua.specs) == 12 and RUNTIME.in_flight() == 12, "all twelve calls in flight")
 
     ua.release.set()
     for call in calls:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import time
 
 from telephony.sip.message import parse, response_to
 from telephony.sip.types import ANSWERED, FAILED, NO_ANSWER, CallSpec
 from telephony.sip.ua import place_call
+from tests.wait import until
 
 CLIP = b"\x7f" * 1600  # 0.2 s
 
@@ -18,9 +20,13 @@ class Peer(asyncio.DatagramProtocol):
 
     def __init__(self, script) -> None:
         self.script, self.received, self.times = script, [], []
+        self.closed = asyncio.Event()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self.closed.set()  # the socket is closed now
 
     def datagram_received(self, data, addr) -> None:
         message = parse(data)
@@ -38,10 +44,15 @@ async def _call_against(script, **spec_args):
     port = transport.get_extra_info("sockname")[1]
     try:
         result = await place_call(CallSpec(to=f"sip:1001@127.0.0.1:{port}", audio=CLIP, **spec_args))
-        await asyncio.sleep(0.05)  # let the peer read what was sent last (the final ACK)
+        await until(lambda: not unread(transport), "the peer to read what was sent last (the final ACK)")
     finally:
         transport.close()
     return result, peer
+
+
+def unread(transport) -> bool:
+    """Whether a datagram is waiting in the peer's socket (on loopback one is there as soon as it is sent)."""
+    return bool(select.select([transport.get_extra_info("socket")], [], [], 0)[0])
 
 
 def test_silent_trunk_gets_invite_retransmissions_then_timer_b():
@@ -139,13 +150,21 @@ def test_every_path_closes_its_sockets_and_tasks():
         loop = asyncio.get_running_loop()
         transport, peer = await loop.create_datagram_endpoint(lambda: Peer(ringing), local_addr=("127.0.0.1", 0))
         port = transport.get_extra_info("sockname")[1]
-        task = asyncio.create_task(place_call(CallSpec(to=f"sip:1@127.0.0.1:{port}", audio=CLIP, t1=0.05)))
-        await asyncio.sleep(0.3)
+        rang = asyncio.Event()
+
+        async def progress(event: str) -> None:
+            if event == "ringing":
+                rang.set()
+
+        spec = CallSpec(to=f"sip:1@127.0.0.1:{port}", audio=CLIP, t1=0.05)
+        task = asyncio.create_task(place_call(spec, on_progress=progress))
+        await asyncio.wait_for(rang.wait(), 30)  # the caller gives up once the call rings
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await asyncio.sleep(0.05)
+        await until(lambda: any(m.method == "CANCEL" for m in peer.received) and not unread(transport),
+                    "the peer to read the CANCEL")
         transport.close()
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(peer.closed.wait(), 30)
         leaked_fds, leaked_tasks = _open_fds() - before_fds, len(asyncio.all_tasks()) - before_tasks
         return busy_result, silent_result, [m.method for m in peer.received], leaked_fds, leaked_tasks
 
