@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
-import time
 
 from telephony.sip.message import parse, response_to
 from telephony.sip.types import ANSWERED, FAILED, NO_ANSWER, CallSpec
@@ -19,7 +18,7 @@ class Peer(asyncio.DatagramProtocol):
     """A UDP endpoint that records what it receives and runs `script(peer, message, addr)` for each."""
 
     def __init__(self, script) -> None:
-        self.script, self.received, self.times = script, [], []
+        self.script, self.received = script, []
         self.closed = asyncio.Event()
 
     def connection_made(self, transport) -> None:
@@ -31,7 +30,6 @@ class Peer(asyncio.DatagramProtocol):
     def datagram_received(self, data, addr) -> None:
         message = parse(data)
         self.received.append(message)
-        self.times.append(time.monotonic())
         self.script(self, message, addr)
 
     def reply(self, data: bytes, addr) -> None:
@@ -59,10 +57,10 @@ def test_silent_trunk_gets_invite_retransmissions_then_timer_b():
     result, peer = asyncio.run(_call_against(lambda *a: None, t1=0.05))
     invites = [m for m in peer.received if m.method == "INVITE"]
     # Timer A: sent at 0, then after 50, 100, 200, 400, 800, 1600 ms; Timer B gives up at 64 x T1 = 3.2 s.
+    # Seven sends before Timer B's 64 x T1 is what doubling gives (a fixed T1 interval would send 64): the
+    # count shows the backoff without asserting wall-clock gaps.
     assert len(invites) == 7
     assert len({m.branch for m in invites}) == 1 and len({m.cseq for m in invites}) == 1
-    gaps = [b - a for a, b in zip(peer.times, peer.times[1:], strict=False)]
-    assert all(later > earlier * 1.5 for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
     assert result.outcome == FAILED and result.sip_code is None and "Timer B" in result.error
 
 
