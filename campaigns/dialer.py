@@ -17,7 +17,6 @@ from campaigns.models import Call, Campaign
 from campaigns.windows import calling_window
 from telephony.tasks import enqueue_place_call
 
-OPEN_STATES = (Call.State.RENDERING, Call.State.READY, Call.State.DIALING, Call.State.IN_PROGRESS)
 ACTIVE_STATES = (Call.State.DIALING, Call.State.IN_PROGRESS)
 
 
@@ -74,7 +73,7 @@ def sweep(now: datetime | None = None) -> SweepResult:
                 result.enqueued.append(pk)
                 account_budget[account.pk] -= 1
     for campaign in Campaign.objects.filter(status=Campaign.Status.RUNNING).exclude(
-        pk__in=Call.objects.filter(state__in=OPEN_STATES).values("campaign_id")
+        pk__in=Call.objects.filter(state__in=lifecycle.OPEN).values("campaign_id")
     ):
         lifecycle.finish(campaign, now, cancel_remaining=False)
         result.completed.append(campaign.pk)

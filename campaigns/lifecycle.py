@@ -42,6 +42,7 @@ AUDIO_READY = Q(audio__state=RenderedAudio.State.READY) & (
 DNC_CANCELLABLE = (Call.State.RENDERING, Call.State.READY, Call.State.DIALING)
 DNC_CHUNK = 500  # numbers per IN (…) query: well inside every database's parameter limit
 QUEUED = (Call.State.RENDERING, Call.State.READY)  # planned, not yet claimed by the dialer
+OPEN = (*QUEUED, Call.State.DIALING, Call.State.IN_PROGRESS)  # not finished: the campaign goes on
 
 
 # --- audio -----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
+from campaigns import lifecycle
 from campaigns.models import Call, Campaign, DoNotCall
 from campaigns.windows import CallingWindow, calling_window, zone
 from herald.logmask import mask_phone
@@ -26,7 +27,6 @@ from herald.logmask import mask_phone
 PAGE_SIZE = 100
 # Ends reached without a single attempt: these contacts were never called either, and the page says why.
 NOT_CALLED_ENDS = (Call.State.DONE, Call.State.FAILED, Call.State.INVALID, Call.State.CANCELLED)
-OPEN = (Call.State.RENDERING, Call.State.READY, Call.State.DIALING, Call.State.IN_PROGRESS)
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ class Waiting:
         cases = [When(condition, then=Value(code)) for code, condition in self._conditions()]
         return (
             Call.objects.filter(campaign=self.campaign)
-            .filter(Q(state__in=OPEN) | Q(state__in=NOT_CALLED_ENDS, attempts_made=0))
+            .filter(Q(state__in=lifecycle.OPEN) | Q(state__in=NOT_CALLED_ENDS, attempts_made=0))
             .annotate(waiting_reason=Case(*cases, default=Value("other"), output_field=CharField()))
         )
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from campaigns import lifecycle
 from campaigns.models import CallAttempt
-from campaigns.policy import is_provider_failure
+from campaigns.policy import ENDED, is_provider_failure
 from telephony import pacing
 from telephony.providers.base import Ending
 
@@ -35,7 +35,7 @@ RANK = {
     S.FAILED: 5,
     S.CANCELED: 5,
 }
-TERMINAL = frozenset({S.COMPLETED, S.BUSY, S.NO_ANSWER, S.FAILED, S.CANCELED})
+TERMINAL = ENDED  # a final status is final: the same set campaign policy counts as ended
 
 
 def apply_status(
