@@ -24,6 +24,7 @@ from django.db import connection
 from django.utils import timezone
 
 from campaigns.demo import daytime_zone
+from campaigns.management.commands.demo import Command
 from campaigns.models import Call, CallAttempt, Campaign, Contact, ContactList, DoNotCall, Variant
 from campaigns.waiting import Waiting, admin_time
 from synthesis.models import RenderedAudio
@@ -569,3 +570,19 @@ def test_two_campaigns_dialling_one_number_at_once_stay_within_the_cap(
     assert sorted(results) == ["number cap", "placed"]
     assert len(sandbox.calls()) == 1
     assert CallAttempt.objects.filter(call__phone=PHONE).count() == 3
+
+
+@pytest.mark.django_db
+def test_the_demo_stops_waiting_when_only_the_cap_holds_its_calls(make_call, audio):
+    """`make demo` run again within 24 hours: the calls left wait a day for the cap, so the demo reports."""
+    later = timezone.now() + timedelta(hours=20)
+    held = make_call(state=Call.State.READY, audio=audio)
+    Call.objects.filter(pk=held.pk).update(hold=Call.Hold.NUMBER_CAP, next_attempt_at=later)
+    make_call(phone="+8613800000098", state=Call.State.DONE, audio=audio)
+
+    assert Command._held_by_the_cap(held.campaign) == 1
+    on_the_line = make_call(phone="+8613800000097", state=Call.State.IN_PROGRESS, audio=audio)
+    assert Command._held_by_the_cap(held.campaign) == 0  # something still happens: keep following
+    Call.objects.filter(pk=on_the_line.pk).update(state=Call.State.DONE)
+    Call.objects.filter(pk=held.pk).update(next_attempt_at=timezone.now() - timedelta(minutes=1))
+    assert Command._held_by_the_cap(held.campaign) == 0  # due again: the dialer will take it

@@ -15,7 +15,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
+from campaigns import lifecycle
 from campaigns.demo import seed_demo
 from campaigns.launch import launch_campaign
 from campaigns.models import Call, Campaign
@@ -162,16 +164,31 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {line}")
                 last_print = time.monotonic()
             last_line = line
-            if campaign.status == Campaign.Status.COMPLETED:
+            held = self._held_by_the_cap(campaign)
+            if campaign.status == Campaign.Status.COMPLETED or held:
                 if sys.stdout.isatty():
                     sys.stdout.write("\n")
                 else:
                     self.stdout.write(f"  {line}")
+                if held:
+                    # A demo run again within 24 hours calls the same numbers: the cap holds them back.
+                    self.stdout.write(self.style.WARNING(
+                        f"  {held} calls wait for the per-number cap ({settings.MAX_CALLS_PER_NUMBER_24H} calls in 24 "
+                        "hours: these numbers were called by an earlier demo); the report shows the calls made so far"
+                    ))
                 return
             if time.monotonic() > deadline:
                 raise CommandError(f"\nthe campaign did not finish within {timeout} s; logs in {self.logs}")
             self._check_alive()
             time.sleep(0.5)
+
+    @staticmethod
+    def _held_by_the_cap(campaign: Campaign) -> int:
+        """How many calls are left, when every call still open is one the per-number cap holds back (0 else)."""
+        still_open = campaign.calls.filter(state__in=lifecycle.OPEN)
+        held = still_open.filter(state=Call.State.READY, hold=Call.Hold.NUMBER_CAP, next_attempt_at__gt=timezone.now())
+        left = still_open.count()
+        return left if left and held.count() == left else 0
 
     def _print_report(self, campaign: Campaign) -> None:
         report = campaign_report(campaign)
