@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/herald
 EXTRAS ?= embedded,prod,dev
 TEST_EXTRAS := embedded,prod,dev,synthesis
 
-.PHONY: install install-test demo test test-sqlite test-postgres lint bench serve clean
+.PHONY: install install-test demo test test-sqlite test-postgres lint bench serve clean services
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Herald needs Python 3.11")'
@@ -34,7 +34,11 @@ lint: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 
-test: lint test-sqlite test-postgres
+# PostgreSQL, Redis, Chromium, docker-compose and sipp: installed (Debian packages, as root) and started if missing.
+services:
+	.ci/services
+
+test: services lint test-sqlite test-postgres
 
 # Everything on SQLite; then everything that touches the database again on PostgreSQL (the pure packages,
 # gptsovits, the sandbox and the SIP user agent, do not depend on the database and run once).
