@@ -53,9 +53,10 @@ ZONES = ["Asia/Shanghai", "Asia/Shanghai", "Asia/Shanghai", "America/New_York", 
 
 CALLS_SQL = """
 INSERT INTO campaigns_call (phone, timezone, text, state, outcome, error, attempts_made, updated_at,
-                            campaign_id, contact_id, variant_id, used_fallback)
+                            campaign_id, contact_id, variant_id, used_fallback, hold, answered, human_answered,
+                            listened_to_end, final_digits, timed_attempts, talk_seconds)
 SELECT c.phone, c.timezone, '', 'done', '', '', 1 + (c.id %% 2), now(), %(campaign)s, c.id,
-       (ARRAY[%(a)s, %(a)s, %(b)s, %(b)s, %(c)s])[1 + (c.id %% 5)], false
+       (ARRAY[%(a)s, %(a)s, %(b)s, %(b)s, %(c)s])[1 + (c.id %% 5)], false, '', false, false, false, '', 0, 0
 FROM campaigns_contact c WHERE c.contact_list_id = %(list)s ORDER BY c.id
 """
 

@@ -1,0 +1,67 @@
+"""bench/plan.py, bench/report.py and bench/frontend.py run at a tiny size (their figures go to the README,
+never into an assert). plan and report need PostgreSQL: they get a database of their own, as `make bench` does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = os.environ.get("HERALD_BENCH_SMOKE_SERVER", "postgres://postgres@127.0.0.1:5432")
+DATABASE = "herald_bench_smoke"
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def figures(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def bench_database(tmp_path_factory) -> dict[str, str]:
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
+        conn.execute(f"CREATE DATABASE {DATABASE}")
+    env = {"DATABASE_URL": f"{SERVER}/{DATABASE}", "HERALD_VAR_DIR": str(tmp_path_factory.mktemp("bench-var")),
+           "DJANGO_SETTINGS_MODULE": "herald.settings"}
+    run("manage.py", "migrate", "--verbosity", "0", env=env)
+    yield env
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+
+
+def test_the_planning_bench_runs_at_a_tiny_size(bench_database):
+    got = figures(run("bench/plan.py", "--contacts", "300", env=bench_database))
+
+    # Some contacts are on the do-not-call list and some lack a variable: every one gets a call row, those
+    # are not planned, and each planned call has its own text to render.
+    assert (got["contacts"], got["calls"], got["database"], got["kept"]) == (300, 300, "postgresql", False)
+    assert 0 < got["planned"] < 300 and got["renders"] == got["planned"]
+    assert got["contacts_per_second"] > 0 and "meets_target" in got
+
+
+def test_the_report_bench_runs_at_a_tiny_size(bench_database):
+    got = figures(run("bench/report.py", "--calls", "1000", "--regenerate", "--repeat", "1", env=bench_database))
+
+    assert (got["bench"], got["calls"]) == ("report", 1000)
+    assert got["attempts"] > got["calls"]  # every call has attempt 1, half of them attempt 2
+    assert set(got["seconds_per_page"]) >= {"report page", "report CSV", "API report"}
+
+
+def test_the_frontend_bench_runs():
+    got = figures(run("bench/frontend.py"))
+
+    assert got["sentences"] > 0 and got["mean_ms"] > 0 and got["target_ms"] == 5.0
