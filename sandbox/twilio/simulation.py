@@ -49,26 +49,27 @@ class Simulator:
         session = requests.Session()
         session.trust_env = False  # never route loopback webhooks through a proxy
         try:
-            self._simulate(call, session)
-            self._finish(call, session, "completed")
+            # How the call ended, then one final callback: the sandbox may stop during that callback too.
+            error: tuple | None = None
+            try:
+                self._simulate(call, session)
+                status = "completed"
+            except ApiHangup:
+                status = call.api_hangup or "completed"
+            except (CalleeHangup, TwimlHangup):
+                status = "completed"
+            except AppError as exc:
+                status, error = "failed", (exc.code, exc.message)
+            except Stop:
+                raise
+            except Exception as exc:  # a sandbox bug: still end the call visibly
+                log.exception("simulation of %s crashed", call.sid)
+                with self.store.lock:
+                    call.notes.append(f"sandbox internal error: {exc!r}")
+                status, error = "failed", (HTTP_RETRIEVAL_FAILURE, f"sandbox internal error: {exc}")
+            self._finish(call, session, status, error=error)
         except Stop:
             pass
-        except ApiHangup:
-            self._finish(call, session, call.api_hangup or "completed")
-        except (CalleeHangup, TwimlHangup):
-            self._finish(call, session, "completed")
-        except AppError as exc:
-            self._finish(call, session, "failed", error=(exc.code, exc.message))
-        except Exception as exc:  # a sandbox bug: still end the call visibly
-            log.exception("simulation of %s crashed", call.sid)
-            with self.store.lock:
-                call.notes.append(f"sandbox internal error: {exc!r}")
-            try:
-                self._finish(
-                    call, session, "failed", error=(HTTP_RETRIEVAL_FAILURE, f"sandbox internal error: {exc}")
-                )
-            except Stop:
-                pass
         finally:
             try:
                 # Callbacks are only left held when the final event was not subscribed to.
