@@ -210,18 +210,25 @@ class T2SForward:
 
 
 def _attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor, draws: DropoutDraws) -> torch.Tensor:
-    """Self-attention as torch's math SDPA computes it (q and k each scaled by sqrt(scale)), with dropout
-    on the softmax weights (B, H, S, S)."""
+    """Self-attention as the official layer computes it, with dropout on the softmax weights (B, H, S, S).
+
+    The tensors take the official route (sequence-first projections, torch's math SDPA scaling q and k each
+    by sqrt(scale)): the same values in another memory layout would sum the weight gradients in another
+    order, and the k-part of in_proj_bias, whose exact gradient is zero, would get other rounding noise,
+    which ScaledAdam's sign-like first step turns into full-size moves.
+    """
     B, S, C = x.shape
     H = attn.n_head
-    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # (B, S, 3C)
-    q, k, v = qkv.view(B, S, 3, H, C // H).permute(2, 0, 3, 1, 4)  # (B, H, S, hd) each
-    root_scale = math.sqrt(1.0 / math.sqrt(C // H))
+    hd = C // H
+    proj = F.linear(x.transpose(0, 1), attn.in_proj_weight, attn.in_proj_bias)  # (S, B, 3C)
+    proj = proj.unflatten(-1, (3, C)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()  # (3, S, B, C)
+    q, k, v = (t.view(S, B * H, hd).transpose(0, 1).view(B, H, S, hd) for t in proj)  # (B, H, S, hd) each
+    root_scale = math.sqrt(1.0 / math.sqrt(hd))
     weights = (q * root_scale) @ (k.transpose(-2, -1) * root_scale)  # (B, H, S, S)
     weights = torch.softmax(weights + bias, dim=-1)
     weights = _dropout(weights, draws)
-    y = (weights @ v).transpose(1, 2).reshape(B, S, C)  # (B, S, C)
-    return attn.out_proj(y)
+    y = (weights @ v).permute(2, 0, 1, 3).contiguous().view(S * B, C)  # (S·B, C)
+    return attn.out_proj(y).view(S, B, C).transpose(0, 1)  # (B, S, C)
 
 
 def _block(block: nn.Module, x: torch.Tensor, bias: torch.Tensor, draws: DropoutDraws) -> torch.Tensor:
