@@ -221,3 +221,36 @@ def test_small_datasets_are_repeated_like_the_official_one():
     items = _tiny_batch()
     assert len(repeat_small(items)) == 3 * 33
     assert len(repeat_small(items * 40)) == 120
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ScaledAdam
+
+
+def test_scaled_adam_first_step_is_an_rms_scaled_sign_step_and_its_state_round_trips(tmp_path):
+    from synthesis.gptsovits.scaled_adam import ScaledAdam
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(4, 3)),
+              torch.nn.Parameter(torch.randn(1))]
+    before = [p.detach().clone() for p in params]
+    grads = [torch.randn(4, 3), torch.randn(4, 3), torch.tensor([-0.3])]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+    optimizer = ScaledAdam(params, lr=0.01)
+    optimizer.step()
+    for p, b, g in zip(params[:2], before[:2], grads[:2], strict=True):
+        rms = b.pow(2).mean().sqrt()
+        assert torch.allclose(p.detach() - b, -0.01 * 0.1 * rms * g.sign(), atol=1e-7)
+    assert torch.allclose(params[2].detach() - before[2], torch.tensor([0.01 * 0.1 * 0.1]), atol=1e-8)
+
+    torch.save(optimizer.state_dict(), tmp_path / "opt.pt")
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    restored = ScaledAdam(copies, lr=0.01)
+    restored.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    for _ in range(5):  # through the first size update (step 3)
+        for p, q, g in zip(params, copies, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        optimizer.step()
+        restored.step()
+    assert all(torch.equal(p, q) for p, q in zip(params, copies, strict=True))
