@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from synthesis.frontend.symbols import phone_ids
+from synthesis.gptsovits.checkpoint import read_checkpoint, sovits_state, sovits_version
 from synthesis.gptsovits.discriminator import (
     MultiPeriodDiscriminator,
     discriminator_loss,
@@ -313,10 +316,18 @@ class SynthesizerTrain(SynthesizerTrn):
         return list(walk(self, ""))
 
     def forward(
-        self, ssl: Tensor, spec: Tensor, spec_lengths: Tensor, text: Tensor, text_lengths: Tensor, draws: Draws
+        self,
+        ssl: Tensor,
+        spec: Tensor,
+        spec_lengths: Tensor,
+        text: Tensor,
+        text_lengths: Tensor,
+        draws: Draws,
+        frames: int,
     ) -> dict[str, Tensor]:
-        """models.SynthesizerTrn.forward (v2): returns y_hat, ids_slice and the tensors the losses need."""
-        c, p = self.config, self.config.p_dropout
+        """models.SynthesizerTrn.forward (v2) on a random `frames`-frame segment: y_hat, ids_slice and the
+        tensors the losses need."""
+        p = self.config.p_dropout
         y_mask = sequence_mask(spec_lengths, spec.size(2)).unsqueeze(1).to(spec.dtype)  # (B, 1, T)
         ge = _style_encoder(self.ref_enc, spec[:, :REF_BINS_V2] * y_mask, y_mask, draws)  # (B, 512, 1)
         # ssl_proj and the quantizer are frozen in effect (eval, no straight-through): no gradient reaches them
@@ -328,7 +339,6 @@ class SynthesizerTrain(SynthesizerTrn):
         x, m_p, logs_p, y_mask = _text_encoder(self.enc_p, quantized, spec_lengths, text, text_lengths, ge, draws, p)
         z, m_q, logs_q, _ = self.enc_q(spec, spec_lengths, ge, draws)
         z_p = _flow(self.flow, z, y_mask, ge)
-        frames = c.segment_size // c.hop_length
         ids_slice = (draws.rand(z.size(0), z.device) * (spec_lengths - frames + 1)).to(dtype=torch.long)
         z_slice = slice_segments(z, ids_slice, frames)  # (B, inter, frames)
         y_hat = self.dec(z_slice, ge)  # (B, 1, segment_size)
@@ -472,8 +482,10 @@ class SoVITSTrainer:
         self.scheduler_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=train.lr_decay)
         self.epoch, self.step = 1, 0
         # s2_train.py:278-280 steps both schedulers epoch_str (= 1) times before training
-        self.scheduler_g.step()
-        self.scheduler_d.step()
+        with warnings.catch_warnings():  # "scheduler stepped before optimizer": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler_g.step()
+            self.scheduler_d.step()
         self.amp = train.fp16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
 
@@ -490,7 +502,7 @@ class SoVITSTrainer:
         c, t = self.config, self.train
         frames = t.segment_size // c.hop_length
         with self._autocast():
-            out = self.net_g(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths, draws)
+            out = self.net_g(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths, draws, frames)
             mel = spec_to_mel(batch.spec, c.filter_length, t.n_mel_channels, c.sampling_rate, t.mel_fmin, t.mel_fmax)
             y_mel = slice_segments(mel, out["ids_slice"], frames)
             y_hat_mel = mel_spectrogram(
@@ -616,9 +628,6 @@ def sovits_train_conformance(
 ) -> dict[str, np.ndarray]:
     """Rebuild G (sovits.pth + enc_q file) and D (seed 1234), replay the recorded draws through one official
     iteration and return every computed array of s2_vectors.npz under its name."""
-    from synthesis.frontend.symbols import phone_ids
-    from synthesis.gptsovits.checkpoint import read_checkpoint, sovits_state, sovits_version
-
     checkpoint = read_checkpoint(sovits_path, kind="sovits")
     config = SoVITSConfig.from_checkpoint(checkpoint.config, version=sovits_version(checkpoint))
     g_state = dict(sovits_state(checkpoint))
@@ -652,15 +661,15 @@ def sovits_train_conformance(
                  "loss_gen", "loss_fm", "loss_mel", "loss_kl", "loss_gen_all", "kl_ssl"):
         out[name] = arr(r[name])
     for name in ("losses_disc_r", "losses_disc_g", "losses_gen"):
-        out[name] = np.array([float(t) for t in r[name]], dtype=np.float64)
+        out[name] = np.array([float(t.detach()) for t in r[name]], dtype=np.float64)
     out["grad_norm_d"] = np.float64(r["grad_norm_d"])
     out["grad_norm_g"] = np.float64(r["grad_norm_g"])
     for k in range(len(r["d_r1"])):
         for tag, key in (("d1_r", "d_r1"), ("d1_g", "d_g1"), ("d2_r", "d_r2"), ("d2_g", "d_g2")):
             out[f"{tag}_{k}"] = arr(r[key][k])
-    maps_r = [m for d in r["fmap_r"] for m in d]
-    maps_g = [m for d in r["fmap_g"] for m in d]
-    out["fm_terms"] = np.array([float(torch.mean(torch.abs(a - b))) for a, b in zip(maps_r, maps_g, strict=True)])
+    maps_r = [m.detach() for d in r["fmap_r"] for m in d]
+    maps_g = [m.detach() for d in r["fmap_g"] for m in d]
+    out["fm_terms"] = np.array([float(torch.mean(torch.abs(a - b)).detach()) for a, b in zip(maps_r, maps_g, strict=True)])
     out["fmap_r_mean"] = np.array([float(m.double().mean()) for m in maps_r])
     out["fmap_g_mean"] = np.array([float(m.double().mean()) for m in maps_g])
     out["fmap_shapes"] = np.array([list(m.shape) + [0] * (4 - m.dim()) for m in maps_r], dtype=np.int64)
