@@ -65,6 +65,8 @@ BEST_REFERENCE_SECONDS = (5.0, 8.0)  # long enough for the timbre, short enough 
 _SNR_ENOUGH_DB = 40.0  # beyond this, more SNR does not make a better reference
 
 MAX_SECONDS = 600.0
+MAX_INPUT_RATE = 192000  # read from the header before any decoding
+MAX_INPUT_CHANNELS = 8
 
 
 class AudioProblem(ValueError):
@@ -111,12 +113,23 @@ def load_speech(
         with sf.SoundFile(source) as f:
             rate, channels, frames = f.samplerate, f.channels, f.frames
             # Read the header before decoding: a small compressed file can declare hours of sound.
+            if not 0 < rate <= MAX_INPUT_RATE or not 0 < channels <= MAX_INPUT_CHANNELS:
+                raise AudioProblem(
+                    f"unreadable: {rate} Hz with {channels} channel(s) is not a microphone recording "
+                    f"(at most {MAX_INPUT_CHANNELS} channels at {MAX_INPUT_RATE} Hz)"
+                )
             if 0 < frames < 2**62 and frames > max_seconds * rate:
                 raise AudioProblem(
                     f"too long: {_minutes(frames / rate)} of audio; at most {_minutes(max_seconds)} is accepted"
                 )
-            # Unknown-length streams are read only up to the limit, plus one frame to notice the excess.
-            samples = f.read(frames=int(max_seconds * rate) + 1, dtype="float32", always_2d=True)
+            # Decoded and downmixed ten seconds at a time, so memory holds one mono copy, not every channel;
+            # a stream whose header gives no length is stopped one block past the limit.
+            limit, blocks, count = max_seconds * rate, [], 0
+            for block in f.blocks(blocksize=10 * rate, dtype="float32", always_2d=True):  # (T, C)
+                blocks.append(block.mean(axis=1) if channels > 1 else block[:, 0].copy())
+                count += block.shape[0]
+                if count > limit:
+                    break
     except AudioProblem:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
@@ -125,13 +138,13 @@ def load_speech(
         ) from exc
     except OSError as exc:
         raise AudioProblem(f"unreadable: {_first_line(exc)}") from exc
-    if samples.shape[0] == 0:
+    if count == 0:
         raise AudioProblem("empty: the file is audio but holds no samples")
-    if samples.shape[0] > max_seconds * rate:
+    if count > limit:
         raise AudioProblem(f"too long: more than {_minutes(max_seconds)} of audio; at most that is accepted")
-    if not np.isfinite(samples).all():
+    mono = np.concatenate(blocks)  # (T,)
+    if not np.isfinite(mono).all():
         raise AudioProblem("unreadable: the file contains invalid (non-finite) samples")
-    mono = samples.mean(axis=1) if channels > 1 else samples[:, 0]  # (T,)
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32), SAMPLE_RATE

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from voices.asr import (
     ENV_VARIABLE,
     ASRUnavailable,
+    ModelFiles,
     Transcriber,
     find_model,
     normalise_text,
@@ -105,3 +107,35 @@ def test_an_added_negation_never_matches():
 def test_nothing_heard_or_nothing_expected():
     assert words_match(CONSENT, " 。") == (False, 0.0, "nothing was heard in the recording")
     assert words_match("", "hello") == (False, 0.0, "the consent sentence to compare with is empty")
+
+
+class _RecordingRecognizer:
+    """Stands in for sherpa-onnx's OfflineRecognizer (no model ships with the suite): keeps what it is fed."""
+
+    def __init__(self) -> None:
+        self.fed: list[tuple[int, np.ndarray]] = []
+
+    def create_stream(self):
+        recognizer = self
+
+        class Stream:
+            result = type("Result", (), {"text": " 我同意 "})()
+
+            def accept_waveform(self, rate, samples):
+                recognizer.fed.append((rate, samples))
+
+        return Stream()
+
+    def decode_stream(self, stream) -> None:
+        pass
+
+
+def test_transcribe_feeds_the_model_16k_float32_mono(tmp_path):
+    files = ModelFiles(model=tmp_path / "model.onnx", tokens=tmp_path / "tokens.txt", kind="paraformer")
+    recognizer = _RecordingRecognizer()
+    transcriber = Transcriber(recognizer, files)
+    t = np.arange(32000 * 2) / 32000
+    assert transcriber.transcribe(0.5 * np.sin(2 * np.pi * 440 * t)) == "我同意"
+    rate, samples = recognizer.fed[0]
+    assert rate == 16000 and samples.dtype == np.float32 and samples.shape == (32000,)
+    assert np.abs(samples[1000:-1000]).max() == pytest.approx(0.5, abs=0.01)  # the tone survives resampling

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 
 from voices.slicing import (
     SAMPLE_RATE,
@@ -179,6 +180,10 @@ def _wav_bytes(samples: np.ndarray, rate: int, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
+def soxr_reference(samples: np.ndarray) -> np.ndarray:
+    return soxr.resample(samples.astype(np.float32), 44100, SAMPLE_RATE, quality="HQ")
+
+
 def test_load_speech_decodes_downmixes_and_resamples_to_32k(tmp_path):
     t = np.arange(44100 * 2) / 44100
     stereo = np.stack([0.5 * np.sin(2 * np.pi * 300 * t), 0.1 * np.sin(2 * np.pi * 300 * t)], axis=1)
@@ -190,6 +195,12 @@ def test_load_speech_decodes_downmixes_and_resamples_to_32k(tmp_path):
     path.write_bytes(_wav_bytes(stereo[:, 0], 44100, format="FLAC"))
     from_path, _ = load_speech(path)
     assert from_path.shape[0] == 64000
+    ogg, _ = load_speech(_wav_bytes(stereo, 44100, format="OGG", subtype="VORBIS"))
+    assert ogg.shape[0] == 64000 and np.abs(ogg[1000:-1000]).max() == pytest.approx(0.3, abs=0.03)
+    long_mono = np.tile(stereo[:, 0], 12)  # 24 s: read in several blocks, joined in order
+    joined, _ = load_speech(_wav_bytes(long_mono, 44100, format="WAV", subtype="FLOAT"))
+    assert joined.shape[0] == 24 * 32000
+    np.testing.assert_allclose(joined[:: 32000 * 5], soxr_reference(long_mono)[:: 32000 * 5], atol=1e-4)
 
 
 def test_load_speech_says_what_is_wrong_in_words(tmp_path):
@@ -203,6 +214,8 @@ def test_load_speech_says_what_is_wrong_in_words(tmp_path):
         load_speech(tmp_path / "missing.wav")
     with pytest.raises(AudioProblem, match=r"^too long: 5 s of audio; at most 3 s is accepted$"):
         load_speech(_wav_bytes(np.zeros(5 * 8000, np.float32), 8000, format="WAV"), max_seconds=3)
+    with pytest.raises(AudioProblem, match=r"^unreadable: 384000 Hz with 1 channel\(s\) is not a microphone"):
+        load_speech(_wav_bytes(np.zeros(100, np.float32), 384000, format="WAV"))
     truncated = _wav_bytes(np.zeros(8000, np.float32), 8000, format="WAV", subtype="PCM_16")[:30]
     with pytest.raises(AudioProblem, match=r"^(not audio|empty): "):
         load_speech(truncated)
