@@ -31,7 +31,7 @@ PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>recorder</title></head><body>
 <form id="form" method="post" enctype="multipart/form-data">
   <input type="file" id="id_audio" name="audio" accept="audio/wav">
-  <div class="herald-recorder" data-input="id_audio" data-max-seconds="120"></div>
+  <div class="herald-recorder" data-input="id_audio" data-max-seconds="MAX_SECONDS"></div>
 </form>
 <script>
   window.changes = 0;
@@ -51,7 +51,8 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 def page_url(tmp_path: Path) -> Iterator[str]:
     site = tmp_path / "site"
     site.mkdir()
-    (site / "index.html").write_text(PAGE, encoding="utf-8")
+    (site / "index.html").write_text(PAGE.replace("MAX_SECONDS", "120"), encoding="utf-8")
+    (site / "short.html").write_text(PAGE.replace("MAX_SECONDS", "1"), encoding="utf-8")
     shutil.copy(RECORDER_JS, site / "recorder.js")
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(site)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -150,3 +151,14 @@ def test_recording_puts_a_pcm_wav_of_the_right_length_into_the_file_input(
     samples, read_rate = sf.read(io.BytesIO(data), dtype="int16")
     assert read_rate == rate and samples.shape == (frames,)
     assert abs(samples).max() > 100  # the fake microphone's beeps are in it, not silence
+
+
+def test_recording_stops_by_itself_at_the_maximum_length(chromium_with_fake_microphone, page_url):
+    driver = chromium_with_fake_microphone
+    driver.get(page_url.replace("index.html", "short.html"))
+    root = driver.find_element("css selector", ".herald-recorder")
+    root.find_element("css selector", "button.herald-record").click()
+    _wait_for_state(driver, root, "done")  # nobody presses Stop
+    assert 1.0 <= float(root.get_attribute("data-seconds")) < 1.1
+    assert driver.execute_script("return document.getElementById('id_audio').files.length") == 1
+    assert root.find_element("css selector", "button.herald-stop").get_attribute("disabled") == "true"
