@@ -119,20 +119,7 @@ class Transcriber:
 
 # --- the spoken-consent check -------------------------------------------------------------------------
 
-_CN_DIGITS = {
-    "零": 0,
-    "〇": 0,
-    "一": 1,
-    "二": 2,
-    "两": 2,
-    "三": 3,
-    "四": 4,
-    "五": 5,
-    "六": 6,
-    "七": 7,
-    "八": 8,
-    "九": 9,
-}
+_CN_DIGITS = dict(zip("零〇一二两三四五六七八九", (0, 0, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9), strict=True))
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
 _NEGATIONS_ZH = frozenset("不没别未勿非无")
 _NEGATIONS_EN = frozenset({"not", "no", "dont", "don", "never", "refuse"})

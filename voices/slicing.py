@@ -195,7 +195,9 @@ def slice_speech(
     hop = round(sr * hop_size_ms / 1000)
     interval_samples = sr * min_interval_ms / 1000
     window = min(round(interval_samples), 4 * hop)
-    min_length = round(sr * min_length_ms / 1000 / hop)  # all in frames from here on
+    # All in frames from here on. As in the official slicer, a clip reaches min_length counting up to the end
+    # of the pause that closes it; the cut falls inside that pause, so a clip can be shorter by that much.
+    min_length = round(sr * min_length_ms / 1000 / hop)
     min_interval = round(interval_samples / hop)
     kept = round(sr * max_sil_kept_ms / 1000 / hop)
     rms = frame_rms(wav, window, hop)  # (N,)
