@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/herald
 EXTRAS ?= embedded,prod,dev
-TEST_EXTRAS := embedded,prod,dev,synthesis
+TEST_EXTRAS := embedded,prod,dev,synthesis,asr
 
 .PHONY: install install-test demo test test-sqlite test-postgres lint bench serve clean services
 
