@@ -173,8 +173,14 @@ def run(directory: Path) -> list[Verdict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("directory", type=Path, help="a reference set: sovits.pth, vectors.npz, gpt.ckpt or sv.ckpt")
+    parser.add_argument("directory", type=Path, help="a reference set: sovits.pth, vectors.npz, gpt.ckpt or sv.ckpt; "
+                        "or a training set: s2_vectors.npz, s2G_enc_q.pth, s1_vectors.npz")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="training sets: the folder with the starting sovits.pth and gpt.ckpt "
+                        "(default: the inference set `gptsovits` beside the training set)")
     args = parser.parse_args(argv)
+    if (args.directory / "s2_vectors.npz").is_file():
+        return _main_training(args.directory, args.weights or args.directory.parent / "gptsovits")
     try:
         found = recognise(args.directory)
     except (ValueError, OSError) as exc:
@@ -182,7 +188,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     files = [p.name for p in (found.gpt, *found.sovits, found.sv) if p is not None]
     print(f"reference set: GPT-SoVITS {found.version} ({', '.join(files)})")
-    verdicts = run(args.directory)
+    return _report(run(args.directory))
+
+
+def _main_training(directory: Path, weights: Path) -> int:
+    # train_conformance imports this module (Verdict): loaded here, when a training set is asked for
+    from synthesis.gptsovits.train_conformance import run_training_set
+
+    print(f"training set: GPT-SoVITS v2 fine-tuning ({directory}), starting weights from {weights}")
+    try:
+        verdicts = run_training_set(directory, weights)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return _report(verdicts)
+
+
+def _report(verdicts: list[Verdict]) -> int:
     width = max(len(v.name) for v in verdicts)
     for v in verdicts:
         print(f"{'ok  ' if v.ok else 'FAIL'} {v.name:<{width}}  {v.detail}")

@@ -12,6 +12,7 @@ uniform bias, conv by conv, as nn.Conv*d.reset_parameters does).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -50,17 +51,32 @@ class WeightNormConv(nn.Module):
         return conv(x, weight, self.bias, self.stride, self.padding, 1, self.groups)
 
 
+def _narrow(channels: int, width: int) -> int:
+    """Channels (or groups) of a discriminator `width` times narrower than the official one (width 1)."""
+    return channels if channels == 1 else max(1, channels // width)
+
+
+def discriminator_width(state: Mapping[str, Tensor]) -> int:
+    """How many times narrower than the official discriminator the weights in `state` are (1 for official
+    weights; small random test models are narrower, as the other tiny models of the tests are)."""
+    post = state.get("discriminators.0.conv_post.weight_v")
+    if post is None:
+        raise ValueError("not a discriminator state: discriminators.0.conv_post.weight_v is missing")
+    return max(1, 1024 // int(post.shape[1]))
+
+
 class DiscriminatorS(nn.Module):
     """Scale discriminator on the raw waveform (B, 1, N): grouped strided 1-D convolutions."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 1) -> None:
         super().__init__()
         layers = [(1, 16, 15, 1, 1, 7), (16, 64, 41, 4, 4, 20), (64, 256, 41, 4, 16, 20),
                   (256, 1024, 41, 4, 64, 20), (1024, 1024, 41, 4, 256, 20), (1024, 1024, 5, 1, 1, 2)]
         self.convs = nn.ModuleList(
-            WeightNormConv(i, o, (k,), (s,), (p,), groups=g) for i, o, k, s, g, p in layers
+            WeightNormConv(_narrow(i, width), _narrow(o, width), (k,), (s,), (p,), groups=_narrow(g, width))
+            for i, o, k, s, g, p in layers
         )
-        self.conv_post = WeightNormConv(1024, 1, (3,), (1,), (1,))
+        self.conv_post = WeightNormConv(_narrow(1024, width), 1, (3,), (1,), (1,))
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         fmap = []
@@ -75,16 +91,17 @@ class DiscriminatorS(nn.Module):
 class DiscriminatorP(nn.Module):
     """Period discriminator: the waveform folded to (B, 1, N / period, period), then (5, 1) convolutions."""
 
-    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3) -> None:
+    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, width: int = 1) -> None:
         super().__init__()
         self.period = period
         pad = (kernel_size - 1) // 2
         channels = [(1, 32), (32, 128), (128, 512), (512, 1024), (1024, 1024)]
         self.convs = nn.ModuleList(
-            WeightNormConv(i, o, (kernel_size, 1), (stride if j < 4 else 1, 1), (pad, 0))
+            WeightNormConv(_narrow(i, width), _narrow(o, width), (kernel_size, 1), (stride if j < 4 else 1, 1),
+                           (pad, 0))
             for j, (i, o) in enumerate(channels)
         )
-        self.conv_post = WeightNormConv(1024, 1, (3, 1), (1, 1), (1, 0))
+        self.conv_post = WeightNormConv(_narrow(1024, width), 1, (3, 1), (1, 1), (1, 0))
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         b, c, t = x.shape
@@ -105,9 +122,11 @@ class DiscriminatorP(nn.Module):
 class MultiPeriodDiscriminator(nn.Module):
     """discriminators.0 = DiscriminatorS, 1.. = DiscriminatorP(period)."""
 
-    def __init__(self, periods: tuple[int, ...] = PERIODS_V2) -> None:
+    def __init__(self, periods: tuple[int, ...] = PERIODS_V2, width: int = 1) -> None:
         super().__init__()
-        self.discriminators = nn.ModuleList([DiscriminatorS(), *(DiscriminatorP(p) for p in periods)])
+        self.discriminators = nn.ModuleList(
+            [DiscriminatorS(width), *(DiscriminatorP(p, width=width) for p in periods)]
+        )
 
     def forward(
         self, y: Tensor, y_hat: Tensor

@@ -38,6 +38,9 @@ from synthesis.gptsovits.discriminator import (
     feature_loss,
     generator_loss,
 )
+from synthesis.gptsovits.discriminator import (
+    discriminator_width as discriminator_width_of,
+)
 from synthesis.gptsovits.mel import mel_spectrogram, slaney_mel_basis, spec_to_mel
 from synthesis.gptsovits.sovits import REF_BINS_V2, SoVITSConfig, SynthesizerTrn, spectrogram
 from synthesis.gptsovits.sovits_modules import (
@@ -452,12 +455,16 @@ class SoVITSTrainer:
         *,
         device: str | torch.device = "cpu",
         seed: int = 1234,
+        discriminator_width: int | None = None,
     ) -> None:
         self.config, self.train = config, train
         self.device = torch.device(device)
         torch.manual_seed(seed)
-        # D right after the seed: without a state it gets the official initial weights of that seed
-        self.net_d = MultiPeriodDiscriminator()
+        # D right after the seed: without a state it gets the official initial weights of that seed. Its width
+        # follows the state (narrow random test models), else the argument, else the official width.
+        if discriminator_state is not None:
+            discriminator_width = discriminator_width_of(discriminator_state)
+        self.net_d = MultiPeriodDiscriminator(width=discriminator_width or 1)
         self.net_g = SynthesizerTrain(config)
         g_state = {k: v.float() for k, v in generator_state.items()}
         missing, unexpected = self.net_g.load_state_dict(g_state, strict=False)

@@ -500,8 +500,8 @@ def t2s_train_conformance(
 ) -> dict[str, np.ndarray]:
     """Rebuild the GPT from the file, replay the recorded dropout, run steps 0 and 1, return every result array.
 
-    phone_ids maps phone symbols to v2 ids (synthesis.frontend.symbols.phone_ids; this pure package may not
-    import the frontend). Without it the item ids are read back from the recorded `phoneme_ids`, so that
+    phone_ids maps phone symbols to v2 ids (synthesis.frontend.symbols.phone_ids, which the training-set check
+    passes). Without it the item ids are read back from the recorded `phoneme_ids`, so that
     array is then not an independent check.
     """
     checkpoint = read_checkpoint(gpt_ckpt_path, kind="gpt")

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from synthesis.frontend.symbols import phone_ids
 from synthesis.gptsovits.conformance import Verdict
 from synthesis.gptsovits.sovits_train import sovits_train_conformance
+from synthesis.gptsovits.t2s_train import t2s_train_conformance
 
 # AdamW lr of the first SoVITS step: 1e-4 after one ExponentialLR step; text groups at 0.4 of it
 S2_LR = 1e-4 * 0.999875
@@ -170,25 +172,26 @@ def _verdicts(vectors: dict[str, np.ndarray], computed: dict[str, np.ndarray], p
     return out
 
 
+def is_training_set(directory: Path) -> bool:
+    return (Path(directory) / "s2_vectors.npz").is_file()
+
+
 def run_training_set(directory: Path, weights_dir: Path) -> list[Verdict]:
     """Recompute every array of the training set in `directory` (starting weights in `weights_dir`)."""
     directory, weights_dir = Path(directory), Path(weights_dir)
-    with np.load(directory / "s2_vectors.npz") as npz:
+    missing = [str(p) for p in (directory / "s2G_enc_q.pth", weights_dir / "sovits.pth", weights_dir / "gpt.ckpt")
+               if not p.is_file()]
+    if missing:
+        raise ValueError(f"a training set needs {', '.join(missing)} (the starting weights are the inference set's: "
+                         "--weights DIR)")
+    with np.load(directory / "s2_vectors.npz", allow_pickle=False) as npz:
         s2 = {k: npz[k] for k in npz.files}
     computed = sovits_train_conformance(weights_dir / "sovits.pth", directory / "s2G_enc_q.pth", s2)
     verdicts = _verdicts(s2, computed, "s2: ")
     s1_path = directory / "s1_vectors.npz"
     if s1_path.exists():
-        with np.load(s1_path) as npz:
+        with np.load(s1_path, allow_pickle=False) as npz:
             s1 = {k: npz[k] for k in npz.files}
-        try:
-            # lazily: the GPT trainer (t2s_train.py) is written on another branch and may not exist yet
-            from synthesis.gptsovits.t2s_train import t2s_train_conformance
-        except ModuleNotFoundError as exc:
-            if exc.name != "synthesis.gptsovits.t2s_train":
-                raise
-            verdicts.append(Verdict("s1", False, "s1: not implemented"))
-        else:
-            computed = t2s_train_conformance(weights_dir / "gpt.ckpt", s1)
-            verdicts += _verdicts(s1, computed, "s1: ")
+        computed = t2s_train_conformance(weights_dir / "gpt.ckpt", s1, phone_ids=phone_ids)
+        verdicts += _verdicts(s1, computed, "s1: ")
     return verdicts

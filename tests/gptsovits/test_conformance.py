@@ -120,3 +120,37 @@ def test_compare_rules():
     assert not compare("refer_spec", spec, spec + [0.0, 2e-5]).ok
     assert not compare("refer_spec", spec, spec * 1.001).ok  # a wrong scale is far outside
     assert not compare("x", floats, floats[:, :1]).ok  # shape
+
+
+TRAIN = ROOT.parent / "shared" / "gptsovits-train"
+
+
+def test_the_shared_training_set_conforms():
+    """The tool recognises a training set: one official SoVITS iteration and two GPT steps, every array."""
+    result = _run(TRAIN)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("training set: GPT-SoVITS v2 fine-tuning")
+    names = {line.split()[1] + " " + line.split()[2] for line in lines if line.startswith("ok")}
+    assert {"s2: loss_gen_all", "s2: gstep_dec_conv_pre_weight", "s2: d2_g_5", "s1: loss_step1",
+            "s1: param_after_step1_ar_predict_layer_weight", "s1: sched_last_lr_after_step1"} <= names
+    assert lines[-1].endswith(" passed, 0 failed") and int(lines[-1].split()[0]) >= 180
+
+
+def test_a_training_set_whose_official_numbers_differ_fails(tmp_path):
+    """Tampered reference numbers are reported by name, with the exit status CI reads."""
+    folder = tmp_path / "train"
+    folder.mkdir()
+    shutil.copy(TRAIN / "s2G_enc_q.pth", folder / "s2G_enc_q.pth")
+    with np.load(TRAIN / "s2_vectors.npz", allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["loss_mel"] = arrays["loss_mel"] * np.float32(1.01)
+    np.savez(folder / "s2_vectors.npz", **arrays)
+    result = subprocess.run(
+        [sys.executable, "-m", "synthesis.gptsovits.conformance", str(folder), "--weights", str(SHARED)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert any(line.startswith("FAIL s2: loss_mel") for line in result.stdout.splitlines())
+    missing = _run(folder)  # no --weights and no inference set beside it
+    assert missing.returncode == 2 and "starting weights" in missing.stderr

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from synthesis.gptsovits.checkpoint import read_checkpoint, sovits_state
+from synthesis.gptsovits.discriminator import MultiPeriodDiscriminator, discriminator_width
 from synthesis.gptsovits.loading import load_sovits
 from synthesis.gptsovits.sovits import SoVITSConfig
 from synthesis.gptsovits.sovits_train import (
@@ -57,9 +58,8 @@ def test_the_official_training_iteration_is_reproduced():
     assert len(s2) == 135
     failed = [v for v in s2 if not v.ok]
     assert failed == []
-    # the GPT half is written elsewhere: until then it is one failing verdict, never silently skipped
     s1 = [v for v in verdicts if v.name.startswith("s1")]
-    assert s1 and (all(v.ok for v in s1) or [v.detail for v in s1] == ["s1: not implemented"])
+    assert len(s1) >= 50 and all(v.ok for v in s1), [v for v in s1 if not v.ok]
 
 
 def test_compare_train_fails_unknown_arrays_and_real_deviations():
@@ -78,7 +78,7 @@ def test_compare_train_fails_unknown_arrays_and_real_deviations():
 
 def test_training_steps_lower_the_losses():
     """A few steps on one fixed batch lower the mel loss and the generator objective."""
-    trainer = SoVITSTrainer(TINY, TINY_TRAIN, _tiny_generator_state(), None, seed=3)
+    trainer = SoVITSTrainer(TINY, TINY_TRAIN, _tiny_generator_state(), None, seed=3, discriminator_width=8)
     batch = _tiny_batch()
     torch.manual_seed(5)
     logs = [trainer.train_step(batch) for _ in range(5)]
@@ -92,7 +92,7 @@ def test_training_steps_lower_the_losses():
 def test_a_resumed_trainer_continues_exactly(tmp_path):
     """state_dict -> torch.save -> torch.load(weights_only=True) -> a fresh trainer gives the same next step."""
     batch = _tiny_batch()
-    trainer = SoVITSTrainer(TINY, TINY_TRAIN, _tiny_generator_state(), None, seed=3)
+    trainer = SoVITSTrainer(TINY, TINY_TRAIN, _tiny_generator_state(), None, seed=3, discriminator_width=8)
     torch.manual_seed(7)
     trainer.train_step(batch)
     trainer.end_epoch()
@@ -100,7 +100,7 @@ def test_a_resumed_trainer_continues_exactly(tmp_path):
     torch.save(trainer.state_dict(), tmp_path / "state.pt")
     continued = trainer.train_step(batch)
 
-    resumed = SoVITSTrainer(TINY, TINY_TRAIN, _tiny_generator_state(seed=9), None, seed=11)
+    resumed = SoVITSTrainer(TINY, TINY_TRAIN, _tiny_generator_state(seed=9), None, seed=11, discriminator_width=8)
     torch.manual_seed(123)  # the saved RNG state, not this, must decide the next draws
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     assert (resumed.epoch, resumed.step) == (2, 2)
@@ -111,7 +111,7 @@ def test_saved_weights_load_strictly_in_the_official_format(tmp_path):
     """save_sovits_weights writes what the WebUI writes: a zip whose folder is a time stamp, fp16, no enc_q."""
     checkpoint = read_checkpoint(SHARED / "sovits.pth", kind="sovits")
     config = SoVITSConfig.from_checkpoint(checkpoint.config)
-    trainer = SoVITSTrainer(config, TrainConfig(fp16=False), sovits_state(checkpoint), None)
+    trainer = SoVITSTrainer(config, TrainConfig(fp16=False), sovits_state(checkpoint), None, discriminator_width=8)
     weights = trainer.inference_weights()
     assert not any("enc_q" in k for k in weights) and {v.dtype for v in weights.values()} == {torch.float16}
     path = tmp_path / "voice_e8_s16.pth"
@@ -131,5 +131,24 @@ def test_saved_weights_load_strictly_in_the_official_format(tmp_path):
     reloaded = read_checkpoint(path, kind="sovits").weights
     assert set(reloaded) == set(weights) == set(model.state_dict())
     assert all(torch.equal(reloaded[k], weights[k]) for k in weights)
-    with pytest.raises(ValueError):
-        SoVITSTrainer(config, TrainConfig(), {**sovits_state(checkpoint), "stray": torch.zeros(1)}, None)
+
+
+def test_a_generator_state_with_a_stray_key_is_refused():
+    checkpoint = read_checkpoint(SHARED / "sovits.pth", kind="sovits")
+    config = SoVITSConfig.from_checkpoint(checkpoint.config)
+    with pytest.raises(ValueError, match="stray"):
+        SoVITSTrainer(config, TrainConfig(), {**sovits_state(checkpoint), "stray": torch.zeros(1)}, None,
+                      discriminator_width=8)
+
+
+def test_a_narrow_discriminator_takes_its_width_from_its_weights():
+    """Small random test discriminators are narrower than the official one; the trainer reads the width off
+    the weights, and the official width is 1."""
+    narrow = MultiPeriodDiscriminator(width=8)
+    assert discriminator_width(narrow.state_dict()) == 8
+    assert sum(p.numel() for p in narrow.parameters()) < 1_000_000
+    assert discriminator_width({"discriminators.0.conv_post.weight_v": torch.zeros(1, 1024, 3)}) == 1
+    checkpoint = read_checkpoint(SHARED / "sovits.pth", kind="sovits")
+    config = SoVITSConfig.from_checkpoint(checkpoint.config)
+    trainer = SoVITSTrainer(config, TrainConfig(fp16=False), sovits_state(checkpoint), narrow.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(trainer.net_d.state_dict().values(), narrow.state_dict().values(), strict=True))
