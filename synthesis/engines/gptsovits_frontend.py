@@ -13,7 +13,13 @@ import torch
 from synthesis.engines.base import EngineError, VoiceSpec
 from synthesis.engines.gptsovits import TextFeatures, VoicePrompt
 from synthesis.frontend.config import ENV_BERT, ENV_HUBERT, configuration_problem, model_dir
-from synthesis.frontend.features import BertFeatures, HubertFeatures, PromptCache, ReferenceClipError
+from synthesis.frontend.features import (
+    BertFeatures,
+    HubertFeatures,
+    PromptCache,
+    ReferenceClipError,
+    text_bert,
+)
 from synthesis.frontend.pipeline import FrontendResult, process
 
 
@@ -33,13 +39,7 @@ class GptSovitsFrontend:
         return cls(model_dir(ENV_BERT), model_dir(ENV_HUBERT), device=device)
 
     def _features(self, result: FrontendResult) -> TextFeatures:
-        parts = []
-        for segment in result.segments:
-            if segment.language == "zh" and segment.word2ph is not None:
-                parts.append(self.bert.features(segment.text, list(segment.word2ph)))  # (H, n)
-            else:
-                parts.append(self.bert.zeros(len(segment.phones)))  # English: zero features, as official
-        bert = torch.cat(parts, dim=1) if parts else self.bert.zeros(0)
+        bert = text_bert(result.segments, self.bert)  # (H, phones)
         return TextFeatures(phones=torch.tensor(result.phone_ids, dtype=torch.long), bert=bert)
 
     def features(self, text: str, language: str) -> TextFeatures:

@@ -109,6 +109,18 @@ class BertFeatures:
         return torch.zeros(self.hidden_size, n_phones, dtype=torch.float32, device=self.device)
 
 
+def text_bert(segments: Any, bert: BertFeatures) -> Tensor:
+    """BERT features (hidden, phones) of a frontend result's segments: Chinese segments from BERT, every other
+    segment zeros, as the official inference and `1-get-text.py` do."""
+    parts = []
+    for segment in segments:
+        if segment.language == "zh" and segment.word2ph is not None:
+            parts.append(bert.features(segment.text, list(segment.word2ph)))  # (H, n)
+        else:
+            parts.append(bert.zeros(len(segment.phones)))
+    return torch.cat(parts, dim=1) if parts else bert.zeros(0)
+
+
 class HubertFeatures:
     """chinese-hubert-base content features (1, 768, T50), as the official inference computes them.
 

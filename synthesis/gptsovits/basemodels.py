@@ -36,6 +36,8 @@ PAIRS = {
     "v2ProPlus": ("s1v3.ckpt", "v2Pro/s2Gv2ProPlus.pth"),
 }
 SV_MODEL = "sv/pretrained_eres2netv2w24s4ep4.ckpt"
+# Fine-tuning starts its discriminator from these when present (optional: otherwise from random weights).
+DISCRIMINATORS = {"v2": "gsv-v2final-pretrained/s2D2333k.pth"}
 BERT_DIR = "chinese-roberta-wwm-ext-large"
 HUBERT_DIR = "chinese-hubert-base"
 _LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
@@ -150,6 +152,18 @@ def base_pair(base: str | os.PathLike[str] | None, version: str) -> BasePair:
         raise BaseModelError(f"GPT-SoVITS {version} base models{f' in {base}' if base else ''}: " + "; ".join(found))
     gpt, sovits = PAIRS[version]
     return BasePair(version=version, gpt=base / gpt, sovits=base / sovits)
+
+
+def training_discriminator(base: Path | None, version: str) -> Path | None:
+    """The pretrained discriminator fine-tuning of `version` starts from, when `base` has it and the manifest
+    vouches for it; None when it is absent (training then starts the discriminator from random weights)."""
+    relative = DISCRIMINATORS.get(version)
+    if base is None or relative is None or not (base / relative).is_file():
+        return None
+    manifest = read_manifest(base)
+    if manifest.get(relative) != file_sha256(base / relative):
+        raise BaseModelError(f"{relative} is not listed in {MANIFEST} or does not match its sha256 there")
+    return base / relative
 
 
 def manifest_digest(base: Path, version: str) -> str:

@@ -322,3 +322,22 @@ def load_strict(
     check_state(module, state, path=path, what=what)
     expected = module.state_dict()
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def read_discriminator(path: str | Path, *, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, torch.Tensor]:
+    """The weights of an official pretrained SoVITS discriminator (`s2D*.pth`, saved by the training code as
+    {"model": state dict, "iteration", "optimizer", "learning_rate"}); only the "model" entry is kept."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > max_bytes:
+            raise CheckpointError(path, f"is larger than {max_bytes / 2**20:,.0f} MB")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot be read ({exc.strerror})") from exc
+    payload = unpickle_weights(path, raw)
+    weights = payload.get("model", payload.get("weight")) if isinstance(payload, Mapping) else None
+    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(path, "is not a discriminator checkpoint: no 'model' mapping of names to tensors")
+    if not any(str(k).startswith("discriminators.") for k in weights):
+        raise CheckpointError(path, "holds no 'discriminators.…' weights: not a SoVITS discriminator")
+    return {str(k): v for k, v in weights.items()}
