@@ -163,6 +163,8 @@ CELERY_TASK_ROUTES = {
     "synthesis.tasks.*": {"queue": "synthesis"},
     "telephony.tasks.*": {"queue": "telephony"},
     "campaigns.tasks.*": {"queue": "default"},
+    "voices.tasks.train_voice": {"queue": "training"},
+    "voices.tasks.*": {"queue": "default"},
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -173,6 +175,7 @@ SWEEP_INTERVAL = env_float("HERALD_SWEEP_INTERVAL", 2.0, minimum=0.1)
 CELERY_BEAT_SCHEDULE = {
     "dialer-sweep": {"task": "campaigns.tasks.sweep", "schedule": SWEEP_INTERVAL},
     "housekeeping": {"task": "campaigns.tasks.housekeeping", "schedule": 60.0},
+    "training-watchdog": {"task": "voices.tasks.resume_stale_training", "schedule": 60.0},
 }
 
 # --- Herald -------------------------------------------------------------------------------------
@@ -194,6 +197,13 @@ SIP_DRAIN_SECONDS = env_float("HERALD_SIP_DRAIN_SECONDS", 30.0, minimum=0.0)
 PACING_REDIS_URL = env_str(
     "HERALD_PACING_REDIS_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 )
+# Voice studio: fine-tuning runs on workers of the `training` queue (GPU: cuda, fp16; CPU for tiny models).
+# Their per-epoch state lives under TRAINING_DIR (shared storage when training workers are on several machines).
+TRAINING_DIR = Path(env_str("HERALD_TRAINING_DIR", str(VAR_DIR / "training")))
+TRAINING_DEVICE = env_str("HERALD_TRAINING_DEVICE", "")  # empty: cuda when present, else cpu
+TRAINING_STALE_SECONDS = env_int("HERALD_TRAINING_STALE_SECONDS", 300, minimum=10)
+# The consent speaker must sound like the training speaker: cosine similarity of ERes2NetV2 embeddings.
+CONSENT_MIN_SIMILARITY = env_float("HERALD_CONSENT_MIN_SIMILARITY", 0.5, minimum=-1.0)
 MAX_CALLS_PER_NUMBER_24H = env_int("HERALD_MAX_CALLS_PER_NUMBER_24H", 3, minimum=1)
 
 

@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
 from campaigns import views
+from voices import studio_admin  # noqa: F401 - registers the voice studio (VoiceDraftAdmin)
 from voices.actions import PREVIEW_TEXT, preview_voice, revoke_consent, save_voice
 from voices.models import SpeakerConsent, Voice
 from voices.validation import check_voice
