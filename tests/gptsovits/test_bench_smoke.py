@@ -1,4 +1,4 @@
-"""bench/gptsovits.py runs, for every version, at a tiny size (its figures are for the README, not asserted)."""
+"""bench/gptsovits.py and bench/train.py run at a tiny size (their figures are for the README, not asserted)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,15 @@ def test_the_engine_bench_runs_every_version_at_a_tiny_size(version):
         assert [run["batch"] for run in figures[mode]["runs"]] == [1, 2]
         assert all(run["rtf"] > 0 for run in figures[mode]["runs"])
     assert ("speaker" in figures) == (version != "v2")  # the SV model is timed once per Pro voice
+
+
+def test_the_training_bench_runs_at_a_tiny_size():
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "train.py"), "--smoke", "--device", "cpu"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.splitlines()[-1])
+    assert (figures["bench"], figures["weights"], figures["sovits_epochs"], figures["gpt_epochs"]) == (
+        "train", "small shared", 1, 1)
+    assert set(figures["stages"]) == {"sovits", "gpt"}
+    assert all(stage["steps"] > 0 and stage["seconds"] > 0 for stage in figures["stages"].values())
+    assert figures["peak_rss_mb"] > 0 and figures["exported_mb"]["sovits_mb"] > 0
