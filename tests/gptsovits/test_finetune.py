@@ -109,3 +109,33 @@ def test_dataset_preparation_drops_a_bad_utterance_with_its_reason(tmp_path):
     finetune.save_dataset(items, tmp_path / "dataset.pt")
     again = finetune.load_dataset(tmp_path / "dataset.pt")
     assert torch.equal(again[0].semantic, item.semantic) and torch.equal(again[0].wav, item.wav)
+
+
+def test_full_size_exports_match_the_official_key_and_shape_manifests(tmp_path):
+    """What fine-tuning writes for full-size v2 models has exactly the official files' keys and shapes: the
+    SoVITS file every key of the official G but the training-only enc_q, the GPT file every key."""
+    import json
+
+    from synthesis.gptsovits import sovits_train, t2s_train
+    from synthesis.gptsovits.randomweights import write_random_pair
+    from synthesis.gptsovits.sovits import SoVITSConfig
+    from synthesis.gptsovits.t2s import T2SConfig
+
+    gpt_path, sovits_path = write_random_pair(tmp_path / "full", V2)
+    sovits, gpt = read_checkpoint(sovits_path, kind="sovits"), read_checkpoint(gpt_path, kind="gpt")
+    trainer = sovits_train.SoVITSTrainer(SoVITSConfig.from_checkpoint(sovits.config), sovits_train.TrainConfig(),
+                                         sovits.weights, None, discriminator_width=8)
+    sovits_train.save_sovits_weights(tmp_path / "voice.pth", trainer.inference_weights(), sovits.config, "e0")
+    del trainer
+    t2s = t2s_train.T2STrainer(T2SConfig.from_checkpoint(gpt.config), gpt.weights)
+    t2s_train.save_gpt_weights(tmp_path / "voice.ckpt", t2s.checkpoint_weights(), gpt.config, t2s_train.gpt_info(1))
+    del t2s
+
+    for exported, manifest, kind in ((tmp_path / "voice.pth", "manifest_v2_sovits.json", "sovits"),
+                                     (tmp_path / "voice.ckpt", "manifest_v2_gpt.json", "gpt")):
+        official = {k: v["shape"] for k, v in json.loads((V2 / manifest).read_text())["keys"].items()
+                    if not k.startswith("enc_q.")}
+        written = read_checkpoint(exported, kind=kind).weights
+        assert {k: list(v.shape) for k, v in written.items()} == official, kind
+        assert {v.dtype for v in written.values()} == {torch.float16}
+    load_sovits(tmp_path / "voice.pth"), load_gpt(tmp_path / "voice.ckpt")
