@@ -416,21 +416,21 @@ class _JobControl:
 
     job: TrainingJob
     deadline: Any
-    last_write: float = 0.0
 
     def report(self, stage: str, epoch: int, epochs: int, step: int, losses: dict[str, float],
                fraction: float) -> None:
-        TrainingJob.objects.filter(pk=self.job.pk).update(
+        # Only while this worker holds the job: a worker the watchdog gave up on must not write over its successor.
+        TrainingJob.objects.filter(pk=self.job.pk, worker=self.job.worker).update(
             stage=stage, epoch=epoch, step=F("step") + 1, progress=round(fraction, 4),
             losses={k: round(float(v), 5) for k, v in losses.items()}, heartbeat_at=timezone.now(),
             message=f"{stage} epoch {epoch}/{epochs}, batch {step}",
         )
 
     def stop_reason(self) -> str | None:
-        row = TrainingJob.objects.filter(pk=self.job.pk).values("cancel_requested", "state").first()
+        row = TrainingJob.objects.filter(pk=self.job.pk).values("cancel_requested", "state", "worker").first()
         if row is None or row["cancel_requested"]:
             return "cancelled"
-        if row["state"] != TrainingJob.State.RUNNING:
+        if row["state"] != TrainingJob.State.RUNNING or row["worker"] != self.job.worker:
             return "taken over by another worker"
         if timezone.now() >= self.deadline:
             return f"the time limit of {self.job.time_limit_s // 60} min was reached"
@@ -627,7 +627,7 @@ def _publish(job: TrainingJob, draft: VoiceDraft, result: Any) -> Voice:
             _consent_record(instant, draft, consent)
         VoiceDraft.objects.filter(pk=draft.pk).update(voice=voice, instant_voice=instant,
                                                       stage=VoiceDraft.Stage.DONE)
-        finished = TrainingJob.objects.filter(pk=job.pk, state=TrainingJob.State.RUNNING).update(
+        finished = TrainingJob.objects.filter(pk=job.pk, state=TrainingJob.State.RUNNING, worker=job.worker).update(
             state=TrainingJob.State.SUCCEEDED, stage=TrainingJob.Stage.DONE, progress=1.0, artefacts=artefacts,
             finished_at=timezone.now(), heartbeat_at=timezone.now(), message=f"voice {voice.name} is ready",
         )

@@ -181,3 +181,29 @@ def test_a_job_whose_worker_keeps_dying_fails_with_the_reason_and_a_queued_one_c
     studio.cancel_training(alive)
     alive.refresh_from_db()
     assert alive.state == TrainingJob.State.CANCELLED and studio.claim(alive.pk) is None
+
+
+@pytest.mark.django_db
+def test_a_worker_given_up_on_stops_and_cannot_write_over_its_successor():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    draft = VoiceDraft.objects.create(name="d", speaker_name="李娜", company="顺达")
+    job = TrainingJob.objects.create(draft=draft, training_digest="x" * 64, state=TrainingJob.State.RUNNING,
+                                     attempts=1, heartbeat_at=timezone.now(), worker="old:1")
+    control = studio._JobControl(job, deadline=timezone.now() + timedelta(hours=1))
+    assert control.stop_reason() is None
+    control.report("sovits", 1, 8, 1, {"loss_mel": 1.0}, 0.1)
+    job.refresh_from_db()
+    assert job.message == "sovits epoch 1/8, batch 1" and job.losses == {"loss_mel": 1.0}
+    TrainingJob.objects.filter(pk=job.pk).update(worker="new:2")  # the watchdog requeued it; another claimed it
+    assert control.stop_reason() == "taken over by another worker"
+    control.report("sovits", 2, 8, 1, {"loss_mel": 9.0}, 0.2)
+    job.refresh_from_db()
+    assert job.losses == {"loss_mel": 1.0} and job.progress == 0.1
+    TrainingJob.objects.filter(pk=job.pk).update(worker="old:1", cancel_requested=True)
+    assert control.stop_reason() == "cancelled"
+    TrainingJob.objects.filter(pk=job.pk).update(cancel_requested=False)
+    job.refresh_from_db()
+    assert studio._JobControl(job, deadline=timezone.now()).stop_reason().startswith("the time limit of 180 min")
