@@ -140,9 +140,24 @@ def _section(n: int) -> str:
     return "".join(out)
 
 
+# The largest number read as a quantity: 9999,9999,9999,9999 (the last of _BIG_UNITS is 万亿). Beyond it
+# Chinese would need 亿亿 or 京, which nobody says on the phone and a listener cannot follow; a longer
+# amount is almost always a data error or an identifier, so it is read digit by digit, which is also
+# what a call-centre agent would do. Checked on the digit string before int(), which refuses very long
+# strings (Python's 4300-digit limit).
+_MAX_CARDINAL_DIGITS = 4 * len(_BIG_UNITS)
+
+
 def cardinal(number: str | int, *, liang: bool = False) -> str:
-    """Read an integer as a quantity: 2580 -> 二千五百八十, 10 -> 十, 10010 -> 一万零一十."""
-    n = int(number)
+    """Read an integer as a quantity: 2580 -> 二千五百八十, 10 -> 十, 10010 -> 一万零一十; 17+ digits one by one."""
+    text = str(number).strip()
+    if text.startswith(("-", "+")):
+        sign, text = text[0], text[1:].strip()
+        return ("负" if sign == "-" else "") + cardinal(text, liang=liang)
+    significant = text.lstrip("0")
+    if len(significant) > _MAX_CARDINAL_DIGITS:
+        return digits(significant, yao=False)
+    n = int(significant or "0")
     if n == 0:
         return "零"
     sections = []
@@ -511,6 +526,8 @@ def en_cardinal(n: int) -> str:
         return "negative " + en_cardinal(-n)
     if n == 0:
         return "zero"
+    if n >= 1000 ** len(_EN_SCALES):  # beyond the largest scale word: digit by digit, as in Chinese
+        return " ".join(_EN_DIGIT[int(c)] for c in str(n))
     chunks = []
     scale = 0
     while n:
