@@ -23,7 +23,7 @@ from campaigns import lifecycle
 from campaigns.models import Call, Campaign
 from synthesis.audio import AudioError, to_telephony, write_mulaw_wav, write_wav
 from synthesis.engines import engine_version, get_engine
-from synthesis.engines.base import EngineError, VoiceSpec
+from synthesis.engines.base import EngineError, VoiceSpec, failure_reason
 from synthesis.gptsovits.basemodels import MANIFEST, VERSIONS, BaseModelError, base_dir, base_pair, problems
 from synthesis.keys import RenderKeyer
 from synthesis.models import RenderedAudio
@@ -198,7 +198,11 @@ def _store(row: RenderedAudio, claimed_at: object, wave) -> None:  # wave: synth
 
 def render(render_keys: list[str], *, claim_token: str = "") -> RenderSummary:
     """Render every claimable key, one engine batch per voice. `claim_token` (the task id) lets a redelivered
-    task take over the claims its dead predecessor held, instead of waiting for them to go stale."""
+    task take over the claims its dead predecessor held, instead of waiting for them to go stale.
+
+    Any exception while preparing or rendering one text fails only that text's render (and so only its
+    calls, through lifecycle.audio_failed) with the exception's type and message; the rest of the batch
+    renders. Only a transient EngineError releases the batch for a retry (TransientRenderError)."""
     summary = RenderSummary()
     claimed = _claim(render_keys, claim_token)
     summary.skipped = [k for k in dict.fromkeys(render_keys) if k not in claimed]
@@ -222,20 +226,28 @@ def render(render_keys: list[str], *, claim_token: str = "") -> RenderSummary:
             continue
         try:
             engine = get_engine(voice.engine)
-            waves = engine.synthesize(voice_spec(voice), [row.text for row in group])
+            spec = voice_spec(voice)
+            engine.describe_parameters(spec)  # the voice's own problems fail its texts at once, not one by one
+            results = engine.synthesize_each(spec, [row.text for row in group])
         except EngineError as exc:
             if not exc.permanent:
                 _release([row.render_key for row in group])
                 raise TransientRenderError(str(exc)) from exc
-            for row in group:
-                _fail(row, str(exc))
+            results = [exc] * len(group)
+        except Exception as exc:  # a bug about the voice itself: every text of it fails with the reason
+            log.exception("voice %s cannot render", voice.pk)
+            results = [exc] * len(group)
+        for row, result in zip(group, results, strict=True):
+            if isinstance(result, Exception):
+                _fail(row, failure_reason(result))
                 summary.failed.append(row.render_key)
-            continue
-        for row, wave in zip(group, waves, strict=True):
+                continue
             try:
-                _store(row, claimed[row.render_key], wave)
-            except AudioError as exc:
-                _fail(row, str(exc))
+                _store(row, claimed[row.render_key], result)
+            except Exception as exc:  # a wave the phone cannot take (AudioError) or a bug storing it: this text only
+                if not isinstance(exc, AudioError):
+                    log.exception("storing render %s failed", row.render_key[:12])
+                _fail(row, failure_reason(exc))
                 summary.failed.append(row.render_key)
             else:
                 summary.rendered.append(row.render_key)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from synthesis.audio import Waveform
+
+log = logging.getLogger(__name__)
 
 
 def _rebuild_engine_error(cls: type[EngineError], message: str, permanent: bool) -> EngineError:
@@ -33,6 +36,14 @@ class EngineError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, permanent={self.permanent})"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What to store and show for a failed text: an EngineError's own message, else the type and message."""
+    if isinstance(exc, EngineError):
+        return exc.message
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -69,3 +80,43 @@ class Engine(ABC):
 
         Goes into the render cache key. Raises EngineError(permanent=True) for invalid parameters.
         """
+
+    def synthesize_each(self, voice: VoiceSpec, texts: list[str]) -> list[Waveform | Exception]:
+        """Render each text, one result per text: its Waveform, or the exception that failed that text alone.
+
+        The batch is tried first (batching is what makes GPU engines fast); when it fails for any reason but
+        a transient EngineError, which is raised as it would be for the whole batch, every text is rendered
+        on its own, so one text the frontend or the engine cannot handle fails only itself and never holds
+        back the others. Rendering alone gives the same audio: engines seed each text by its own content.
+        """
+        try:
+            waves = self.synthesize(voice, texts)
+            if len(waves) != len(texts):
+                raise EngineError(f"the engine returned {len(waves)} waveforms for {len(texts)} texts", permanent=True)
+            return list(waves)
+        except EngineError as exc:
+            if not exc.permanent or len(texts) == 1:
+                if exc.permanent:
+                    return [exc]
+                raise
+            first: Exception = exc
+        except Exception as exc:  # any bug in one text's frontend or rendering: isolate it below
+            if len(texts) == 1:
+                log.warning("text failed: %s", failure_reason(exc), exc_info=True)
+                return [exc]
+            first = exc
+        log.warning("a batch of %d texts failed (%s); rendering them one by one", len(texts), failure_reason(first))
+        results: list[Waveform | Exception] = []
+        for text in texts:
+            try:
+                (wave,) = self.synthesize(voice, [text])
+            except EngineError as exc:
+                if not exc.permanent:
+                    raise
+                results.append(exc)
+            except Exception as exc:
+                log.warning("text failed: %s", failure_reason(exc), exc_info=True)
+                results.append(exc)
+            else:
+                results.append(wave)
+        return results
