@@ -14,6 +14,8 @@ A deliberately small language instead of ``str.format`` (which would allow
   (hint ``name``: a polyphonic surname such as 单 or 曾 is said the way a surname is)
   unless it carries another hint; ``{收件人:name}`` asks the same of another variable.
 * ``{{`` and ``}}`` are literal braces.
+* Values lose the reading-mark characters ``⟪`` ``⟫`` (synthesis.frontend.marks):
+  a contact field cannot smuggle a ``⟪hint:…⟫`` mark into its own clip.
 * Positions in errors and in :class:`Placeholder` are 0-based character offsets
   into the template text.
 
@@ -31,7 +33,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from synthesis.frontend.marks import mark, mark_name
+from synthesis.frontend.marks import CLOSE, OPEN, mark, mark_name
 
 __all__ = [
     "KNOWN_HINTS",
@@ -204,9 +206,18 @@ def _missing(parts: Sequence[str | Placeholder], variables: Mapping[str, object]
     for p in parts:
         if type(p) is not str:
             v = variables.get(p.name)
-            if v is None or not str(v).strip():
+            if v is None or not _value(v).strip():
                 names[p.name] = None
     return MissingVariables(names)
+
+
+_MARK_CHARACTERS = str.maketrans("", "", OPEN + CLOSE)
+
+
+def _value(v: object) -> str:
+    """A variable's text with the reading-mark characters ⟪ ⟫ removed: a contact field must not be able to
+    write a ⟪hint:…⟫ mark of its own into the script (it would change how other text is read)."""
+    return (v if type(v) is str else str(v)).translate(_MARK_CHARACTERS)
 
 
 def render_template(template: str | Sequence[str | Placeholder], variables: Mapping[str, str]) -> str:
@@ -221,10 +232,9 @@ def render_template(template: str | Sequence[str | Placeholder], variables: Mapp
             append(p)
             continue
         v = get(p.name)
-        if type(v) is not str:
-            if v is None:
-                raise _missing(parts, variables)
-            v = str(v)
+        if v is None:
+            raise _missing(parts, variables)
+        v = _value(v)
         if not v or v.isspace():
             raise _missing(parts, variables)
         append(v)
@@ -278,10 +288,9 @@ def render_with_spans(
             pos += len(p)
             continue
         v = get(p.name)
-        if type(v) is not str:
-            if v is None:
-                raise _missing(parts, variables)
-            v = str(v)
+        if v is None:
+            raise _missing(parts, variables)
+        v = _value(v)
         if not v or v.isspace():
             raise _missing(parts, variables)
         out.append(v)
