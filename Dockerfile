@@ -17,4 +17,4 @@ RUN pip install --no-cache-dir -c constraints.txt ".[${EXTRAS}]" \
 USER herald
 RUN DJANGO_SECRET_KEY=collectstatic-only-not-a-real-secret-key-0123456789abcdef python manage.py collectstatic --noinput
 EXPOSE 8000
-CMD ["gunicorn", "herald.wsgi", "-b", "0.0.0.0:8000", "--workers", "3", "--threads", "4"]
+CMD ["gunicorn", "-c", "python:herald.gunicorn_conf", "herald.wsgi", "-b", "0.0.0.0:8000", "--workers", "3", "--threads", "4"]

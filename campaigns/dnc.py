@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from campaigns import phones
+from campaigns.cells import guard_cell, unguard_cell
 from campaigns.contacts_csv import (
     PHONE_ALIASES,
     CsvImportError,
@@ -50,7 +51,6 @@ PHONE_HEADERS = frozenset(
 )
 REASON_HEADERS = frozenset(_header_key(h) for h in ("reason", "原因", "备注", "note"))
 MAX_LINES = 2_000_000  # far above any real list; stops a wrong file filling memory
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def parse_do_not_call_csv(
                 result.repeats += 1
                 continue
             reason = cells[reason_col] if reason_col is not None and reason_col < len(cells) else ""
-            result.numbers[phone] = _unguard(reason)[:200] or default_reason[:200]
+            result.numbers[phone] = unguard_cell(reason)[:200] or default_reason[:200]
     except csv.Error as exc:
         raise CsvImportError(f"line {reader.line_num}: the file is not valid CSV ({exc})") from exc
     return result
@@ -174,16 +174,7 @@ def export_rows() -> Iterator[tuple[str, str, str, str]]:
     yield EXPORT_HEADER
     entries = DoNotCall.objects.order_by("pk").values_list("phone", "reason", "source", "created_at")
     for phone, reason, source, created_at in entries.iterator(chunk_size=5000):
-        yield phone, _guard(reason), _guard(source), created_at.isoformat()
-
-
-def _guard(text: str) -> str:
-    # Free text that a spreadsheet would run as a formula is written as text ('=…), and read back by _unguard.
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def _unguard(text: str) -> str:
-    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_START) else text
+        yield phone, guard_cell(reason), guard_cell(source), created_at.isoformat()
 
 
 def export_csv(rows_per_piece: int = 1000) -> Iterator[str]:

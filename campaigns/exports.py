@@ -12,6 +12,7 @@ from django.http import HttpResponse
 from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 
+from campaigns.cells import guard_value
 from campaigns.reports import to_csv
 
 Table = tuple[list[str], list[list[object]]]
@@ -57,7 +58,7 @@ def workbook(sheets: list[tuple[str, Table]]) -> bytes:
                     cell.number_format = "0.0%"
                     out.append(cell)
                 else:
-                    out.append(value)
+                    out.append(guard_value(value))  # openpyxl writes a string starting with = as a formula
             sheet.append(out)
     buffer = io.BytesIO()
     book.save(buffer)

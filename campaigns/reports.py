@@ -34,6 +34,7 @@ from django.db.models import Count, DateTimeField, F, Func, IntegerField, OuterR
 from django.db.models.functions import Coalesce, ExtractMinute, Floor, TruncHour
 
 from campaigns import stats
+from campaigns.cells import guard_value
 from campaigns.models import Call, CallAttempt, Campaign, Variant
 from synthesis.models import RenderedAudio
 from voices.models import Voice
@@ -554,7 +555,8 @@ def to_csv(header: list[str], rows: list[list[object]]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header)
     for row in rows:
-        writer.writerow(["" if v is None else f"{v:.4f}" if isinstance(v, float) else v for v in row])
+        # Names in reports come from staff and contact lists: guard_value keeps =HYPERLINK(…) from running.
+        writer.writerow(["" if v is None else f"{v:.4f}" if isinstance(v, float) else guard_value(v) for v in row])
     return out.getvalue()
 
 

@@ -1,4 +1,5 @@
-"""Phone numbers never reach the logs in full: +8613800138000 is logged as +86138****8000."""
+"""Phone numbers never reach the logs in full: +8613800138000 is logged as +86138****8000; nor do live
+signatures of signed URLs (sig=…). gunicorn's access log goes through the same masking (gunicorn.conf.py)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,18 @@ def mask_phone(value: str) -> str:
     return f"{plus}{digits[:keep]}{'*' * (len(digits) - keep - 4)}{digits[-4:]}"
 
 
+# A signed URL's signature in a query string (?sig=… or &sig=…): whoever reads the log could replay the URL.
+_SIGNATURE = re.compile(r"(?<=[?&;]sig=)[^&\s\"']+", re.IGNORECASE)
+
+
 def mask_text(text: str) -> str:
+    """The text with every phone number masked."""
     return _PHONE.sub(lambda m: (m.group(1) or "") + mask_phone(m.group(2)), text)
+
+
+def mask_line(text: str) -> str:
+    """A log line with phone numbers masked and the values of sig= query parameters removed."""
+    return mask_text(_SIGNATURE.sub("…", text))
 
 
 class MaskPhoneNumbers(logging.Filter):
@@ -30,7 +41,7 @@ class MaskPhoneNumbers(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = mask_text(message)
+        masked = mask_line(message)
         if masked != message:
             record.msg, record.args = masked, None
         if record.exc_info and not record.exc_text:
@@ -41,3 +52,19 @@ class MaskPhoneNumbers(logging.Filter):
         if record.stack_info:
             record.stack_info = mask_text(record.stack_info)
         return True
+
+
+def gunicorn_logger_class() -> type:
+    """gunicorn's Logger with MaskPhoneNumbers on its access and error logs (gunicorn.conf.py names it)."""
+    from gunicorn.glogging import Logger  # gunicorn is a production dependency only: imported when it runs
+
+    class MaskedGunicornLogger(Logger):
+        """Access lines carry request paths: admin searches by number, signed audio URLs with their sig."""
+
+        def setup(self, cfg: object) -> None:
+            super().setup(cfg)
+            for logger in (self.access_log, self.error_log):
+                if not any(isinstance(f, MaskPhoneNumbers) for f in logger.filters):
+                    logger.addFilter(MaskPhoneNumbers())
+
+    return MaskedGunicornLogger

@@ -205,6 +205,13 @@ TRAINING_STALE_SECONDS = env_int("HERALD_TRAINING_STALE_SECONDS", 300, minimum=1
 # The consent speaker must sound like the training speaker: cosine similarity of ERes2NetV2 embeddings.
 CONSENT_MIN_SIMILARITY = env_float("HERALD_CONSENT_MIN_SIMILARITY", 0.5, minimum=-1.0)
 MAX_CALLS_PER_NUMBER_24H = env_int("HERALD_MAX_CALLS_PER_NUMBER_24H", 3, minimum=1)
+# Carrier webhooks are small form posts (Twilio's are under 4 KB): a larger body is refused with 413 before
+# anything reads it, so an unsigned flood cannot make web workers buffer or parse megabytes.
+WEBHOOK_MAX_BODY_BYTES = env_int("HERALD_WEBHOOK_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+# Hosts a Twilio account's api_base_url may name (https only): the stored token is sent there. The local
+# sandbox (http on 127.0.0.1/localhost) is allowed only where HERALD_TWILIO_SANDBOX says so (demo machines).
+TWILIO_API_HOSTS = [host.lower() for host in env_list("HERALD_TWILIO_API_HOSTS", ["api.twilio.com"])]
+TWILIO_SANDBOX = env_bool("HERALD_TWILIO_SANDBOX", False)
 
 
 # --- calling hours: a hard callee-local cap of 08:00–21:00; these may only narrow it ------------------

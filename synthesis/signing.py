@@ -23,12 +23,18 @@ def signed_audio_url(render_key: str, *, ttl: int | None = None, now: float | No
 
 
 def check_signature(render_key: str, expires: str, sig: str, *, now: float | None = None) -> str | None:
-    """None when valid, otherwise why not (for the log; the client only sees 403)."""
-    try:
-        expires_at = int(expires)
-    except (TypeError, ValueError):
+    """None when valid, otherwise why not (for the log; the client only sees a bare 403).
+
+    Any malformed input (non-ASCII, over-long, not a number) is a bad signature, never an exception; the
+    comparison is constant-time over bytes."""
+    expires = expires or ""
+    sig = sig or ""
+    if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
         return "missing or malformed expiry"
-    if not hmac.compare_digest(_signature(render_key, expires_at), sig or ""):
+    if not (sig.isascii() and len(sig) == 32):
+        return "malformed signature"
+    expires_at = int(expires)
+    if not hmac.compare_digest(_signature(render_key, expires_at).encode("ascii"), sig.encode("ascii")):
         return "bad signature"
     if expires_at < (now if now is not None else time.time()):
         return "expired"

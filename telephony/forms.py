@@ -53,6 +53,18 @@ class TelephonyAccountForm(forms.ModelForm):
         for name in ("sip_port", "sip_transport"):
             self.fields[name].required = False
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        # The stored token goes wherever api_base_url points: whoever moves it must know the token.
+        if (
+            self.instance.pk is not None
+            and "api_base_url" in self.changed_data
+            and cleaned.get("api_base_url")
+            and not cleaned.get("auth_token")
+        ):
+            self.add_error("auth_token", "Re-enter the auth token to change the API base URL.")
+        return cleaned
+
     def clean_sip_port(self) -> int:
         port = self.cleaned_data.get("sip_port")
         return TelephonyAccount._meta.get_field("sip_port").default if port is None else port

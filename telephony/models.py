@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -23,6 +25,33 @@ def _is_host(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+_SANDBOX_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def api_base_url_problem(url: str) -> str | None:
+    """Why a Twilio account may not send its token to this REST base URL, or None (blank means Twilio itself).
+
+    https only, and only to a host in HERALD_TWILIO_API_HOSTS; the local sandbox (http or https on this machine)
+    only where HERALD_TWILIO_SANDBOX is on."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return "Enter a URL such as https://api.twilio.com."
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "Enter a base URL only: no user@, no query, no fragment."
+    if settings.TWILIO_SANDBOX and host in _SANDBOX_HOSTS and parts.scheme in ("http", "https"):
+        return None  # the local sandbox on a demo machine
+    if parts.scheme != "https":
+        return "Only https URLs: the account's auth token is sent there."
+    if host not in settings.TWILIO_API_HOSTS or port not in (None, 443):
+        allowed = ", ".join(settings.TWILIO_API_HOSTS)
+        return f"{host or 'This host'} is not an allowed Twilio API host (HERALD_TWILIO_API_HOSTS: {allowed})."
+    return None
 
 
 class TelephonyAccount(models.Model):
@@ -77,6 +106,10 @@ class TelephonyAccount(models.Model):
         return f"{self.name} ({self.get_kind_display()})"
 
     def clean(self) -> None:
+        if self.kind == self.Kind.TWILIO:
+            problem = api_base_url_problem(self.api_base_url)
+            if problem:
+                raise ValidationError({"api_base_url": problem})
         if self.kind != self.Kind.SIP:
             return
         if not self.sip_host:

@@ -115,6 +115,17 @@ def apply_gather(attempt_id: int, digits: str, *, at: datetime | None = None) ->
         )
         if attempt.listened_to_end and attempt.digits == digits:
             return False  # a duplicate delivery
+        if attempt.status in TERMINAL and (attempt.listened_to_end or attempt.digits):
+            # The attempt ended with its keys recorded: they are a report fact now and never change. (A gather
+            # that arrives after `completed` and finds none recorded is a reordered delivery, applied below.)
+            # An opt-out is still honoured: the number goes on the list, the finished attempt stays as it is.
+            opt_out_digit = attempt.call.campaign.opt_out_digit
+            if digits and digits == opt_out_digit and attempt.digits != opt_out_digit:
+                lifecycle.do_not_call(
+                    {attempt.call.phone: f"pressed {opt_out_digit} on call {attempt.call_id}"}, source="keypress"
+                )
+            log.warning("late gather %r for finished attempt %s not applied", digits[:20], attempt_id)
+            return False
         attempt.listened_to_end = True
         if digits and not attempt.digits:
             attempt.digits = digits[:20]

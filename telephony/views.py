@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
@@ -24,6 +26,51 @@ VOICEMAIL_WAIT = 30
 TWIML_WAIT_FOR_BEEP = (
     f'<?xml version="1.0" encoding="UTF-8"?><Response><Pause length="{VOICEMAIL_WAIT}"/><Hangup/></Response>'
 )
+
+
+# Numeric webhook fields as stored: a value outside these bounds is dropped (the event is still recorded, with the
+# reason in its note) rather than reaching an integer column that would overflow. A day is a generous call.
+MAX_DURATION_SECONDS = 86_400
+
+
+def limit_body(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Refuse bodies over WEBHOOK_MAX_BODY_BYTES with 413 before Django reads or parses them (and before the
+    signature is computed over them): the declared length is checked, and a body without one is refused."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        limit = settings.WEBHOOK_MAX_BODY_BYTES
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        try:
+            length = int(declared) if declared else None
+        except ValueError:
+            length = -1
+        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if length is None and chunked:
+            # Django reads nothing of a body without a length; Twilio always sends one, so this is not a carrier.
+            log.warning("webhook %s refused: a chunked body without Content-Length", request.path)
+            return HttpResponse(status=411)
+        if length is not None and not 0 <= length <= limit:
+            log.warning("webhook %s refused: a %s KiB body (the limit is %s KiB)", request.path,
+                        max(length, 0) // 1024, limit // 1024)
+            return HttpResponse(status=413)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def bounded_int(value: str, *, maximum: int) -> tuple[int | None, str]:
+    """A webhook's numeric parameter as an int within 0..maximum, or None with why not (blank: no value)."""
+    value = value.strip()
+    if not value:
+        return None, ""
+    # isascii first: str.isdigit accepts other scripts' digits (and superscripts int() refuses).
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        return None, f"ignored malformed number {value[:24]!r}"
+    number = int(value)
+    if number > maximum:
+        return None, f"ignored out-of-range number {number} (over {maximum})"
+    return number, ""
 
 
 def _verified_account(request: HttpRequest, attempt: CallAttempt | None) -> TelephonyAccount | None:
@@ -60,7 +107,7 @@ def _receive(
             attempt_id,
             request.META.get("REMOTE_ADDR"),
         )
-        return None, None, HttpResponseForbidden("invalid signature")
+        return None, None, HttpResponseForbidden()  # the reason is in the log, not for the client
     sid = request.POST.get("CallSid", "")
     event = ProviderEvent.objects.create(
         account=account,
@@ -83,6 +130,7 @@ def _receive(
 
 @csrf_exempt
 @require_POST
+@limit_body
 def twilio_status(request: HttpRequest, attempt_id: int) -> HttpResponse:
     attempt, event, refused = _receive(request, attempt_id, ProviderEvent.Kind.STATUS)
     if refused:
@@ -94,13 +142,17 @@ def twilio_status(request: HttpRequest, attempt_id: int) -> HttpResponse:
                 provider_call_id=event.provider_call_id
             )
         status = request.POST.get("CallStatus", "")
-        duration = request.POST.get("CallDuration", "")
+        duration, problem = bounded_int(request.POST.get("CallDuration", ""), maximum=MAX_DURATION_SECONDS)
+        if problem:
+            event.note = f"CallDuration: {problem}"[:255]
+            event.save(update_fields=["note"])
+            log.warning("status webhook %s: CallDuration %s", event.pk, problem)
         try:
             applied = outcomes.apply_status(
                 attempt.pk,
                 status,
                 answered_by=request.POST.get("AnsweredBy", ""),
-                duration=int(duration) if duration.isdigit() else None,
+                duration=duration,
                 error_code=request.POST.get("ErrorCode", ""),
                 error_message=request.POST.get("ErrorMessage", ""),
             )
@@ -117,6 +169,7 @@ def twilio_status(request: HttpRequest, attempt_id: int) -> HttpResponse:
 
 @csrf_exempt
 @require_POST
+@limit_body
 def twilio_gather(request: HttpRequest, attempt_id: int) -> HttpResponse:
     attempt, event, refused = _receive(request, attempt_id, ProviderEvent.Kind.GATHER)
     if refused:
@@ -138,6 +191,7 @@ def twilio_gather(request: HttpRequest, attempt_id: int) -> HttpResponse:
 
 @csrf_exempt
 @require_POST
+@limit_body
 def twilio_amd(request: HttpRequest, attempt_id: int) -> HttpResponse:
     """Async answering-machine detection: stored as a status event (the note says so), then acted on."""
     attempt, event, refused = _receive(request, attempt_id, ProviderEvent.Kind.STATUS)

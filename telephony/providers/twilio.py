@@ -11,17 +11,19 @@ a call's callback URL, where the attempt id is, so the match is by To/From/time,
 
 from __future__ import annotations
 
+import hmac
 import random
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlparse
 
 import requests
 from django.conf import settings
 from django.urls import reverse
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, add_port, remove_port
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.call import CallInstance
 from twilio.twiml.voice_response import Gather, VoiceResponse
@@ -30,6 +32,7 @@ from urllib3.exceptions import NewConnectionError
 from telephony.credentials import CredentialsError, auth_token
 from telephony.providers.base import CallEvents, Dial, FoundCall, Provider, ProviderError, ProviderStatus
 
+_MAX_SIGNATURE_CHARS = 64  # base64 of an HMAC-SHA1 is 28 characters, of an HMAC-SHA256 44
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 GATHER_TIMEOUT = 5  # seconds of silence after the message before the call is considered listened through
 HTTP_TIMEOUT = 15.0  # seconds per REST request
@@ -203,9 +206,18 @@ class TwilioProvider(Provider):
             raise ProviderError(f"cannot reach Twilio: {type(exc).__name__}", permanent=False) from exc
 
     def verify_webhook(self, url: str, params: Mapping[str, str], signature: str) -> bool:
-        if not signature:
+        # A malformed header (non-ASCII, over-long) is a bad signature, not an error; the comparison is
+        # constant-time over bytes (hmac.compare_digest), for the URL with and without its port as Twilio signs.
+        if not signature or not signature.isascii() or len(signature) > _MAX_SIGNATURE_CHARS:
             return False
-        return RequestValidator(auth_token(self.account)).validate(url, dict(params), signature)
+        validator = RequestValidator(auth_token(self.account))
+        parsed = urlparse(url)
+        given = signature.encode("ascii")
+        valid = False
+        for variant in (remove_port(parsed), add_port(parsed)):
+            expected = validator.compute_signature(variant, dict(params)).encode("ascii")
+            valid |= hmac.compare_digest(expected, given)
+        return valid
 
 
 def _machine_detection(dial: Dial) -> dict[str, str]:

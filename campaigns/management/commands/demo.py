@@ -75,7 +75,8 @@ class Command(BaseCommand):
 
         sid, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
         sandbox_port = _free_port()
-        env = {**os.environ, "HERALD_PUBLIC_URL": public_url, "HERALD_SWEEP_INTERVAL": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "HERALD_PUBLIC_URL": public_url, "HERALD_SWEEP_INTERVAL": "1",
+               "HERALD_TWILIO_SANDBOX": "1", "PYTHONUNBUFFERED": "1"}
         self.stdout.write("• starting the Twilio sandbox, web server, synthesis + telephony workers and beat")
         self._start("sandbox", [sys.executable, "-m", "sandbox.twilio", "--port", str(sandbox_port),
                                 "--account", f"{sid}:{token}", "--seed", "2026", "--time-scale", "0.02"], env)
