@@ -7,6 +7,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from telephony.sip.message import SipParseError
+
 # Strongest first: when a server offers several challenges we answer the first one we support.
 ALGORITHMS = {
     "SHA-256": hashlib.sha256,
@@ -17,7 +19,7 @@ ALGORITHMS = {
 _PAIR = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
 
 
-class DigestError(ValueError):
+class DigestError(SipParseError):
     """A challenge we cannot answer; the message says why."""
 
 

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+
+from telephony.sip.message import SipParseError, ascii_number
 
 PCMU, PCMA, TELEPHONE_EVENT = 0, 8, 101
 CODECS = {PCMU: "PCMU", PCMA: "PCMA"}
 _STATIC = {0: "PCMU", 8: "PCMA"}
 
 
-class SdpError(ValueError):
+class SdpError(SipParseError):
     """An SDP body we cannot use; the message says why."""
+
+
+def _number(text: str, *, where: str, limit: int) -> int:
+    try:
+        return ascii_number(text, where=where, limit=limit)
+    except SipParseError as exc:  # one error type for SDP, so callers catch SdpError alone
+        raise SdpError(exc.what, where) from None
+
+
+def _address(text: str, where: str) -> str:
+    # An IP literal only: a name (RFC 4566 allows an FQDN) would mean a DNS lookup inside the RTP sender.
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise SdpError(f"{text[:60]!r} is not an IP address", where) from None
 
 
 @dataclass(frozen=True)
@@ -80,16 +98,18 @@ def parse(body: bytes) -> Media:
             in_audio = bool(fields) and fields[0] == "audio"
             if in_audio:
                 seen_audio = True
-                if len(fields) < 4 or not fields[1].split("/")[0].isdigit():
-                    raise SdpError(f"malformed media line m={value}")
-                port = int(fields[1].split("/")[0])
+                if len(fields) < 4:
+                    raise SdpError(f"malformed media line m={value[:80]}", "m= line")
+                port = _number(fields[1].split("/")[0], where="m= port", limit=65535)
                 if fields[2].upper() not in ("RTP/AVP", "RTP/AVPF"):
-                    raise SdpError(f"media transport {fields[2]} is not RTP/AVP (SRTP and others are not supported)")
-                pts = [int(f) for f in fields[3:] if f.isdigit()]
+                    raise SdpError(
+                        f"media transport {fields[2][:40]} is not RTP/AVP (SRTP and others are not supported)", "m= line"
+                    )
+                pts = [_number(f, where="m= payload type", limit=127) for f in fields[3:]]
         elif kind == "c":
             fields = value.split()
             if len(fields) < 3:
-                raise SdpError(f"malformed connection line c={value}")
+                raise SdpError(f"malformed connection line c={value[:80]}", "c= line")
             ip = fields[2].split("/")[0]
             if in_audio:
                 media_ip = ip
@@ -99,8 +119,7 @@ def parse(body: bytes) -> Media:
             attr, _, rest = value.partition(":")
             if attr == "rtpmap" and in_audio:
                 pt_text, _, encoding = rest.partition(" ")
-                if pt_text.isdigit():
-                    names[int(pt_text)] = encoding.split("/")[0].strip()
+                names[_number(pt_text, where="a=rtpmap payload type", limit=127)] = encoding.split("/")[0].strip()
             elif attr in ("sendrecv", "sendonly", "recvonly", "inactive"):
                 direction = attr
     if port is None:
@@ -110,6 +129,7 @@ def parse(body: bytes) -> Media:
     ip = media_ip or session_ip
     if not ip:
         raise SdpError("no connection address (c=) for the audio stream")
+    ip = _address(ip, "c= address")  # checked here: the c= of a stream we ignore may name a host
 
     def name(pt: int) -> str:
         return names.get(pt, _STATIC.get(pt, "")).upper()

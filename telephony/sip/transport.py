@@ -60,7 +60,11 @@ class Transport:
             self.incoming.put_nowait(parse(data))
         except SipParseError as exc:
             self.dropped += 1
-            log.debug("dropped a malformed SIP message: %s", exc)
+            # Anyone can aim datagrams at our port: the first drop is a warning, the rest would flood the log.
+            log.log(
+                logging.WARNING if self.dropped == 1 else logging.DEBUG,
+                "dropped a malformed SIP message (%d so far): %s", self.dropped, exc,
+            )
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -137,9 +141,11 @@ class StreamTransport(Transport):
                 try:
                     for message in framer.feed(data):
                         self.incoming.put_nowait(message)
-                except SipParseError as exc:  # a stream cannot resynchronise after garbage
+                except SipParseError as exc:  # a stream cannot resynchronise after garbage (or an overflow)
                     log.warning("closing the SIP connection after a malformed message: %s", exc)
                     self.dropped += 1
+                    if self._writer is not None:  # refuse the rest: nothing more is read or buffered from it
+                        self._writer.close()
                     return
         except (OSError, ssl.SSLError):
             pass

@@ -24,7 +24,16 @@ from dataclasses import dataclass
 
 from telephony.sip import digest, sdp
 from telephony.sip.g711 import ulaw_to_alaw
-from telephony.sip.message import Message, header_param, new_branch, new_tag, response_to, serialise, uri_of
+from telephony.sip.message import (
+    Message,
+    SipParseError,
+    header_param,
+    new_branch,
+    new_tag,
+    response_to,
+    serialise,
+    uri_of,
+)
 from telephony.sip.rtp import Playback, RtpStream
 from telephony.sip.transport import Transport, TransportError, open_transport
 from telephony.sip.types import (
@@ -46,7 +55,8 @@ from telephony.sip.types import (
 log = logging.getLogger(__name__)
 T2 = 4.0  # RFC 3261: the longest retransmit interval of a non-INVITE request
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
-_URI = re.compile(r"^(sips?):(?:([^@;?]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?([;?].*)?$")
+# ASCII digits in the port: \d alone would take "٥٠٦٠" (and int() would read it as 5060).
+_URI = re.compile(r"^(sips?):(?:([^@;?\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?([;?]\S*)?$")
 OUTCOME_BY_CODE = {
     486: BUSY,
     600: BUSY,
@@ -79,12 +89,13 @@ class SipUri:
 
 
 def parse_uri(text: str) -> SipUri:
+    """sip:USER@HOST[:PORT] taken apart; SipParseError (a ValueError) when it is not one."""
     match = _URI.match(text.strip())
     if not match:
-        raise ValueError(f"{text!r} is not a SIP URI like sip:USER@HOST:PORT")
+        raise SipParseError(f"{text[:80]!r} is not a SIP URI like sip:USER@HOST:PORT", "URI")
     scheme, user, host, port, _ = match.groups()
     if port is not None and not 0 < int(port) < 65536:
-        raise ValueError(f"port {port} in {text!r} is out of range")
+        raise SipParseError(f"port {port} in {text[:80]!r} is out of range", "URI")
     return SipUri(scheme, user or "", host.strip("[]"), int(port) if port else None)
 
 
@@ -410,7 +421,11 @@ class _Call:
         self.to_tag = header_param(ok.get("to", "") or "", "tag") or ""
         contact = ok.get("contact")
         if contact:
-            self.remote_target = uri_of(contact)
+            try:  # the target goes into our ACK and BYE start lines: only a URI we can parse
+                parse_uri(uri_of(contact))
+                self.remote_target = uri_of(contact)
+            except SipParseError as exc:
+                log.warning("call %s: ignored the 2xx Contact: %s", self.result.call_id, exc)
         self.route_set = list(reversed(ok.get_all("record-route")))
         self.dialog_open = True
         self.ack_2xx = self.request(
@@ -566,12 +581,24 @@ class _Call:
         while True:
             message = await self.transport.incoming.get()
             try:
+                message.check()
+            except SipParseError as exc:
+                self.reject(message, exc)
+                continue
+            try:
                 if message.is_request:
                     await self.on_request(message)
                 else:
                     self.on_response(message)
             except Exception:  # one bad message must not end the call
                 log.exception("call %s: failed to handle %s", self.result.call_id, message.start_line[:60])
+
+    def reject(self, message: Message, error: SipParseError) -> None:
+        """Drop a message whose mandatory headers are missing or malformed; a request gets 400 (RFC 3261 8.2.2)."""
+        log.warning("call %s: dropped %s: %s", self.result.call_id, message.start_line[:60], error)
+        # Without a Via there is nowhere to send a response; an ACK is never answered (RFC 3261 17.2.1).
+        if message.is_request and message.method != "ACK" and message.get("via"):
+            self.send(response_to(message, 400, "Bad Request"))
 
     def on_response(self, response: Message) -> None:
         if response.call_id != self.result.call_id:
@@ -675,7 +702,7 @@ def _host(ip: str) -> str:
 
 
 def _retry_after(value: str | None) -> float | None:
-    match = re.match(r"\s*(\d+)", value or "")
+    match = re.match(r"[ \t]*([0-9]{1,9})(?![0-9])", value or "")  # ASCII: "٥" is no delta-seconds
     return float(match.group(1)) if match else None
 
 
