@@ -45,13 +45,14 @@ VALID_CONTACTS = 5
 
 
 def test_whole_flow_by_hand_in_the_admin(
-    live_server, transactional_db, django_user_model, browser, tmp_path: Path, monkeypatch
+    live_server, transactional_db, django_user_model, browser, tmp_path: Path, monkeypatch, settings
 ):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
+    settings.TWILIO_SANDBOX = True  # the account below talks to a local sandbox, as on a demo machine
     queued_renders: list[list[str]] = []
     monkeypatch.setattr(synthesis_tasks.render_batch, "delay", queued_renders.append)
     django_user_model.objects.create_superuser("staff", "staff@example.com", PASSWORD)
