@@ -16,7 +16,9 @@ uncompressed, so a compressed member (a zip bomb) is refused without inflating a
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -341,3 +343,25 @@ def read_discriminator(path: str | Path, *, max_bytes: int = MAX_CHECKPOINT_BYTE
     if not any(str(k).startswith("discriminators.") for k in weights):
         raise CheckpointError(path, "holds no 'discriminators.…' weights: not a SoVITS discriminator")
     return {str(k): v for k, v in weights.items()}
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file beside `path`, fsync, rename, fsync the folder: a reader (or a worker
+    killed midway) sees the old file or the new one, never part of either."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)

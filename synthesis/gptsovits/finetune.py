@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from torch import Tensor
 
 from synthesis.gptsovits import sovits_train, t2s_train
+from synthesis.gptsovits.checkpoint import atomic_save
 from synthesis.gptsovits.sovits import SoVITSConfig
 from synthesis.gptsovits.t2s import T2SConfig
 
@@ -133,21 +133,6 @@ def prepare(
 
 
 # --- files ---------------------------------------------------------------------------------------------
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, fsync, rename: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _atomic_copy(source: Path, target: Path) -> None:

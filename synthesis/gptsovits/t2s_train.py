@@ -27,8 +27,6 @@ checkpoint; only the training forward, with its dropouts, lives here.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthesis.gptsovits.checkpoint import load_strict, read_checkpoint
+from synthesis.gptsovits.checkpoint import atomic_save, load_strict, read_checkpoint
 from synthesis.gptsovits.scaled_adam import ScaledAdam
 from synthesis.gptsovits.t2s import BERT_DIM, T2SConfig, Text2SemanticDecoder
 
@@ -456,23 +454,7 @@ def gpt_info(epoch: int) -> str:
 
 def save_gpt_weights(path: str | Path, weights: Mapping[str, torch.Tensor], config: dict, info: str) -> None:
     """Write the official s1 export ({"weight", "config", "info"}) atomically: temp file, fsync, rename."""
-    path = Path(path)
-    payload = {"weight": dict(weights), "config": config, "info": info}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+    atomic_save({"weight": dict(weights), "config": config, "info": info}, path)
 
 
 # ----------------------------------------------------------------------------------------------------------
