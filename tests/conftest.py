@@ -141,16 +141,13 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_MISSING = f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)"
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator:
-    """Debian's headless Chromium driven through its chromedriver (skips the test when it is not installed)."""
+def headless_chromium(tmp_path: Path, *extra_args: str):
+    """Debian's headless Chromium driven through its chromedriver, with `extra_args` after the common ones."""
     import shutil
 
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(CHROMIUM_MISSING)
     chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     options = webdriver.ChromeOptions()
     # With both the browser and the driver path given, Selenium Manager never looks for (or downloads) either.
@@ -164,11 +161,33 @@ def browser(tmp_path: Path) -> Iterator:
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        "--window-size=1400,1100",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        *extra_args,
     ):
         options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    return webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator:
+    """Headless Chromium for admin pages (skips the test when it is not installed)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(CHROMIUM_MISSING)
+    driver = headless_chromium(tmp_path, "--window-size=1400,1100")
     driver.implicitly_wait(10)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def chromium_with_fake_microphone(tmp_path: Path) -> Iterator:
+    """Headless Chromium whose microphone is Chromium's own test signal, granted without a prompt."""
+    driver = headless_chromium(
+        tmp_path,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        "--autoplay-policy=no-user-gesture-required",
+    )
+    driver.set_script_timeout(20)
     yield driver
     driver.quit()

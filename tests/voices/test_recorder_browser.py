@@ -62,35 +62,6 @@ def page_url(tmp_path: Path) -> Iterator[str]:
     server.server_close()
 
 
-@pytest.fixture
-def chromium_with_fake_microphone(tmp_path: Path) -> Iterator:
-    """Headless Chromium whose microphone is Chromium's own test signal, granted without a prompt."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM  # with the driver path given too, Selenium Manager downloads nothing
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        "--autoplay-policy=no-user-gesture-required",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(arg)
-    chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-    driver.set_script_timeout(20)
-    yield driver
-    driver.quit()
-
-
 def _wait_for_state(driver, root, state: str, timeout: float = 15.0) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 

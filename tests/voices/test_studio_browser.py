@@ -10,14 +10,13 @@ import pytest
 from django.urls import reverse
 
 from tests.conftest import CHROMIUM, CHROMIUM_MISSING
-from tests.voices.test_recorder_browser import chromium_with_fake_microphone  # noqa: F401 - fixture
 from voices.models import VoiceDraft
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=CHROMIUM_MISSING)]
 
 
 def test_a_recording_made_in_the_studio_page_is_uploaded_and_listed(
-    live_server, transactional_db, django_user_model, chromium_with_fake_microphone, settings, tmp_path  # noqa: F811
+    live_server, transactional_db, django_user_model, chromium_with_fake_microphone, settings, tmp_path
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
