@@ -3,7 +3,7 @@
 Planning creates calls in their first state; from then on every move is a verb here, called by whoever saw
 it happen:
 - synthesis reports audio: `audio_ready`, `audio_failed`;
-- the dialer claims due calls (`claim`, `release_stale_claims`); telephony checks a claimed call and writes
+- the dialer claims due calls (`claim`, `release_stale_claims`; a dead worker's: `release_claims`); telephony checks a claimed call and writes
   its attempt row (`dialable`, `start_attempt`, `unclaim`);
 - telephony's attempt state machine reports what became of an attempt: `attempt_changed`, `key_pressed`,
   `attempt_ended`, then `attempt_settled` (the breaker) once its transaction is over;
@@ -188,6 +188,19 @@ def release_stale_claims(now: datetime | None = None) -> int:
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.DIAL_STALE_SECONDS)
     return Call.objects.filter(state=Call.State.DIALING, claimed_at__lt=stale).update(
+        state=Call.State.READY, claimed_at=None, updated_at=now
+    )
+
+
+def release_claims(call_ids: list[int], *, claimed_by: datetime, now: datetime | None = None) -> int:
+    """Claims a dead worker held (its tasks had not dialled yet) go back to ready at once; returns how many.
+
+    `claimed_by`: the worker's last heartbeat. A claim taken after it is a later sweep's, for a live worker,
+    and is left alone. Calls the task got as far as an attempt row are IN_PROGRESS and not touched: the
+    provider may have been asked, and an ambiguous call is never re-dialled automatically.
+    """
+    now = now or timezone.now()
+    return Call.objects.filter(pk__in=call_ids, state=Call.State.DIALING, claimed_at__lte=claimed_by).update(
         state=Call.State.READY, claimed_at=None, updated_at=now
     )
 

@@ -454,3 +454,30 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class Worker(models.Model):
+    """One run of a Celery worker process, as its heartbeat tells it (campaigns.workers).
+
+    A worker writes `seen_at` every HERALD_WORKER_HEARTBEAT_SECONDS, and `held` (the tasks it has taken from
+    the broker and not finished: waiting for their time, queued in the process or running) each time it takes
+    one, before the task can start. When the heartbeat stops for HERALD_WORKER_DEAD_SECONDS, or the worker stops, the
+    recovery sweep hands what it held to others and sets `recovered_at`. A restarted worker is a new row.
+    """
+
+    instance = models.CharField(max_length=32, unique=True)
+    name = models.CharField(max_length=200, help_text="Celery's node name, e.g. telephony@host.")
+    queues = models.CharField(max_length=200, blank=True)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=now)
+    seen_at = models.DateTimeField(default=now, help_text="The latest heartbeat.")
+    stopped_at = models.DateTimeField(null=True, blank=True, help_text="Set when it shut down cleanly.")
+    recovered_at = models.DateTimeField(null=True, blank=True, help_text="When its held tasks were handed on.")
+    # [[task id, task name, args, kwargs], …]: JSON only (the task protocol's own arguments), never pickles.
+    held = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["recovered_at", "seen_at"], name="worker_unrecovered")]
+
+    def __str__(self) -> str:
+        return f"{self.name} (pid {self.pid})"

@@ -16,11 +16,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from campaigns import lifecycle
-from campaigns.models import Call, Campaign, DoNotCall
+from campaigns import lifecycle, workers
+from campaigns.models import Call, Campaign, DoNotCall, Worker
 from campaigns.windows import CallingWindow, calling_window, zone
 from herald.logmask import mask_phone
 
@@ -39,6 +40,8 @@ class Reason:
 
 _R = Call.State
 REASONS = [
+    Reason("stalled_worker", "worker stalled", "the worker that held it stopped answering; it is handed to "
+           "another worker shortly", (_R.DIALING, _R.RENDERING)),
     Reason("dialling", "dialling now", "claimed by the dialer, or on the line", (_R.DIALING, _R.IN_PROGRESS)),
     Reason("script_error", "script error", "the script could not be filled in for this contact", (_R.INVALID,)),
     Reason("render_failed", "render failed", "its audio could not be made and there is no generic clip",
@@ -112,6 +115,19 @@ class Waiting:
         self.open_zones = [z for z in known if self.window.is_open(z, self.now)]
         self.closed_zones = [z for z in known if z not in self.open_zones and z not in self.holiday_zones]
         self._opens: dict[str, datetime | None] = {}
+        self._stalled_calls, self._stalled_keys = self._stalled_work()
+
+    def _stalled_work(self) -> tuple[dict[int, Worker], dict[str, Worker]]:
+        """Call ids and render keys held by workers found silent and not yet recovered (a handful at most)."""
+        calls: dict[int, Worker] = {}
+        keys: dict[str, Worker] = {}
+        for worker in workers.stalled(self.now):
+            for _task_id, name, args, _kwargs in worker.held:
+                if name == workers.place_call.name and args:
+                    calls[args[0]] = worker
+                elif name == workers.render_batch.name and args:
+                    keys.update(dict.fromkeys(args[0], worker))
+        return calls, keys
 
     # -- the reason, as SQL --
 
@@ -122,6 +138,11 @@ class Waiting:
         due = ready & Q(next_attempt_at__lte=now)
         on_dnc = Exists(DoNotCall.objects.filter(phone=OuterRef("phone")))
         conditions = [
+            (
+                "stalled_worker",
+                Q(state=Call.State.DIALING, pk__in=list(self._stalled_calls))
+                | Q(state=Call.State.RENDERING, audio_id__in=list(self._stalled_keys)),
+            ),
             ("dialling", Q(state__in=[Call.State.DIALING, Call.State.IN_PROGRESS])),
             ("script_error", Q(state=Call.State.INVALID)),
             ("render_failed", Q(state=Call.State.FAILED, attempts_made=0)),
@@ -198,7 +219,7 @@ class Waiting:
             calls = calls.filter(state__in=REASONS_BY_CODE[reason].states, waiting_reason=reason)
         rows = calls.order_by("pk").values(
             "pk", "phone", "timezone", "state", "attempts_made", "next_attempt_at", "error", "used_fallback",
-            "waiting_reason",
+            "audio_id", "waiting_reason",
         )[:limit]
         return [self._row(values) for values in rows]
 
@@ -219,6 +240,19 @@ class Waiting:
     def detail(self, code: str, values: dict) -> str:
         """The reason for one call in words, with the times that matter to it."""
         tz, due = values["timezone"], values["next_attempt_at"]
+        if code == "stalled_worker":
+            worker = self._stalled_calls.get(values["pk"]) or self._stalled_keys.get(values["audio_id"])
+            if worker is not None:
+                back = worker.seen_at + timedelta(
+                    seconds=settings.WORKER_DEAD_SECONDS + settings.WORKER_HEARTBEAT_SECONDS
+                )
+                what = "dial it" if values["state"] == Call.State.DIALING else "render its audio"
+                silent = round((self.now - worker.seen_at).total_seconds())
+                left = max(0, round((back - self.now).total_seconds()))
+                return (
+                    f"worker {worker.name} (pid {worker.pid}) was to {what} and has been silent for {silent} s; "
+                    f"another worker takes it over within {left} s"
+                )
         if code == "dialling":
             return "on the line" if values["state"] == Call.State.IN_PROGRESS else "claimed, being dialled"
         if code == "rendering" and values["used_fallback"]:

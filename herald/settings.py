@@ -172,7 +172,19 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 SWEEP_INTERVAL = env_float("HERALD_SWEEP_INTERVAL", 2.0, minimum=0.1)
+# Worker heartbeats (campaigns.workers): each worker writes one this often, and what it holds each time it
+# takes a task; one silent for WORKER_DEAD_SECONDS (or stopped) has its claims handed on by the
+# recovery sweep, which beat runs every heartbeat. Worst case from a kill to recovery: DEAD + HEARTBEAT seconds.
+WORKER_HEARTBEAT_SECONDS = env_float("HERALD_WORKER_HEARTBEAT_SECONDS", 10.0, minimum=0.2)
+WORKER_DEAD_SECONDS = env_float(
+    "HERALD_WORKER_DEAD_SECONDS", 3 * WORKER_HEARTBEAT_SECONDS, minimum=2 * WORKER_HEARTBEAT_SECONDS
+)
 CELERY_BEAT_SCHEDULE = {
+    "worker-recovery": {
+        "task": "campaigns.tasks.recover_workers",
+        "schedule": WORKER_HEARTBEAT_SECONDS,
+        "options": {"expires": WORKER_HEARTBEAT_SECONDS},
+    },
     "dialer-sweep": {"task": "campaigns.tasks.sweep", "schedule": SWEEP_INTERVAL},
     "housekeeping": {"task": "campaigns.tasks.housekeeping", "schedule": 60.0},
     "training-watchdog": {"task": "voices.tasks.resume_stale_training", "schedule": 60.0},

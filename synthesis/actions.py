@@ -254,6 +254,15 @@ def render(render_keys: list[str], *, claim_token: str = "") -> RenderSummary:
     return summary
 
 
+def release_renders(task_ids: list[str]) -> list[str]:
+    """Renders claimed by these tasks (of a worker that died) go back to pending; returns their keys, to be
+    queued again. Keys a later task has claimed since, or that were finished, are not touched."""
+    claimed = RenderedAudio.objects.filter(state=RenderedAudio.State.RENDERING, claimed_by__in=task_ids)
+    keys = list(claimed.values_list("render_key", flat=True))
+    claimed.filter(render_key__in=keys).update(state=RenderedAudio.State.PENDING, claimed_at=None)
+    return keys
+
+
 def stale_renders() -> list[tuple[str, int | None]]:
     """(render key, voice) of renders whose worker died mid-render, to queue again."""
     stale = timezone.now() - timedelta(seconds=settings.RENDER_STALE_SECONDS)

@@ -27,6 +27,21 @@ from synthesis.models import RenderedAudio
 ROOT = Path(settings.BASE_DIR)
 
 
+MAX_RESTARTS = 3  # per process: a worker that dies more often than this has a problem to read in its log
+
+
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds through handle(), which stops every process it started
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,8 +68,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         self.procs: list[subprocess.Popen] = []
+        self.restarts: dict[str, int] = {}
         self.logs = Path(settings.VAR_DIR) / "demo-logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        # SIGTERM (a process manager, `kill`) stops everything the demo started, as Ctrl-C does.
+        signal.signal(signal.SIGTERM, _terminated)
         try:
             self._run(opts)
         except BaseException:
@@ -124,9 +142,10 @@ class Command(BaseCommand):
         return password
 
     def _start(self, name: str, cmd: list[str], env: dict) -> None:
-        log = (self.logs / f"{name}.log").open("w")
-        self.procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True))
+        log = (self.logs / f"{name}.log").open("a" if name in self.restarts else "w")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.demo_name, proc.demo_env = name, env  # type: ignore[attr-defined]
+        self.procs.append(proc)
 
     def _wait_for_port(self, port: int, what: str) -> None:
         deadline = time.monotonic() + 60
@@ -139,9 +158,20 @@ class Command(BaseCommand):
         raise CommandError(f"the {what} did not start; see {self.logs}")
 
     def _check_alive(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is not None:
-                raise CommandError(f"{' '.join(proc.args[1:4])} exited with {proc.returncode}; logs in {self.logs}")
+        """A process that exited is started again, as `restart: unless-stopped` does in production; the
+        workers' heartbeats hand on what a dead one held. One that keeps exiting stops the demo."""
+        for proc in list(self.procs):
+            if proc.poll() is None:
+                continue
+            name = proc.demo_name  # type: ignore[attr-defined]
+            if self.restarts.get(name, 0) >= MAX_RESTARTS:
+                raise CommandError(f"{name} exited with {proc.returncode} {MAX_RESTARTS + 1} times; logs in {self.logs}")
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.procs.remove(proc)
+            if _group_alive(proc.pid):  # what it started (gunicorn's or the pool's children) goes with it
+                os.killpg(proc.pid, signal.SIGKILL)
+            self.stdout.write(self.style.WARNING(f"  {name} exited with {proc.returncode}; starting it again"))
+            self._start(name, list(proc.args), proc.demo_env)  # type: ignore[attr-defined]
 
     def _follow(self, campaign: Campaign, timeout: int) -> None:
         total = campaign.calls.count()
