@@ -46,7 +46,7 @@ test-sqlite: install-test
 	$(VENV)/bin/pytest
 
 test-postgres: install-test
-	DATABASE_URL=$(PG_TEST_URL) $(VENV)/bin/pytest --ignore=tests/gptsovits --ignore=tests/sandbox --ignore=tests/telephony/sip
+	DATABASE_URL=$(PG_TEST_URL) $(VENV)/bin/pytest --ignore=tests/gptsovits --ignore=tests/sandbox --ignore=tests/telephony/sip --ignore=tests/test_demo_command.py
 
 PG_BENCH_URL ?= postgres://postgres@127.0.0.1:5432/herald_bench
 
