@@ -41,7 +41,8 @@ services:
 test: services lint test-sqlite test-postgres
 
 # Everything on SQLite; then everything that touches the database again on PostgreSQL (the pure packages,
-# gptsovits, the sandbox and the SIP user agent, do not depend on the database and run once).
+# gptsovits, the sandbox and the SIP user agent, do not depend on the database and run once; the demo test runs
+# the demo on a database of its own, once).
 test-sqlite: install-test
 	$(VENV)/bin/pytest
 

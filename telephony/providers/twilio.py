@@ -30,6 +30,7 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 from urllib3.exceptions import NewConnectionError
 
 from telephony.credentials import CredentialsError, auth_token
+from telephony.models import api_base_url_problem
 from telephony.providers.base import CallEvents, Dial, FoundCall, Provider, ProviderError, ProviderStatus
 
 _MAX_SIGNATURE_CHARS = 64  # base64 of an HMAC-SHA1 is 28 characters, of an HMAC-SHA256 44
@@ -76,6 +77,11 @@ class TwilioProvider(Provider):
     async_amd = True
 
     def _client(self) -> Client:
+        # Checked here too, not only when staff save the account: the token goes nowhere else, however the
+        # row was changed.
+        problem = api_base_url_problem(self.account.api_base_url)
+        if problem:
+            raise CredentialsError(f"the token is not sent to {self.account.api_base_url!r}: {problem}")
         client = Client(
             self.account.account_sid, auth_token(self.account), http_client=TwilioHttpClient(timeout=HTTP_TIMEOUT)
         )

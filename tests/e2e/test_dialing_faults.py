@@ -332,6 +332,7 @@ def assert_ledger_holds(campaign: Campaign, sandbox: TwilioSandbox) -> dict[str,
         assert ranks == sorted(ranks), attempt.timeline
     for call in campaign.calls.all():
         numbers = sorted(a.number for a in attempts.values() if a.call_id == call.pk)
+        assert numbers, f"call {call.pk} ended {call.state}/{call.outcome} without an attempt: {call.error}"
         assert numbers == list(range(1, call.attempts_made + 1)), call
         assert call.attempts_made <= campaign.max_attempts
         assert call.state in (Call.State.DONE, Call.State.FAILED) and call.outcome, call

@@ -11,9 +11,16 @@ from django.urls import reverse
 from telephony.actions import set_auth_token
 from telephony.credentials import auth_token
 from telephony.models import TelephonyAccount
+from telephony.providers import get_provider
+from telephony.providers.base import Dial, ProviderError
 
 pytestmark = pytest.mark.django_db
 TOKEN = "stored-token-" + "0" * 20
+
+
+@pytest.fixture(autouse=True)
+def production_machine(settings) -> None:
+    settings.TWILIO_SANDBOX = False  # not a demo machine: the local sandbox is refused like any other host
 
 
 @pytest.fixture
@@ -108,3 +115,14 @@ def test_sandbox_allowed_when_the_setting_says_so(admin_client, settings):
     assert TelephonyAccount.objects.get(name="New Twilio").api_base_url == "http://127.0.0.1:9000"
     response = admin_client.post(url, form_data(name="Other", api_base_url="http://10.0.0.5:9000"))
     assert "Only https" in response.content.decode()
+
+
+def test_the_token_is_not_sent_to_a_url_that_got_past_the_form(twilio_account):
+    """A row changed outside the admin (a shell, a script, a restored backup): the provider checks again."""
+    TelephonyAccount.objects.filter(pk=twilio_account.pk).update(api_base_url="http://attacker.example")
+    twilio_account.refresh_from_db()
+    dial = Dial(attempt_id=1, to="+8613800000000", caller_id="+862161234567", audio_url="https://x/a.wav")
+    with pytest.raises(ProviderError) as refused:
+        get_provider(twilio_account).place(dial)
+    assert refused.value.permanent and refused.value.code == "credentials"
+    assert "not sent to 'http://attacker.example'" in str(refused.value) and "Only https" in str(refused.value)

@@ -254,14 +254,15 @@ def test_unreachable_provider_on_the_last_attempt_fails_the_call(make_call, audi
 
 
 @pytest.mark.django_db
-def test_unresolvable_provider_host_is_not_ambiguous(claimed, account, unreachable_public_url, monkeypatch):
+def test_unresolvable_provider_host_is_not_ambiguous(claimed, account, unreachable_public_url, monkeypatch, settings):
     """No connection was made, so nobody was dialled: retry later, like a refused connection."""
+    settings.TWILIO_API_HOSTS = ["twilio.herald.invalid"]
 
     def no_dns(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
-    account.api_base_url = "http://twilio.herald.invalid"
+    account.api_base_url = "https://twilio.herald.invalid"
     account.save()
 
     assert place_call(claimed.pk) == "failed"

@@ -1,0 +1,92 @@
+"""The recovery sweep over worker rows: who counts as dead, what is handed on, what is left alone.
+
+Real worker processes are killed in tests/e2e/test_worker_recovery.py and test_dialing_faults.py; here the
+rows a heartbeat writes are set up directly, to reach every branch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from campaigns.launch import launch_campaign
+from campaigns.models import Call, Worker
+from campaigns.workers import dead_workers, recover_dead_workers, stalled
+from synthesis.models import RenderedAudio
+
+pytestmark = pytest.mark.django_db
+PLACE, RENDER = "telephony.tasks.place_call", "synthesis.tasks.render_batch"
+
+
+def _worker(name: str, held: list, *, silent: float = 0, stopped: bool = False) -> Worker:
+    seen = timezone.now() - timedelta(seconds=silent)
+    return Worker.objects.create(
+        instance=uuid.uuid4().hex, name=name, pid=1234, seen_at=seen, held=held,
+        stopped_at=seen if stopped else None,
+    )
+
+
+@pytest.fixture
+def calls(make_campaign, settings) -> list[Call]:
+    settings.WORKER_DEAD_SECONDS = 30
+    campaign = make_campaign(6)
+    launch_campaign(campaign)
+    return list(campaign.calls.order_by("pk"))
+
+
+def test_only_silent_or_stopped_workers_are_dead(calls):
+    _worker("live@h", [], silent=5)
+    silent = _worker("silent@h", [], silent=31)
+    stopped = _worker("stopped@h", [], stopped=True)
+    assert set(dead_workers()) == {silent, stopped}
+    assert stalled() == [silent]  # a clean stop is not a stall
+
+
+def test_a_dead_workers_claims_go_back_and_its_batches_are_sent_again(calls, django_capture_on_commit_callbacks):
+    held_dial, later_claim, on_the_line = calls[0], calls[1], calls[2]
+    worker = _worker("telephony@h", [
+        ["t1", PLACE, [held_dial.pk], {}],
+        ["t2", PLACE, [later_claim.pk], {}],
+        ["t3", PLACE, [on_the_line.pk], {}],
+        ["t4", RENDER, [[calls[3].audio_id, calls[4].audio_id]], {}],
+        ["t5", "voices.tasks.train_voice", [7], {}],
+    ], silent=40)
+    long_ago = worker.seen_at - timedelta(seconds=5)
+    Call.objects.filter(pk=held_dial.pk).update(state=Call.State.DIALING, claimed_at=long_ago)
+    # Claimed again by a sweep after the worker went silent: a live worker's claim now.
+    Call.objects.filter(pk=later_claim.pk).update(state=Call.State.DIALING, claimed_at=timezone.now())
+    Call.objects.filter(pk=on_the_line.pk).update(state=Call.State.IN_PROGRESS, claimed_at=long_ago)
+    RenderedAudio.objects.filter(render_key=calls[3].audio_id).update(state="rendering", claimed_by="t4")
+
+    with django_capture_on_commit_callbacks() as sent:
+        recovery = recover_dead_workers()
+
+    assert recovery.workers == [str(worker)] and recovery.calls_released == 1 and recovery.tasks_dropped == 1
+    assert Call.objects.get(pk=held_dial.pk).state == Call.State.READY
+    assert Call.objects.get(pk=later_claim.pk).state == Call.State.DIALING
+    assert Call.objects.get(pk=on_the_line.pk).state == Call.State.IN_PROGRESS  # never re-dialled
+    assert RenderedAudio.objects.get(render_key=calls[3].audio_id).state == "pending"
+    assert recovery.renders_requeued == len({calls[3].audio_id, calls[4].audio_id})
+    assert len(sent) == 1  # the batch goes out once the release has committed
+    worker.refresh_from_db()
+    assert worker.recovered_at is not None
+    assert recover_dead_workers().workers == []  # recovered once
+
+
+def test_a_render_claimed_by_a_live_task_is_left_alone(calls):
+    key = calls[0].audio_id
+    RenderedAudio.objects.filter(render_key=key).update(state="rendering", claimed_by="someone-else")
+    _worker("synthesis@h", [["t9", RENDER, [[key]], {}]], silent=60)
+    recover_dead_workers()
+    assert RenderedAudio.objects.get(render_key=key).state == "rendering"
+
+
+def test_rows_of_workers_long_gone_are_deleted(calls):
+    old = _worker("old@h", [], stopped=True)
+    Worker.objects.filter(pk=old.pk).update(recovered_at=timezone.now() - timedelta(days=8))
+    recent = _worker("recent@h", [], stopped=True)
+    recover_dead_workers()
+    assert list(Worker.objects.all()) == [recent]
