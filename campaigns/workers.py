@@ -9,6 +9,8 @@ outright (kill -9, the machine gone) stops writing; one that shuts down says so.
 HERALD_WORKER_DEAD_SECONDS, or has stopped, and hands on what it held:
 - a call it was to dial goes back to ready (lifecycle.release_claims), and the next sweep claims it again;
 - a render batch has its claimed renders released and is sent again, so another synthesis worker renders it.
+A worker killed in the instant between taking a message and recording it leaves work no heartbeat names: the
+sweep also hands on claimed calls and pending renders that no live worker holds (see recover_dead_workers).
 Neither broker has to give the messages back first: the filesystem broker (embedded) never would, Redis only
 after its visibility timeout (an hour). When Redis does, the copies find their calls and renders taken and do
 nothing: a call's attempt number is written once, under the call's lock, and a render is claimed once.
@@ -34,8 +36,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from campaigns import lifecycle
-from campaigns.models import Worker
+from campaigns.models import Call, Worker
 from synthesis import actions as synthesis_actions
+from synthesis.models import RenderedAudio
 from synthesis.tasks import render_batch
 from telephony.tasks import place_call
 
@@ -168,9 +171,17 @@ def dead_workers(now: datetime | None = None):
 
 
 def recover_dead_workers(now: datetime | None = None) -> Recovery:
-    """Hand on what each dead or stopped worker held; each worker is recovered once, by one sweep."""
+    """Hand on what each dead or stopped worker held; each worker is recovered once, by one sweep.
+
+    Then the orphans: a worker killed in the instant between taking a message and recording it leaves work
+    that no heartbeat names. Calls claimed before it died that are still claimed, and pending renders of
+    waiting calls queued before it died, that no live worker holds, are handed on as well. A pending render
+    still in the broker's queue behind others is sent a second time; the copy that comes second claims
+    nothing and does nothing.
+    """
     now = now or timezone.now()
     result = Recovery()
+    last_seen: dict[str, datetime] = {}  # queue → the latest heartbeat of a worker of it recovered here
     for worker in dead_workers(now).order_by("seen_at"):
         with transaction.atomic():
             if Worker.objects.filter(pk=worker.pk, recovered_at=None).update(recovered_at=now) != 1:
@@ -189,10 +200,9 @@ def recover_dead_workers(now: datetime | None = None) -> Recovery:
             # nobody): all are queued again; keys finished meanwhile are skipped by the new batch.
             released_keys = synthesis_actions.release_renders(render_tasks) if render_tasks else []
             keys = list({**dict.fromkeys(released_keys), **batch_keys})
-            if keys:
-                size = settings.RENDER_BATCH_SIZE
-                batches = [keys[i : i + size] for i in range(0, len(keys), size)]
-                transaction.on_commit(lambda batches=batches: [render_batch.delay(b) for b in batches])
+            _send_renders(keys)
+        for queue in worker.queues.split(","):
+            last_seen[queue] = max(last_seen.get(queue, worker.seen_at), worker.seen_at)
         how = "stopped" if worker.stopped_at else f"silent since {worker.seen_at:%H:%M:%S}"
         if worker.held or not worker.stopped_at:
             log.warning(
@@ -203,8 +213,49 @@ def recover_dead_workers(now: datetime | None = None) -> Recovery:
         result.calls_released += released
         result.renders_requeued += len(keys)
         result.tasks_dropped += others
+    if last_seen:
+        _hand_on_orphans(last_seen, now, result)
     Worker.objects.filter(recovered_at__lt=now - KEEP_RECOVERED).delete()
     return result
+
+
+def _send_renders(keys: list[str]) -> None:
+    if keys:
+        size = settings.RENDER_BATCH_SIZE
+        batches = [keys[i : i + size] for i in range(0, len(keys), size)]
+        transaction.on_commit(lambda: [render_batch.delay(b) for b in batches])
+
+
+def _hand_on_orphans(last_seen: dict[str, datetime], now: datetime, result: Recovery) -> None:
+    live_calls, live_keys = set(), set()
+    for held in Worker.objects.filter(recovered_at=None, stopped_at=None, seen_at__gte=silent_since(now)).values_list(
+        "held", flat=True
+    ):
+        for _task_id, name, args, _kwargs in held:
+            if name == place_call.name and args:
+                live_calls.add(args[0])
+            elif name == render_batch.name and args:
+                live_keys.update(args[0])
+    with transaction.atomic():
+        if "telephony" in last_seen:
+            before = last_seen["telephony"]
+            orphans = set(
+                Call.objects.filter(state=Call.State.DIALING, claimed_at__lte=before).values_list("pk", flat=True)
+            )
+            if orphans - live_calls:
+                released = lifecycle.release_claims(sorted(orphans - live_calls), claimed_by=before, now=now)
+                log.warning("%d claimed call(s) no live worker holds: back to ready", released)
+                result.calls_released += released
+        if "synthesis" in last_seen:
+            waiting = Q(calls__state=Call.State.RENDERING) | Q(voicemail_calls__state=Call.State.RENDERING)
+            pending = RenderedAudio.objects.filter(
+                waiting, state=RenderedAudio.State.PENDING, created_at__lte=last_seen["synthesis"]
+            )
+            keys = [k for k in dict.fromkeys(pending.values_list("render_key", flat=True)) if k not in live_keys]
+            if keys:
+                log.warning("%d pending render(s) no live worker holds: queued again", len(keys))
+                _send_renders(keys)
+                result.renders_requeued += len(keys)
 
 
 def stalled(now: datetime | None = None) -> list[Worker]:

@@ -21,10 +21,10 @@ pytestmark = pytest.mark.django_db
 PLACE, RENDER = "telephony.tasks.place_call", "synthesis.tasks.render_batch"
 
 
-def _worker(name: str, held: list, *, silent: float = 0, stopped: bool = False) -> Worker:
+def _worker(name: str, held: list, *, silent: float = 0, stopped: bool = False, queues: str = "") -> Worker:
     seen = timezone.now() - timedelta(seconds=silent)
     return Worker.objects.create(
-        instance=uuid.uuid4().hex, name=name, pid=1234, seen_at=seen, held=held,
+        instance=uuid.uuid4().hex, name=name, pid=1234, seen_at=seen, held=held, queues=queues,
         stopped_at=seen if stopped else None,
     )
 
@@ -90,3 +90,25 @@ def test_rows_of_workers_long_gone_are_deleted(calls):
     recent = _worker("recent@h", [], stopped=True)
     recover_dead_workers()
     assert list(Worker.objects.all()) == [recent]
+
+
+def test_work_no_live_worker_holds_is_handed_on_when_a_worker_dies(calls, django_capture_on_commit_callbacks):
+    """Killed between taking a message and recording it: its heartbeat names nothing, the orphans are found."""
+    dead = _worker("telephony@h", [], silent=40, queues="synthesis,telephony")
+    _worker("live@h", [["t1", PLACE, [calls[1].pk], {}], ["t2", RENDER, [[calls[3].audio_id]], {}]],
+            queues="synthesis,telephony")
+    before = dead.seen_at - timedelta(seconds=5)
+    Call.objects.filter(pk__in=[calls[0].pk, calls[1].pk]).update(state=Call.State.DIALING, claimed_at=before)
+    Call.objects.filter(pk=calls[2].pk).update(state=Call.State.DIALING, claimed_at=timezone.now())
+    RenderedAudio.objects.update(created_at=before)
+
+    with django_capture_on_commit_callbacks() as sent:
+        recovery = recover_dead_workers()
+
+    states = dict(Call.objects.values_list("pk", "state"))
+    assert states[calls[0].pk] == Call.State.READY  # claimed before the death, held by nobody alive
+    assert states[calls[1].pk] == Call.State.DIALING  # a live worker holds its dial
+    assert states[calls[2].pk] == Call.State.DIALING  # claimed after the death: a live sweep's
+    assert recovery.calls_released == 1
+    # Pending renders of the calls still waiting for audio, but for the one a live worker holds.
+    assert recovery.renders_requeued == len({c.audio_id for c in calls[4:]}) and len(sent) == 1
