@@ -182,6 +182,7 @@ def recover_dead_workers(now: datetime | None = None) -> Recovery:
     now = now or timezone.now()
     result = Recovery()
     last_seen: dict[str, datetime] = {}  # queue → the latest heartbeat of a worker of it recovered here
+    sent: set[str] = set()  # render keys queued again here
     for worker in dead_workers(now).order_by("seen_at"):
         with transaction.atomic():
             if Worker.objects.filter(pk=worker.pk, recovered_at=None).update(recovered_at=now) != 1:
@@ -201,6 +202,7 @@ def recover_dead_workers(now: datetime | None = None) -> Recovery:
             released_keys = synthesis_actions.release_renders(render_tasks) if render_tasks else []
             keys = list({**dict.fromkeys(released_keys), **batch_keys})
             _send_renders(keys)
+            sent.update(keys)
         for queue in worker.queues.split(","):
             last_seen[queue] = max(last_seen.get(queue, worker.seen_at), worker.seen_at)
         how = "stopped" if worker.stopped_at else f"silent since {worker.seen_at:%H:%M:%S}"
@@ -214,7 +216,7 @@ def recover_dead_workers(now: datetime | None = None) -> Recovery:
         result.renders_requeued += len(keys)
         result.tasks_dropped += others
     if last_seen:
-        _hand_on_orphans(last_seen, now, result)
+        _hand_on_orphans(last_seen, now, result, already_sent=sent)
     Worker.objects.filter(recovered_at__lt=now - KEEP_RECOVERED).delete()
     return result
 
@@ -226,8 +228,8 @@ def _send_renders(keys: list[str]) -> None:
         transaction.on_commit(lambda: [render_batch.delay(b) for b in batches])
 
 
-def _hand_on_orphans(last_seen: dict[str, datetime], now: datetime, result: Recovery) -> None:
-    live_calls, live_keys = set(), set()
+def _hand_on_orphans(last_seen: dict[str, datetime], now: datetime, result: Recovery, *, already_sent: set[str]) -> None:
+    live_calls, live_keys = set(), set(already_sent)
     for held in Worker.objects.filter(recovered_at=None, stopped_at=None, seen_at__gte=silent_since(now)).values_list(
         "held", flat=True
     ):
