@@ -73,7 +73,7 @@ def test_the_campaign_bench_runs_at_a_tiny_size(setup, tmp_path):
     got = figures(run("bench/campaign.py", "--setup", setup, "--callees", "30", "--pg-server", SERVER,
                       env={"TMPDIR": str(tmp_path)}))
 
-    assert (got["bench"], got["callees"], got["calls"]) == ("campaign", 30, 30)
+    assert (got["bench"], got["callees"], got["calls"], got["completed"]) == ("campaign", 30, 30, True)
     assert got["setup"] == {"embedded": "sqlite+herald-fs", "postgres": "postgresql+redis"}[setup]
     # Every callee answers at once: one attempt and one call at the sandbox each, and nothing lost or doubled.
     assert got["dialled"] == got["attempts"] == 30
@@ -86,5 +86,6 @@ def test_the_campaign_bench_runs_at_a_tiny_size(setup, tmp_path):
     db = got["db_per_1000_calls"]
     assert db["campaigns_call"]["rows"] == db["campaigns_callattempt"]["rows"] == 1000
     assert db["telephony_providerevent"]["rows"] >= 4000
-    assert {"web", "telephony", "sandbox", "machine (everything)"} <= set(got["cpu"]["seconds"])
+    assert {"web", "telephony", "sandbox", "machine (everything)"} <= set(got["cpu_ms_per_call"])
+    assert got["unfinished_calls"] == 0 and "meets_target" in got
     assert {"start", "max_1min", "end"} <= set(got["load_average"])
