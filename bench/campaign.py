@@ -683,9 +683,11 @@ def main() -> None:
         failed = False
     finally:
         if args.setup == "postgres" and not args.keep:
+            from django.conf import settings
             from django.db import connections
 
-            connections.close_all()
+            if settings.configured:  # Django may not have started: the run failed before
+                connections.close_all()
             import psycopg
 
             with psycopg.connect(f"{args.pg_server.rstrip('/')}/postgres", autocommit=True) as conn:
