@@ -1,5 +1,6 @@
-"""bench/plan.py, bench/report.py and bench/frontend.py run at a tiny size (their figures go to the README,
-never into an assert). plan and report need PostgreSQL: they get a database of their own, as `make bench` does."""
+"""bench/plan.py, bench/report.py, bench/frontend.py and bench/campaign.py run at a tiny size (their figures go to
+the README, never into an assert). plan and report need PostgreSQL: they get a database of their own, as `make bench`
+does; campaign makes (and drops) its own database and starts its own redis-server."""
 
 from __future__ import annotations
 
@@ -65,3 +66,26 @@ def test_the_frontend_bench_runs():
     got = figures(run("bench/frontend.py"))
 
     assert got["sentences"] > 0 and got["mean_ms"] > 0 and got["target_ms"] == 5.0
+
+
+@pytest.mark.parametrize("setup", ["embedded", "postgres"])
+def test_the_campaign_bench_runs_at_a_tiny_size(setup, tmp_path):
+    got = figures(run("bench/campaign.py", "--setup", setup, "--callees", "30", "--pg-server", SERVER,
+                      env={"TMPDIR": str(tmp_path)}))
+
+    assert (got["bench"], got["callees"], got["calls"], got["completed"]) == ("campaign", 30, 30, True)
+    assert got["setup"] == {"embedded": "sqlite+herald-fs", "postgres": "postgresql+redis"}[setup]
+    # Every callee answers at once: one attempt and one call at the sandbox each, and nothing lost or doubled.
+    assert got["dialled"] == got["attempts"] == 30
+    assert (got["lost"], got["doubled"], got["problems"]) == (0, 0, {})
+    assert got["sustained_cps"] > 0 and got["max_in_any_1s_window"] <= got["cps_limit"] == 50
+    latency = got["webhook_latency"]
+    assert latency["all"]["requests"] >= 4 * 30 and latency["error_statuses"] == {}  # 4 status callbacks a call
+    assert sum(row["requests"] for row in latency["per_process"].values()) == latency["all"]["requests"]
+    assert latency["audio_fetches"]["requests"] >= 30
+    db = got["db_per_1000_calls"]
+    assert db["campaigns_call"]["rows"] == db["campaigns_callattempt"]["rows"] == 1000
+    assert db["telephony_providerevent"]["rows"] >= 4000
+    assert {"web", "telephony", "sandbox", "machine (everything)"} <= set(got["cpu_ms_per_call"])
+    assert got["unfinished_calls"] == 0 and "meets_target" in got
+    assert {"start", "max_1min", "end"} <= set(got["load_average"])

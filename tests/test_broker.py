@@ -48,3 +48,43 @@ def test_url_scheme_selects_the_atomic_transport():
     with Connection("herald-fs://") as conn:
         assert conn.transport_cls == "herald-fs"
         assert conn.transport.Channel is broker.Channel
+
+
+def _bind(folder, worker: int, start, errors) -> None:
+    start.wait()
+    try:
+        with Connection("herald-fs://", transport_options=_options(folder)) as conn:
+            channel = conn.default_channel
+            for exchange in range(40):  # each one new: every worker races to create its table
+                channel._queue_bind(f"ex{exchange}", f"key-{worker}", None, f"q-{worker}")
+    except Exception as exc:  # reported to the parent: a failed bind stops a starting worker
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_workers_starting_together_bind_their_queues_without_losing_one(tmp_path):
+    """kombu's own filesystem transport creates an exchange table and then writes it: a worker binding its queue
+    meanwhile read an empty file and stopped (JSONDecodeError), or truncated another's binding."""
+    (tmp_path / "ctl").mkdir()
+    ctx = multiprocessing.get_context("fork")
+    start, errors = ctx.Event(), ctx.Queue()
+    binders = [ctx.Process(target=_bind, args=(tmp_path, w, start, errors)) for w in range(6)]
+    for p in binders:
+        p.start()
+    start.set()
+    for p in binders:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert errors.empty(), errors.get()
+    with Connection("herald-fs://", transport_options=_options(tmp_path)) as conn:
+        for exchange in range(40):
+            assert {q.queue for q in conn.default_channel.get_table(f"ex{exchange}")} == {f"q-{w}" for w in range(6)}
+
+
+def test_an_exchange_table_created_but_not_yet_written_reads_as_empty(tmp_path):
+    (tmp_path / "ctl").mkdir()
+    (tmp_path / "ctl" / "shared.exchange").touch()  # what a concurrent binder sees between create and write
+    with Connection("herald-fs://", transport_options=_options(tmp_path)) as conn:
+        channel = conn.default_channel
+        assert channel.get_table("shared") == []
+        channel._queue_bind("shared", "k", None, "q")
+        assert [q.queue for q in channel.get_table("shared")] == ["q"]
