@@ -30,6 +30,10 @@ class BulkWriter:
     def start(self) -> None:
         pass
 
+    def fresh_audio(self) -> list[tuple[str, int | None]] | None:
+        """bulk_create does not say which rows it skipped: the planner has to look (see CopyWriter)."""
+        return None
+
     def write(self, calls: list[tuple], audio: NewAudio) -> None:
         renders = [
             RenderedAudio(
@@ -64,6 +68,9 @@ class CopyWriter:
 
     def __init__(self, campaign: Campaign, start_at: datetime) -> None:
         self.campaign, self.start_at = campaign, start_at
+        self.staged_audio: list[tuple[str, int | None]] = []  # (render key, voice id), as staged
+        self.staged_calls = 0
+        self.inserted_audio = self.inserted_calls = -1
 
     def start(self) -> None:
         # The real tables' column types; ON COMMIT DROP in case finish() is never reached.
@@ -79,6 +86,8 @@ class CopyWriter:
             (key, text, p.variant.voice.engine, p.keyer.engine_version, p.variant.voice_id, p.parameters_json)
             for key, (text, p) in audio.items()
         ]
+        self.staged_audio.extend((row[0], row[4]) for row in audio_rows)
+        self.staged_calls += len(calls)
         with connection.cursor() as cursor:
             for (staging, model, fields), rows in zip(self.STAGING, (audio_rows, calls), strict=True):
                 with cursor.copy(f"COPY {staging} ({_columns(model, fields)}) FROM STDIN") as copy:
@@ -89,17 +98,30 @@ class CopyWriter:
         with connection.cursor() as cursor:
             # Audio first only for readability: the calls' foreign key to it is checked at commit. In key order,
             # the unique index takes the new keys in one sweep instead of at random: about a quarter faster.
-            _insert_from_staging(
+            self.inserted_audio = _insert_from_staging(
                 cursor, RenderedAudio, "plan_audio", self.AUDIO_FIELDS, {},
                 conflict="render_key", order="render_key",
             )
             # Calls in contact order, as before: their ids break ties in the order the dialer takes them.
-            _insert_from_staging(
+            self.inserted_calls = _insert_from_staging(
                 cursor, Call, "plan_call", CALL_FIELDS, {"campaign_id": self.campaign.pk, "next_attempt_at": self.start_at},
                 conflict="campaign_id, contact_id", order="contact_id",
             )
             for staging, _, _ in self.STAGING:
                 cursor.execute(f"DROP TABLE {staging}")
+
+    def fresh_audio(self) -> list[tuple[str, int | None]] | None:
+        """The staged clips, when this plan inserted every call and every clip it staged; else None.
+
+        Then the campaign's waiting calls are exactly this plan's, and their clips are rows this transaction
+        just wrote as pending, invisible to every renderer: no call can be a cache hit yet, and these are the
+        clips to render. The planner skips its cache-hit UPDATE and its query for pending clips, which would
+        find nothing and these keys. Anything else (a contact planned before, a clip another campaign or an
+        earlier chunk already inserted) shows as a skipped row and leaves the answer to those queries.
+        """
+        if self.inserted_calls == self.staged_calls and self.inserted_audio == len(self.staged_audio):
+            return self.staged_audio
+        return None
 
 
 def _table(model: type) -> str:
@@ -119,9 +141,10 @@ def _insert_from_staging(
     *,
     conflict: str,
     order: str,
-) -> None:
+) -> int:
     """INSERT the staged rows into the model's table, filling every other column from `constants` or the
-    model's field default (a nullable column without one is left NULL); rows that conflict are skipped."""
+    model's field default (a nullable column without one is left NULL); rows that conflict are skipped.
+    Returns how many rows were inserted."""
     columns, values, params = [_columns(model, fields)], [_columns(model, fields)], []
     for f in model._meta.concrete_fields:
         if f.primary_key or f.attname in fields or (f.attname not in constants and f.has_db_default()):
@@ -137,4 +160,5 @@ def _insert_from_staging(
         f"ORDER BY {order} ON CONFLICT ({conflict}) DO NOTHING",
         params,
     )
+    return cursor.rowcount
 

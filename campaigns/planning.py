@@ -10,6 +10,7 @@ import bisect
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
@@ -146,22 +147,30 @@ def plan_calls(campaign: Campaign) -> PlanResult:
     result.planned = Call.objects.filter(campaign=campaign).exclude(state=Call.State.INVALID).exclude(
         outcome=Call.Outcome.DO_NOT_CALL
     ).count()
-    # Cache hits: audio rendered earlier (another campaign, a previous launch) makes the call ready at once.
-    result.cached = lifecycle.ready_if_rendered(campaign.pk)
-    rendering = Call.objects.filter(campaign=campaign, state=Call.State.RENDERING)
-    waiting = Q(render_key__in=rendering.values("audio_id"))
-    if voicemail_text:
-        waiting |= Q(render_key__in=rendering.exclude(voicemail_audio=None).values("voicemail_audio_id"))
-    if campaign.fallback_audio_id:
-        waiting |= Q(render_key=campaign.fallback_audio_id)
-    pending = RenderedAudio.objects.filter(waiting, state=RenderedAudio.State.PENDING).values_list(
-        "render_key", "voice_id"
-    )
+    fresh = writer.fresh_audio()
+    if fresh is not None:
+        # Every call and clip is this plan's own (see CopyWriter.fresh_audio): nothing cached, all pending.
+        pending: Iterable[tuple[str, int | None]] = fresh
+        fallback = campaign.fallback_audio_id
+        if fallback and fallback not in {key for key, _ in fresh}:
+            pending = [*fresh, *RenderedAudio.objects.filter(
+                render_key=fallback, state=RenderedAudio.State.PENDING
+            ).values_list("render_key", "voice_id")]
+    else:
+        # Cache hits: audio rendered earlier (another campaign, a previous launch) makes the call ready at once.
+        result.cached = lifecycle.ready_if_rendered(campaign.pk)
+        rendering = Call.objects.filter(campaign=campaign, state=Call.State.RENDERING)
+        waiting = Q(render_key__in=rendering.values("audio_id"))
+        if voicemail_text:
+            waiting |= Q(render_key__in=rendering.exclude(voicemail_audio=None).values("voicemail_audio_id"))
+        if campaign.fallback_audio_id:
+            waiting |= Q(render_key=campaign.fallback_audio_id)
+        pending = RenderedAudio.objects.filter(waiting, state=RenderedAudio.State.PENDING).values_list(
+            "render_key", "voice_id"
+        ).iterator(chunk_size=5000)
     # A render that finishes after the cache-hit UPDATE but before this transaction commits marks ready only
     # the calls it can see, not these: look once more after commit, when they are visible to every worker.
-    result.render_batches = enqueue_renders(
-        pending.iterator(chunk_size=5000), then=lambda: lifecycle.ready_if_rendered(campaign.pk)
-    )
+    result.render_batches = enqueue_renders(pending, then=lambda: lifecycle.ready_if_rendered(campaign.pk))
     return result
 
 

@@ -254,22 +254,32 @@ def render_marked(template: str | Sequence[str | Placeholder], variables: Mappin
     """Like :func:`render_template`, with each hinted value wrapped as ⟪hint:value⟫ for the text frontend
     (see synthesis.frontend.marks); a name ({name}) only where its surname changes the reading (mark_name);
     values without a hint, or with hint "text", are plain."""
+    # One pass, no spans: planning calls this once per contact, so it is most of planning's Python time.
     parts = _parts(template)
-    text, spans = render_with_spans(parts, variables)
-    placeholders = [p for p in parts if type(p) is not str]
+    get = variables.get
     out: list[str] = []
-    position = 0
-    for (start, end, _), placeholder in zip(spans, placeholders, strict=True):
-        hint = _reading_hint(placeholder)
-        out.append(text[position:start])
-        value = text[start:end]
+    append = out.append
+    for p in parts:
+        if type(p) is str:
+            append(p)
+            continue
+        v = get(p.name)
+        if v is None:
+            raise _missing(parts, variables)
+        v = _value(v)
+        if not v or v.isspace():
+            raise _missing(parts, variables)
+        hint = _reading_hint(p)
         if hint == "name":
-            out.append(mark_name(value))
+            append(_mark_name(v))
         else:
-            out.append(mark(value, hint) if hint not in (None, "text") else value)
-        position = end
-    out.append(text[position:])
+            append(mark(v, hint) if hint not in (None, "text") else v)
     return "".join(out)
+
+
+# Names repeat across a contact list (surname + a few given-name characters): whether one starts with a
+# polyphonic surname is worked out once per distinct name, not once per contact. Pure, so safe to cache.
+_mark_name = functools.lru_cache(maxsize=1 << 16)(mark_name)
 
 
 def render_with_spans(

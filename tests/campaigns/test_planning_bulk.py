@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from campaigns import planning
 from campaigns.launch import launch_campaign
-from campaigns.models import Call, Campaign, Contact, DoNotCall
+from campaigns.models import Call, Campaign, Contact, DoNotCall, ScriptTemplate
 from campaigns.planning import pick_variant, plan_calls
 from campaigns.templating import MissingVariables, render_template
 from synthesis.actions import keyer_for
@@ -197,3 +197,69 @@ def test_planning_outside_a_transaction(make_campaign, monkeypatch):
     assert result.planned == len(rendering) == 11 and sum(len(batch) for batch in sent) == 11
     plan_calls(campaign)  # again, in a new transaction: nothing left behind to trip over
     assert planned_calls(campaign) == expected_calls(campaign)
+
+
+def _first_key(campaign: Campaign) -> str:
+    return campaign.calls.exclude(audio=None).order_by("contact_id").values_list("audio_id", flat=True).first()
+
+
+@pytest.mark.parametrize("case", ["every clip new", "voicemail and generic clip", "clips shared across chunks",
+                                  "a clip rendered before", "contacts planned before"])
+def test_launch_queues_exactly_the_clips_its_calls_wait_for(
+    make_campaign, monkeypatch, django_capture_on_commit_callbacks, case
+):
+    """Whether planning knows every clip is its own (it wrote them all: no cache-hit UPDATE, no pending query,
+    see CopyWriter.fresh_audio) or has to look, the render tasks ask for each pending clip the campaign's
+    waiting calls (and its generic clip) need, once, and a call whose clip is already rendered is ready."""
+    from synthesis import tasks
+
+    sent: list[list[str]] = []
+    monkeypatch.setattr(tasks.render_batch, "delay", sent.append)
+    kwargs: dict = {}
+    if case == "voicemail and generic clip":
+        vm = ScriptTemplate.objects.create(name="vm-queue", text="{name}您好，订单{order_id}待取，请回电。")
+        kwargs = dict(machine_action=Campaign.MachineAction.VOICEMAIL, voicemail_script=vm,
+                      fallback_text="您好，您的快递明天送达。")
+    if case == "clips shared across chunks":
+        monkeypatch.setattr(planning, "PLAN_CHUNK", 7)
+    text = SHARED_TEXTS if case in ("clips shared across chunks", "a clip rendered before") else UNIQUE_TEXTS
+    campaign = make_campaign(20, text=text, weights=(1,), fields=_fields, **kwargs)
+    if case == "a clip rendered before":
+        earlier = make_campaign(20, text=text, weights=(1,), fields=_fields)
+        with django_capture_on_commit_callbacks(execute=False):
+            launch_campaign(earlier)
+        RenderedAudio.objects.filter(render_key=_first_key(earlier)).update(state="ready", telephony_file="a.wav")
+    if case == "contacts planned before":  # a plan of half the list, in an earlier transaction
+        half = Contact.objects.filter(contact_list=campaign.contact_list).order_by("pk")[10:]
+        kept = list(half)
+        Contact.objects.filter(pk__in=[c.pk for c in kept]).delete()
+        with django_capture_on_commit_callbacks(execute=False):
+            plan_calls(campaign)
+        Contact.objects.bulk_create(kept)
+    sent.clear()
+
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+        if case == "contacts planned before":
+            plan_calls(campaign)  # the campaign runs already: planning again adds the new contacts
+        else:
+            launch_campaign(campaign)
+    # The cache-hit UPDATE runs after commit either way; before it too only when planning had to look.
+    looked = sum(q["sql"].startswith('UPDATE "campaigns_call" SET "state"') for q in queries)
+    knew = connection.vendor == "postgresql" and case in ("every clip new", "voicemail and generic clip")
+    assert looked == (1 if knew else 2)
+
+    campaign.refresh_from_db()
+    waiting = Call.objects.filter(campaign=campaign, state="rendering")
+    needed = {*waiting.values_list("audio_id", flat=True), *waiting.values_list("voicemail_audio_id", flat=True),
+              campaign.fallback_audio_id} - {None}
+    pending = set(
+        RenderedAudio.objects.filter(render_key__in=needed, state="pending").values_list("render_key", flat=True)
+    )
+    queued = [key for batch in sent for key in batch]
+    assert sorted(queued) == sorted(pending) and len(pending) >= 5
+    ready = Call.objects.filter(campaign=campaign, state="ready")
+    assert set(ready.values_list("audio__state", flat=True)) <= {"ready"}
+    if case == "a clip rendered before":
+        assert ready.filter(audio_id=_first_key(campaign)).exists()
+    if case == "voicemail and generic clip":
+        assert campaign.fallback_audio_id in queued and waiting.exclude(voicemail_audio=None).count() == waiting.count()
