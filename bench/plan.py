@@ -12,7 +12,10 @@ throwaway broker (no worker ever renders 100,000 clips), and times that enqueue 
 Where the time goes: every statement Django runs (and every psycopg COPY block) is timed and grouped into
 phases (read contacts, insert RenderedAudio, insert Call, follow-up queries); the rest of the launch is
 Python; COMMIT is mostly PostgreSQL checking the deferred foreign keys of every new row. The Python work
-per contact (variant pick + template render + render key) is also timed on its own over the same contacts.
+per contact (the planner's own loop: variant pick, template render with reading marks, render key, row
+tuples) is also timed on its own over the same contacts. CPU seconds of the bench process and of its
+PostgreSQL backend (read from /proc when the server runs on this machine) are printed too: on a shared
+machine they move less than wall time.
 
 The last line of output is one JSON object with the figures. Target: >= 20,000 contacts/s, so a
 million-contact campaign plans in under a minute. The figures move with whatever else the machine is
@@ -257,30 +260,48 @@ def _vacuum(*models) -> None:  # noqa: ANN002
 
 
 def _python_per_contact(campaign) -> tuple[int, float]:  # noqa: ANN001
-    """Variant pick + template render + normalise + render key for every contact, no database writes."""
-    from campaigns.planning import pick_variant
-    from campaigns.templating import MissingVariables, parse_template, render_template
-    from synthesis.actions import keyer_for
-    from synthesis.keys import normalise_text
+    """The planner's own per-contact work (variant pick, template render with its reading marks, normalise,
+    render key, the row tuples) over every contact, chunk by chunk as planning does; no database writes."""
+    from campaigns import templating
+    from campaigns.planning import (
+        PLAN_CHUNK,
+        PlanResult,
+        _plan_chunk,
+        _PreparedVariant,
+        assignment_of,
+        variant_order,
+    )
 
-    variants = list(campaign.variants.select_related("voice", "script").order_by("pk"))
-    prepared = [(parse_template(v.script.text), keyer_for(v.voice)) for v in variants]
+    variants = campaign.variants.select_related("voice", "script").order_by(*variant_order(campaign))
+    prepared = [_PreparedVariant(v, campaign.disclosure_text) for v in variants]
     cumulative, total = [], 0
-    for v in variants:
-        total += v.weight
+    for p in prepared:
+        total += p.variant.weight
         cumulative.append(total)
-    rows = list(campaign.contact_list.contacts.values_list("phone", "name", "fields"))
+    rows = list(
+        campaign.contact_list.contacts.order_by("pk").values_list(
+            "pk", "phone", "name", "timezone", "fields", "pk", "consent_basis"
+        )
+    )
+    rows = [(*row[:5], False, row[6]) for row in rows]  # nobody on the do-not-call list: every contact rendered
+    templating._mark_name.cache_clear()  # as cold as the launch found it
     start = time.perf_counter()
-    for phone, name, fields in rows:
-        template, keyer = prepared[pick_variant(campaign.pk, phone, cumulative)]
-        variables = dict(fields or {})
-        variables["name"] = name
-        variables["phone"] = phone
-        try:
-            keyer.key(normalise_text(render_template(template, variables)))
-        except MissingVariables:
-            pass
+    for i in range(0, len(rows), PLAN_CHUNK):
+        _plan_chunk(assignment_of(campaign), rows[i : i + PLAN_CHUNK], prepared, cumulative, PlanResult())
     return len(rows), time.perf_counter() - start
+
+
+def _backend_cpu_seconds() -> float | None:
+    """CPU seconds the PostgreSQL backend serving this connection has used, when it runs on this machine."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None  # another machine, or not Linux
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -315,6 +336,8 @@ def main() -> None:
             # The outer atomic lets the bench take the on-commit render enqueue out of the pending hooks
             # (Django's own list, as its captureOnCommitCallbacks reads it) and time it on its own.
             load = os.getloadavg()[0]  # other work on the machine shows in the figures
+            backend_before = _backend_cpu_seconds()
+            cpu_before = time.process_time()
             began = time.perf_counter()
             with transaction.atomic():
                 pending = len(connection.run_on_commit)
@@ -323,7 +346,11 @@ def main() -> None:
                 del connection.run_on_commit[pending:]
                 launched = time.perf_counter()
             committed = time.perf_counter()
+            cpu = time.process_time() - cpu_before
+            backend_after = _backend_cpu_seconds()
         planning = committed - began
+        # CPU seconds move less than wall time when other work shares the cores: both are printed.
+        backend = None if backend_before is None or backend_after is None else backend_after - backend_before
         start = time.perf_counter()
         for callback in callbacks:
             callback()
@@ -350,7 +377,9 @@ def main() -> None:
         print("statements:")
         for kind, seconds in statements.items():
             print(f"  {seconds:8.3f} s  {kind} ({timer.count[kind]})")
-        print(f"python per contact, alone (pick + render + normalise + key): "
+        print(f"CPU during the launch: this process {cpu:.2f} s, PostgreSQL backend "
+              + (f"{backend:.2f} s" if backend is not None else "unknown (not on this machine)"))
+        print(f"python per contact, alone (the planner's pick + render + marks + normalise + key + rows): "
               f"{python_alone / checked * 1e6:.1f} µs ({checked / python_alone:,.0f} contacts/s)")
         print(f"render enqueue on commit (memory:// broker, not in the figure above): {enqueue:.2f} s")
         result = {
@@ -364,6 +393,7 @@ def main() -> None:
             "meets_target": rate >= TARGET,
             "enqueue_seconds": round(enqueue, 3),
             "python_us_per_contact": round(python_alone / checked * 1e6, 2),
+            "cpu_seconds": {"bench_process": round(cpu, 3), "postgresql_backend": backend and round(backend, 3)},
             "phases_seconds": phases,
             "statements_seconds": {kind: round(seconds, 3) for kind, seconds in statements.items()},
             "load_average_1m": round(load, 2),

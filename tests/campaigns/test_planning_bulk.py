@@ -7,10 +7,11 @@ from itertools import accumulate
 
 import pytest
 from django.db import connection
+from django.db.models import Exists, OuterRef, ProtectedError
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from campaigns import planning
+from campaigns import lifecycle, planning
 from campaigns.launch import launch_campaign
 from campaigns.models import Call, Campaign, Contact, DoNotCall, ScriptTemplate
 from campaigns.planning import pick_variant, plan_calls
@@ -263,3 +264,37 @@ def test_launch_queues_exactly_the_clips_its_calls_wait_for(
         assert ready.filter(audio_id=_first_key(campaign)).exists()
     if case == "voicemail and generic clip":
         assert campaign.fallback_audio_id in queued and waiting.exclude(voicemail_audio=None).count() == waiting.count()
+
+
+def _calls_without_their_clip(campaign: Campaign) -> list[int]:
+    missing = []
+    for column in ("audio", "voicemail_audio"):
+        clip = RenderedAudio.objects.filter(render_key=OuterRef(f"{column}_id"))
+        missing += campaign.calls.exclude(**{column: None}).filter(~Exists(clip)).values_list("pk", flat=True)
+    return missing
+
+
+def test_every_call_points_at_a_clip_that_exists(make_campaign, monkeypatch, django_capture_on_commit_callbacks):
+    """Call.audio and Call.voicemail_audio carry no database constraint (planning speed, see Call): planning,
+    whichever writer and path it takes, and the generic-clip fallback still never leave a call pointing at a
+    clip that does not exist, and the ORM still refuses to delete a clip a call points at."""
+    monkeypatch.setattr(planning, "PLAN_CHUNK", 7)
+    vm = ScriptTemplate.objects.create(name="vm-exists", text="{name}您好，订单{order_id}待取，请回电。")
+    shared = make_campaign(20, text=SHARED_TEXTS, weights=(1,), fields=_fields)
+    voicemail = make_campaign(20, text=UNIQUE_TEXTS, fields=_fields, machine_action=Campaign.MachineAction.VOICEMAIL,
+                              voicemail_script=vm, fallback_text="您好，您的快递明天送达。")
+    with django_capture_on_commit_callbacks(execute=False):
+        launch_campaign(shared)
+        RenderedAudio.objects.filter(render_key=_first_key(shared)).update(state="ready", telephony_file="a.wav")
+        again = make_campaign(20, text=SHARED_TEXTS, weights=(1,), fields=_fields)  # meets shared's clips
+        launch_campaign(again)
+        launch_campaign(voicemail)
+    failed_key = _first_key(voicemail)
+    lifecycle.audio_failed(failed_key, "engine error")  # its calls fall back to the campaign's generic clip
+    assert voicemail.calls.filter(used_fallback=True).exists()
+
+    for campaign in (shared, again, voicemail):
+        assert campaign.calls.exclude(audio=None).count() >= 10
+        assert _calls_without_their_clip(campaign) == []
+    with pytest.raises(ProtectedError):
+        RenderedAudio.objects.get(render_key=_first_key(again)).delete()
