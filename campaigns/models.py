@@ -271,11 +271,17 @@ class Call(models.Model):
     Indexes are chosen for planning speed: the (campaign, contact) unique constraint and (campaign, state)
     cover campaign lookups, so the foreign keys to campaign and audio carry no extra (or LIKE) index.
 
-    The two keys to RenderedAudio have no database constraint (db_constraint=False): PostgreSQL would check
-    each new call's clip one row at a time when planning commits, about a third of that commit's work. Their
-    rows exist anyway: planning inserts a call's clips in the same transaction, before the call; the lifecycle
-    only ever points a call at its campaign's generic clip (a constrained key on Campaign); and nothing deletes
-    rendered audio (the admin cannot; the ORM's PROTECT still refuses while a call points at it).
+    Three keys have no database constraint (db_constraint=False): PostgreSQL checks a constrained key of each
+    new call with one lookup per row when planning commits, and those checks were the largest part of
+    planning's time. The rows they point at exist anyway:
+    - campaign: a call's variant is one of its campaign's variants (planning picks it from
+      campaign.variants; neither key changes later), so the constrained keys Call.variant and
+      Variant.campaign keep the campaign: it cannot go while its variants have calls.
+    - audio, voicemail_audio: planning inserts a call's clips in the same transaction, before the call; the
+      lifecycle only ever points a call at its campaign's generic clip (a constrained key on Campaign); and
+      nothing deletes rendered audio (the admin cannot; the ORM's PROTECT still refuses while a call points
+      at it).
+    The ORM's on_delete rules (CASCADE, PROTECT) apply to all three as before.
     """
 
     class State(models.TextChoices):
@@ -304,7 +310,9 @@ class Call(models.Model):
 
         NUMBER_CAP = "number_cap", "Per-number daily cap"
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="calls", db_index=False)
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="calls", db_index=False, db_constraint=False
+    )  # see the class docstring
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="calls")
     variant = models.ForeignKey(Variant, on_delete=models.PROTECT, related_name="calls")
     phone = models.CharField(max_length=20)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from itertools import accumulate
 
 import pytest
-from django.db import connection
-from django.db.models import Exists, OuterRef, ProtectedError
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, F, OuterRef, ProtectedError
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -298,3 +298,21 @@ def test_every_call_points_at_a_clip_that_exists(make_campaign, monkeypatch, dja
         assert _calls_without_their_clip(campaign) == []
     with pytest.raises(ProtectedError):
         RenderedAudio.objects.get(render_key=_first_key(again)).delete()
+
+
+def test_a_campaign_cannot_go_while_its_calls_stay(make_campaign, django_capture_on_commit_callbacks):
+    """Call.campaign carries no database constraint (planning speed, see Call): every call's variant is one of
+    its campaign's, and the database still refuses to drop the variants (and so the campaign) under calls."""
+    campaign = make_campaign(10, fields=_fields)
+    with django_capture_on_commit_callbacks(execute=False):
+        launch_campaign(campaign)
+    calls = Call.objects.filter(campaign=campaign)
+    assert calls.count() == 10 and not calls.exclude(variant__campaign=F("campaign")).exists()
+    for statement in (
+        "DELETE FROM campaigns_variant WHERE campaign_id = %s",
+        "DELETE FROM campaigns_campaign WHERE id = %s",
+    ):
+        with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement, [campaign.pk])
+            connection.check_constraints()
+    assert calls.count() == 10
