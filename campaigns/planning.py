@@ -132,7 +132,10 @@ def plan_calls(campaign: Campaign) -> PlanResult:
     last_pk = 0
     # Atomic even when called outside a transaction: the COPY staging tables live until commit.
     with transaction.atomic():
-        writer.start()
+        # One planner per campaign at a time (launch holds this lock already): a first plan can then know that
+        # no call exists for any of its contacts.
+        Campaign.objects.select_for_update(no_key=True).filter(pk=campaign.pk).values_list("pk").first()
+        writer.start(first_plan=not Call.objects.filter(campaign=campaign).exists())
         while True:
             chunk = list(contacts.filter(pk__gt=last_pk)[:PLAN_CHUNK])
             if not chunk:

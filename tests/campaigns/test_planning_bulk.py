@@ -80,6 +80,11 @@ def staged_insert_ran(queries: CaptureQueriesContext) -> bool:
     return any('INSERT INTO "campaigns_call"' in q["sql"] and "FROM plan_call" in q["sql"] for q in queries)
 
 
+def staged_call_insert_skips_conflicts(queries: CaptureQueriesContext) -> bool:
+    (insert,) = [q["sql"] for q in queries if 'INSERT INTO "campaigns_call"' in q["sql"]]
+    return "ON CONFLICT" in insert
+
+
 @pytest.mark.parametrize("text", [UNIQUE_TEXTS, SHARED_TEXTS])
 def test_planned_rows_follow_the_rules(make_campaign, monkeypatch, django_capture_on_commit_callbacks, text):
     monkeypatch.setattr(planning, "PLAN_CHUNK", 7)  # several chunks, and the same audio in more than one
@@ -92,6 +97,9 @@ def test_planned_rows_follow_the_rules(make_campaign, monkeypatch, django_captur
     after = timezone.now()
 
     assert staged_insert_ran(queries) == (connection.vendor == "postgresql")
+    if connection.vendor == "postgresql":  # a campaign's first plan meets no planned contact: a plain INSERT
+        assert not staged_call_insert_skips_conflicts(queries)
+        assert any("FOR NO KEY UPDATE" in q["sql"] for q in queries)
     expected = expected_calls(campaign)
     assert planned_calls(campaign) == expected
     assert planned == sum(1 for row in expected.values() if row[6] == "rendering")
@@ -173,8 +181,9 @@ def test_planning_again_keeps_planned_calls_and_shared_audio(make_campaign, djan
     for i in range(6, 9):
         Contact.objects.create(contact_list=second.contact_list, phone=f"+86139{i:08d}", name=f"李{i}", timezone=tz,
                                fields={"order_id": f"SF{i % 6}"})
-    with django_capture_on_commit_callbacks(execute=False):
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=False):
         plan_calls(second)
+    assert connection.vendor != "postgresql" or staged_call_insert_skips_conflicts(queries)
     after = full_rows()
     assert {k: after[k] for k in before} == before
     new_contacts = set(after) - set(before)
