@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaigns', '0006_call_hold'),
+        ('campaigns', '0007_worker_heartbeats'),
         ('synthesis', '0001_initial'),
     ]
 
