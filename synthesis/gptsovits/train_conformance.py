@@ -51,6 +51,11 @@ GRAD = Rule("grad", rtol=1e-3)
 F32_EPS = float(np.finfo(np.float32).eps)
 NORMS = Rule("close", rtol=1e-3, peak_frac=F32_EPS)
 S2_UPDATE_NORMS = Rule("close", rtol=1e-3, atol=0.5 * S2_LR)
+# The GPT's ScaledAdam steps an element by up to lr·(1−β1)·rms of its tensor (g / (|g| + eps), eps 1e-8): for the
+# key third of in_proj_bias (rms ≈ 0.1 in these weights) that is 1e-4 at step 0, whichever sign the noise has.
+# Floor: half of it. The README's own 1-thread rerun moved update_norms_step1 by 1.1e-05 (0.6 % of 1.7e-03,
+# outside its suggested rtol 1e-3); another CPU of this family moved step 0 by 1.6e-05.
+S1_UPDATE_NORMS = Rule("close", rtol=1e-3, atol=0.5 * 0.01 * (1 - 0.9) * 0.1)
 
 # Exact names first; the prefix rules below cover the per-tensor families.
 TRAIN_TOLERANCES: dict[str, Rule] = {
@@ -89,7 +94,8 @@ TRAIN_TOLERANCES: dict[str, Rule] = {
     "acc_step1": Rule("close", atol=1 / S1_ACC_TARGETS + 1e-12),
     "loss_step0": LOSS,
     "loss_step1": LOSS,
-    **dict.fromkeys(["grad_norms_step0", "grad_norms_step1", "update_norms_step0", "update_norms_step1"], NORMS),
+    **dict.fromkeys(["grad_norms_step0", "grad_norms_step1"], NORMS),
+    **dict.fromkeys(["update_norms_step0", "update_norms_step1"], S1_UPDATE_NORMS),
     "xy_pos": Rule("close", atol=1e-5),
     "logits": FORWARD,
 }

@@ -24,6 +24,7 @@ from synthesis.gptsovits.t2s_train import (
     t2s_train_conformance,
     training_forward,
 )
+from synthesis.gptsovits.train_conformance import S1_UPDATE_NORMS
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 TRAIN = SHARED / "gptsovits-train"
@@ -55,9 +56,13 @@ def _problem(name: str, ref: np.ndarray, got: np.ndarray, counted: int) -> str |
         limit = 1.0 / counted + 1e-12  # one top-3 count may flip on a tie
     elif name.startswith("loss_"):
         limit = 1e-5 * abs(float(ref))
-    elif name.startswith("grad_norms_") or name.startswith("update_norms_"):
+    elif name.startswith("grad_norms_"):
         bad = diff > 1e-3 * np.abs(ref) + 1e-12
         return f"rtol 1e-3 exceeded at {int(bad.sum())} entries" if bad.any() else None
+    elif name.startswith("update_norms_"):
+        # The key biases' gradient is rounding noise: their Adam steps have a floor (train_conformance).
+        bad = diff > 1e-3 * np.abs(ref) + S1_UPDATE_NORMS.atol
+        return f"rtol 1e-3 + {S1_UPDATE_NORMS.atol:g} exceeded at {int(bad.sum())} entries" if bad.any() else None
     elif name.startswith("grad_"):
         limit = 1e-3 * peak
     elif name.startswith("param_after_"):
