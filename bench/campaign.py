@@ -72,6 +72,8 @@ from datetime import datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 
+from pacing import max_in_window  # bench/ is the script's directory: the pacing bench's own count
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = "您好，这里是顺达快递。您的包裹将于{时间}送达，确认请按1，改期请按2，如不想再接到此类电话请按9。"
 DELIVERY_TIMES = ("上午10点", "中午12点", "下午3点", "下午4点半", "晚上7点")  # five clips, however many callees
@@ -96,17 +98,6 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """The most events in any half-open window [s, s + window): the worst one starts at an event."""
-    times = sorted(times)
-    best = j = 0
-    for i, t in enumerate(times):
-        while j < len(times) and times[j] < t + window:
-            j += 1
-        best = max(best, j - i)
-    return best
 
 
 # --- processes ---------------------------------------------------------------------------------------
