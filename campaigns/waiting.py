@@ -122,11 +122,9 @@ class Waiting:
         calls: dict[int, Worker] = {}
         keys: dict[str, Worker] = {}
         for worker in workers.stalled(self.now):
-            for _task_id, name, args, _kwargs in worker.held:
-                if name == workers.place_call.name and args:
-                    calls[args[0]] = worker
-                elif name == workers.render_batch.name and args:
-                    keys.update(dict.fromkeys(args[0], worker))
+            held_calls, held_keys = workers.held_work(worker.held)
+            calls.update(dict.fromkeys(held_calls, worker))
+            keys.update(dict.fromkeys(held_keys, worker))
         return calls, keys
 
     # -- the reason, as SQL --

@@ -158,6 +158,18 @@ class Recovery:
     tasks_dropped: int = 0  # held tasks of other kinds, left to their own mechanisms
 
 
+def held_work(held: list) -> tuple[set[int], dict[str, None]]:
+    """The call ids of the dials and the render keys of the batches in one worker's `held` list."""
+    calls: set[int] = set()
+    keys: dict[str, None] = {}
+    for _task_id, name, args, _kwargs in held:
+        if name == place_call.name and args:
+            calls.add(args[0])
+        elif name == render_batch.name and args:
+            keys.update(dict.fromkeys(args[0]))
+    return calls, keys
+
+
 def silent_since(now: datetime) -> datetime:
     return now - timedelta(seconds=settings.WORKER_DEAD_SECONDS)
 
@@ -233,11 +245,9 @@ def _hand_on_orphans(last_seen: dict[str, datetime], now: datetime, result: Reco
     for held in Worker.objects.filter(recovered_at=None, stopped_at=None, seen_at__gte=silent_since(now)).values_list(
         "held", flat=True
     ):
-        for _task_id, name, args, _kwargs in held:
-            if name == place_call.name and args:
-                live_calls.add(args[0])
-            elif name == render_batch.name and args:
-                live_keys.update(args[0])
+        calls, keys = held_work(held)
+        live_calls |= calls
+        live_keys.update(keys)
     with transaction.atomic():
         if "telephony" in last_seen:
             before = last_seen["telephony"]
