@@ -133,6 +133,8 @@ PHASES = (
     ("read contacts + do-not-call", re.compile(r"^SELECT (campaigns_contact|campaigns_donotcall)$")),
     ("insert RenderedAudio", re.compile(r"^(INSERT|COPY|CREATE|DROP) (synthesis_renderedaudio|plan_audio)$")),
     ("insert Call", re.compile(r"^(INSERT|COPY|CREATE|DROP) (campaigns_call|plan_call)$")),
+    ("insert flow clips", re.compile(r"^(INSERT|COPY|CREATE|DROP|SELECT|UPDATE) (campaigns_callclip|plan_clip|"
+                                     r"campaigns_variantclip|campaigns_callflow|campaigns_flownode)$")),
     ("follow-up UPDATE/SELECT (planned, cached, pending)",
      re.compile(r"^(UPDATE campaigns_call|SELECT COUNT campaigns_call|SELECT synthesis_renderedaudio)$")),
 )
@@ -149,8 +151,25 @@ def _phases(statements: dict[str, float]) -> dict[str, float]:
 # --- fixtures --------------------------------------------------------------------------------------
 
 
-def _create_fixtures(tag: str, n: int, *, dnc_every: int, invalid_every: int):
-    """A contact list of `n` generated contacts, two embedded voices, a script, an account, a campaign."""
+def _create_flow(tag: str):
+    """The demo's kind of flow: confirm, reschedule with two slots (per callee: their date), opt-out, repeat."""
+    from campaigns.models import CallFlow, FlowNode
+
+    A = FlowNode.Action
+    flow = CallFlow.objects.create(name=tag, menu_text="确认请按1，改期请按2，重听请按星号。")
+    FlowNode.objects.create(flow=flow, key="1", action=A.CONFIRM, text="感谢您的确认，我们会准时送达。")
+    reschedule = FlowNode.objects.create(flow=flow, key="2", action=A.RESCHEDULE, text="明天上午请按1，明天下午请按2。")
+    for key, label in (("1", "上午"), ("2", "下午")):
+        FlowNode.objects.create(flow=flow, parent=reschedule, key=key, action=A.SLOT, text="好的，已为您改到{slot}送达。",
+                                slot_days=1, slot_label=label)
+    FlowNode.objects.create(flow=flow, key="9", action=A.OPT_OUT, text="好的，我们不会再给您打电话。")
+    FlowNode.objects.create(flow=flow, key="*", action=A.REPEAT)
+    return flow
+
+
+def _create_fixtures(tag: str, n: int, *, dnc_every: int, invalid_every: int, flow: bool = False):
+    """A contact list of `n` generated contacts, two embedded voices, a script, an account, a campaign (with a
+    call flow when `flow`)."""
     from django.db import transaction
 
     from campaigns.models import Campaign, Contact, ContactList, DoNotCall, ScriptTemplate, Variant
@@ -193,7 +212,7 @@ def _create_fixtures(tag: str, n: int, *, dnc_every: int, invalid_every: int):
         campaign = Campaign.objects.create(
             name=tag, contact_list=contact_list, telephony_account=account, caller_id="+862161234567",
             window_start=clock_time(9, 0), window_end=clock_time(20, 0), calls_per_second=100,
-            max_concurrent_calls=100,
+            max_concurrent_calls=100, flow=_create_flow(tag) if flow else None,
         )
         for voice, name in zip(voices, "AB", strict=True):
             Variant.objects.create(campaign=campaign, name=name, voice=voice, script=script, weight=1)
@@ -207,6 +226,8 @@ def _cleanup(tag: str) -> None:
     from campaigns.models import (
         Call,
         CallAttempt,
+        CallClip,
+        CallFlow,
         Campaign,
         Contact,
         ContactList,
@@ -226,9 +247,14 @@ def _cleanup(tag: str) -> None:
                 f"DELETE FROM {CallAttempt._meta.db_table} WHERE call_id IN "
                 f"(SELECT id FROM {Call._meta.db_table} WHERE campaign_id = %s)", [campaign.pk]
             )
+            cursor.execute(
+                f"DELETE FROM {CallClip._meta.db_table} WHERE call_id IN "
+                f"(SELECT id FROM {Call._meta.db_table} WHERE campaign_id = %s)", [campaign.pk]
+            )
             cursor.execute(f"DELETE FROM {Call._meta.db_table} WHERE campaign_id = %s", [campaign.pk])
-            Variant.objects.filter(campaign=campaign).delete()
+            Variant.objects.filter(campaign=campaign).delete()  # and their flow clips
             campaign.delete()
+        CallFlow.objects.filter(name=tag).delete()
         if voice_ids:
             # Only renders nobody else's calls point at (they are all the bench's: its voices are its own).
             cursor.execute(
@@ -313,6 +339,8 @@ def main() -> None:
     parser.add_argument("--dnc-every", type=int, default=200, help="one contact in N is on the do-not-call list")
     parser.add_argument("--invalid-every", type=int, default=100, help="one contact in N lacks {order_id}")
     parser.add_argument("--keep", action="store_true", help="leave the campaign and its rows in the database")
+    parser.add_argument("--flow", action="store_true",
+                        help="the campaign has a call flow (two slot clips per callee, five clips per voice)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # keep the order with log lines on stderr: JSON comes last
 
@@ -320,13 +348,15 @@ def main() -> None:
     from django.db import connection, transaction
 
     from campaigns.launch import launch_campaign
-    from campaigns.models import Call, Contact
+    from campaigns.models import Call, CallClip, Contact
     from synthesis.models import RenderedAudio
 
     tag = f"bench-plan-{secrets.token_hex(4)}"
     print(f"database: {vendor} {connection.settings_dict['NAME']}; run tag {tag}")
     start = time.perf_counter()
-    campaign = _create_fixtures(tag, args.contacts, dnc_every=args.dnc_every, invalid_every=args.invalid_every)
+    campaign = _create_fixtures(
+        tag, args.contacts, dnc_every=args.dnc_every, invalid_every=args.invalid_every, flow=args.flow
+    )
     _vacuum(Contact, Call, RenderedAudio)
     print(f"setup: {args.contacts:,} contacts in {time.perf_counter() - start:.1f} s")
 
@@ -368,7 +398,8 @@ def main() -> None:
         phases["COMMIT (deferred foreign-key checks)"] = committed - launched
         phases = {name: round(seconds, 3) for name, seconds in phases.items()}
         rate = args.contacts / planning
-        print(f"launch_campaign: {planned:,} planned of {args.contacts:,} contacts ({calls:,} calls, "
+        clips = CallClip.objects.filter(call__campaign=campaign).count()
+        print(f"launch_campaign ({'with' if args.flow else 'no'} call flow, {clips:,} per-callee clips): {planned:,} planned of {args.contacts:,} contacts ({calls:,} calls, "
               f"{renders:,} renders) in {planning:.2f} s = {rate:,.0f} contacts/s (target {TARGET:,}; "
               f"load average {load:.2f} on {os.cpu_count()} CPUs)")
         print("phases:")
@@ -399,6 +430,8 @@ def main() -> None:
             "load_average_1m": round(load, 2),
             "database": vendor,
             "tag": tag,
+            "flow": args.flow,
+            "callee_clips": clips,
             "kept": args.keep,
         }
     finally:

@@ -54,9 +54,9 @@ ZONES = ["Asia/Shanghai", "Asia/Shanghai", "Asia/Shanghai", "America/New_York", 
 CALLS_SQL = """
 INSERT INTO campaigns_call (phone, timezone, text, state, outcome, error, attempts_made, updated_at,
                             campaign_id, contact_id, variant_id, used_fallback, hold, answered, human_answered,
-                            listened_to_end, final_digits, timed_attempts, talk_seconds)
+                            listened_to_end, final_digits, final_action, timed_attempts, talk_seconds)
 SELECT c.phone, c.timezone, '', 'done', '', '', 1 + (c.id %% 2), now(), %(campaign)s, c.id,
-       (ARRAY[%(a)s, %(a)s, %(b)s, %(b)s, %(c)s])[1 + (c.id %% 5)], false, '', false, false, false, '', 0, 0
+       (ARRAY[%(a)s, %(a)s, %(b)s, %(b)s, %(c)s])[1 + (c.id %% 5)], false, '', false, false, false, '', '', 0, 0
 FROM campaigns_contact c WHERE c.contact_list_id = %(list)s ORDER BY c.id
 """
 
@@ -64,8 +64,8 @@ FROM campaigns_contact c WHERE c.contact_list_id = %(list)s ORDER BY c.id
 # per attempt; the variant shifts the answer threshold by a point or two.
 ATTEMPTS_SQL = """
 INSERT INTO campaigns_callattempt (number, provider, provider_call_id, status, answered_by, duration, digits,
-                                   listened_to_end, error_code, error_message, timeline, created_at, placed_at,
-                                   answered_at, ended_at, call_id)
+                                   listened_to_end, path, action, action_detail, error_code, error_message,
+                                   timeline, created_at, placed_at, answered_at, ended_at, call_id)
 SELECT n, 'twilio', NULL,
        CASE WHEN r < answer THEN 'completed' WHEN r < answer + 0.30 THEN 'no-answer'
             WHEN r < answer + 0.40 THEN 'busy' ELSE 'failed' END,
@@ -74,7 +74,7 @@ SELECT n, 'twilio', NULL,
        CASE WHEN r >= answer * 0.15 AND r < answer * 0.55 THEN '1' WHEN r >= answer * 0.55 AND r < answer * 0.65
             THEN '2' WHEN r >= answer * 0.65 AND r < answer * 0.68 THEN '9' ELSE '' END,
        r >= answer * 0.15 AND r < answer * 0.80,
-       '', '', '[]'::jsonb, placed, placed,
+       '[]'::jsonb, '', '', '', '', '[]'::jsonb, placed, placed,
        CASE WHEN r < answer THEN placed + interval '8 seconds' ELSE NULL END,
        placed + interval '40 seconds', id
 FROM (
@@ -129,9 +129,9 @@ def generate(name: str, calls: int) -> int:
             cursor.execute("SELECT setseed(0.42)")
             cursor.execute(
                 """
-                INSERT INTO campaigns_contact (phone, name, timezone, fields, source_line, contact_list_id,
+                INSERT INTO campaigns_contact (phone, external_id, name, timezone, fields, source_line, contact_list_id,
                                                consent_basis, consent_source)
-                SELECT '+86139' || lpad(i::text, 8, '0'), '客户' || i, (%(zones)s::text[])[1 + i %% %(nzones)s],
+                SELECT '+86139' || lpad(i::text, 8, '0'), '', '客户' || i, (%(zones)s::text[])[1 + i %% %(nzones)s],
                        '{}'::jsonb, i, %(list)s, '', ''
                 FROM generate_series(1, %(calls)s) AS i
                 """,

@@ -19,10 +19,13 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import content_disposition_header, urlencode
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
-from campaigns import admin_tokens, lifecycle, phones, reports, views  # noqa: F401  (admin_tokens registers its admin)
-from campaigns.contacts import import_contacts
+from campaigns import admin_tokens, admin_webhooks, dashboard, lifecycle, phones, reports, rule_fields, views  # noqa: F401  (they register their admins)
+from campaigns.contacts import import_contacts, rejected_rows_csv
 from campaigns.dnc import CsvImportError, export_csv, import_do_not_call
+from campaigns.flow_admin import CallFlowAdmin
 from campaigns.forms import (
     MAX_UPLOAD_BYTES,
     ContactForm,
@@ -30,10 +33,11 @@ from campaigns.forms import (
     DoNotCallForm,
     ScriptTemplateForm,
 )
-from campaigns.launch import LaunchError, key_clash, launch_campaign
+from campaigns.launch import LaunchError, caller_id_problem, key_clash, launch_campaign
 from campaigns.models import (
     Call,
     CallAttempt,
+    CallFlow,
     Campaign,
     Contact,
     ContactImport,
@@ -43,9 +47,12 @@ from campaigns.models import (
     Variant,
 )
 from campaigns.policy import validate_retry_policy
+from campaigns.preflight import describe_dropped, dropped
+from campaigns.preflight_admin import PreflightAdminMixin, VariantFormSet
 from campaigns.windows import WindowError, check_rules
 from herald.logmask import mask_phone, mask_text
 from synthesis.signing import signed_audio_url
+from telephony.models import TelephonyAccount
 
 REJECTED_ROWS_SHOWN = 1000  # the import page stays usable when a whole file is rejected
 
@@ -126,25 +133,26 @@ class ContactListAdmin(admin.ModelAdmin):
             if form.is_valid():
                 upload = form.cleaned_data["file"]
                 record = import_contacts(
-                    form.cleaned_data["contact_list"], upload.read(), filename=upload.name, by=request.user
-                )
+                    form.cleaned_data["contact_list"], upload.read(), filename=upload.name, by=request.user,
+                    duplicates=form.cleaned_data["duplicates"],
+                )  # fmt: skip
                 if record.error:
-                    self.message_user(request, f"Nothing was imported: {record.error}", messages.ERROR)
+                    self.message_user(request, _("Nothing was imported: %(why)s") % {"why": record.error}, messages.ERROR)
                 else:
                     level = messages.WARNING if record.rejected else messages.SUCCESS
-                    self.message_user(
-                        request,
-                        f"Imported {record.filename}: {record.created} created, {record.updated} updated, "
-                        f"{record.merged} merged, {record.rejected} rejected.",
-                        level,
-                    )
+                    said = _(
+                        "Imported %(file)s: %(created)d created, %(updated)d updated, %(merged)d merged, "
+                        "%(rejected)d rejected."
+                    ) % {"file": record.filename, "created": record.created, "updated": record.updated,
+                         "merged": record.merged, "rejected": record.rejected}  # fmt: skip
+                    self.message_user(request, said, level)
                 return HttpResponseRedirect(reverse("admin:campaigns_contactimport_change", args=[record.pk]))
         else:
             form = ContactImportForm(initial={"contact_list": request.GET.get("contact_list")})
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
-            "title": "Import contacts from CSV",
+            "title": _("Import contacts from CSV"),
             "form": form,
             "media": self.media + form.media,
         }
@@ -176,9 +184,27 @@ class ContactImportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created",
         "updated",
         "merged",
+        "duplicates",
         "rejected",
     ]
     change_form_template = "admin/campaigns/contactimport/change_form.html"
+
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view(self.rejected_csv_view)
+        return [
+            path("<path:object_id>/rejected.csv", view, name="campaigns_contactimport_rejected_csv"),
+            *super().get_urls(),
+        ]
+
+    def rejected_csv_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The rejected rows as a CSV to fix in a spreadsheet and upload again (the reason column is ignored)."""
+        record = self.get_object(request, unquote(object_id))
+        if record is None or not self.has_view_permission(request, record):
+            raise Http404
+        response = HttpResponse("\ufeff" + rejected_rows_csv(record), content_type="text/csv; charset=utf-8")
+        stem = record.filename.rsplit(".", 1)[0] or "contacts"
+        response["Content-Disposition"] = content_disposition_header(True, f"{stem}-rejected.csv")
+        return response
 
     @admin.display(description="result")
     def result(self, obj: ContactImport) -> str:
@@ -191,9 +217,15 @@ class ContactImportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ):
         record = self.get_object(request, unquote(object_id))
         rows = record.rejected_rows if record else []
+        merged = record.merged_rows if record else []
         extra = {
             "rejected_rows": rows[:REJECTED_ROWS_SHOWN],
             "rejected_rows_hidden": max(0, len(rows) - REJECTED_ROWS_SHOWN),
+            "merged_rows": merged[:REJECTED_ROWS_SHOWN],
+            "merged_rows_hidden": max(0, len(merged) - REJECTED_ROWS_SHOWN),
+            "rejected_csv_url": reverse("admin:campaigns_contactimport_rejected_csv", args=[record.pk])
+            if rows
+            else "",
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, extra)
@@ -315,7 +347,9 @@ class DoNotCallAdmin(MaskedPhoneMixin, admin.ModelAdmin):
         return response
 
 
-# --- scripts and campaigns -------------------------------------------------------------------------
+# --- scripts, call flows and campaigns -------------------------------------------------------------
+
+admin.site.register(CallFlow, CallFlowAdmin)  # the editor and "walk the call": campaigns/flow_admin.py
 
 
 @admin.register(ScriptTemplate)
@@ -327,6 +361,7 @@ class ScriptTemplateAdmin(admin.ModelAdmin):
 
 class VariantInline(admin.TabularInline):
     model = Variant
+    formset = VariantFormSet  # scripts' variables checked against the contact list (campaigns.preflight)
     fields = ["name", "voice", "script", "weight"]
     extra = 1
 
@@ -346,14 +381,60 @@ class VariantInline(admin.TabularInline):
 
 
 @admin.register(Campaign)
-class CampaignAdmin(admin.ModelAdmin):
+class CampaignAdmin(PreflightAdminMixin, admin.ModelAdmin):  # + the Preflight page (campaigns.preflight_admin)
     class CampaignForm(forms.ModelForm):
         """Calling rules are checked as they are saved, with the message launch would give."""
 
         RULE_FIELDS = ("window_start", "window_end", "weekdays", "weekday_hours", "holidays")
 
+        PEOPLE_FIELDS = {  # fields for people, in place of the model's JSON boxes and digit strings
+            "weekdays": lambda: rule_fields.WeekdaysField(label=gettext_lazy("Days to call")),
+            "weekday_hours": lambda: rule_fields.WeekdayHoursField(
+                label=gettext_lazy("Other hours on some days"),
+                help_text=gettext_lazy("Leave a day blank to use the hours above; the 08:00-21:00 cap still applies."),
+            ),
+            "holidays": lambda: rule_fields.HolidaysField(
+                label=gettext_lazy("No calls on"), help_text=gettext_lazy("Callee-local dates, one per line, like 2026-10-01.")
+            ),
+            "retry_policy": lambda: rule_fields.RetryPolicyField(
+                label=gettext_lazy("Retry by outcome"),
+                help_text=gettext_lazy("Minutes before another attempt. Blank: the retry delay above (answering machines: never)."),
+            ),
+        }
+
+        class Meta:
+            widgets = {"window_start": rule_fields.TimePicker(), "window_end": rule_fields.TimePicker()}
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            for name, make in self.PEOPLE_FIELDS.items():
+                if name in self.fields:
+                    field = make()
+                    field.initial = self.fields[name].initial  # the model's default, for a new campaign
+                    self.fields[name] = field
+            if "caller_id" in self.fields:
+                numbers = [
+                    (number, account.name)
+                    for account in TelephonyAccount.objects.order_by("name")
+                    for number in (account.caller_ids or [])
+                ]
+                self.fields["caller_id"].widget = rule_fields.CallerIdInput(numbers)
+
+        def clean_caller_id(self) -> str:
+            value = (self.cleaned_data.get("caller_id") or "").strip()
+            number, why = phones.parse_phone(value, None)
+            if number is None:
+                raise forms.ValidationError(
+                    _("%(value)r is not a caller id in E.164 form, e.g. +862161234567: %(why)s") % {"value": value, "why": why}
+                )
+            return phones.e164(number)
+
         def clean(self) -> dict[str, Any]:
             cleaned = super().clean()
+            account, caller_id = cleaned.get("telephony_account"), cleaned.get("caller_id")
+            problem = caller_id_problem(caller_id, account) if account is not None and caller_id else None
+            if problem:
+                self.add_error("caller_id", problem)
             if any(name in self.errors for name in self.RULE_FIELDS):
                 return cleaned
             rules = {name: cleaned.get(name, getattr(self.instance, name)) for name in self.RULE_FIELDS}
@@ -393,15 +474,23 @@ class CampaignAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "status", "paused_reason", "contact_list", "telephony_account", "caller_id"]}),
         (
-            "Schedule",
+            gettext_lazy("Schedule"),
             {
                 "fields": ["starts_at", "ends_at", "window_start", "window_end", "weekdays", "weekday_hours", "holidays"],
-                "description": "Hours are the callee's local time; no call is ever placed before 08:00 or after "
-                "21:00 local, whatever is set here.",
+                "description": gettext_lazy("Hours are the callee's local time; no call is ever placed before 08:00 or after "
+                                     "21:00 local, whatever is set here."),
             },
         ),
         (
-            "Dialling",
+            gettext_lazy("Call flow"),
+            {
+                "fields": ["flow"],
+                "description": gettext_lazy("What the callee can do after the message (confirm, reschedule, opt out, reach "
+                                     "a person). A flow is checked when it is saved; launch refuses one with problems."),
+            },
+        ),
+        (
+            gettext_lazy("Dialling"),
             {
                 "fields": [
                     "max_attempts", "retry_delay", "retry_policy", "retry_jitter", "opt_out_digit",
@@ -411,22 +500,30 @@ class CampaignAdmin(admin.ModelAdmin):
             },
         ),
         (
-            "Automated-call rules",
+            gettext_lazy("Automated-call rules"),
             {
                 "fields": ["disclosure_text", "require_consent", "fallback_text", "machine_action", "voicemail_script"],
-                "description": "A cloned voice always says the disclosure first; launch refuses an empty one.",
+                "description": gettext_lazy("A cloned voice always says the disclosure first; launch refuses an empty one."),
             },
         ),
         (
-            "A/B test",
+            gettext_lazy("A/B test"),
             {
                 "fields": ["min_effect", "assignment_key"],
-                "description": "Variants are compared with the first one (by name). The report calls a winner "
-                "only when the difference holds however often it is looked at.",
+                "description": gettext_lazy("Variants are compared with the first one (by name). The report calls a winner "
+                                     "only when the difference holds however often it is looked at."),
             },
         ),
-        ("History", {"fields": ["created_by", "launched_at", "finished_at"]}),
+        (gettext_lazy("History"), {"fields": ["created_by", "launched_at", "finished_at"]}),
     ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Campaign | None = None) -> list[str]:
+        # Calls are planned with the flow's clips: another flow after launch would leave them without theirs.
+        # The list, account and caller id are what the planned calls were made for: fixed once launched too.
+        locked = obj is not None and obj.status != Campaign.Status.DRAFT
+        if locked:
+            return [*self.readonly_fields, "flow", "contact_list", "telephony_account", "caller_id"]
+        return list(self.readonly_fields)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
         queryset = super().get_queryset(request)
@@ -481,7 +578,11 @@ class CampaignAdmin(admin.ModelAdmin):
                 planned = launch_campaign(campaign, by=request.user)
             except LaunchError as exc:
                 return f"not launched: {exc}"
-            self.message_user(request, f"{campaign}: launched, {planned} calls planned.", messages.SUCCESS)
+            gone = describe_dropped(dropped(campaign))
+            if gone:
+                self.message_user(request, f"{campaign}: launched, {planned} calls planned; {gone}.", messages.WARNING)
+            else:
+                self.message_user(request, f"{campaign}: launched, {planned} calls planned.", messages.SUCCESS)
             return None
 
         self._each(request, queryset, verb)
@@ -593,6 +694,7 @@ class CallAttemptInline(admin.TabularInline):
         "duration",
         "digits",
         "listened_to_end",
+        "flow_path",
         "placed_at",
         "answered_at",
         "ended_at",
@@ -610,6 +712,14 @@ class CallAttemptInline(admin.TabularInline):
     @admin.display(description="error")
     def error(self, obj: CallAttempt) -> str:
         return " ".join(part for part in (obj.error_code, obj.error_message) if part) or "-"
+
+    @admin.display(description="call flow")
+    def flow_path(self, obj: CallAttempt) -> str:
+        """The nodes visited and how the flow ended, e.g. message › 2 › 2.1 → rescheduled (12月8日上午)."""
+        if not obj.path:
+            return "-"
+        ended = f" → {obj.action}" + (f" ({obj.action_detail})" if obj.action_detail else "") if obj.action else ""
+        return " › ".join(str(node) for node in obj.path) + ended
 
     @admin.display(description="timeline")
     def events(self, obj: CallAttempt) -> str:
@@ -635,14 +745,41 @@ class CallAdmin(MaskedPhoneMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "timezone",
         "state",
         "outcome",
+        "final_action",
         "error",
         "attempts_made",
         "next_attempt_at",
         "updated_at",
         "text",
         "audio_link",
+        "log_link",
     ]
-    readonly_fields = fields
+    readonly_fields = [*fields, "masked_phone"]
+
+    # -- the call log, and numbers shown in full only to those allowed (campaigns/dashboard.py) --
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if dashboard.shows_full_numbers(request.user):
+            return list(self.fields)
+        return ["masked_phone" if name == "phone" else name for name in self.fields]
+
+    def get_urls(self) -> list:
+        log = path("<path:object_id>/log/", self.admin_site.admin_view(self.log_view), name="campaigns_call_log")
+        return [log, *super().get_urls()]
+
+    def log_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        call = self.get_object(request, unquote(object_id))
+        if call is None:
+            raise Http404("No such call")
+        if not self.has_view_permission(request, call):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "opts": self.opts}
+        return dashboard.call_log_page(request, call, context)
+
+    @admin.display(description="log")
+    def log_link(self, obj: Call) -> str:
+        return format_html('<a href="{}">Timeline, audio and flow path of every attempt</a>',
+                           reverse("admin:campaigns_call_log", args=[obj.pk]))
 
     @admin.display(description="variant", ordering="variant__name")
     def variant_name(self, obj: Call) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import connection
 
-from campaigns.models import Call, Campaign
+from campaigns.models import Call, CallClip, Campaign
 from synthesis.models import RenderedAudio
 
 # A planned call, as planning builds it (tuples, not Call instances: a million of those is slow).
@@ -34,7 +34,7 @@ class BulkWriter:
         """bulk_create does not say which rows it skipped: the planner has to look (see CopyWriter)."""
         return None
 
-    def write(self, calls: list[tuple], audio: NewAudio) -> None:
+    def write(self, calls: list[tuple], audio: NewAudio, clips: list[tuple] = ()) -> None:
         renders = [
             RenderedAudio(
                 render_key=key, engine=p.variant.voice.engine, engine_version=p.keyer.engine_version,
@@ -48,6 +48,16 @@ class BulkWriter:
             [Call(campaign=self.campaign, next_attempt_at=self.start_at, **row) for row in rows],
             ignore_conflicts=True, batch_size=2000,
         )
+        if clips:
+            call_of = dict(
+                Call.objects.filter(campaign=self.campaign, contact_id__in={row[0] for row in clips}).values_list(
+                    "contact_id", "pk"
+                )
+            )
+            CallClip.objects.bulk_create(
+                [CallClip(call_id=call_of[c], name=n, audio_id=k, said=s) for c, n, k, s in clips if c in call_of],
+                ignore_conflicts=True, batch_size=2000,
+            )
 
     def finish(self) -> None:
         pass
@@ -69,7 +79,7 @@ class CopyWriter:
     def __init__(self, campaign: Campaign, start_at: datetime) -> None:
         self.campaign, self.start_at = campaign, start_at
         self.staged_audio: list[tuple[str, int | None]] = []  # (render key, voice id), as staged
-        self.staged_calls = 0
+        self.staged_calls = self.staged_clips = 0
         self.inserted_audio = self.inserted_calls = -1
 
     def start(self, *, first_plan: bool = False) -> None:
@@ -83,7 +93,7 @@ class CopyWriter:
                     f"SELECT {_columns(model, fields)} FROM {_table(model)} WITH NO DATA"
                 )
 
-    def write(self, calls: list[tuple], audio: NewAudio) -> None:
+    def write(self, calls: list[tuple], audio: NewAudio, clips: list[tuple] = ()) -> None:
         audio_rows = [
             (key, text, p.variant.voice.engine, p.keyer.engine_version, p.variant.voice_id, p.parameters_json)
             for key, (text, p) in audio.items()
@@ -94,6 +104,16 @@ class CopyWriter:
             for (staging, model, fields), rows in zip(self.STAGING, (audio_rows, calls), strict=True):
                 with cursor.copy(f"COPY {staging} ({_columns(model, fields)}) FROM STDIN") as copy:
                     for row in rows:
+                        copy.write_row(row)
+            if clips:
+                if not self.staged_clips:
+                    cursor.execute(
+                        "CREATE TEMP TABLE plan_clip (contact_id bigint, name varchar(20), render_key varchar(64), "
+                        "said varchar(200)) ON COMMIT DROP"
+                    )
+                self.staged_clips += len(clips)
+                with cursor.copy("COPY plan_clip (contact_id, name, render_key, said) FROM STDIN") as copy:
+                    for row in clips:
                         copy.write_row(row)
 
     def finish(self) -> None:
@@ -113,6 +133,16 @@ class CopyWriter:
                 cursor, Call, "plan_call", CALL_FIELDS, {"campaign_id": self.campaign.pk, "next_attempt_at": self.start_at},
                 conflict=None if self.first_plan else "campaign_id, contact_id", order="contact_id",
             )
+            if self.staged_clips:
+                # Each callee's flow clips, joined to the calls just inserted by contact (their ids are new).
+                clip, call = _table(CallClip), _table(Call)
+                cursor.execute(
+                    f"INSERT INTO {clip} (call_id, name, render_key, said) SELECT c.id, s.name, s.render_key, s.said "
+                    f"FROM plan_clip s JOIN {call} c ON c.campaign_id = %s AND c.contact_id = s.contact_id "
+                    "ORDER BY c.id ON CONFLICT (call_id, name) DO NOTHING",
+                    [self.campaign.pk],
+                )
+                cursor.execute("DROP TABLE plan_clip")
             for staging, _, _ in self.STAGING:
                 cursor.execute(f"DROP TABLE {staging}")
 

@@ -27,6 +27,17 @@ import zoneinfo
 from dataclasses import dataclass, field
 
 from campaigns import phones
+from campaigns.cells import unguard_cell
+
+# Rows with a phone number already seen in the file: one call per number either way (a list has one contact per
+# number), but what it says differs. COMBINE: every row's values are said, joined with JOINER (two orders:
+# "SF1、SF2"); the name and an explicit time zone are the first row's. LATEST: a later row's non-empty values
+# replace the earlier ones (a file of corrections).
+COMBINE, LATEST = "combine", "latest"
+DUPLICATE_POLICIES = (COMBINE, LATEST)
+JOINER = "、"
+# The column the rejected rows' download adds: ignored when that file is fixed and uploaded again.
+REASON_COLUMN = "rejected_reason"
 
 __all__ = [
     "MAX_FIELD_LENGTH",
@@ -38,6 +49,9 @@ __all__ = [
     "RejectedRow",
     "ParseResult",
     "parse_contacts_csv",
+    "check_phone_and_timezone",
+    "clean_value",
+    "canonical_timezone",
 ]
 
 MAX_FIELD_LENGTH = 1000
@@ -83,12 +97,22 @@ class RejectedRow:
 
 
 @dataclass(frozen=True)
+class MergedRow:
+    line: int  # the later line
+    into_line: int  # the first line with the same phone number, which the call is made for
+    changes: dict[str, str]  # what this line changed there: column → the value it now holds
+
+
+@dataclass(frozen=True)
 class ParseResult:
     encoding: str  # "utf-8", "utf-8-sig", "gb18030" (or "utf-16" for Excel "Unicode Text" files)
     contacts: list[ParsedContact]
     rejected: list[RejectedRow]
     merged: int  # rows folded into an earlier row with the same phone number
     total_rows: int  # non-blank data rows (header and blank lines excluded)
+    merged_rows: list[MergedRow] = field(default_factory=list)
+    header: list[str] = field(default_factory=list)  # the header row's cells, for the rejected rows' download
+    delimiter: str = ","
 
 
 # --------------------------------------------------------------------------- decoding
@@ -161,6 +185,11 @@ _INVISIBLE = re.compile(
     r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f"
     r"\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]"
 )
+
+
+def clean_value(value: str) -> str:
+    """A cell as stored: control characters out, line breaks and tabs to a space, trimmed."""
+    return _clean(value)
 
 
 def _clean(value: str) -> str:
@@ -259,6 +288,11 @@ def _canonical_timezone(value: str) -> str | None:
 
 
 
+def canonical_timezone(value: str) -> str | None:
+    """'asia/shanghai' → 'Asia/Shanghai'; None when not a known IANA zone."""
+    return _canonical_timezone(value)
+
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -325,8 +359,12 @@ def parse_contacts_csv(
     default_region: str = "CN",
     default_timezone: str | None = None,
     max_rows: int = 1_000_000,
+    duplicates: str = COMBINE,
 ) -> ParseResult:
-    """Parse contacts CSV bytes. See the module docstring for the guarantees."""
+    """Parse contacts CSV bytes. See the module docstring for the guarantees; `duplicates` is one of
+    DUPLICATE_POLICIES."""
+    if duplicates not in DUPLICATE_POLICIES:
+        raise ValueError(f"unknown duplicate policy {duplicates!r}; use one of {', '.join(DUPLICATE_POLICIES)}")
     if default_region is not None and not phones.is_region(default_region):
         raise ValueError(f"unknown default_region {default_region!r}")
     default_tz: str | None = None
@@ -351,6 +389,7 @@ def parse_contacts_csv(
     drafts: list[_Draft] = []
     by_phone: dict[str, _Draft] = {}
     rejected: list[RejectedRow] = []
+    merged_rows: list[MergedRow] = []
     merged = 0
     total_rows = 0
 
@@ -387,16 +426,10 @@ def parse_contacts_csv(
                 continue
             e164, name, tz, tz_explicit, fields = checked
 
-            # Duplicates: fold into the first occurrence; later non-empty values win.
+            # Duplicates: fold into the first occurrence, as the policy says; what changed there is kept.
             first = by_phone.get(e164)
             if first is not None:
-                if name:
-                    first.name = name
-                for key, val in fields.items():
-                    if val:
-                        first.fields[key] = val
-                if tz_explicit:
-                    first.timezone, first.tz_explicit = tz, True
+                merged_rows.append(MergedRow(start, first.line, _fold(first, name, tz, tz_explicit, fields, duplicates)))
                 first.merged_lines.append(start)
                 merged += 1
                 continue
@@ -432,8 +465,31 @@ def parse_contacts_csv(
         for d in drafts
     ]
     return ParseResult(
-        encoding=encoding, contacts=contacts, rejected=rejected, merged=merged, total_rows=total_rows
-    )
+        encoding=encoding, contacts=contacts, rejected=rejected, merged=merged, total_rows=total_rows,
+        merged_rows=merged_rows, header=layout.header, delimiter=layout.delimiter,
+    )  # fmt: skip
+
+
+def _fold(
+    first: _Draft, name: str, tz: str, tz_explicit: bool, fields: dict[str, str], policy: str
+) -> dict[str, str]:
+    """A later row with `first`'s phone folded into it; returns what it changed (column → value now held)."""
+    changes: dict[str, str] = {}
+    if name and name != first.name and (policy == LATEST or not first.name):
+        first.name = changes["name"] = name
+    if tz_explicit and tz != first.timezone and (policy == LATEST or not first.tz_explicit):
+        first.timezone, first.tz_explicit = tz, True
+        changes["timezone"] = tz
+    for key, val in fields.items():
+        held = first.fields.get(key, "")
+        if not val or val == held:
+            continue
+        if policy == COMBINE and held:
+            if val in held.split(JOINER):
+                continue
+            val = held + JOINER + val
+        first.fields[key] = changes[key] = val
+    return changes
 
 
 def _read_header(header: list[str], line: int, delimiter: str) -> _Layout:
@@ -446,6 +502,8 @@ def _read_header(header: list[str], line: int, delimiter: str) -> _Layout:
             unnamed.append(i)
             continue
         key = _header_key(h)
+        if key == _header_key(REASON_COLUMN):
+            continue  # the reason a downloaded rejected row carries: not a variable
         if key in seen:
             j = seen[key]
             raise CsvImportError(
@@ -510,7 +568,7 @@ def _check_row(
                 )
 
     # ---- values
-    cells = [_clean(c) for c in row]
+    cells = [unguard_cell(_clean(c)) for c in row]  # a file we wrote (rejected rows) guards formula-like cells
     for i, cell in enumerate(cells):
         if len(cell) > MAX_FIELD_LENGTH:
             return (
@@ -524,14 +582,25 @@ def _check_row(
                 "give the column a name in the first row"
             )
 
-    # ---- phone
-    num, why = phones.parse_phone(cells[layout.phone_i], region)
+    tz_value = cells[layout.tz_i] if layout.tz_i >= 0 else ""
+    checked = check_phone_and_timezone(cells[layout.phone_i], tz_value, region, default_tz)
+    if isinstance(checked, str):
+        return checked
+    e164, tz, tz_explicit = checked
+    name = cells[layout.name_i] if layout.name_i >= 0 else ""
+    fields = {h: cells[i] for i, h in layout.field_cols}
+    return e164, name, tz, tz_explicit, fields
+
+
+def check_phone_and_timezone(
+    phone: str, tz_value: str, region: str | None, default_tz: str | None
+) -> str | tuple[str, str, bool]:
+    """The rules every contact meets, from a CSV row or the API: a rejection reason, or (e164, time zone,
+    whether the zone was given). Without a zone, the number's own zone, else `default_tz`."""
+    num, why, kind = phones.parse_phone_kind(phone, region)
     if num is None:
         return why
     e164 = phones.e164(num)
-
-    # ---- time zone
-    tz_value = cells[layout.tz_i] if layout.tz_i >= 0 else ""
     if tz_value:
         tz = _canonical_timezone(tz_value)
         if tz is None:
@@ -539,7 +608,7 @@ def _check_row(
         tz_explicit = True
     else:
         tz_explicit = False
-        zones = phones.zones_for(num)
+        zones = phones.zones_for(num, kind)
         if len(zones) == 1:
             tz = zones[0]
         elif default_tz is not None:
@@ -555,7 +624,4 @@ def _check_row(
                 f"the time zone of the phone number {e164} is unknown; "
                 "add a timezone column (e.g. Asia/Shanghai) or choose a default time zone"
             )
-
-    name = cells[layout.name_i] if layout.name_i >= 0 else ""
-    fields = {h: cells[i] for i, h in layout.field_cols}
-    return e164, name, tz, tz_explicit, fields
+    return e164, tz, tz_explicit

@@ -7,10 +7,13 @@ import zoneinfo
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.utils.translation import gettext_lazy
 
 from campaigns import phones
 from campaigns.launch import validate_script
-from campaigns.models import Contact, ContactList, DoNotCall, ScriptTemplate
+from campaigns.models import Campaign, Contact, ContactList, DoNotCall, ScriptTemplate
+from campaigns.preflight import variables_problem
 from campaigns.templating import KNOWN_HINTS
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # far above any real contact list; stops a wrong file filling memory
@@ -24,13 +27,29 @@ SCRIPT_HELP = (
 
 
 class ContactImportForm(forms.Form):
-    contact_list = forms.ModelChoiceField(queryset=ContactList.objects.order_by("name"))
+    contact_list = forms.ModelChoiceField(label=gettext_lazy("Contact list"), queryset=ContactList.objects.order_by("name"))
     file = forms.FileField(
-        label="CSV file",
-        help_text="One contact per row with a header row; a phone column is required "
-        "(phone / mobile / 手机号 …), name and timezone are optional, other columns become script variables. "
-        "UTF-8 or GBK, as Excel saves it.",
+        label=gettext_lazy("CSV file"),
+        help_text=gettext_lazy(
+            "One contact per row with a header row; a phone column is required (phone / mobile / 手机号 …), name "
+            "and timezone are optional, other columns become script variables. UTF-8 or GBK, as Excel saves it."
+        ),
     )
+
+    duplicates = forms.ChoiceField(
+        label=gettext_lazy("Rows repeating a number"),
+        choices=[
+            ("combine", gettext_lazy("One call per number, saying every row's values (two orders: SF1、SF2)")),
+            ("latest", gettext_lazy("One call per number, later rows' values replacing earlier ones (a file of corrections)")),
+        ],
+        initial="combine",
+        required=False,  # not sent (a script posting the form): combine
+        widget=forms.RadioSelect,
+        help_text=gettext_lazy("A list has one contact per number; every merged line is listed after the import."),
+    )
+
+    def clean_duplicates(self) -> str:
+        return self.cleaned_data.get("duplicates") or "combine"
 
     def clean_file(self) -> object:
         upload = self.cleaned_data["file"]
@@ -51,6 +70,16 @@ class ScriptTemplateForm(forms.ModelForm):
     def clean_text(self) -> str:
         text = self.cleaned_data["text"]
         validate_script(text)  # a ValidationError here becomes the field's error message
+        if self.instance.pk:
+            # Campaigns not yet launched that say this script: each list must have the variables it uses.
+            edited = ScriptTemplate(pk=self.instance.pk, name=self.cleaned_data.get("name") or self.instance.name, text=text)
+            for campaign in Campaign.objects.filter(
+                Q(variants__script=self.instance) | Q(voicemail_script=self.instance),
+                status__in=[Campaign.Status.DRAFT, Campaign.Status.SCHEDULED],
+            ).distinct():
+                problem = variables_problem(campaign.contact_list_id, [edited], stop_early=True)
+                if problem:
+                    raise ValidationError(f"campaign '{campaign}': {problem}")
         return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -10,15 +11,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from campaigns import phones
-from campaigns.models import Campaign
+from campaigns.models import Campaign, ContactList, FlowNode, Variant
 from campaigns.planning import assignment_conflict, plan_calls
 from campaigns.policy import validate_retry_policy
+from campaigns.preflight import campaign_scripts, describe_dropped, dropped, variables_problem
 from campaigns.templating import TemplateSyntaxError, parse_template, validate_template
 from campaigns.windows import WindowError, check_rules
 from synthesis.engines import engine_problem
 from synthesis.engines.base import EngineError
 from synthesis.gptsovits import basemodels
 from telephony.credentials import CredentialsError, auth_token
+from telephony.models import TelephonyAccount
 from voices.models import Voice
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,15 @@ def _instant_voice_problem(voice: Voice) -> str | None:
     found = basemodels.problems(base, voice.base_version, verify=False)
     where = f" in {base}" if base else ""
     return f"its {voice.base_version} base models{where} are incomplete: {'; '.join(found)}" if found else None
+
+
+def caller_id_problem(caller_id: str, account: TelephonyAccount) -> str | None:
+    """What is wrong with presenting `caller_id` through `account` (checked on save and at launch), or None."""
+    if phones.parse_phone(caller_id, None)[0] is None:
+        return f"{caller_id!r} is not a valid E.164 number (+country code)"
+    if account.caller_ids and caller_id not in account.caller_ids:
+        return f"{caller_id} is not one of account {account.name}'s numbers: {', '.join(account.caller_ids)}"
+    return None
 
 
 def check_launchable(campaign: Campaign) -> None:
@@ -78,15 +90,16 @@ def check_launchable(campaign: Campaign) -> None:
     except ValueError as exc:
         raise LaunchError(str(exc)) from exc
     check_compliance(campaign)
+    problem = flow_problem(campaign)
+    if problem:
+        raise LaunchError(problem)
     clash = key_clash(campaign) or assignment_conflict(campaign)
     if clash:
         raise LaunchError(clash)
-    caller, _ = phones.parse_phone(campaign.caller_id, None)
-    if caller is None:
-        raise LaunchError(f"caller id {campaign.caller_id!r} is not a valid E.164 number (+country code)")
     account = campaign.telephony_account
-    if account.caller_ids and campaign.caller_id not in account.caller_ids:
-        raise LaunchError(f"caller id {campaign.caller_id} is not one of account {account.name}'s numbers")
+    problem = caller_id_problem(campaign.caller_id, account)
+    if problem:
+        raise LaunchError(f"caller id {problem}")
     if account.kind == account.Kind.SIP and not account.sip_host:
         raise LaunchError(f"SIP trunk account {account.name} has no SIP server (host) set")
     # A trunk that admits us by IP address has no username and needs no password; everything else does.
@@ -99,6 +112,27 @@ def check_launchable(campaign: Campaign) -> None:
         raise LaunchError("the campaign's end time is already past")
     if not campaign.contact_list.contacts.exists():
         raise LaunchError(f"contact list '{campaign.contact_list}' is empty")
+    problem = variables_problem(campaign.contact_list_id, campaign_scripts(campaign), stop_early=True)
+    if problem:
+        raise LaunchError(problem)
+
+
+def flow_problem(campaign: Campaign) -> str | None:
+    """Why the campaign's call flow cannot run (every problem, in one sentence), or None. Opt-out is confirmed
+    to the callee: a flow must offer it in the message's menu, on the campaign's opt-out key."""
+    flow = campaign.flow
+    if flow is None:
+        return None
+    problems = flow.problems()
+    opt_out = flow.nodes.filter(parent=None, action=FlowNode.Action.OPT_OUT).values_list("key", flat=True)
+    if campaign.opt_out_digit not in opt_out:
+        problems.append(
+            f"the message's menu has no opt-out on key {campaign.opt_out_digit} (the campaign's opt-out key): add "
+            "it, so callees can stop the calls and hear that they will not be called again"
+        )
+    if problems:
+        return f"call flow '{flow}': " + "; ".join(problems)
+    return None
 
 
 def key_clash(campaign: Campaign) -> str | None:
@@ -154,6 +188,11 @@ def launch_campaign(campaign: Campaign, *, by: Any = None) -> int:
         if updated != 1:
             raise LaunchError("the campaign was launched by somebody else just now")
         result = plan_calls(campaign)
+        if not result.planned:
+            # Nothing to call: undo the plan and the status (the transaction), and say why, instead of a
+            # campaign that completes at once with every call invalid.
+            why = describe_dropped(dropped(campaign)) or "no contact could be planned"
+            raise LaunchError(f"no contact of list '{campaign.contact_list}' can be called: {why}")
     campaign.refresh_from_db()
     log.info(
         "launched campaign %s: %d planned, %d invalid, %d on do-not-call, %d renders queued",
@@ -161,3 +200,44 @@ def launch_campaign(campaign: Campaign, *, by: Any = None) -> int:
     )
     return result.planned
 
+
+# Set for the new campaign, not copied: who and what it is, and where it is in its life.
+NOT_COPIED = {
+    "id", "name", "contact_list", "status", "launched_at", "finished_at", "created_at", "created_by", "paused_reason",
+    "starts_at", "ends_at",
+}  # fmt: skip
+
+
+def copy_campaign(
+    template: Campaign,
+    *,
+    name: str,
+    contact_list: ContactList,
+    by: Any = None,
+    starts_at: datetime | None = None,
+    ends_at: datetime | None = None,
+) -> Campaign:
+    """A draft campaign like `template` over `contact_list`: its variants (voice, script, weight), call flow,
+    calling windows, retries, caller id, pacing and compliance settings; launched separately."""
+    values = {
+        f.attname: getattr(template, f.attname)
+        for f in Campaign._meta.concrete_fields
+        if f.name not in NOT_COPIED
+    }
+    with transaction.atomic():
+        campaign = Campaign.objects.create(
+            **values,
+            name=name,
+            contact_list=contact_list,
+            created_by=by,
+            starts_at=starts_at or timezone.now(),
+            ends_at=ends_at,
+        )
+        Variant.objects.bulk_create(
+            Variant(
+                campaign=campaign, name=v.name, voice_id=v.voice_id, script_id=v.script_id, weight=v.weight
+            )
+            for v in template.variants.order_by("name")
+        )
+    log.info("campaign %s copied from %s over list %s", campaign.pk, template.pk, contact_list.pk)
+    return campaign

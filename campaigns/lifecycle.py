@@ -6,9 +6,12 @@ it happen:
 - the dialer claims due calls (`claim`, `release_stale_claims`; a dead worker's: `release_claims`); telephony checks a claimed call and writes
   its attempt row (`dialable`, `start_attempt`, `unclaim`);
 - telephony's attempt state machine reports what became of an attempt: `attempt_changed`, `key_pressed`,
-  `attempt_ended`, then `attempt_settled` (the breaker) once its transaction is over;
+  `attempt_ended`, then `attempt_settled` (the breaker) once its transaction is over; `attempt_not_placed`
+  when the provider refused the account before dialling (the campaign pauses, the call keeps its attempts);
 - staff and the system stop and start campaigns: `pause`, `resume`, `cancel`, `finish`; numbers go on the
   do-not-call list with `do_not_call`.
+Result webhooks (campaigns.outbox) are written here too, in the transaction of the change they report: a call
+finished, a flow's final action chosen, a campaign finished.
 Policy (retry delays, the per-number cap, the breaker, what an ended attempt means) is decided in
 campaigns.policy; this module applies it.
 """
@@ -25,17 +28,22 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet,
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from campaigns import policy
-from campaigns.models import Call, CallAttempt, Campaign, DoNotCall
+from campaigns import callflow, outbox, policy
+from campaigns.models import Call, CallAttempt, CallClip, Campaign, DoNotCall, VariantClip
 from campaigns.windows import calling_window
 from herald.logmask import mask_text
 from synthesis.models import RenderedAudio
 
 log = logging.getLogger(__name__)
 
-# A call may be dialled once its clip is ready, and its voicemail clip too when it has one.
-AUDIO_READY = Q(audio__state=RenderedAudio.State.READY) & (
-    Q(voicemail_audio=None) | Q(voicemail_audio__state=RenderedAudio.State.READY)
+# A call may be dialled once its clip is ready, its voicemail clip too when it has one, and every clip of its
+# flow: those its variant says to everyone and its own (campaigns.callflow).
+_NOT_READY = ~Q(audio__state=RenderedAudio.State.READY)
+AUDIO_READY = (
+    Q(audio__state=RenderedAudio.State.READY)
+    & (Q(voicemail_audio=None) | Q(voicemail_audio__state=RenderedAudio.State.READY))
+    & ~Exists(VariantClip.objects.filter(_NOT_READY, variant_id=OuterRef("variant_id")))
+    & ~Exists(CallClip.objects.filter(_NOT_READY, call_id=OuterRef("pk")))
 )
 # Calls not yet handed to a provider: a DIALING call is claimed, but its attempt row (written before any
 # dialling, under the call's lock) would already have moved it on to IN_PROGRESS.
@@ -48,21 +56,27 @@ OPEN = (*QUEUED, Call.State.DIALING, Call.State.IN_PROGRESS)  # not finished: th
 # --- audio -----------------------------------------------------------------------------------------
 
 
-def ready_if_rendered(campaign_id: int) -> int:
-    """The campaign's waiting calls whose audio exists already (a cache hit) may be dialled; returns how many."""
-    return (
-        Call.objects.filter(campaign_id=campaign_id, state=Call.State.RENDERING)
-        .filter(AUDIO_READY)
-        .update(state=Call.State.READY, updated_at=timezone.now())
-    )
+def ready_if_rendered(campaign_id: int | None = None) -> int:
+    """The campaign's waiting calls whose audio exists already (a cache hit) may be dialled; returns how many.
+    Without a campaign, every campaign's: housekeeping's backstop for audio_ready, for calls whose last render's
+    worker died between storing the clip and waking them."""
+    waiting = Call.objects.filter(state=Call.State.RENDERING)
+    if campaign_id is not None:
+        waiting = waiting.filter(campaign_id=campaign_id)
+    return waiting.filter(AUDIO_READY).update(state=Call.State.READY, updated_at=timezone.now())
 
 
 def audio_ready(render_key: str) -> int:
     """Audio for this key exists now: its waiting calls may be dialled (when their other clip is ready too)."""
     now = timezone.now()
     ready = 0
-    # Two updates, not one OR: each uses its own index on the render key.
-    for waiting in (Q(audio_id=render_key), Q(voicemail_audio_id=render_key)):
+    # One update per place a key can be, not one OR: each uses its own index.
+    for waiting in (
+        Q(audio_id=render_key),
+        Q(voicemail_audio_id=render_key),
+        Q(pk__in=CallClip.objects.filter(audio_id=render_key).values("call_id")),
+        Q(variant__in=VariantClip.objects.filter(audio_id=render_key).values("variant_id")),
+    ):
         ready += (
             Call.objects.filter(waiting, state=Call.State.RENDERING)
             .filter(AUDIO_READY)
@@ -105,6 +119,15 @@ def audio_failed(render_key: str, message: str) -> int:
         failed = waiting.update(
             state=Call.State.FAILED, outcome=Call.Outcome.FAILED, error=message[:2000], updated_at=now
         )
+        # A flow clip that cannot be made fails the calls that would play it (one callee's, or a variant's).
+        flow_error = f"a clip of the call flow failed: {message}"[:2000]
+        for waiting_flow in (
+            Q(pk__in=CallClip.objects.filter(audio_id=render_key).values("call_id")),
+            Q(variant__in=VariantClip.objects.filter(audio_id=render_key).values("variant_id")),
+        ):
+            failed += Call.objects.filter(waiting_flow, state=Call.State.RENDERING).update(
+                state=Call.State.FAILED, outcome=Call.Outcome.FAILED, error=flow_error, updated_at=now
+            )
     if substituted:
         log.warning("%d call(s) fall back to their campaign's generic clip: %s", substituted, message[:200])
     return substituted + failed
@@ -136,12 +159,15 @@ def cancel(campaign: Campaign) -> int:
     """Cancel the campaign and every call not yet dialled; returns how many calls were cancelled."""
     now = timezone.now()
     with transaction.atomic():
-        Campaign.objects.filter(pk=campaign.pk).exclude(
+        ended = Campaign.objects.filter(pk=campaign.pk).exclude(
             status__in=[Campaign.Status.COMPLETED, Campaign.Status.CANCELLED]
         ).update(status=Campaign.Status.CANCELLED, finished_at=now)
-        cancelled = Call.objects.filter(campaign=campaign, state__in=QUEUED).update(
-            state=Call.State.CANCELLED, updated_at=now
-        )
+        queued = Call.objects.filter(campaign=campaign, state__in=QUEUED)
+        dialled = list(queued.filter(attempts_made__gt=0).values_list("pk", "campaign_id"))
+        cancelled = queued.update(state=Call.State.CANCELLED, updated_at=now)
+        outbox.calls_finished(dialled)
+        if ended:
+            outbox.campaign_finished(campaign.pk)
     campaign.refresh_from_db()
     return cancelled
 
@@ -157,12 +183,17 @@ def finish(campaign: Campaign, now: datetime, *, cancel_remaining: bool) -> None
     """Complete a running campaign (its end time came, or nothing is left to call)."""
     with transaction.atomic():
         if cancel_remaining:
-            Call.objects.filter(campaign=campaign, state__in=QUEUED).update(
+            queued = Call.objects.filter(campaign=campaign, state__in=QUEUED)
+            dialled = list(queued.filter(attempts_made__gt=0).values_list("pk", "campaign_id"))
+            queued.update(
                 state=Call.State.CANCELLED, error="campaign ended before this call could be made", updated_at=now
             )
-        Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.RUNNING).update(
+            outbox.calls_finished(dialled)  # their retries will not be made
+        completed = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.RUNNING).update(
             status=Campaign.Status.COMPLETED, finished_at=now
         )
+        if completed:
+            outbox.campaign_finished(campaign.pk)
     log.info("campaign %s completed", campaign.pk)
 
 
@@ -250,6 +281,7 @@ def dialable(call_id: int, now: datetime, *, number: int | None = None) -> tuple
         call.state, call.outcome, call.error = Call.State.DONE, Call.Outcome.DO_NOT_CALL, "on the do-not-call list"
         call.updated_at = now
         call.save(update_fields=["state", "outcome", "error", "updated_at"])
+        outbox.call_finished(call.pk, campaign.pk)
         return None, "do not call"
     if not calling_window(campaign).is_open(call.timezone, now):
         _unclaim(call, now)
@@ -296,6 +328,35 @@ def start_attempt(call_id: int, number: int, now: datetime) -> tuple[CallAttempt
     return attempt, ""
 
 
+def attempt_not_placed(
+    attempt: CallAttempt, *, reason: str, at: datetime, statuses: tuple[str, ...] = (CallAttempt.Status.CREATED,)
+) -> bool:
+    """The provider refused the account before dialling anyone (credentials, caller id, permissions): the
+    attempt never happened, and the campaign pauses with `reason` (what staff must fix) until resumed.
+
+    The attempt row goes: kept, it would count against the number's daily cap (every attempt row does) and the
+    call's max_attempts, and its number would be taken for the real try after the resume. Its call goes back
+    to ready with its attempts unspent, keeping its place. Only a row still in `statuses` is removed (CREATED:
+    the provider said no to this very request, so no call and no callback exist for it; a SIP trunk's refusal
+    also comes after 100 Trying, before any ringing). True if this paused the campaign.
+    """
+    reason = mask_text(reason)[:255]
+    with transaction.atomic():
+        call = Call.objects.select_for_update(of=("self",)).select_related("campaign").get(pk=attempt.call_id)
+        removed, _ = CallAttempt.objects.filter(pk=attempt.pk, status__in=statuses).delete()
+        if removed and call.state == Call.State.IN_PROGRESS and call.attempts_made == attempt.number:
+            over = call.campaign.status in (Campaign.Status.CANCELLED, Campaign.Status.COMPLETED)
+            call.state = Call.State.CANCELLED if over else Call.State.READY
+            call.attempts_made, call.claimed_at, call.updated_at = attempt.number - 1, None, at
+            call.error = f"not dialled: {reason}"[:2000]
+            call.save(update_fields=["state", "attempts_made", "claimed_at", "error", "updated_at"])
+            record_call_facts(call.pk)
+    paused = pause(call.campaign, reason=reason)
+    if paused:
+        log.warning("campaign %s paused: %s", call.campaign_id, reason)
+    return paused
+
+
 def attempt_changed(attempt: CallAttempt) -> None:
     """An attempt learnt something the report counts (answered, by whom, how long): bring its call's facts up
     to date. Inside the transaction that changed the attempt."""
@@ -308,9 +369,26 @@ def key_pressed(attempt: CallAttempt, at: datetime) -> None:
     cancels its queued calls in every campaign, at once."""
     record_call_facts(attempt.call_id)
     opt_out_digit = attempt.call.campaign.opt_out_digit
+    if attempt.call.campaign.flow_id is not None:
+        return  # the flow's opt-out node says when (flow_step), wherever its key is
     if not (attempt.digits and attempt.digits == opt_out_digit):
         return
-    do_not_call({attempt.call.phone: f"pressed {opt_out_digit} on call {attempt.call_id}"}, source="keypress")
+    _opted_out(attempt, f"pressed {opt_out_digit} on call {attempt.call_id}", at)
+    outbox.call_action(attempt, attempt.call.campaign_id, action=callflow.OPTED_OUT)
+
+
+def flow_step(attempt: CallAttempt, *, opt_out: bool, at: datetime) -> None:
+    """The callee moved in the call flow (attempt.path, .digits, .action changed; the attempt is locked with its
+    call and campaign loaded). Its opt-out node puts the number on the do-not-call list at once, before the
+    confirmation plays, and cancels its queued calls in every campaign."""
+    record_call_facts(attempt.call_id)
+    if opt_out:
+        _opted_out(attempt, f"chose opt-out (keys {attempt.digits}) on call {attempt.call_id}", at)
+    outbox.call_action(attempt, attempt.call.campaign_id)  # when the step was a final action the shop acts on
+
+
+def _opted_out(attempt: CallAttempt, reason: str, at: datetime) -> None:
+    do_not_call({attempt.call.phone: reason}, source="keypress")
     # The callee's own call: opted out, whatever it was waiting for (a retry is cancelled above).
     Call.objects.filter(pk=attempt.call_id).update(outcome=Call.Outcome.OPTED_OUT, updated_at=at)
     Call.objects.filter(pk=attempt.call_id, state=Call.State.CANCELLED).update(state=Call.State.DONE, error="")
@@ -343,6 +421,8 @@ def attempt_ended(attempt: CallAttempt, *, permanent_error: bool, at: datetime) 
         call.state = Call.State.DONE
     call.updated_at = at
     call.save(update_fields=["state", "outcome", "next_attempt_at", "error", "updated_at"])
+    if call.state != Call.State.READY:
+        outbox.call_finished(call.pk, campaign.pk)
     return campaign
 
 
@@ -387,12 +467,15 @@ def do_not_call(reasons: dict[str, str], *, source: str) -> DoNotCallAdded:
                 ignore_conflicts=True,  # added by somebody else just now: on the list either way
             )
             result.added.update(new)
-            result.cancelled += Call.objects.filter(phone__in=chunk, state__in=DNC_CANCELLABLE).update(
+            cancellable = Call.objects.filter(phone__in=chunk, state__in=DNC_CANCELLABLE)
+            dialled = list(cancellable.filter(attempts_made__gt=0).values_list("pk", "campaign_id"))
+            result.cancelled += cancellable.update(
                 state=Call.State.CANCELLED,
                 outcome=Call.Outcome.DO_NOT_CALL,
                 error=f"cancelled: the number was put on the do-not-call list ({source})"[:2000],
                 updated_at=now,
             )
+            outbox.calls_finished(dialled)  # their retries will not be made
     log.info(
         "do-not-call (%s): %d numbers, %d new, %d queued calls cancelled",
         source, len(phones), len(result.added), result.cancelled,
@@ -428,6 +511,7 @@ def rebuild_call_facts(calls: QuerySet[Call]) -> int:
         human_answered=Exists(human),
         listened_to_end=Exists(human.filter(listened_to_end=True)),
         final_digits=Coalesce(Subquery(attempts.exclude(digits="").order_by("-number").values("digits")[:1]), Value("")),
+        final_action=Coalesce(Subquery(attempts.exclude(action="").order_by("-number").values("action")[:1]), Value("")),
         timed_attempts=per_call(answered.filter(duration__isnull=False), Count("pk")),
         talk_seconds=per_call(answered, Sum("duration")),
     )

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 import zoneinfo
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 from django.utils.timezone import now
+from django.utils.translation import gettext_lazy
 
-from campaigns import phones
+from campaigns import callflow, phones
+from campaigns.templating import TemplateSyntaxError, validate_template
 from herald.logmask import mask_phone
 
 ALL_WEEKDAYS = "0123456"  # Monday=0, as datetime.weekday()
@@ -48,13 +53,22 @@ class ContactList(models.Model):
     )
     created_at = models.DateTimeField(default=now, editable=False)
 
+    class Meta:
+        verbose_name = gettext_lazy("contact list")
+        verbose_name_plural = gettext_lazy("contact lists")
+
     def __str__(self) -> str:
         return self.name
 
 
 class Contact(models.Model):
-    contact_list = models.ForeignKey(ContactList, on_delete=models.CASCADE, related_name="contacts")
+    contact_list = models.ForeignKey(
+        ContactList, on_delete=models.CASCADE, related_name="contacts", verbose_name=gettext_lazy("contact list")
+    )
     phone = models.CharField(max_length=20, help_text="E.164")
+    external_id = models.CharField(
+        max_length=100, blank=True, help_text="The order system's own key for this contact, e.g. the order number"
+    )
     name = models.CharField(max_length=200, blank=True)
     timezone = models.CharField(max_length=64)
     fields = models.JSONField(default=dict, blank=True)
@@ -74,7 +88,14 @@ class Contact(models.Model):
     consent_source = models.CharField(max_length=200, blank=True, help_text="e.g. checkout page, CSV import 2026-11")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["contact_list", "phone"], name="contact_unique_phone")]
+        verbose_name = gettext_lazy("contact")
+        verbose_name_plural = gettext_lazy("contacts")
+        constraints = [
+            models.UniqueConstraint(fields=["contact_list", "phone"], name="contact_unique_phone"),
+            models.UniqueConstraint(
+                fields=["contact_list", "external_id"], condition=~Q(external_id=""), name="contact_unique_external_id"
+            ),
+        ]
 
     def __str__(self) -> str:
         # Shown in admin history and messages: keep the number masked there.
@@ -84,7 +105,9 @@ class Contact(models.Model):
 class ContactImport(models.Model):
     """What happened to each line of an uploaded CSV: nothing is dropped without a trace."""
 
-    contact_list = models.ForeignKey(ContactList, on_delete=models.CASCADE, related_name="imports")
+    contact_list = models.ForeignKey(
+        ContactList, on_delete=models.CASCADE, related_name="imports", verbose_name=gettext_lazy("contact list")
+    )
     filename = models.CharField(max_length=255)
     encoding = models.CharField(max_length=20, blank=True)
     total_rows = models.PositiveIntegerField(default=0)
@@ -93,9 +116,25 @@ class ContactImport(models.Model):
     merged = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
     rejected_rows = models.JSONField(default=list, blank=True, help_text="[{line, reason, raw}]")
+    duplicates = models.CharField(
+        max_length=10,
+        default="combine",
+        choices=[
+            ("combine", gettext_lazy("One call per number, saying every row's values")),
+            ("latest", gettext_lazy("Later rows win")),
+        ],
+        help_text="What was done with rows whose number came earlier in the file.",
+    )
+    merged_rows = models.JSONField(default=list, blank=True, help_text="[{line, into_line, changes}]")
+    header = models.JSONField(default=list, blank=True, help_text="The file's header row, for the rejected rows' CSV.")
+    delimiter = models.CharField(max_length=1, default=",", blank=True)
     error = models.TextField(blank=True, help_text="Whole-file problem, when the file could not be read at all.")
     imported_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     imported_at = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = gettext_lazy("contact import")
+        verbose_name_plural = gettext_lazy("contact imports")
 
     def __str__(self) -> str:
         return f"{self.filename} → {self.contact_list}"
@@ -107,8 +146,190 @@ class ScriptTemplate(models.Model):
     text = models.TextField(help_text="Use {variable} for contact fields, e.g. 您好{name}，您的订单{order_id}…")
     created_at = models.DateTimeField(default=now, editable=False)
 
+    class Meta:
+        verbose_name = gettext_lazy("script template")
+        verbose_name_plural = gettext_lazy("script templates")
+
     def __str__(self) -> str:
         return self.name
+
+
+def transfer_target_problem(target: str) -> str | None:
+    """Why a transfer target is not an E.164 number or a sip:/sips: address (None when it is one)."""
+    if target.startswith(("sip:", "sips:")):
+        return None if "@" in target and " " not in target else f"{target!r} is not a SIP address like sip:desk@pbx.example.com"
+    try:
+        if phones.to_e164(target, None) == target:
+            return None
+    except ValueError as exc:
+        return f"{target!r}: {exc}; write it as E.164 (+8640080012345) or a sip: address"
+    return f"{target!r} is not in E.164 form (+8640080012345)"
+
+
+class CallFlow(models.Model):
+    """What happens after the message: a menu of keys, each leading to a node (campaigns.callflow walks it).
+
+    Every text here is rendered in the variant's voice ahead of the call: once per voice where it has no
+    variables, per callee where it has. The message itself is the variant's script.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    menu_text = models.TextField(
+        blank=True,
+        help_text="Said when the message's menu is offered again (after an invalid key or silence), e.g. "
+        "确认请按1，改期请按2，重听请按星号。 Blank = the whole message again.",
+    )
+    invalid_text = models.CharField(max_length=200, default="抱歉，您按的键无效。", help_text="Said after a key no node takes.")
+    no_input_text = models.CharField(
+        max_length=200, default="抱歉，没有听到您的按键。", help_text="Said when no key came before the wait ended."
+    )
+    goodbye_text = models.CharField(
+        max_length=200,
+        default="感谢您的接听，再见。",
+        help_text="Said when a menu has been offered its last time without an answer; then the call ends.",
+    )
+    max_prompts = models.PositiveSmallIntegerField(
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(5)],
+        help_text="Times a menu is offered (the first time included) before the goodbye.",
+    )
+    input_timeout = models.PositiveSmallIntegerField(
+        default=5, validators=[MinValueValidator(2), MaxValueValidator(20)], help_text="Seconds to wait for a key."
+    )
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        verbose_name = gettext_lazy("call flow")
+        verbose_name_plural = gettext_lazy("call flows")
+
+    def __str__(self) -> str:
+        return self.name
+
+    def build(self) -> callflow.Flow:
+        """The flow as campaigns.callflow walks it; FlowError names the first node that would strand a callee."""
+        nodes = list(self.nodes.all())
+        under: dict[int, list[FlowNode]] = {}
+        for node in nodes:
+            if node.parent_id is not None:
+                under.setdefault(node.parent_id, []).append(node)
+        rows = []
+        for node in nodes:
+            if node.parent_id is None:
+                subkeys = [(c.key, c.action, c.transfer_to) for c in under.pop(node.pk, [])]
+                rows.append((node.key, node.action, node.transfer_to, subkeys))
+        for orphans in under.values():  # a parent that is itself under another key
+            raise callflow.FlowError(f"key {orphans[0].path}: menus may be {callflow.MAX_DEPTH} deep at most")
+        keys = [row[0] for row in rows]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise callflow.FlowError(f"key {key} is used twice in the message's menu")
+        for key, _, _, subkeys in rows:
+            sub = [k for k, _, _ in subkeys]
+            for k in sub:
+                if sub.count(k) > 1:
+                    raise callflow.FlowError(f"key {key}.{k} is used twice in the menu of key {key}")
+        return callflow.build(
+            rows,
+            max_prompts=self.max_prompts,
+            has_menu_prompt=bool(self.menu_text.strip()),
+            transfer_fallback=[n.path for n in nodes if n.action == FlowNode.Action.TRANSFER and n.transfer_fallback_text.strip()],
+        )
+
+    def problems(self) -> list[str]:
+        """What would strand a callee or fail a render, in words staff understand; empty when the flow can run."""
+        try:
+            problems = callflow.check(self.build())
+        except callflow.FlowError as exc:  # the node checks below still run
+            problems = list(exc.problems)
+        for node in self.nodes.select_related("parent"):
+            where = f"key {node.path}"
+            if node.action != FlowNode.Action.REPEAT and not node.text.strip():
+                problems.append(f"{where} ({node.get_action_display()}) says nothing: write its text")
+            if node.action == FlowNode.Action.SLOT and node.slot_days is None and not node.slot_field:
+                problems.append(f"{where}: a slot needs its day (days after the first calling day) or a contact field")
+            if node.action == FlowNode.Action.TRANSFER and node.transfer_to:
+                problem = transfer_target_problem(node.transfer_to)
+                if problem:
+                    problems.append(f"{where}: {problem}")
+        for name, text in self.clip_texts().items():
+            try:
+                validate_template(text)
+            except TemplateSyntaxError as exc:
+                problems.append(f"{name}: {exc}")
+        return problems
+
+    def clip_texts(self) -> dict[str, str]:
+        """The template of every clip the flow may play except the message (the variant's script), by clip name."""
+        texts = {"invalid": self.invalid_text, "no_input": self.no_input_text, "goodbye": self.goodbye_text}
+        if self.menu_text.strip():
+            texts["menu"] = self.menu_text
+        for node in self.nodes.select_related("parent"):
+            if node.action != FlowNode.Action.REPEAT:
+                texts[node.path] = node.text
+            if node.action == FlowNode.Action.TRANSFER and node.transfer_fallback_text.strip():
+                texts[f"{node.path}:fallback"] = node.transfer_fallback_text
+        return texts
+
+
+class FlowNode(models.Model):
+    """One key of a flow's menu and what it does. A reschedule key's own keys are its slots (parent)."""
+
+    class Action(models.TextChoices):
+        CONFIRM = "confirm", "Confirm (thank-you clip, end)"
+        RESCHEDULE = "reschedule", "Reschedule (menu of slots)"
+        SLOT = "slot", "Slot (under a reschedule key: repeats the slot, end)"
+        OPT_OUT = "opt_out", "Opt out (do-not-call at once, confirmation, end)"
+        TRANSFER = "transfer", "Transfer to a person"
+        REPEAT = "repeat", "Repeat the menu"
+
+    flow = models.ForeignKey(CallFlow, on_delete=models.CASCADE, related_name="nodes")
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="children",
+        help_text="Blank: a key of the message's menu. A reschedule key: a key of its slot menu.",
+    )
+    key = models.CharField(max_length=1, choices=KEY_CHOICES)
+    action = models.CharField(max_length=12, choices=Action.choices)
+    text = models.TextField(
+        blank=True,
+        help_text="What is said: the thank-you, the slot menu (明天上午请按1…), the slot's confirmation ({slot} "
+        "is the slot as said), the opt-out confirmation, the transfer announcement. Contact {variables} work as "
+        "in scripts.",
+    )
+    slot_label = models.CharField(
+        max_length=50, blank=True, help_text="Slots: the time of day as said, e.g. 上午9点到12点."
+    )
+    slot_days = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(30)],
+        help_text="Slots: days after the campaign's first calling day, in the callee's time zone (1 = the next day).",
+    )
+    slot_field = models.CharField(
+        max_length=64, blank=True, help_text="Slots: a contact field holding the date instead (e.g. 改期日期)."
+    )
+    transfer_to = models.CharField(
+        max_length=200, blank=True, help_text="Transfers: an E.164 number or a sip: address of the service desk."
+    )
+    transfer_fallback_text = models.TextField(
+        blank=True,
+        help_text="Transfers: said when the carrier refuses the transfer, e.g. 请拨打400-800-1234联系人工客服。",
+    )
+
+    class Meta:
+        verbose_name = gettext_lazy("flow node")
+        verbose_name_plural = gettext_lazy("flow nodes")
+        ordering = ["flow", "parent_id", "key"]
+
+    def __str__(self) -> str:
+        return f"{self.flow} / {self.path}: {self.get_action_display()}"
+
+    @property
+    def path(self) -> str:
+        return f"{self.parent.key}.{self.key}" if self.parent_id else self.key
 
 
 class Campaign(models.Model):
@@ -125,12 +346,19 @@ class Campaign(models.Model):
         VOICEMAIL = "voicemail", "Leave a voicemail"
 
     name = models.CharField(max_length=200, unique=True)
-    contact_list = models.ForeignKey(ContactList, on_delete=models.PROTECT, related_name="campaigns")
+    contact_list = models.ForeignKey(
+        ContactList, on_delete=models.PROTECT, related_name="campaigns", verbose_name=gettext_lazy("contact list")
+    )
     telephony_account = models.ForeignKey(
-        "telephony.TelephonyAccount", on_delete=models.PROTECT, related_name="campaigns"
+        "telephony.TelephonyAccount",
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+        verbose_name=gettext_lazy("telephony account"),
     )
     caller_id = models.CharField(max_length=20, help_text="E.164 number presented to callees")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    status = models.CharField(
+        gettext_lazy("status"), max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True
+    )
     starts_at = models.DateTimeField(default=now)
     ends_at = models.DateTimeField(null=True, blank=True)
     window_start = models.TimeField(
@@ -239,12 +467,25 @@ class Campaign(models.Model):
         related_name="voicemail_campaigns",
         help_text="Said to answering machines after the beep, rendered per callee in the variant's voice.",
     )
+    flow = models.ForeignKey(
+        CallFlow,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+        help_text="What the callee can do after the message: confirm, reschedule, opt out, reach a person. Blank "
+        "= the call ends after the message's key (the key is recorded).",
+    )
     calls_per_second = models.FloatField(default=1.0, validators=[MinValueValidator(0.01)])
     max_concurrent_calls = models.PositiveIntegerField(default=5, validators=[MinValueValidator(1)])
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(default=now, editable=False)
     launched_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = gettext_lazy("campaign")
+        verbose_name_plural = gettext_lazy("campaigns")
 
     def __str__(self) -> str:
         return self.name
@@ -258,6 +499,8 @@ class Variant(models.Model):
     weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
 
     class Meta:
+        verbose_name = gettext_lazy("variant")
+        verbose_name_plural = gettext_lazy("variants")
         constraints = [models.UniqueConstraint(fields=["campaign", "name"], name="variant_unique_name")]
         ordering = ["campaign", "name"]
 
@@ -354,6 +597,9 @@ class Call(models.Model):
     human_answered = models.BooleanField(default=False, help_text="An attempt was answered by a person.")
     listened_to_end = models.BooleanField(default=False, help_text="A person heard the message to the end.")
     final_digits = models.CharField(max_length=20, blank=True, help_text="Keys pressed in the latest attempt with keys.")
+    final_action = models.CharField(
+        max_length=20, blank=True, help_text="How the latest attempt that reached the flow's menu ended."
+    )
     timed_attempts = models.PositiveSmallIntegerField(default=0, help_text="Answered attempts whose duration is known.")
     talk_seconds = models.PositiveIntegerField(default=0, help_text="Seconds of all answered attempts.")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
@@ -365,6 +611,8 @@ class Call(models.Model):
     updated_at = models.DateTimeField(default=now)
 
     class Meta:
+        verbose_name = gettext_lazy("call")
+        verbose_name_plural = gettext_lazy("calls")
         constraints = [models.UniqueConstraint(fields=["campaign", "contact"], name="call_unique_contact")]
         indexes = [
             models.Index(fields=["state", "next_attempt_at"], name="call_dialable"),
@@ -378,6 +626,7 @@ class Call(models.Model):
             ),
             models.Index(fields=["phone"], name="call_phone"),  # per-number cap, opt-out across campaigns
         ]
+        permissions = [("view_full_number", "Can see callees' full phone numbers in the admin")]
 
     def __str__(self) -> str:
         return f"call {self.pk} ({self.state})"
@@ -408,6 +657,10 @@ class CallAttempt(models.Model):
     duration = models.PositiveIntegerField(null=True, blank=True, help_text="seconds")
     digits = models.CharField(max_length=20, blank=True)
     listened_to_end = models.BooleanField(default=False)
+    # Flows (campaigns.callflow): the nodes visited in order ("message", "2", "2.1"), and how it ended.
+    path = models.JSONField(default=list, blank=True)
+    action = models.CharField(max_length=20, blank=True)
+    action_detail = models.CharField(max_length=200, blank=True, help_text="The slot chosen, the menu left…")
     error_code = models.CharField(max_length=20, blank=True)
     error_message = models.TextField(blank=True)
     timeline = models.JSONField(default=list, blank=True, help_text="[[status, iso time], …]")
@@ -417,6 +670,8 @@ class CallAttempt(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = gettext_lazy("call attempt")
+        verbose_name_plural = gettext_lazy("call attempts")
         constraints = [models.UniqueConstraint(fields=["call", "number"], name="attempt_unique_number")]
         indexes = [
             # Open attempts only (a few per channel): what the sweep's ambiguous-create lookup and the settle
@@ -425,11 +680,47 @@ class CallAttempt(models.Model):
                 fields=["status", "created_at"],
                 name="attempt_open",
                 condition=models.Q(status__in=["created", "unknown", "queued", "initiated", "ringing", "in-progress"]),
-            )
+            ),
+            # The dashboard's today's outcomes and recent calls: attempts by when they ended.
+            models.Index(fields=["ended_at"], name="attempt_ended"),
         ]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of call {self.call_id} ({self.status})"
+
+
+class VariantClip(models.Model):
+    """A flow clip without variables: rendered once per variant (its voice), shared by all its calls."""
+
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="clips")
+    name = models.CharField(max_length=20, help_text="message, invalid, no_input, goodbye, menu, or a key path")
+    audio = models.ForeignKey(
+        "synthesis.RenderedAudio", to_field="render_key", db_column="render_key", on_delete=models.PROTECT,
+        related_name="variant_clips",
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["variant", "name"], name="variant_clip_unique_name")]
+
+
+class CallClip(models.Model):
+    """A flow clip with the callee's own variables (or slot dates): rendered per callee.
+
+    Its two keys have no database constraint, for the reason Call's have none (see Call): planning writes
+    these rows with their calls and clips in one transaction, a few per call, and PostgreSQL's per-row checks
+    at commit were the largest part of planning a campaign with a flow. The ORM's CASCADE and PROTECT apply.
+    """
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="clips", db_constraint=False)
+    name = models.CharField(max_length=20)
+    said = models.CharField(max_length=200, blank=True, help_text="Slots: the slot as said to this callee.")
+    audio = models.ForeignKey(
+        "synthesis.RenderedAudio", to_field="render_key", db_column="render_key", on_delete=models.PROTECT,
+        related_name="call_clips", db_constraint=False,
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["call", "name"], name="call_clip_unique_name")]
 
 
 class DoNotCall(models.Model):
@@ -439,18 +730,23 @@ class DoNotCall(models.Model):
     created_at = models.DateTimeField(default=now)
 
     class Meta:
-        verbose_name = "do-not-call entry"
-        verbose_name_plural = "do-not-call list"
+        verbose_name = gettext_lazy("do-not-call entry")
+        verbose_name_plural = gettext_lazy("do-not-call list")
 
     def __str__(self) -> str:
         return mask_phone(self.phone)
 
 
 class ApiToken(models.Model):
-    """A read-only key for BI tools to fetch reports (Authorization: Bearer <token>).
+    """A key for the API (Authorization: Bearer <token>): BI tools read reports, order systems write contacts.
 
-    Only a SHA-256 digest is stored: the token itself is shown once, when it is created.
+    Only a SHA-256 digest is stored: the token itself is shown once, when it is created. `scopes` is what the
+    token may do on top of its user's permissions: "read", and "write" for the endpoints that change things.
     """
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read: reports, campaigns, contact lists"
+        WRITE = "write", "Write: create contact lists, upsert contacts"
 
     name = models.CharField(max_length=100, help_text="Who uses it, e.g. Metabase or the finance sheet")
     user = models.ForeignKey(
@@ -464,12 +760,56 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(default=now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Space-separated, as OAuth writes scopes; tokens made before scopes existed are read-only.
+    scopes = models.CharField(max_length=50, default="read", help_text="What the token may do: read, write.")
 
     class Meta:
-        verbose_name = "API token"
+        verbose_name = gettext_lazy("API token")
+        verbose_name_plural = gettext_lazy("API tokens")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(self.scopes.split())
+
+
+class ApiAuditEntry(models.Model):
+    """One write through the API: who (token and user), what (method, path, objects), the answer's status."""
+
+    token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=300)
+    status = models.PositiveSmallIntegerField()
+    object_ids = models.JSONField(default=list, blank=True, help_text="Ids of the rows written (at most 100).")
+    summary = models.CharField(max_length=300, blank=True)
+    replayed = models.BooleanField(default=False, help_text="Answered from a stored Idempotency-Key answer.")
+    at = models.DateTimeField(default=now, db_index=True)
+
+    class Meta:
+        verbose_name = gettext_lazy("API audit entry")
+        verbose_name_plural = gettext_lazy("API audit log")
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} {self.status}"
+
+
+class IdempotentRequest(models.Model):
+    """The first answer to a write sent with an Idempotency-Key, replayed when the same key comes again."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=300)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and canonical body.")
+    status = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(default=now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotent_request_unique_key")]
 
 
 class Worker(models.Model):
@@ -497,3 +837,140 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (pid {self.pid})"
+
+
+# --- result webhooks out (campaigns.outbox writes events, campaigns.webhooks delivers them) ----------------
+
+CALL_FINISHED, CALL_ACTION, CAMPAIGN_FINISHED = "call.finished", "call.action", "campaign.finished"
+WEBHOOK_EVENT_TYPES = (CALL_FINISHED, CALL_ACTION, CAMPAIGN_FINISHED)
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why results may not be posted to this URL, or None. https only (the body carries customers' numbers);
+    http to this machine only where HERALD_WEBHOOK_LOCAL_HTTP is on (demo machines, tests)."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018  (a bad port raises here)
+    except ValueError:
+        return "Enter a URL such as https://shop.example.com/herald/webhooks."
+    if not host:
+        return "Enter a URL such as https://shop.example.com/herald/webhooks."
+    if parts.username or parts.password or parts.fragment:
+        return "No user:password@ and no #fragment in the URL: receivers check the signature instead."
+    if settings.WEBHOOK_LOCAL_HTTP and host in _LOCAL_HOSTS and parts.scheme in ("http", "https"):
+        return None
+    if parts.scheme != "https":
+        return "Only https URLs: the results carry customers' phone numbers and order keys."
+    return None
+
+
+class WebhookEndpoint(models.Model):
+    """Where an order system wants results posted: one campaign's, or every campaign's (campaign blank).
+
+    The signing secret is shown once, when the endpoint is created (campaigns.webhooks.create_endpoint), and
+    stored Fernet-encrypted (it must be read back to sign each delivery, so it cannot be a one-way hash).
+    """
+
+    name = models.CharField(max_length=100, help_text="Who receives it, e.g. the order system")
+    url = models.URLField(max_length=500, help_text="https URL that receives signed JSON posts")
+    campaign = models.ForeignKey(
+        "Campaign",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="webhook_endpoints",
+        help_text="Blank: every campaign's events.",
+    )
+    events = models.JSONField(default=list, help_text="Which events: call.finished, call.action, campaign.finished")
+    secret_encrypted = models.TextField(editable=False)
+    secret_prefix = models.CharField(
+        max_length=12, editable=False, help_text="First characters of the secret, to tell endpoints apart"
+    )
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        verbose_name = gettext_lazy("webhook endpoint")
+        verbose_name_plural = gettext_lazy("webhook endpoints")
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        problem = webhook_url_problem(self.url)
+        if problem:
+            raise ValidationError({"url": problem})
+        if not isinstance(self.events, list) or not self.events:
+            raise ValidationError({"events": "Choose at least one event."})
+        unknown = [e for e in self.events if e not in WEBHOOK_EVENT_TYPES]
+        if unknown:
+            raise ValidationError(
+                {"events": f"Unknown event {unknown[0]!r}: choose from {', '.join(WEBHOOK_EVENT_TYPES)}."}
+            )
+
+
+class WebhookEvent(models.Model):
+    """One thing that happened, written in the transaction that made it happen (the outbox); `event_id` is what
+    receivers deduplicate on: the same on every try of every delivery."""
+
+    event_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    type = models.CharField(max_length=20, choices=[(t, t) for t in WEBHOOK_EVENT_TYPES])
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="webhook_events")
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=now)
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
+
+
+class WebhookDelivery(models.Model):
+    """One event to one endpoint: retried with backoff until delivered or 24 h after the event."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed", "Failed for good"
+
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="Tries so far.")
+    next_attempt_at = models.DateTimeField(default=now, help_text="When the next try is due (while pending).")
+    # Set when a sweep claims the delivery for one worker's try (campaigns.webhooks.claim_due): nobody else may
+    # post it until then. A worker that dies mid-try leaves it to expire, and the delivery is taken up again.
+    leased_until = models.DateTimeField(null=True, blank=True, editable=False)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    last_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # [{"at": iso, "status": int|null, "latency_ms": int|null, "error": str}, …]: the latest tries, oldest first.
+    tries = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = gettext_lazy("webhook delivery")
+        verbose_name_plural = gettext_lazy("webhook deliveries")
+        constraints = [models.UniqueConstraint(fields=["event", "endpoint"], name="webhook_delivery_unique")]
+        indexes = [
+            # Pending only: what the sweep reads every few seconds, without scanning delivered history.
+            models.Index(fields=["next_attempt_at"], name="webhook_delivery_due", condition=Q(state="pending")),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} ({self.state})"
+
+
+class StaffPreference(models.Model):
+    """What one staff member chose for themselves: the admin's language (settings.LANGUAGES)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="herald_preference")
+    language = models.CharField(max_length=10, choices=settings.LANGUAGES, default="en")
+
+    class Meta:
+        verbose_name = gettext_lazy("staff preference")
+        verbose_name_plural = gettext_lazy("staff preferences")
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.language}"

@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from campaigns import callflow
 from campaigns.models import Call, CallAttempt, Campaign
 
 log = logging.getLogger(__name__)
@@ -24,16 +25,24 @@ ENDED = frozenset({S.COMPLETED, S.BUSY, S.NO_ANSWER, S.FAILED, S.CANCELED})  # a
 # Error codes that say the number itself is wrong: dialling it again cannot help.
 # Twilio: 21211 invalid 'To' number, 21217 number does not appear valid, 13223 invalid number format,
 # 13224 number invalid or not callable. SIP (written by telephony.providers.sip as "sip-<code>"): 404 Not Found,
-# 410 Gone, 484 Address Incomplete, 604 Does Not Exist Anywhere; "number": not an E.164 number, refused
-# before dialling. (Twilio 21215 is the account's geographic permissions, not the number: a provider failure.)
+# 410 Gone, 484 Address Incomplete, 604 Does Not Exist Anywhere (Twilio's status callbacks report these as
+# SipResponseCode, stored the same way: telephony.providers.twilio.status_error); "number": not an E.164 number,
+# refused before dialling. Such a code means an invalid number whatever status the call ended in (failed, busy,
+# no answer). Twilio 21215 is the account's geographic permissions, not the number: it pauses the campaign
+# (telephony.actions.place_call), as the account's other refusals do.
 INVALID_NUMBER_CODES = frozenset(
-    {"21211", "21217", "13223", "13224", "sip-404", "sip-410", "sip-484", "sip-604", "number"}
+    {"21211", "21217", "13223", "13224", "sip-404", "sip-410", "sip-484", "sip-604", "number",
+     "ann-invalid_number", "sit-VC", "sit-IC"}
 )
+# What a carrier announcement said (SIP: telephony.sip.announce, written as "ann-<outcome>"): a phone switched
+# off or out of reach is tried again like no answer, under its own retry rule; a suspended number is not tried
+# again unless the campaign's policy says when.
+ANNOUNCED_RETRY = {"ann-powered_off": "powered_off", "ann-unreachable": "unreachable", "ann-suspended": "suspended"}
 # The callee refused the call (SIP 603 Decline): their decision, not a provider's failure. Never retried.
 DECLINED_CODES = frozenset({"sip-603"})
 
 # Retry policy: minutes before another attempt by outcome, None = never.
-RETRY_OUTCOMES = ("busy", "no_answer", "failed", "machine")
+RETRY_OUTCOMES = ("busy", "no_answer", "failed", "machine", "powered_off", "unreachable", "suspended")
 MAX_RETRY_MINUTES = 30 * 24 * 60  # a month: beyond any campaign, and far from timedelta's limits
 
 NUMBER_CAP_PERIOD = timedelta(hours=24)  # the rolling period of settings.MAX_CALLS_PER_NUMBER_24H
@@ -55,23 +64,33 @@ def is_invalid_number(error_code: str) -> bool:
 
 def is_provider_failure(status: str, error_code: str) -> bool:
     """A failure the provider (or our side of it) caused: not busy, no answer, a bad number or a refusal."""
-    return status == S.FAILED and error_code not in INVALID_NUMBER_CODES and error_code not in DECLINED_CODES
+    return (
+        status == S.FAILED
+        and error_code not in INVALID_NUMBER_CODES
+        and error_code not in DECLINED_CODES
+        and error_code not in ANNOUNCED_RETRY  # a suspended number is the callee's, not the provider's
+    )
 
 
 def outcome_of(attempt: CallAttempt, campaign: Campaign, *, permanent_error: bool) -> tuple[str, str | None]:
     """The call outcome an ended attempt gives, and the retry policy's name for it when it may be retried."""
-    if attempt.digits and attempt.digits == campaign.opt_out_digit:
+    if attempt.action == callflow.OPTED_OUT or (
+        campaign.flow_id is None and attempt.digits and attempt.digits == campaign.opt_out_digit
+    ):
         return Call.Outcome.OPTED_OUT, None
     if attempt.status == S.COMPLETED:
         if is_machine(attempt.answered_by):
             return Call.Outcome.MACHINE, "machine"
         return Call.Outcome.ANSWERED, None
+    if attempt.status in (S.FAILED, S.BUSY, S.NO_ANSWER) and is_invalid_number(attempt.error_code):
+        return Call.Outcome.INVALID_NUMBER, None
     if attempt.status == S.BUSY:
         return Call.Outcome.BUSY, "busy"
+    announced = ANNOUNCED_RETRY.get(attempt.error_code)
     if attempt.status == S.NO_ANSWER:
-        return Call.Outcome.NO_ANSWER, "no_answer"
-    if attempt.status == S.FAILED and is_invalid_number(attempt.error_code):
-        return Call.Outcome.INVALID_NUMBER, None
+        return Call.Outcome.NO_ANSWER, announced or "no_answer"
+    if announced == "suspended":
+        return Call.Outcome.FAILED, "suspended"
     # Failed, or canceled: only a transient failure is worth another try.
     transient = attempt.status == S.FAILED and not permanent_error and attempt.error_code not in DECLINED_CODES
     return Call.Outcome.FAILED, "failed" if transient else None
@@ -118,8 +137,8 @@ def retry_delay_for(campaign: Campaign, outcome: str) -> timedelta | None:
             if minutes is None:
                 return None
             return _spread(timedelta(minutes=minutes), campaign.retry_jitter)
-    if outcome == "machine":
-        return None  # a machine answered the message: dialling again is opt-in
+    if outcome in ("machine", "suspended"):
+        return None  # a machine answered the message, or the number is suspended: dialling again is opt-in
     return _spread(campaign.retry_delay, campaign.retry_jitter)
 
 

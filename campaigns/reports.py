@@ -12,6 +12,11 @@ Definitions (per variant; the campaign row is their sum, since every call has ex
   are the calls whose keys are the campaign's confirm and reschedule keys. opted_out: calls whose outcome is
   an opt-out.
 - mean duration: seconds per answered attempt whose duration is known (talk_seconds / timed_attempts).
+- actions (campaigns with a call flow): the funnel after the message. Of the calls that reached the menu
+  (listened_to_end: a person heard the message to its end), how each ended: Call.final_action, the final action
+  of its latest attempt that had one (campaigns.callflow.FINAL_ACTIONS). With a flow, confirmed and rescheduled
+  are the calls whose final action says so (keys there are a path through menus, not one answer); opted_out
+  stays the calls whose outcome is an opt-out, which the flow's opt-out node sets too.
 Rates: answer and human rates per dialled call; listen-through, confirmations, reschedules and opt-outs per
 call answered by a person. Each comes with a 95% Wilson interval.
 
@@ -30,10 +35,24 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db import connection
-from django.db.models import Count, DateTimeField, F, Func, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    CharField,
+    Count,
+    DateTimeField,
+    F,
+    Func,
+    IntegerField,
+    JSONField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce, ExtractMinute, Floor, TruncHour
 
-from campaigns import stats
+from campaigns import callflow, stats
 from campaigns.cells import guard_value
 from campaigns.models import Call, CallAttempt, Campaign, Variant
 from synthesis.models import RenderedAudio
@@ -81,6 +100,26 @@ METRICS = {
 # The rates an A/B test decides on, in the order the decision box shows them.
 DECISION_METRICS = ("answer_rate", "listen_rate", "confirm_rate")
 
+# How a call that reached a flow's menu ended, in the order the funnel shows them (Call.final_action).
+FUNNEL_ACTIONS = {
+    callflow.CONFIRMED: "Confirmed",
+    callflow.RESCHEDULED: "Rescheduled",
+    callflow.OPTED_OUT: "Opted out",
+    callflow.TRANSFERRED: "Transferred",
+    callflow.TRANSFER_REFUSED: "Transfer refused",
+    callflow.NO_INPUT: "No answer to the menu",
+    callflow.HUNG_UP: "Hung up in the menu",
+}
+assert set(FUNNEL_ACTIONS) == set(callflow.FINAL_ACTIONS)  # a new final action needs its funnel label
+
+
+@dataclass(frozen=True)
+class FunnelStep:
+    action: str
+    label: str
+    calls: int
+    share: float | None  # of the calls that reached the menu
+
 
 @dataclass
 class ReportRow:
@@ -113,6 +152,7 @@ class ReportRow:
     timed_attempts: int = 0
     talk_seconds: int = 0
     digits: dict[str, int] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=dict)  # final action -> calls that reached the menu
 
     def rate(self, key: str) -> float | None:
         metric = METRICS[key]
@@ -140,21 +180,31 @@ class ReportRow:
         """Seconds per answered attempt whose duration is known (one still waiting for it is not a 0)."""
         return _ratio(self.talk_seconds, self.timed_attempts)
 
+    @property
+    def funnel(self) -> list[FunnelStep]:
+        """Each final action with its calls and their share of the calls that reached the menu."""
+        return [
+            FunnelStep(action, label, self.actions.get(action, 0), _ratio(self.actions.get(action, 0), self.listened_to_end))
+            for action, label in FUNNEL_ACTIONS.items()
+        ]
+
     def add(self, other: ReportRow) -> None:
         for name in _COUNT_FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for digit, count in other.digits.items():
             self.digits[digit] = self.digits.get(digit, 0) + count
+        for action, count in other.actions.items():
+            self.actions[action] = self.actions.get(action, 0) + count
 
 
 _COUNT_FIELDS = [f.name for f in fields(ReportRow) if f.type == "int" and f.name not in ("weight", "campaigns")]
 
 
 def _call_counts(calls: QuerySet[Call]) -> QuerySet:
-    """Every count of the report, per (variant, final keys, state): one pass over the calls, a few dozen rows
-    back. `rows` counts every call, whatever it is, for the progress table."""
+    """Every count of the report, per (variant, final keys, final action, state): one pass over the calls, a few
+    dozen rows back. `rows` counts every call, whatever it is, for the progress table."""
     return (
-        calls.values("variant_id", "final_digits", "state")
+        calls.values("variant_id", "final_digits", "final_action", "state")
         .annotate(
             rows=Count("pk"),
             calls=Count("pk", filter=_COUNTED),
@@ -181,18 +231,20 @@ def _call_counts(calls: QuerySet[Call]) -> QuerySet:
 def _fill(
     rows: dict[int, ReportRow],
     calls: QuerySet[Call],
-    keys: dict[int, tuple[str, str]],
+    keys: dict[int, tuple[str, str] | None],
     *,
     settled: dict[int, ReportRow] | None = None,
     states: dict[str, int] | None = None,
 ) -> None:
-    """Add the call counts into rows by variant; keys: variant id -> (confirm key, reschedule key).
+    """Add the call counts into rows by variant; keys: variant id -> (confirm key, reschedule key), or None
+    where the campaign has a call flow (confirmed and rescheduled are then final actions).
 
     `settled` rows, when given, also get the counts of finished calls only (done, failed or cancelled: no retry
     to come); `states` gets the number of calls in each state.
     """
     for values in _call_counts(calls):
         variant_id, digits, state = values.pop("variant_id"), values.pop("final_digits"), values.pop("state")
+        action = values.pop("final_action")
         every = values.pop("rows")
         if states is not None:
             states[state] = states.get(state, 0) + every
@@ -205,11 +257,20 @@ def _fill(
             if digits:
                 dialled = values["dialled"]
                 row.digits[digits] = row.digits.get(digits, 0) + dialled
-                confirm, reschedule = keys[variant_id]
-                if digits == confirm:
-                    row.confirmed += dialled
-                elif digits == reschedule:
-                    row.rescheduled += dialled
+                if keys[variant_id] is not None:
+                    confirm, reschedule = keys[variant_id]
+                    if digits == confirm:
+                        row.confirmed += dialled
+                    elif digits == reschedule:
+                        row.rescheduled += dialled
+            if action and keys[variant_id] is None:
+                # Counted among the calls that reached the menu, so the funnel's steps add up within it.
+                reached = values["listened_to_end"]
+                row.actions[action] = row.actions.get(action, 0) + reached
+                if action == callflow.CONFIRMED:
+                    row.confirmed += reached
+                elif action == callflow.RESCHEDULED:
+                    row.rescheduled += reached
     for row in [*rows.values(), *(settled or {}).values()]:
         row.machine = row.answered - row.human
 
@@ -226,6 +287,15 @@ class CampaignReport:
     # metric key -> one comparison per challenger variant against the control (the first variant).
     comparisons: dict[str, list[stats.Comparison]] = field(default_factory=dict)
     sample_ratio_p: float | None = None
+
+    @property
+    def has_flow(self) -> bool:
+        """The campaign runs a call flow: its report has a funnel, its confirmations are final actions."""
+        return self.campaign.flow_id is not None
+
+    @property
+    def funnel_labels(self) -> list[str]:
+        return list(FUNNEL_ACTIONS.values())
 
     @property
     def rows(self) -> list[ReportRow]:
@@ -264,7 +334,7 @@ def campaign_report(campaign: Campaign) -> CampaignReport:
         }
 
     rows, settled, states = blank(), blank(), {}
-    keys = {v.pk: (campaign.confirm_digit, campaign.reschedule_digit) for v in variants}
+    keys = {v.pk: None if campaign.flow_id else (campaign.confirm_digit, campaign.reschedule_digit) for v in variants}
     _fill(rows, Call.objects.filter(campaign=campaign), keys, settled=settled, states=states)
     total = ReportRow(label="All variants")
     for row in rows.values():
@@ -314,10 +384,12 @@ def compare_variants(variants: list[ReportRow], *, min_effect: float) -> dict[st
 def voice_report() -> list[ReportRow]:
     """One row per voice, over every campaign that used it (label = voice name), busiest first."""
     variants = Variant.objects.select_related("campaign").only(
-        "pk", "voice_id", "campaign__confirm_digit", "campaign__reschedule_digit"
+        "pk", "voice_id", "campaign__confirm_digit", "campaign__reschedule_digit", "campaign__flow_id"
     )
     voice_of = {v.pk: v.voice_id for v in variants}
-    keys = {v.pk: (v.campaign.confirm_digit, v.campaign.reschedule_digit) for v in variants}
+    keys = {
+        v.pk: None if v.campaign.flow_id else (v.campaign.confirm_digit, v.campaign.reschedule_digit) for v in variants
+    }
     by_variant = {pk: ReportRow(label="") for pk in voice_of}
     _fill(by_variant, Call.objects.all(), keys)
     voices = {v.pk: ReportRow(label=v.name, voice=v.name, voice_id=v.pk) for v in Voice.objects.all()}
@@ -479,39 +551,100 @@ def _ends(interval: stats.Interval | None) -> tuple[float | None, float | None]:
     return (interval.low, interval.high) if interval else (None, None)
 
 
-def row_record(row: ReportRow) -> dict[str, object]:
+def row_record(row: ReportRow, *, flow: bool = False) -> dict[str, object]:
     """A report row as a flat record for CSV, Excel and JSON: counts, then each rate with its 95% interval
-    (fractions, None when undefined), then mean duration in seconds and the keys pressed."""
+    (fractions, None when undefined), then mean duration in seconds, then (flow: True) the funnel's count of
+    each final action, then the keys pressed."""
     record: dict[str, object] = {name: getattr(row, name) for name in COUNT_COLUMNS}
     for key in RATE_KEYS:
         record[key] = row.rate(key)
         record[f"{key}_low"], record[f"{key}_high"] = _ends(row.interval(key))
     record["mean_duration"] = row.mean_duration
+    if flow:
+        record["actions"] = {action: row.actions.get(action, 0) for action in FUNNEL_ACTIONS}
     record["digits"] = dict(sorted(row.digits.items()))
     return record
 
 
-def export_columns(digit_keys: Iterable[str]) -> list[str]:
+def export_columns(digit_keys: Iterable[str], *, flow: bool = False) -> list[str]:
     rates = [name for key in RATE_KEYS for name in (key, f"{key}_low", f"{key}_high")]
-    return [*COUNT_COLUMNS, *rates, "mean_duration", *(f"digit_{d}" for d in digit_keys)]
+    actions = [f"action_{action}" for action in FUNNEL_ACTIONS] if flow else []
+    return [*COUNT_COLUMNS, *rates, "mean_duration", *actions, *(f"digit_{d}" for d in digit_keys)]
 
 
 def export_rows(report: CampaignReport) -> tuple[list[str], list[list[object]]]:
-    """The report as a table (header, rows; campaign row first): what CSV and Excel downloads hold."""
-    header = ["campaign", "variant", "voice", "script", *export_columns(report.digit_keys)]
+    """The report as a table (header, rows; campaign row first): what CSV and Excel downloads hold. A campaign
+    with a flow gets its funnel too: listened_to_end (reached the menu), then action_<final action> counts."""
+    flow = report.has_flow
+    header = ["campaign", "variant", "voice", "script", *export_columns(report.digit_keys, flow=flow)]
     rows = [
         [report.campaign.name, row.label if row.variant_id else "", row.voice, row.script,
-         *_export_values(row, report.digit_keys)]  # fmt: skip
+         *_export_values(row, report.digit_keys, flow=flow)]  # fmt: skip
         for row in report.rows
     ]
     return header, rows
 
 
-def _export_values(row: ReportRow, digit_keys: list[str]) -> list[object]:
-    """A row's values in export_columns(digit_keys) order: its record, then one count per key."""
-    record = row_record(row)
+def _export_values(row: ReportRow, digit_keys: list[str], *, flow: bool = False) -> list[object]:
+    """A row's values in export_columns(digit_keys, flow=flow) order: its record, its final actions, then one
+    count per key."""
+    record = row_record(row, flow=flow)
     digits: dict[str, int] = record.pop("digits")  # type: ignore[assignment]
-    return [*record.values(), *(digits.get(d, 0) for d in digit_keys)]
+    actions: dict[str, int] = record.pop("actions", {})  # type: ignore[assignment]
+    return [*record.values(), *actions.values(), *(digits.get(d, 0) for d in digit_keys)]
+
+
+CALL_COLUMNS = [
+    "call_id", "contact_id", "external_id", "phone", "variant", "state", "outcome", "attempts", "final_digits",
+    "final_action", "action_detail", "path",
+]  # fmt: skip
+PATH_SEPARATOR = ">"
+
+
+def calls_with_flow_facts(calls: QuerySet[Call]) -> QuerySet[Call]:
+    """Calls with the path and action detail of their latest attempt with a final action (the attempt
+    Call.final_action comes from), as flow_path and flow_detail; one query, a correlated subquery each."""
+    latest = CallAttempt.objects.filter(call_id=OuterRef("pk")).exclude(action="").order_by("-number")
+    return calls.annotate(
+        flow_path=Subquery(latest.values("path")[:1], output_field=JSONField()),
+        flow_detail=Coalesce(Subquery(latest.values("action_detail")[:1], output_field=CharField()), Value("")),
+    )
+
+
+def call_record(call: Call) -> dict[str, object]:
+    """One call of calls_with_flow_facts as a flat record (CALL_COLUMNS): path like "message>2>2.1"."""
+    return {
+        "call_id": call.pk,
+        "contact_id": call.contact_id,
+        "external_id": call.contact.external_id,
+        "phone": call.phone,
+        "variant": call.variant.name,
+        "state": call.state,
+        "outcome": call.outcome,
+        "attempts": call.attempts_made,
+        "final_digits": call.final_digits,
+        "final_action": call.final_action,
+        "action_detail": call.flow_detail,
+        "path": PATH_SEPARATOR.join(call.flow_path or []),
+    }
+
+
+def campaign_calls(campaign: Campaign) -> QuerySet[Call]:
+    return calls_with_flow_facts(
+        Call.objects.filter(campaign=campaign).select_related("variant", "contact").order_by("pk")
+    )
+
+
+def call_rows(campaign: Campaign, *, limit: int | None = None) -> tuple[list[str], list[list[object]]]:
+    """Every call of a campaign (the first `limit` by id), one row each: how far it went in the flow. A last
+    row says how many were left out, and where to read them all (the API pages through every call)."""
+    calls = campaign_calls(campaign)
+    rows = [list(call_record(call).values()) for call in (calls[:limit] if limit else calls).iterator(chunk_size=2000)]
+    if limit and len(rows) == limit:
+        more = calls.count() - limit
+        if more > 0:
+            rows.append([f"{more} more calls: read every call from /api/v1/campaigns/{campaign.pk}/calls"])
+    return CALL_COLUMNS, rows
 
 
 def comparison_rows(report: CampaignReport) -> tuple[list[str], list[list[object]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -36,10 +37,20 @@ def _digest(plain: str) -> str:
 
 
 @sensitive_variables("plain")
-def create_token(*, name: str, user: AbstractBaseUser) -> tuple[ApiToken, str]:
-    """Create a token for `user`; return the row and the plain token, which is not kept anywhere."""
+def create_token(
+    *, name: str, user: AbstractBaseUser, scopes: Iterable[str] = (ApiToken.Scope.READ,)
+) -> tuple[ApiToken, str]:
+    """Create a token for `user` with `scopes` (read, write); return the row and the plain token, which is not
+    kept anywhere."""
+    chosen = set(scopes)
+    unknown = chosen - set(ApiToken.Scope.values)
+    if unknown or not chosen:
+        raise ValueError(f"scopes must be some of {', '.join(ApiToken.Scope.values)}, not {sorted(unknown)}")
+    ordered = " ".join(s for s in ApiToken.Scope.values if s in chosen)
     plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(name=name, user=user, prefix=plain[:PREFIX_LENGTH], digest=_digest(plain))
+    token = ApiToken.objects.create(
+        name=name, user=user, prefix=plain[:PREFIX_LENGTH], digest=_digest(plain), scopes=ordered
+    )
     return token, plain
 
 

@@ -41,6 +41,14 @@ TABLE_COLUMNS = [
     ("Excluded (DNC)", "excluded_dnc", None),
     ("Invalid script", "invalid", None),
 ]
+# The results table's column groups, by the count that opens each (a heading row above the columns).
+TABLE_GROUPS = {
+    "calls": "Calls",
+    "attempts": "Reached",
+    "listened_to_end": "After the message",
+    "busy": "Not reached",
+    "excluded_dnc": "Not called",
+}
 VERDICT_CLASSES = {"wins": "success", "loses": "error", "no_difference": "info", "not_enough_data": "warning"}
 
 
@@ -199,6 +207,35 @@ def _table(rows: list[reports.ReportRow]) -> list[dict[str, Any]]:
     return lines
 
 
+def _decision_counts(settled: list[reports.ReportRow], metric: reports.Metric) -> dict[str, Any]:
+    """What a decision compares, per variant: its finished calls' numerator of denominator, and the rate."""
+    units = {"dialled": "finished dialled calls", "human": "finished calls answered by a person"}
+    rows = [
+        {
+            "label": row.label,
+            "numerator": getattr(row, metric.numerator),
+            "denominator": getattr(row, metric.denominator),
+            **_rate_cell(row, metric.key),
+        }
+        for row in settled
+    ]
+    counted = next((heading for heading, attribute, _ in TABLE_COLUMNS if attribute == metric.numerator), metric.numerator)
+    return {"unit": units.get(metric.denominator, metric.denominator), "counted": counted, "rows": rows}
+
+
+def _heading_groups() -> list[tuple[str, int]]:
+    """(group, columns it spans) over the table's figures, in order, mean duration last."""
+    groups: list[tuple[str, int]] = []
+    for _, attribute, rate in TABLE_COLUMNS:
+        width = 2 if rate else 1
+        if attribute in TABLE_GROUPS or not groups:
+            groups.append((TABLE_GROUPS.get(attribute, ""), width))
+        else:
+            label, span = groups[-1]
+            groups[-1] = (label, span + width)
+    return [*groups, ("Time", 1)]
+
+
 def _headings() -> list[str]:
     headings = []
     for heading, _, rate in TABLE_COLUMNS:
@@ -225,11 +262,14 @@ def report_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any
         "progress": [(state_labels[state], count) for state, count in states.items()],
         "done_percent": round(100 * report.total.done / report.total.calls) if report.total.calls else 0,
         "headings": _headings(),
+        "heading_groups": _heading_groups(),
         "table": _table(report.rows),
         "decisions": [
             {
                 "label": reports.METRICS[key].label,
                 "comparisons": [(c, VERDICT_CLASSES[str(c.verdict)]) for c in comparisons],
+                # The very counts compared, so the box can be read against the table below (which counts every call).
+                "counted": _decision_counts(report.settled, reports.METRICS[key]),
                 "chart": interval_chart(
                     reports.METRICS[key].label,
                     [(row.label, row.rate(key), row.interval(key)) for row in report.settled],
@@ -251,8 +291,13 @@ def report_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any
     return TemplateResponse(request, "admin/campaigns/campaign/report.html", context)
 
 
+# Calls in the workbook's Calls sheet at most: a bigger campaign's calls are read from the API, page by page.
+CALLS_SHEET_LIMIT = 100_000
+
+
 def report_download(campaign: Campaign, kind: str) -> HttpResponse:
-    """The variant table as CSV, or the variants, decisions and heatmap as an Excel workbook."""
+    """The variant table as CSV, or the variants, decisions and heatmap (and with a flow, each call's path) as an
+    Excel workbook."""
     report = reports.campaign_report(campaign)
     if kind == "csv":
         return exports.csv_response(reports.export_rows(report), exports.filename(campaign.name, "report.csv"))
@@ -261,6 +306,8 @@ def report_download(campaign: Campaign, kind: str) -> HttpResponse:
         ("Decisions", reports.comparison_rows(report)),
         ("Hours (callee-local)", reports.heatmap_rows(reports.heatmap(reports.campaign_attempts(campaign)))),
     ]
+    if report.has_flow:  # how far each call went in the flow
+        sheets.append(("Calls", reports.call_rows(campaign, limit=CALLS_SHEET_LIMIT)))
     return exports.xlsx_response(sheets, exports.filename(campaign.name, "report.xlsx"))
 
 
@@ -325,7 +372,7 @@ def heatmap_context(result: reports.Heatmap) -> dict[str, Any]:
         "rate": reports.format_rate(result.answered / result.attempts if result.attempts else None),
         "few_attempts": FEW_ATTEMPTS,
         "hour_chart": grouped_bar_chart(
-            "Answer rate by callee-local hour",
+            "Attempt answer rate by callee-local hour",
             ["Answer rate"],
             [(f"{h:02d}", [b / a if a else None]) for h, a, b in by_hour],
             percent=True,
@@ -336,6 +383,17 @@ def heatmap_context(result: reports.Heatmap) -> dict[str, Any]:
     }
 
 
+def _heatmap_download(request: HttpRequest, result: reports.Heatmap, name: str, stem: str) -> HttpResponse | None:
+    """?format=csv or ?format=xlsx: the heatmap as a long table (one row per weekday and hour with attempts)."""
+    kind = request.GET.get("format")
+    if kind == "csv":
+        return exports.csv_response(reports.heatmap_rows(result), exports.filename(name, f"{stem}.csv"))
+    if kind == "xlsx":
+        sheet = ("Hours (callee-local)", reports.heatmap_rows(result))
+        return exports.xlsx_response([sheet], exports.filename(name, f"{stem}.xlsx"))
+    return None
+
+
 def heatmap_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any]) -> HttpResponse:
     """Answer rate by callee-local weekday × hour for the campaign, or one variant (?variant=<name>)."""
     variants = list(campaign.variants.order_by("name"))
@@ -344,9 +402,9 @@ def heatmap_page(request: HttpRequest, campaign: Campaign, context: dict[str, An
     if chosen and variant is None:
         raise Http404(f"campaign {campaign} has no variant {chosen!r}")
     result = reports.heatmap(reports.campaign_attempts(campaign, variant))
-    if request.GET.get("format") == "csv":
-        suffix = f"{variant.name}-hours.csv" if variant else "hours.csv"
-        return exports.csv_response(reports.heatmap_rows(result), exports.filename(campaign.name, suffix))
+    download = _heatmap_download(request, result, campaign.name, f"{variant.name}-hours" if variant else "hours")
+    if download is not None:
+        return download
     context = {
         **context,
         "campaign": campaign,
@@ -368,6 +426,7 @@ def voices_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
     context = {
         **context,
         "headings": _headings(),
+        "heading_groups": _heading_groups(),
         "table": _table(rows),
         "chart": interval_chart(
             "Answer rate by voice", [(row.label, row.answer_rate, row.interval("answer_rate")) for row in rows]
@@ -378,8 +437,9 @@ def voices_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
 
 def voice_heatmap_page(request: HttpRequest, voice: Any, context: dict[str, Any]) -> HttpResponse:
     result = reports.heatmap(reports.voice_attempts(voice.pk))
-    if request.GET.get("format") == "csv":
-        return exports.csv_response(reports.heatmap_rows(result), exports.filename(voice.name, "hours.csv"))
+    download = _heatmap_download(request, result, voice.name, "hours")
+    if download is not None:
+        return download
     context = {**context, "voice": voice, **heatmap_context(result)}
     return TemplateResponse(request, "admin/voices/voice/heatmap.html", context)
 

@@ -16,7 +16,9 @@ after its visibility timeout (an hour). When Redis does, the copies find their c
 nothing: a call's attempt number is written once, under the call's lock, and a render is claimed once.
 
 Other tasks are not sent again: beat's sweeps come back on their own, and training jobs have their own
-watchdog (voices.tasks). A SIP call in progress dies with its worker; settle_silent_attempts ends its attempt.
+watchdog (voices.tasks). The dials it had begun are settled at once (telephony.actions.worker_died): an attempt
+without a call id from the provider is looked up within seconds, and a SIP call, which lived in the dead process
+(the heartbeat names each one), has its attempt closed without a re-dial.
 """
 
 from __future__ import annotations
@@ -40,10 +42,13 @@ from campaigns.models import Call, Worker
 from synthesis import actions as synthesis_actions
 from synthesis.models import RenderedAudio
 from synthesis.tasks import render_batch
+from telephony import actions as telephony_actions
+from telephony.providers.sip import RUNTIME as SIP_RUNTIME
 from telephony.tasks import place_call
 
 log = logging.getLogger(__name__)
 KEEP_RECOVERED = timedelta(days=7)  # rows of workers long gone are deleted after this
+SIP_CALL = "sip-call"  # `held` entries of SIP calls in flight: [call id, SIP_CALL, [attempt id], {}]
 
 
 # --- in the worker process ------------------------------------------------------------------------
@@ -85,7 +90,10 @@ class Heartbeat:
         done = [i for i, r in self._held.items() if r.acknowledged and r not in worker_state.active_requests]
         for task_id in done:
             del self._held[task_id]
-        return [[i, r.name, list(r.args or ()), dict(r.kwargs or {})] for i, r in self._held.items()]
+        tasks = [[i, r.name, list(r.args or ()), dict(r.kwargs or {})] for i, r in self._held.items()]
+        # A SIP call outlives the task that placed it: it lives in this process's runtime until its end is written.
+        calls = [[call_id, SIP_CALL, [attempt_id], {}] for call_id, attempt_id in SIP_RUNTIME.attempts().items()]
+        return tasks + calls
 
     def _write(self, **extra: object) -> None:
         Worker.objects.filter(instance=self.instance).update(seen_at=timezone.now(), held=self.held(), **extra)
@@ -154,6 +162,7 @@ def stop_heartbeat(**_: object) -> None:
 class Recovery:
     workers: list[str] = field(default_factory=list)  # "name (pid N)" of each worker recovered
     calls_released: int = 0
+    attempts_settled: int = 0  # attempts it was placing: ambiguous creates to look up, SIP calls that died with it
     renders_requeued: int = 0
     tasks_dropped: int = 0  # held tasks of other kinds, left to their own mechanisms
 
@@ -199,16 +208,25 @@ def recover_dead_workers(now: datetime | None = None) -> Recovery:
         with transaction.atomic():
             if Worker.objects.filter(pk=worker.pk, recovered_at=None).update(recovered_at=now) != 1:
                 continue  # another sweep took it
-            calls, render_tasks, batch_keys, others = [], [], {}, 0
+            calls, sip_attempts, render_tasks, batch_keys, others = [], [], [], {}, 0
             for task_id, name, args, _kwargs in worker.held:
                 if name == place_call.name and args:
                     calls.append(args[0])
+                elif name == SIP_CALL and args:
+                    if not worker.stopped_at:  # a worker that stops hangs its calls up and writes their ends itself
+                        sip_attempts.append(args[0])
                 elif name == render_batch.name:
                     render_tasks.append(task_id)
                     batch_keys.update(dict.fromkeys(args[0] if args else ()))
                 else:
                     others += 1
             released = lifecycle.release_claims(calls, claimed_by=worker.seen_at, now=now) if calls else 0
+            # The dials it had begun: asked about now, not when they turn stale.
+            attempts = (
+                telephony_actions.worker_died(placing=calls, sip_attempts=sip_attempts, worker=str(worker))
+                if calls or sip_attempts
+                else 0
+            )
             # The renders it had claimed, and the keys of batches it had not started (pending, claimed by
             # nobody): all are queued again; keys finished meanwhile are skipped by the new batch.
             released_keys = synthesis_actions.release_renders(render_tasks) if render_tasks else []
@@ -220,11 +238,13 @@ def recover_dead_workers(now: datetime | None = None) -> Recovery:
         how = "stopped" if worker.stopped_at else f"silent since {worker.seen_at:%H:%M:%S}"
         if worker.held or not worker.stopped_at:
             log.warning(
-                "worker %s (pid %s) %s: %d call claim(s) back to ready, %d render(s) queued again, %d other task(s) left",
-                worker.name, worker.pid, how, released, len(keys), others,
+                "worker %s (pid %s) %s: %d call claim(s) back to ready, %d attempt(s) it was placing settled or "
+                "looked up, %d render(s) queued again, %d other task(s) left",
+                worker.name, worker.pid, how, released, attempts, len(keys), others,
             )
         result.workers.append(str(worker))
         result.calls_released += released
+        result.attempts_settled += attempts
         result.renders_requeued += len(keys)
         result.tasks_dropped += others
     if last_seen:
@@ -250,7 +270,11 @@ def _hand_on_orphans(last_seen: dict[str, datetime], now: datetime, result: Reco
         live_keys.update(keys)
     with transaction.atomic():
         if "telephony" in last_seen:
-            before = last_seen["telephony"]
+            # Claimed before its last heartbeat, or before one heartbeat ago: a live worker records a dial it
+            # receives at once, and the dead worker took no message later than one interval after its last
+            # write. A claim whose message still waits in the broker is released too; its copy then finds the
+            # call claimed again, or dialled, and does nothing.
+            before = max(last_seen["telephony"], now - timedelta(seconds=settings.WORKER_HEARTBEAT_SECONDS))
             orphans = set(
                 Call.objects.filter(state=Call.State.DIALING, claimed_at__lte=before).values_list("pk", flat=True)
             )
@@ -259,7 +283,12 @@ def _hand_on_orphans(last_seen: dict[str, datetime], now: datetime, result: Reco
                 log.warning("%d claimed call(s) no live worker holds: back to ready", released)
                 result.calls_released += released
         if "synthesis" in last_seen:
-            waiting = Q(calls__state=Call.State.RENDERING) | Q(voicemail_calls__state=Call.State.RENDERING)
+            waiting = (
+                Q(calls__state=Call.State.RENDERING)
+                | Q(voicemail_calls__state=Call.State.RENDERING)
+                | Q(call_clips__call__state=Call.State.RENDERING)
+                | Q(variant_clips__variant__calls__state=Call.State.RENDERING)
+            )
             pending = RenderedAudio.objects.filter(
                 waiting, state=RenderedAudio.State.PENDING, created_at__lte=last_seen["synthesis"]
             )

@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
     "voices",
     "synthesis",
     "telephony",
@@ -59,6 +61,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "herald.middleware.UserLanguageMiddleware",  # each staff member's own language (campaigns.StaffPreference)
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -102,6 +105,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- i18n, static, media --------------------------------------------------------------------------
 LANGUAGE_CODE = env_str("DJANGO_LANGUAGE_CODE", "en-us")
+# The languages staff can choose (admin → Language); English is the default and the source text.
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env_str("DJANGO_TIME_ZONE", "Asia/Shanghai")
 USE_I18N = True
 USE_TZ = True
@@ -182,6 +188,9 @@ WORKER_HEARTBEAT_SECONDS = env_float("HERALD_WORKER_HEARTBEAT_SECONDS", 10.0, mi
 WORKER_DEAD_SECONDS = env_float(
     "HERALD_WORKER_DEAD_SECONDS", 3 * WORKER_HEARTBEAT_SECONDS, minimum=2 * WORKER_HEARTBEAT_SECONDS
 )
+# Result webhooks out (campaigns.webhooks): beat sends due deliveries this often; a new event waits at most this
+# long, and a delivery whose worker died or whose message was lost is taken up again when its lease runs out.
+WEBHOOK_SWEEP_INTERVAL = env_float("HERALD_WEBHOOK_SWEEP_INTERVAL", 2.0, minimum=0.1)
 CELERY_BEAT_SCHEDULE = {
     "worker-recovery": {
         "task": "campaigns.tasks.recover_workers",
@@ -191,6 +200,11 @@ CELERY_BEAT_SCHEDULE = {
     "dialer-sweep": {"task": "campaigns.tasks.sweep", "schedule": SWEEP_INTERVAL},
     "housekeeping": {"task": "campaigns.tasks.housekeeping", "schedule": 60.0},
     "training-watchdog": {"task": "voices.tasks.resume_stale_training", "schedule": 60.0},
+    "webhooks-out": {
+        "task": "campaigns.tasks.send_webhooks",
+        "schedule": WEBHOOK_SWEEP_INTERVAL,
+        "options": {"expires": WEBHOOK_SWEEP_INTERVAL},
+    },
 }
 
 # --- Herald -------------------------------------------------------------------------------------
@@ -202,10 +216,21 @@ AUDIO_URL_TTL = env_int("HERALD_AUDIO_URL_TTL", 6 * 3600, minimum=60)
 CREDENTIALS_KEY = env_str("HERALD_CREDENTIALS_KEY", "")
 RENDER_BATCH_SIZE = env_int("HERALD_RENDER_BATCH_SIZE", 16, minimum=1)
 RENDER_STALE_SECONDS = env_int("HERALD_RENDER_STALE_SECONDS", 600, minimum=30)
+# Preflight estimates (admin -> campaign -> Preflight): clips a deployment's synthesis workers render per
+# second all together, and the length of an average call. The default is one 2-core CPU worker: 8 s clips at
+# 4.58x real time (README "GPT-SoVITS speed", fp32 batch 32) = 0.57 clips/s; set yours from bench/gptsovits.py.
+PREFLIGHT_RENDERS_PER_SECOND = env_float("HERALD_PREFLIGHT_RENDERS_PER_SECOND", 0.5, minimum=0.001)
+PREFLIGHT_CALL_SECONDS = env_float("HERALD_PREFLIGHT_CALL_SECONDS", 40.0, minimum=1.0)
+# One test call (Preflight page) per staff member per this many seconds.
+PREFLIGHT_TEST_CALL_INTERVAL = env_float("HERALD_PREFLIGHT_TEST_CALL_INTERVAL", 60.0, minimum=1.0)
 DIAL_STALE_SECONDS = env_int("HERALD_DIAL_STALE_SECONDS", 300, minimum=30)
 # Telephony workers: on shutdown, how long SIP calls in flight may go on before they are hung up (keep the
 # process manager's stop timeout above this).
 SIP_DRAIN_SECONDS = env_float("HERALD_SIP_DRAIN_SECONDS", 30.0, minimum=0.0)
+# SIP calls listen for carrier announcements ("您拨打的号码是空号", "已关机", …) matched against these recordings: a
+# directory with one folder per outcome (invalid_number, suspended, powered_off, unreachable, busy) of 8 kHz WAVs,
+# e.g. powered_off/china-mobile.wav. Empty: only SIT tones are listened for.
+ANNOUNCEMENT_DIR = env_str("HERALD_ANNOUNCEMENT_DIR", "")
 # Dialling limits: each telephony account's calls per second and channels are shared by every telephony worker
 # through this Redis (the broker's by default); with none (the embedded setup, one machine) through locked
 # state files under var/pacing. A person is called at most this many times in any 24 hours, all campaigns together.
@@ -227,7 +252,40 @@ WEBHOOK_MAX_BODY_BYTES = env_int("HERALD_WEBHOOK_MAX_BODY_BYTES", 64 * 1024, min
 # sandbox (http on 127.0.0.1/localhost) is allowed only where HERALD_TWILIO_SANDBOX says so (demo machines).
 TWILIO_API_HOSTS = [host.lower() for host in env_list("HERALD_TWILIO_API_HOSTS", ["api.twilio.com"])]
 TWILIO_SANDBOX = env_bool("HERALD_TWILIO_SANDBOX", False)
+# Result webhook endpoints must be https; http to this machine (127.0.0.1/localhost) only where this is on (demo
+# machines, tests).
+WEBHOOK_LOCAL_HTTP = env_bool("HERALD_WEBHOOK_LOCAL_HTTP", False)
 
+
+# --- the API (/api/v1/, campaigns.api): Django REST framework, OpenAPI 3 by drf-spectacular -------------
+# Requests a token (or a staff session) may make a minute, counted in the cache: Redis when there is one, so
+# every web process shares the count; in-process when embedded (one process).
+API_RATE_PER_MINUTE = env_int("HERALD_API_RATE_PER_MINUTE", 600, minimum=1)
+# A bulk upsert of 10,000 contacts with a few variables each is 2-4 MB of JSON; larger bodies get 413 unread.
+API_MAX_BODY_BYTES = env_int("HERALD_API_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024)
+CACHE_URL = env_str("HERALD_CACHE_URL", PACING_REDIS_URL)
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL, "KEY_PREFIX": "herald"}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "herald"}
+    )
+}
+REST_FRAMEWORK = {
+    # Views take their authentication, permissions, renderers and throttles from campaigns.api's base view;
+    # these are the defaults for anything that does not (the schema view among them).
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "campaigns.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Herald API",
+    "DESCRIPTION": "Contact lists and contacts for order systems; reports for BI tools. "
+    "Send `Authorization: Bearer hrld_…` (tokens are made in the admin).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 # --- calling hours: a hard callee-local cap of 08:00–21:00; these may only narrow it ------------------
 def _hard_cap_time(name: str, default: str) -> _time:

@@ -177,23 +177,27 @@ def _store(row: RenderedAudio, claimed_at: object, wave) -> None:  # wave: synth
     write_wav(media / orig_rel, wave, info=info)
     write_mulaw_wav(media / tel_rel, telephony, info=info)
     data = (media / tel_rel).read_bytes()
-    with transaction.atomic():
-        stored = RenderedAudio.objects.filter(
-            pk=row.pk, state=RenderedAudio.State.RENDERING, claimed_at=claimed_at
-        ).update(
-            state=RenderedAudio.State.READY,
-            telephony_file=tel_rel,
-            original_file=orig_rel,
-            sample_rate=telephony.sample_rate,
-            original_sample_rate=wave.sample_rate,
-            duration=round(telephony.duration, 3),
-            size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            error="",
-            rendered_at=timezone.now(),
-        )
-        if stored:
-            lifecycle.audio_ready(row.render_key)
+    stored = RenderedAudio.objects.filter(
+        pk=row.pk, state=RenderedAudio.State.RENDERING, claimed_at=claimed_at
+    ).update(
+        state=RenderedAudio.State.READY,
+        telephony_file=tel_rel,
+        original_file=orig_rel,
+        sample_rate=telephony.sample_rate,
+        original_sample_rate=wave.sample_rate,
+        duration=round(telephony.duration, 3),
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        error="",
+        rendered_at=timezone.now(),
+    )
+    # Its calls are woken only once the READY row is committed (this statement is its own transaction in a
+    # worker): a call whose last two clips finish in two workers at once is then seen ready by the later wake-up
+    # at least. Checked inside the transaction, each would miss the other's uncommitted clip and the call would
+    # wait forever. A worker that dies between the two: its batch, sent again, wakes them (_wake_if_ready), and
+    # housekeeping (lifecycle.ready_if_rendered) would in any case.
+    if stored:
+        lifecycle.audio_ready(row.render_key)
 
 
 def render(render_keys: list[str], *, claim_token: str = "") -> RenderSummary:
@@ -206,6 +210,7 @@ def render(render_keys: list[str], *, claim_token: str = "") -> RenderSummary:
     summary = RenderSummary()
     claimed = _claim(render_keys, claim_token)
     summary.skipped = [k for k in dict.fromkeys(render_keys) if k not in claimed]
+    _wake_if_ready(summary.skipped)
     if not claimed:
         return summary
     rows = list(RenderedAudio.objects.filter(render_key__in=list(claimed)).select_related("voice"))
@@ -252,6 +257,17 @@ def render(render_keys: list[str], *, claim_token: str = "") -> RenderSummary:
             else:
                 summary.rendered.append(row.render_key)
     return summary
+
+
+def _wake_if_ready(keys: list[str]) -> None:
+    """Keys a batch finds made already: their waiting calls are woken. Usually there are none waiting; but a
+    worker killed between storing a clip and waking its calls leaves them, and its batch is sent again (worker
+    recovery, or the broker's redelivery) to land here."""
+    if keys:
+        for key in RenderedAudio.objects.filter(render_key__in=keys, state=RenderedAudio.State.READY).values_list(
+            "render_key", flat=True
+        ):
+            lifecycle.audio_ready(key)
 
 
 def release_renders(task_ids: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 
 class RenderedAudio(models.Model):
@@ -40,7 +41,8 @@ class RenderedAudio(models.Model):
     rendered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        verbose_name_plural = "rendered audio"
+        verbose_name = gettext_lazy("rendered audio")
+        verbose_name_plural = gettext_lazy("rendered audio")
         constraints = [models.UniqueConstraint(fields=["render_key"], name="renderedaudio_unique_key")]
         indexes = [models.Index(fields=["state"], name="renderedaudio_state")]
 

@@ -8,14 +8,16 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from campaigns import lifecycle
+from campaigns import callflow, lifecycle
 from campaigns.models import CallAttempt, Campaign
 from campaigns.policy import is_machine
+from herald.logmask import mask_text
 from synthesis.models import RenderedAudio
 from synthesis.signing import signed_audio_url
-from telephony import outcomes, pacing
+from telephony import flows, outcomes, pacing
 from telephony.credentials import encrypt
 from telephony.models import TelephonyAccount
 from telephony.providers import get_provider
@@ -72,6 +74,13 @@ def place_call(call_id: int) -> str:
         return refused
     call = attempt.call
     campaign = call.campaign
+    run = flows.flow_run(call)
+    clip_paths: dict[str, str] = {}
+    if run is not None and account.kind == TelephonyAccount.Kind.SIP:  # SIP plays the clips itself
+        files = dict(RenderedAudio.objects.filter(render_key__in=set(run.clips.values())).values_list(
+            "render_key", "telephony_file"
+        ))
+        clip_paths = {name: str(Path(settings.MEDIA_ROOT) / files[key]) for name, key in run.clips.items() if files.get(key)}
     dial = Dial(
         attempt_id=attempt.pk,
         to=call.phone,
@@ -79,6 +88,11 @@ def place_call(call_id: int) -> str:
         audio_url=signed_audio_url(call.audio_id),
         wait_for_beep=campaign.machine_action == Campaign.MachineAction.VOICEMAIL and call.voicemail_audio_id is not None,
         audio_path=str(Path(settings.MEDIA_ROOT) / call.audio.telephony_file) if call.audio.telephony_file else "",
+        flow_token=flows.node_token(attempt.pk, callflow.ROOT, 1) if run is not None else "",
+        input_timeout=run.input_timeout if run is not None else 5,
+        flow=run.flow if run is not None else None,
+        clip_paths=clip_paths,
+        said=run.said if run is not None else {},
     )
     try:
         sid = get_provider(campaign.telephony_account).place(dial, outcomes.EVENTS)
@@ -93,6 +107,13 @@ def place_call(call_id: int) -> str:
             )
             return "ambiguous"
         pacing.release(account, lease)  # nobody was dialled
+        if exc.account:
+            # Every call of the campaign would meet it: pause with what to fix; this call goes back, unspent.
+            lifecycle.attempt_not_placed(attempt, reason=str(exc), at=timezone.now())
+            log.warning(
+                "call %s attempt %s not placed, campaign %s paused: %s", call.pk, number, campaign.pk, mask_text(str(exc))
+            )
+            return "account refused"
         outcomes.apply_status(
             attempt.pk, S.FAILED, error_code=exc.code, error_message=str(exc), permanent_error=exc.permanent
         )
@@ -140,6 +161,43 @@ def answer_machine(attempt_id: int, answered_by: str) -> str:
     provider.hang_up(attempt.provider_call_id)
     log.info("call %s attempt %s: hung up on %s", call.pk, attempt.number, answered_by)
     return "hung up"
+
+
+def worker_died(*, placing: list[int], sip_attempts: list[int], worker: str) -> int:
+    """What a dead worker was dialling is settled now rather than when it turns stale; returns how many attempts.
+
+    placing: the calls whose dial tasks it held. An attempt row it wrote without a call id from the provider may
+    or may not have reached the provider: it becomes ambiguous at once, and look_up_ambiguous_creates asks the
+    provider within seconds (found: adopted; surely never placed: failed, and dialled again). A SIP call lived in
+    the dead process (sip_attempts: the calls its heartbeat named, and those of its dial tasks): it ended with it.
+    The attempt is closed without a re-dial, as settle_silent_attempts would close it after SIP_CALL_LIMIT.
+    """
+    open_statuses = [S.CREATED, S.UNKNOWN, S.QUEUED, S.INITIATED, S.RINGING, S.IN_PROGRESS]
+    named = set(sip_attempts)
+    settled = 0
+    for attempt in (
+        CallAttempt.objects.filter(Q(call_id__in=placing) | Q(pk__in=sip_attempts), status__in=open_statuses)
+        .select_related("call")
+        .order_by("pk")
+    ):
+        if attempt.pk not in named and attempt.number != attempt.call.attempts_made:
+            continue  # an earlier attempt of the call, left to its own callbacks
+        if attempt.provider == "sip":
+            outcomes.apply_status(
+                attempt.pk,
+                S.FAILED,
+                error_code="worker-died",
+                error_message=f"the worker process holding this SIP call ({worker}) died during it; not re-dialled",
+                permanent_error=True,
+            )
+            settled += 1
+        elif attempt.status == S.CREATED and not attempt.provider_call_id:
+            settled += CallAttempt.objects.filter(pk=attempt.pk, status=S.CREATED, provider_call_id=None).update(
+                status=S.UNKNOWN,
+                error_code="worker-died",
+                error_message=f"its worker ({worker}) died while placing it; asking the provider whether it was placed",
+            )
+    return settled
 
 
 def look_up_ambiguous_creates(now=None) -> int:

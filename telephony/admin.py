@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import models
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from campaigns.getting_started import tell_imported
+from telephony.accounts import check_credentials
 from telephony.actions import set_auth_token
 from telephony.forms import TelephonyAccountForm
 from telephony.models import ProviderEvent, TelephonyAccount
@@ -34,9 +37,29 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
                 "digest credentials.",
             },
         ),
+        (
+            "SIP caller presentation",
+            {
+                "fields": ["sip_display_name", "sip_asserted_identity", "sip_privacy"],
+                "description": "SIP trunk accounts only, all optional: what the carrier is told about the caller. "
+                "The caller ID itself is the campaign's.",
+            },
+        ),
         ("Numbers and limits", {"fields": ["caller_ids", "calls_per_second", "max_concurrent_calls"]}),
     ]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    actions = ["test_credentials", "import_numbers"]
+
+    @admin.action(description="Test credentials (no call is placed)", permissions=["view"])
+    def test_credentials(self, request: HttpRequest, queryset: QuerySet[TelephonyAccount]) -> None:
+        for account in queryset.order_by("name"):
+            result = check_credentials(account)
+            self.message_user(request, result.message, messages.SUCCESS if result.ok else messages.ERROR)
+
+    @admin.action(description="Import my numbers as caller ids (Twilio)", permissions=["change"])
+    def import_numbers(self, request: HttpRequest, queryset: QuerySet[TelephonyAccount]) -> None:
+        for account in queryset.order_by("name"):
+            tell_imported(request, account)
 
     @admin.display(description="endpoint")
     def endpoint(self, obj: TelephonyAccount) -> str:

@@ -25,6 +25,14 @@ def encrypt(secret: str) -> str:
     return _fernet().encrypt(secret.encode()).decode()
 
 
+def decrypt(stored: str, *, what: str) -> str:
+    """A secret `encrypt` stored; CredentialsError naming `what` when it cannot be read back."""
+    try:
+        return _fernet().decrypt(stored.encode()).decode()
+    except InvalidToken:
+        raise CredentialsError(f"{what}: the stored secret cannot be decrypted (HERALD_CREDENTIALS_KEY changed?)") from None
+
+
 def auth_token(account: TelephonyAccount) -> str:
     """The account's auth token; CredentialsError (naming where it was looked for) when absent."""
     if account.auth_token_env:

@@ -44,8 +44,16 @@ class TelephonyAccountForm(forms.ModelForm):
             "sip_port",
             "sip_transport",
             "sip_domain",
+            "sip_display_name",
+            "sip_asserted_identity",
+            "sip_privacy",
         ]
-        labels = {"account_sid": "Account SID / SIP username"}
+        labels = {
+            "account_sid": "Account SID / SIP username",
+            "sip_display_name": "Display name",
+            "sip_asserted_identity": "P-Asserted-Identity",
+            "sip_privacy": "Privacy",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -11,6 +11,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
+
+from telephony.sip.types import display_name_problem
+from telephony.sip.ua import asserted_identity_problem
 
 _PORT_MESSAGE = "A port is a number from 1 to 65535."
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -64,6 +68,11 @@ class TelephonyAccount(models.Model):
         TCP = "tcp", "TCP"
         TLS = "tls", "TLS"
 
+    class Privacy(models.TextChoices):  # telephony.sip.types.PRIVACY_VALUES
+        UNSET = "", "No Privacy header"
+        ID = "id", "id: withhold the identity"
+        NONE = "none", "none: show the identity"
+
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.TWILIO)
     account_sid = models.CharField(max_length=64, blank=True, help_text="Twilio Account SID (or SIP username)")
@@ -100,7 +109,32 @@ class TelephonyAccount(models.Model):
         help_text="SIP trunk: the domain of our From address (sip:caller-id@domain) when the carrier asks for "
         "one; blank = the SIP server.",
     )
+    # SIP trunk caller presentation: the INVITE's From display name, P-Asserted-Identity and Privacy (RFC 3325).
+    sip_display_name = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SIP trunk: the name shown with the caller ID (From display name), e.g. Acme Deliveries; "
+        "sent quoted. Blank = none.",
+    )
+    sip_asserted_identity = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="SIP trunk: P-Asserted-Identity, the identity the trunk vouches for, as a sip: or tel: URI "
+        "(e.g. tel:+862161234567) when the carrier asks for one. Blank = none.",
+    )
+    sip_privacy = models.CharField(
+        max_length=4,
+        choices=Privacy.choices,
+        blank=True,
+        default=Privacy.UNSET,
+        help_text="SIP trunk: the Privacy header. 'id' asks the carrier to withhold the asserted identity from the "
+        "callee; 'none' asks it to pass it on.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = gettext_lazy("telephony account")
+        verbose_name_plural = gettext_lazy("telephony accounts")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
@@ -116,6 +150,14 @@ class TelephonyAccount(models.Model):
             raise ValidationError(
                 {"sip_host": "A SIP trunk account needs the SIP server's host name or IP address."}
             )
+        problems = {}
+        if self.sip_display_name:
+            problems["sip_display_name"] = display_name_problem(self.sip_display_name)
+        if self.sip_asserted_identity:
+            problems["sip_asserted_identity"] = asserted_identity_problem(self.sip_asserted_identity)
+        problems = {field: problem for field, problem in problems.items() if problem}
+        if problems:
+            raise ValidationError(problems)
         for field in ("sip_host", "sip_domain"):
             value = getattr(self, field)
             if value and not _is_host(value):
@@ -147,4 +189,6 @@ class ProviderEvent(models.Model):
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
+        verbose_name = gettext_lazy("provider event")
+        verbose_name_plural = gettext_lazy("provider events")
         ordering = ["received_at", "pk"]

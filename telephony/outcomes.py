@@ -13,7 +13,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from campaigns import lifecycle
+from campaigns import callflow, lifecycle
 from campaigns.models import CallAttempt
 from campaigns.policy import ENDED, is_provider_failure
 from telephony import pacing
@@ -73,6 +73,9 @@ def apply_status(
             attempt.error_message = error_message[:2000]
         if status in TERMINAL:
             attempt.ended_at = at
+            if attempt.path and not attempt.action:
+                # The callee left the flow without choosing: hung up in the node it was in.
+                attempt.action, attempt.action_detail = callflow.HUNG_UP, (attempt.path[-1] or "message")[:200]
         attempt.save()
         if status in TERMINAL:
             campaign = lifecycle.attempt_ended(attempt, permanent_error=permanent_error, at=at)
@@ -135,9 +138,74 @@ def apply_gather(attempt_id: int, digits: str, *, at: datetime | None = None) ->
     return True
 
 
+def apply_flow_key(
+    attempt_id: int, flow: callflow.Flow, menu: str, prompts: int, key: str, *, said: dict[str, str] | None = None,
+    at: datetime | None = None,
+) -> callflow.Step | None:
+    """The callee answered the menu at `menu` (offered `prompts` times) with `key` ("" for nothing): the flow's
+    next step, recorded on the attempt (path, keys, final action) and reported to the lifecycle. The same key
+    wait delivered again gets the same step and records nothing; None for an attempt that already ended with its
+    action recorded (a late key changes nothing; an opt-out is still honoured)."""
+    at = at or timezone.now()
+    step = callflow.press(flow, menu, prompts, key)
+    with transaction.atomic():
+        attempt = (
+            CallAttempt.objects.select_for_update(of=("self", "call"))
+            .select_related("call__campaign")
+            .get(pk=attempt_id)
+        )
+        mark = f"flow:{menu or '-'}:{prompts}"
+        answered = [entry[0] for entry in attempt.timeline if str(entry[0]).startswith(f"{mark}:")]
+        if answered and answered[0] == f"{mark}:{key[:1] or '-'}":
+            return step  # the same key wait delivered again: the same answer, recorded once
+        if answered or attempt.action or (attempt.status in TERMINAL and attempt.listened_to_end):
+            if step.opt_out and attempt.action != callflow.OPTED_OUT:  # an opt-out is honoured however late
+                lifecycle.do_not_call({attempt.call.phone: f"chose opt-out on call {attempt.call_id}"}, source="keypress")
+            log.warning("late flow key %r for attempt %s (%s) not applied", key[:1], attempt_id,
+                        attempt.action or attempt.status)
+            return None
+        if menu == callflow.ROOT and not attempt.listened_to_end:
+            attempt.listened_to_end = True  # the message played to its end (or was answered with a key)
+        if key:
+            attempt.digits = (attempt.digits + key[:1])[: callflow.MAX_KEYS]
+        attempt.path = callflow.record(attempt.path, step)
+        if step.action:
+            attempt.action = step.action
+            attempt.action_detail = (said or {}).get(step.node, step.detail)[:200]
+        attempt.timeline = [*attempt.timeline, [f"{mark}:{key[:1] or '-'}", at.isoformat()]]
+        attempt.save(update_fields=["listened_to_end", "digits", "path", "action", "action_detail", "timeline"])
+        lifecycle.flow_step(attempt, opt_out=step.opt_out, at=at)
+    return step
+
+
+def transfer_ended(attempt_id: int, connected: bool, *, at: datetime | None = None) -> bool:
+    """The transfer the flow asked for connected, or the carrier refused it (the fallback clip plays)."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        attempt = CallAttempt.objects.select_for_update().get(pk=attempt_id)
+        if attempt.action != callflow.TRANSFERRED or connected:
+            return False
+        attempt.action = callflow.TRANSFER_REFUSED
+        attempt.timeline = [*attempt.timeline, ["transfer:refused", at.isoformat()]]
+        attempt.save(update_fields=["action", "timeline"])
+        lifecycle.attempt_changed(attempt)
+    return True
+
+
 def record_ending(attempt_id: int, ending: Ending) -> None:
     """Apply a call's end as one provider reports it in-process: the keypress first (it decides an opt-out),
-    then the final status."""
+    then the final status. A refusal of the account (Ending.account) that came before anyone's phone rang
+    pauses the campaign instead and gives the call back its attempt (lifecycle.attempt_not_placed)."""
+    if ending.account:
+        attempt = CallAttempt.objects.filter(pk=attempt_id).first()
+        if attempt is not None and attempt.status in NOT_RINGING:
+            lifecycle.attempt_not_placed(
+                attempt, reason=ending.error_message, at=timezone.now(), statuses=NOT_RINGING
+            )
+            if not CallAttempt.objects.filter(pk=attempt_id).exists():
+                pacing.call_ended(attempt)  # its channel is free again
+                log.warning("attempt %s not placed: %s", attempt_id, ending.error_message)
+                return
     if ending.gather is not None:
         apply_gather(attempt_id, ending.gather)
     apply_status(
@@ -148,6 +216,10 @@ def record_ending(attempt_id: int, ending: Ending) -> None:
         error_message=ending.error_message,
         permanent_error=ending.permanent,
     )
+
+
+# Statuses of an attempt whose callee's phone has not rung (created, handed to the provider, 100 Trying).
+NOT_RINGING = (CallAttempt.Status.CREATED, CallAttempt.Status.QUEUED, CallAttempt.Status.INITIATED)
 
 
 def record_progress(attempt_id: int, status: str) -> None:

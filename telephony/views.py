@@ -5,17 +5,20 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from campaigns import callflow
 from campaigns.models import CallAttempt, Campaign
-from telephony import actions, outcomes
+from synthesis.signing import signed_audio_url
+from telephony import actions, flows, outcomes
 from telephony.credentials import CredentialsError
 from telephony.models import ProviderEvent, TelephonyAccount
-from telephony.providers import get_provider
+from telephony.providers import get_provider, twilio
 from telephony.providers.base import ProviderError
 
 log = logging.getLogger(__name__)
@@ -147,14 +150,16 @@ def twilio_status(request: HttpRequest, attempt_id: int) -> HttpResponse:
             event.note = f"CallDuration: {problem}"[:255]
             event.save(update_fields=["note"])
             log.warning("status webhook %s: CallDuration %s", event.pk, problem)
+        # A SipResponseCode saying the number does not exist makes it an invalid number (twilio.status_error).
+        error_code, error_message = twilio.status_error(status, request.POST)
         try:
             applied = outcomes.apply_status(
                 attempt.pk,
                 status,
                 answered_by=request.POST.get("AnsweredBy", ""),
                 duration=duration,
-                error_code=request.POST.get("ErrorCode", ""),
-                error_message=request.POST.get("ErrorMessage", ""),
+                error_code=error_code,
+                error_message=error_message,
             )
         except ValueError as exc:
             event.note = str(exc)[:255]
@@ -176,17 +181,93 @@ def twilio_gather(request: HttpRequest, attempt_id: int) -> HttpResponse:
         return refused
     if attempt is not None and event is not None:
         digits = request.POST.get("Digits", "").strip()
+        if "node" in request.GET:
+            return _flow_gather(attempt, event, request.GET["node"], digits)
         if outcomes.apply_gather(attempt.pk, digits):
             event.applied = True
             event.save(update_fields=["applied"])
-        if (
-            not digits
-            and not attempt.answered_by  # as loaded before this request: detection has not reported yet
-            and attempt.call.campaign.machine_action == Campaign.MachineAction.VOICEMAIL
-            and attempt.call.voicemail_audio_id
-        ):
+        if _waits_for_beep(attempt, digits):
             return HttpResponse(TWIML_WAIT_FOR_BEEP, content_type="text/xml")
     return HttpResponse(TWIML_HANGUP, content_type="text/xml")
+
+
+def _waits_for_beep(attempt: CallAttempt, digits: str) -> bool:
+    """Silence after the message while detection has not reported, on a campaign that leaves voicemails."""
+    return (
+        not digits
+        and not attempt.answered_by  # as loaded before this request: detection has not reported yet
+        and attempt.call.campaign.machine_action == Campaign.MachineAction.VOICEMAIL
+        and attempt.call.voicemail_audio_id is not None
+    )
+
+
+def _note(event: ProviderEvent, note: str) -> None:
+    event.note = note[:255]
+    event.save(update_fields=["note"])
+    log.warning("webhook %s: %s", event.pk, note)
+
+
+def _flow_gather(attempt: CallAttempt, event: ProviderEvent, token: str, digits: str) -> HttpResponse:
+    """A key (or silence) in a call flow's menu: record it, answer with the next node's TwiML."""
+    where = flows.read_node_token(attempt.pk, token)
+    if where is None:
+        _note(event, "flow node token not signed for this attempt")
+        return HttpResponseForbidden()
+    run = flows.flow_run(attempt.call)
+    if run is None:
+        _note(event, "the campaign has no call flow any more")
+        return HttpResponse(TWIML_HANGUP, content_type="text/xml")
+    menu, prompts = where
+    if menu == callflow.ROOT and prompts == 1 and _waits_for_beep(attempt, digits):
+        return HttpResponse(TWIML_WAIT_FOR_BEEP, content_type="text/xml")
+    try:
+        step = outcomes.apply_flow_key(attempt.pk, run.flow, menu, prompts, digits, said=run.said)
+    except callflow.FlowError as exc:  # the flow was edited under a running call
+        _note(event, f"flow: {exc}")
+        return HttpResponse(TWIML_HANGUP, content_type="text/xml")
+    if step is None:
+        return HttpResponse(TWIML_HANGUP, content_type="text/xml")
+    event.applied = True
+    event.save(update_fields=["applied"])
+    twiml = twilio.flow_twiml(
+        attempt.pk,
+        [signed_audio_url(run.clips[name]) for name in step.play if name in run.clips],
+        flow_token=flows.node_token(attempt.pk, step.gather, step.prompts) if step.gather is not None else "",
+        gather=step.gather is not None,
+        timeout=run.input_timeout,
+        transfer_to=step.transfer_to,
+        transfer_action=f"{twilio.webhook_url('telephony:twilio-transfer', attempt.pk)}?"
+        f"{urlencode({'node': flows.node_token(attempt.pk, step.node, 0)})}",
+    )
+    return HttpResponse(twiml, content_type="text/xml")
+
+
+@csrf_exempt
+@require_POST
+@limit_body
+def twilio_transfer(request: HttpRequest, attempt_id: int) -> HttpResponse:
+    """The <Dial> of a transfer ended: connected, or refused (busy, no answer, failed), when the fallback clip
+    says the number to call."""
+    attempt, event, refused = _receive(request, attempt_id, ProviderEvent.Kind.GATHER)
+    if refused:
+        return refused
+    if attempt is None or event is None:
+        return HttpResponse(TWIML_HANGUP, content_type="text/xml")
+    where = flows.read_node_token(attempt.pk, request.GET.get("node", ""))
+    run = flows.flow_run(attempt.call)
+    if where is None or run is None:
+        _note(event, "transfer result without a node signed for this attempt")
+        return HttpResponseForbidden() if where is None else HttpResponse(TWIML_HANGUP, content_type="text/xml")
+    status = request.POST.get("DialCallStatus", "")
+    connected = status in ("completed", "answered")
+    event.applied = outcomes.transfer_ended(attempt.pk, connected)
+    event.note = f"transfer {status or '-'}"
+    event.save(update_fields=["applied", "note"])
+    if connected:
+        return HttpResponse(TWIML_HANGUP, content_type="text/xml")
+    step = callflow.transfer_refused(run.flow, where[0])
+    urls = [signed_audio_url(run.clips[name]) for name in step.play if name in run.clips]
+    return HttpResponse(twilio.flow_twiml(attempt.pk, urls, gather=False), content_type="text/xml")
 
 
 @csrf_exempt

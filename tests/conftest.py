@@ -21,6 +21,7 @@ from telephony.actions import set_auth_token
 from telephony.models import TelephonyAccount
 from tests.strict import pytest_configure  # noqa: F401  (strict mode: HERALD_STRICT_TESTS=1 fails skips)
 from tests.wait import wait_until
+from tests.webhook_receiver import LocalReceiver
 from voices.models import Voice
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +134,22 @@ def make_campaign(db, account, voices):
         return campaign
 
     return make
+
+
+@pytest.fixture
+def receivers(monkeypatch) -> Iterator:
+    """Start result webhook receivers (the README's, on 127.0.0.1: tests/webhook_receiver.py); all stopped after."""
+    started: list[LocalReceiver] = []
+
+    def make(**kwargs) -> LocalReceiver:
+        receiver = LocalReceiver(monkeypatch, **kwargs).start()
+        started.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in started:
+        if receiver.server is not None:
+            receiver.stop()
 
 
 # --- headless Chromium for admin pages -------------------------------------------------------------

@@ -20,3 +20,5 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 SWEEP_INTERVAL = 0.5
 # Tests dial the local Twilio sandbox over http, as a demo machine does (the checks of api_base_url set it off).
 TWILIO_SANDBOX = True
+# Tests post result webhooks to receivers on 127.0.0.1 over http.
+WEBHOOK_LOCAL_HTTP = True

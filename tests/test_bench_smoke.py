@@ -1,6 +1,7 @@
-"""bench/plan.py, bench/report.py, bench/frontend.py and bench/campaign.py run at a tiny size (their figures go to
-the README, never into an assert). plan and report need PostgreSQL: they get a database of their own, as `make bench`
-does; campaign makes (and drops) its own database and starts its own redis-server."""
+"""bench/plan.py, bench/report.py, bench/webhooks.py, bench/frontend.py, bench/campaign.py, bench/api.py and
+bench/announce.py run at a tiny size (their figures go to the README, never into an assert). plan and report need
+PostgreSQL: they get a database of their own, as `make bench` does; campaign makes (and drops) its own database and
+starts its own redis-server."""
 
 from __future__ import annotations
 
@@ -54,12 +55,30 @@ def test_the_planning_bench_runs_at_a_tiny_size(bench_database):
     assert got["contacts_per_second"] > 0 and "meets_target" in got
 
 
+def test_the_planning_bench_runs_with_a_call_flow(bench_database):
+    got = figures(run("bench/plan.py", "--contacts", "300", "--flow", env=bench_database))
+
+    # Two slot clips per planned callee; every callee is in one time zone, so they are four renders (two slots,
+    # two voices), and the flow's seven clips without variables are rendered once per voice.
+    assert (got["calls"], got["flow"]) == (300, True)
+    assert got["callee_clips"] == 2 * got["planned"]
+    assert got["renders"] == got["planned"] + 4 + 2 * 7
+
+
 def test_the_report_bench_runs_at_a_tiny_size(bench_database):
     got = figures(run("bench/report.py", "--calls", "1000", "--regenerate", "--repeat", "1", env=bench_database))
 
     assert (got["bench"], got["calls"]) == ("report", 1000)
     assert got["attempts"] > got["calls"]  # every call has attempt 1, half of them attempt 2
     assert set(got["seconds_per_page"]) >= {"report page", "report CSV", "API report"}
+
+
+def test_the_webhooks_bench_runs_at_a_tiny_size(bench_database):
+    got = figures(run("bench/webhooks.py", "--deliveries", "40", "--threads", "2", env=bench_database))
+
+    # Every delivery posted once to the README's receiver, which verified each signature and handled each event.
+    assert (got["database"], got["deliveries"], got["delivered"], got["handled_by_receiver"]) == ("postgresql", 40, 40, 40)
+    assert got["verdicts"] == {"delivered": 40} and got["deliveries_per_second"] > 0
 
 
 def test_the_frontend_bench_runs():
@@ -89,3 +108,23 @@ def test_the_campaign_bench_runs_at_a_tiny_size(setup, tmp_path):
     assert {"web", "telephony", "sandbox", "machine (everything)"} <= set(got["cpu_ms_per_call"])
     assert got["unfinished_calls"] == 0 and "meets_target" in got
     assert {"start", "max_1min", "end"} <= set(got["load_average"])
+
+
+def test_the_api_bench_runs_at_a_tiny_size(bench_database):
+    got = figures(run("bench/api.py", "--contacts", "300", "--batch", "120", env=bench_database))
+
+    # Three passes over the same contacts through the API: all new, all changed, all unchanged (the bench
+    # asserts each answer's counts itself).
+    assert (got["contacts"], got["batch"], got["database"]) == (300, 120, "postgresql")
+    assert all(got[f"{k}_per_second"] > 0 for k in ("created", "updated", "unchanged")) and "meets_target" in got
+
+
+def test_the_announcement_bench_runs_at_a_tiny_size():
+    got = figures(run("bench/announce.py", "--smoke"))
+
+    # Twelve held-out examples through both detectors: every example lands in the confusion table once.
+    assert (got["bench"], got["set"], got["examples"], got["smoke"]) == ("announce", "held-out", 12, True)
+    labels = {"invalid_number", "suspended", "powered_off", "unreachable", "busy", "none"}
+    assert set(got["confusion"]) == labels and all(set(row) == labels for row in got["confusion"].values())
+    assert sum(sum(row.values()) for row in got["confusion"].values()) == 12
+    assert got["references"] == 15 and got["us_per_packet"]["announcement"] > 0 and got["us_per_packet"]["sit"] > 0

@@ -127,4 +127,13 @@ def test_the_demo_finishes_when_its_telephony_worker_is_killed(demo):
     out = run.output()
     assert "telephony-worker exited with -9; starting it again" in out
     assert "40/40 calls finished" in out, out[-2000:]
+    # The campaign runs the demo's call flow, and the report prints its funnel.
+    assert "Call flow '送达提醒 按键菜单': answered by a person → reached the menu → how it ended" in out, out[-2000:]
+    funnel = out.split("how it ended\n")[1].splitlines()
+    assert funnel[0].split() == ["human", "menu", "confirmed", "rescheduled", "opted-out", "transferred", "refused",
+                                 "no-input", "hung-up"]
+    assert [line.split()[0] for line in funnel[1:4]] == ["All", "A", "B"]
+    # Every call that reached the menu ended with a final action the webhooks recorded, most of them confirmed.
+    human, menu, *counts = [int(cell) for cell in funnel[1].split()[2:] if not cell.endswith("%")]
+    assert 0 < menu <= human and sum(counts) == menu and counts[0] > 0, funnel
     print(f"\ndemo finished {time.monotonic() - killed_at:.1f} s after its telephony worker was killed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 
 class Voice(models.Model):
@@ -50,6 +51,8 @@ class Voice(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
+        verbose_name = gettext_lazy("voice")
+        verbose_name_plural = gettext_lazy("voices")
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -80,6 +83,10 @@ class SpeakerConsent(models.Model):
     recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     recorded_at = models.DateTimeField(default=timezone.now, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = gettext_lazy("speaker consent")
+        verbose_name_plural = gettext_lazy("speaker consents")
 
     def __str__(self) -> str:
         state = "revoked" if self.revoked_at else "active"
@@ -124,6 +131,8 @@ class VoiceDraft(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
+        verbose_name = gettext_lazy("voice draft")
+        verbose_name_plural = gettext_lazy("voice drafts")
         ordering = ["-created_at"]
         permissions = [("approve_consent", "Can approve a speaker's spoken consent")]
 

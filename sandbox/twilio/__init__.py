@@ -39,8 +39,16 @@ Faults, for tests of the client, all drawn from the seed too:
   comes: the connection is held ``create_hang_seconds``, then dropped),
   ``500-after`` (created, then a 500), ``500-before`` (a 500, nothing created),
   ``20429`` (429 Too Many Requests), ``21211`` (invalid To), ``13224`` (a number
-  Twilio will not call). The client cannot tell ``500-after`` from
+  Twilio will not call), and refusals of the account rather than the call:
+  ``20003`` (401 Authenticate), ``20005`` (401 Account not active), ``21210`` (caller id not verified), ``21212``
+  (invalid From), ``21215`` (the account's geographic permissions do not
+  allow the number's country). The client cannot tell ``500-after`` from
   ``500-before``: that is the point.
+* Outcome ``invalid_number``: the call fails with ``SipResponseCode`` 404
+  (and ErrorCode 13224). Every final status callback carries a
+  ``SipResponseCode`` (200 answered, 486 busy, 487 no answer or canceled,
+  503 a carrier failure). ``amd_script`` makes detection report any
+  AnsweredBy (``fax``, ``unknown``, ``machine_end_silence``, ...).
 * ``duplicate_callbacks``: probability that a status callback (or a
   ``<Gather>`` action) is delivered twice.
 * ``reorder_callbacks``: probability that a status callback other than the

@@ -80,6 +80,7 @@ class Call:
         self.answered_by: str | None = None
         self.error_code: int | None = None
         self.error_message: str | None = None
+        self.sip_response: int | None = None  # the final SIP response (SipResponseCode), once the call ended
 
         # control from the REST API
         self.interrupt = threading.Event()
@@ -96,6 +97,7 @@ class Call:
         self.answered = False
         self.digits: str | None = None
         self.gathers: list[str] = []
+        self.transfers: list[dict] = []  # <Dial>: {to, kind (Number/Sip), status}
         self.audio_started = 0
         self.audio_interrupted = False
         self.hung_up_early = False
@@ -193,6 +195,7 @@ class Call:
             "answered_by": self.answered_by,
             "digits": self.digits,
             "gathers": list(self.gathers),
+            "transfers": [dict(t) for t in self.transfers],
             "listened_to_end": bool(
                 self.audio_started
                 and not self.hung_up_early
@@ -206,6 +209,7 @@ class Call:
             "duration": self.duration if self.duration is not None else 0,
             "error_code": self.error_code,
             "error_message": self.error_message,
+            "sip_response_code": self.sip_response,
             "callbacks": [(u, dict(p), s) for u, p, s in self.callbacks],
             "requests": [dict(r) for r in self.requests],
             "notes": list(self.notes),

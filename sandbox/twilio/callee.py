@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 
-OUTCOMES = ("answered", "busy", "no-answer", "failed", "machine")
+# "invalid-number": the carrier says the number does not exist (SIP 404). Listed before "machine", the fallback
+# of a draw that rounding leaves past every weight.
+OUTCOMES = ("answered", "busy", "no-answer", "failed", "invalid-number", "machine")
 
 # Simulated timings, in seconds before time_scale is applied.
 RING_SECONDS = (3.0, 15.0)
@@ -20,7 +22,7 @@ def draw_plan(rng: random.Random, weights: dict[str, float], hangup_early: float
     outcome = OUTCOMES[-1]
     acc = 0.0
     for name in OUTCOMES:
-        acc += weights[name]
+        acc += weights.get(name, 0.0)
         if u < acc:
             outcome = name
             break

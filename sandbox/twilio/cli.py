@@ -19,6 +19,13 @@ def _parse_account(value: str) -> tuple[str, str]:
     return sid, token
 
 
+def _numbers(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    owned: dict[str, list[str]] = {}
+    for sid, number in pairs:
+        owned.setdefault(sid, []).append(number)
+    return owned
+
+
 def _parse_digits(value: str) -> dict[str, float]:
     digits: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in value.split(","))):
@@ -57,12 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SID:TOKEN",
         help="an account the REST API accepts (repeatable)",
     )
+    parser.add_argument(
+        "--number",
+        action="append",
+        type=_parse_account,
+        default=[],
+        metavar="SID:+E164",
+        help="a number the account owns, listed by IncomingPhoneNumbers (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--answer", type=float, default=0.6)
     parser.add_argument("--busy", type=float, default=0.1)
     parser.add_argument("--no-answer", type=float, default=0.2)
     parser.add_argument("--machine", type=float, default=0.1)
     parser.add_argument("--failed", type=float, default=0.0)
+    parser.add_argument("--invalid-number", type=float, default=0.0, metavar="P",
+                        help="weight of calls the carrier refuses with SIP 404 (status failed)")
     parser.add_argument(
         "--digits",
         type=_parse_digits,
@@ -71,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         help='e.g. "1:0.5,2:0.2,9:0.05"; "" presses nothing',
     )
     parser.add_argument("--hangup-early", type=float, default=0.1)
+    parser.add_argument("--transfer-answer", type=float, default=0.8, metavar="P")
+    parser.add_argument("--menu-hangup", type=float, default=0.0, metavar="P",
+                        help="probability a person hangs up at each <Gather> after the first")
     parser.add_argument("--time-scale", type=float, default=0.01)
     parser.add_argument(
         "--allow-host",
@@ -109,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             no_answer=args.no_answer,
             machine=args.machine,
             failed=args.failed,
+            invalid_number=args.invalid_number,
             digits=args.digits,
             hangup_early=args.hangup_early,
+            transfer_answer=args.transfer_answer,
+            menu_hangup=args.menu_hangup,
             time_scale=args.time_scale,
             host=args.host,
             port=args.port,
@@ -121,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             duplicate_callbacks=args.duplicate_callbacks,
             reorder_callbacks=args.reorder_callbacks,
             queue_delay=args.queue_delay,
+            numbers=_numbers(args.number),
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 # Error codes used in status callbacks and the call resource.
 CARRIER_FAILURE = (31005, "Connection error: the call could not be connected (simulated carrier failure)")
+# A number the carrier does not know: Twilio reports it with the carrier's final SIP response (SipResponseCode).
+INVALID_NUMBER = (13224, "The number you are attempting to call is not valid or cannot be reached (simulated)")
 HTTP_RETRIEVAL_FAILURE = 11200
+# What answering-machine detection can report (AnsweredBy), as Twilio documents it.
+ANSWERED_BY = (
+    "human", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax", "unknown",
+)
 DOCUMENT_PARSE_FAILURE = 12100
 INVALID_CONTENT_TYPE = 12300
 
@@ -32,7 +38,8 @@ class TwimlHangup(Exception):
 class AppError(Exception):
     """An application error (Twilio 11200/12100/12300): the call fails."""
 
-    def __init__(self, code: int, message: str):
+    def __init__(self, code: int, message: str, *, sip_response: int | None = None):
         super().__init__(f"{code} {message}")
         self.code = code
         self.message = message
+        self.sip_response = sip_response  # the carrier's final SIP response, when it ended the call

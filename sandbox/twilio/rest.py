@@ -4,6 +4,7 @@ errors, and the create faults."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import logging
 import random
@@ -31,7 +32,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("sandbox.twilio")  # one logger for the whole sandbox
 
 E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
-CREATE_FAULTS = ("timeout", "500-after", "500-before", "20429", "21211", "13224")
+CREATE_FAULTS = (
+    "timeout", "500-after", "500-before", "20429", "21211", "13224",
+    # refusals of the account, not the call: credentials, caller id not verified, invalid From, geo permissions
+    "20003", "20005", "21210", "21212", "21215",
+)
+GEO_PERMISSIONS_URL = "https://www.twilio.com/console/voice/calls/geo-permissions/low-risk"
 
 
 class ApiError(Exception):
@@ -71,6 +77,36 @@ def account_resource(sid: str, token: str) -> dict:
         "subresource_uris": {"calls": f"{base}/Calls.json"},
         "type": "Full",
         "uri": f"{base}.json",
+    }
+
+
+def numbers_page(sid: str, numbers: list[str], uri: str) -> dict:
+    """Twilio's list of an account's IncomingPhoneNumbers, all on one page."""
+    now = rfc2822(utc_now())
+    resources = [
+        {
+            "account_sid": sid,
+            "capabilities": {"voice": True, "sms": False, "mms": False, "fax": False},
+            "date_created": now,
+            "date_updated": now,
+            "friendly_name": number,
+            "phone_number": number,
+            "sid": "PN" + hashlib.sha256(f"{sid}:{number}".encode()).hexdigest()[:32],
+            "status": "in-use",
+            "uri": f"/{API_VERSION}/Accounts/{sid}/IncomingPhoneNumbers/{number}.json",
+        }
+        for number in numbers
+    ]
+    return {
+        "incoming_phone_numbers": resources,
+        "end": max(len(resources) - 1, 0),
+        "first_page_uri": f"{uri}?PageSize=50&Page=0",
+        "next_page_uri": None,
+        "page": 0,
+        "page_size": 50,
+        "previous_page_uri": None,
+        "start": 0,
+        "uri": f"{uri}?PageSize=50&Page=0",
     }
 
 
@@ -120,6 +156,23 @@ class RestApi:
             raise ApiError(400, 21211, f"Invalid 'To' Phone Number: {to}")
         if fault == "13224":
             raise ApiError(400, 13224, f"The phone number you are attempting to call, {to}, is not valid.")
+        # Refusals of the account rather than the call, as Twilio words them: nothing is created.
+        if fault == "20003":
+            raise ApiError(401, 20003, "Authenticate")
+        if fault == "20005":
+            raise ApiError(401, 20005, "Account not active")
+        if fault == "21210":
+            raise ApiError(
+                400, 21210, f"The source phone number provided, {from_}, is not yet verified for your account. "
+                "You may only make calls from phone numbers that you've verified or purchased from Twilio."
+            )
+        if fault == "21212":
+            raise ApiError(400, 21212, f"The phone number you are attempting to call from, {from_}, is not valid.")
+        if fault == "21215":
+            raise ApiError(
+                400, 21215, f"Account not authorized to call {to}. Perhaps you need to enable some international "
+                f"permissions: {GEO_PERMISSIONS_URL}"
+            )
         if fault == "500-before":
             raise ApiError(500, 20500, "Internal Server Error")
         with store.lock:

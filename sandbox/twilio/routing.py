@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from sandbox.twilio.call import API_VERSION
-from sandbox.twilio.rest import ApiError, Withheld, account_resource, error_body
+from sandbox.twilio.rest import ApiError, Withheld, account_resource, error_body, numbers_page
 
 if TYPE_CHECKING:
     from sandbox.twilio.server import TwilioSandbox
@@ -22,6 +22,7 @@ MAX_REQUEST_BODY = 1024 * 1024  # largest REST request body accepted
 _CALLS_RE = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Calls\.json$")
 _CALL_RE = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Calls/(?P<call>[^/]+)\.json$")
 _ACCOUNT_RE = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)\.json$")
+_NUMBERS_RE = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/IncomingPhoneNumbers\.json$")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -97,6 +98,11 @@ class Handler(BaseHTTPRequestHandler):
                     self._send_json(200, rest.update_call(m["account"], m["call"], form, path))
                 else:
                     raise ApiError(405, 20004, "Method not allowed")
+            elif m := _NUMBERS_RE.match(path):
+                rest.authenticate(auth, m["account"])
+                if method != "GET":
+                    raise ApiError(405, 20004, "Method not allowed")
+                self._send_json(200, numbers_page(m["account"], sb.numbers.get(m["account"], []), path))
             elif m := _ACCOUNT_RE.match(path):
                 rest.authenticate(auth, m["account"])
                 if method != "GET":

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from http.server import ThreadingHTTPServer
 
 from sandbox.twilio.clock import Clock
+from sandbox.twilio.errors import ANSWERED_BY
 from sandbox.twilio.rest import CREATE_FAULTS, RestApi
 from sandbox.twilio.routing import Handler
 from sandbox.twilio.simulation import Simulator
@@ -23,11 +24,19 @@ class TwilioSandbox:
     """Twilio-compatible voice API + call simulator on a local HTTP port.
 
     ``accounts`` maps AccountSid -> AuthToken. Outcome weights
-    (``answer``, ``busy``, ``no_answer``, ``machine``, ``failed``) are
-    normalised. ``digits`` maps a DTMF key to the probability that a human
+    (``answer``, ``busy``, ``no_answer``, ``machine``, ``failed``,
+    ``invalid_number``: the carrier refuses the number with SIP 404) are
+    normalised. ``amd_script`` maps a To number to what answering-machine
+    detection reports for its calls (any Twilio AnsweredBy: ``fax``,
+    ``unknown``, ``machine_end_silence``, ...) instead of the drawn
+    ``human`` / ``machine_start`` / ``machine_end_beep``. ``digits`` maps a DTMF key to the probability that a human
     presses it at the first ``<Gather>`` (the remainder presses nothing);
     ``hangup_early`` is the probability that a human hangs up halfway through
-    the first ``<Play>``/``<Say>``. Simulated seconds (ringing, audio, gather
+    the first ``<Play>``/``<Say>``; ``transfer_answer`` that the person a
+    ``<Dial>`` calls answers. Every ``<Gather>`` draws its key from ``digits``,
+    so callees walk call flows key by key (and some never answer a menu);
+    ``menu_hangup`` is the probability that a human hangs up at each
+    ``<Gather>`` after the first instead of answering it. Simulated seconds (ringing, audio, gather
     timeouts) are slept for ``seconds * time_scale``.
 
     Faults (see the package docstring): ``create_faults``,
@@ -53,6 +62,7 @@ class TwilioSandbox:
         no_answer: float = 0.2,
         machine: float = 0.1,
         failed: float = 0.0,
+        invalid_number: float = 0.0,
         digits: dict[str, float] | None = None,
         hangup_early: float = 0.1,
         time_scale: float = 0.01,
@@ -66,6 +76,10 @@ class TwilioSandbox:
         duplicate_callbacks: float = 0.0,
         reorder_callbacks: float = 0.0,
         queue_delay: float = 0.0,
+        transfer_answer: float = 0.8,
+        menu_hangup: float = 0.0,
+        amd_script: dict[str, str] | None = None,
+        numbers: dict[str, list[str]] | None = None,
     ):
         if not accounts:
             raise ValueError("at least one account (sid -> auth token) is required")
@@ -75,6 +89,7 @@ class TwilioSandbox:
             "no-answer": no_answer,
             "machine": machine,
             "failed": failed,
+            "invalid-number": invalid_number,
         }
         if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
             raise ValueError("outcome probabilities must be >= 0 and not all zero")
@@ -89,6 +104,14 @@ class TwilioSandbox:
             raise ValueError("digit probabilities sum to more than 1")
         if not 0.0 <= hangup_early <= 1.0:
             raise ValueError("hangup_early must be within [0, 1]")
+        if not 0.0 <= transfer_answer <= 1.0:
+            raise ValueError("transfer_answer must be within [0, 1]")
+        if not 0.0 <= menu_hangup <= 1.0:
+            raise ValueError("menu_hangup must be within [0, 1]")
+        amd_script = dict(amd_script or {})
+        unknown_answers = set(amd_script.values()) - set(ANSWERED_BY)
+        if unknown_answers:
+            raise ValueError(f"unknown AnsweredBy {sorted(unknown_answers)}; known: {', '.join(ANSWERED_BY)}")
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0")
         create_faults = dict(create_faults or {})
@@ -110,9 +133,14 @@ class TwilioSandbox:
         if create_hang_seconds < 0 or create_latency < 0 or queue_delay < 0:
             raise ValueError("create_hang_seconds, create_latency and queue_delay must be >= 0")
         self.accounts = dict(accounts)
+        # The numbers each account owns (IncomingPhoneNumbers); an account not named owns none.
+        self.numbers = {sid: list(owned) for sid, owned in (numbers or {}).items()}
         self.seed = seed
         self.digits = dict(sorted(digits.items()))
         self.hangup_early = hangup_early
+        self.transfer_answer = transfer_answer
+        self.menu_hangup = menu_hangup
+        self.amd_script = amd_script
         self.time_scale = time_scale
         self.host = host
         self.port = port

@@ -14,6 +14,7 @@ from sandbox.twilio.call import Call, utc_now
 from sandbox.twilio.errors import (
     CARRIER_FAILURE,
     HTTP_RETRIEVAL_FAILURE,
+    INVALID_NUMBER,
     ApiHangup,
     AppError,
     CalleeHangup,
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sandbox.twilio")  # one logger for the whole sandbox
 
 DIAL_SECONDS = 0.5  # simulated, before time_scale is applied
+# The final SIP response a call reports (SipResponseCode) when nothing more specific ended it.
+SIP_RESPONSES = {"completed": 200, "busy": 486, "no-answer": 487, "canceled": 487, "failed": 503}
 
 
 class Simulator:
@@ -60,6 +63,8 @@ class Simulator:
                 status = "completed"
             except AppError as exc:
                 status, error = "failed", (exc.code, exc.message)
+                with self.store.lock:
+                    call.sip_response = exc.sip_response
             except Stop:
                 raise
             except Exception as exc:  # a sandbox bug: still end the call visibly
@@ -96,6 +101,8 @@ class Simulator:
             call.start_time = utc_now()  # Twilio: set once dialling begins, empty while queued
         self.webhooks.status_callback(call, session, "initiated", "initiated")
         self.clock.sleep(call, DIAL_SECONDS, count=False)
+        if plan["outcome"] == "invalid-number":
+            raise AppError(*INVALID_NUMBER, sip_response=404)
         if plan["outcome"] == "failed":
             raise AppError(*CARRIER_FAILURE)
         if plan["outcome"] == "busy":
@@ -127,6 +134,7 @@ class Simulator:
                 answered_by = "machine_end_beep"
             else:
                 answered_by = "machine_start"
+            answered_by = self.sandbox.amd_script.get(call.to, answered_by)
         with self.store.lock:
             if call.api_hangup:
                 raise ApiHangup()
@@ -148,6 +156,7 @@ class Simulator:
             answered_by = "machine_end_beep"
         else:
             answered_by = "machine_start"
+        answered_by = self.sandbox.amd_script.get(call.to, answered_by)
         deadline = time.monotonic() + seconds * self.sandbox.time_scale
         while (remaining := deadline - time.monotonic()) > 0:
             if self.store.stopping.is_set() or call.ended.wait(min(remaining, 0.05)):
@@ -194,8 +203,12 @@ class Simulator:
                 call.duration = 0
             if error:
                 call.error_code, call.error_message = error
-            duration = call.duration
-        extra = {"CallDuration": str(duration), "Duration": str(math.ceil(duration / 60))}
+            if call.sip_response is None or error is None:  # nothing more specific than what the status implies
+                call.sip_response = 200 if call.answered else SIP_RESPONSES.get(status, 487)
+            duration, sip_response = call.duration, call.sip_response
+        extra = {
+            "CallDuration": str(duration), "Duration": str(math.ceil(duration / 60)), "SipResponseCode": str(sip_response)
+        }
         extra.update(call.answered_by_param())
         if error:
             extra.update({"ErrorCode": str(error[0]), "ErrorMessage": error[1]})

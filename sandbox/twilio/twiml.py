@@ -30,6 +30,7 @@ MAX_BODY = 64 * 1024 * 1024  # largest audio body read
 MAX_DOCUMENTS = 20  # TwiML documents (redirects + actions) per call
 SAY_SECONDS_PER_WORD = 0.4
 LOOP_ZERO = 10  # loop="0" means "forever" on Twilio; the sandbox plays it this many times
+TRANSFER_TALK_SECONDS = (10.0, 60.0)  # simulated talk with the person a <Dial> reached
 
 
 class TwimlRunner:
@@ -84,6 +85,10 @@ class TwimlRunner:
                 self._prompt(call, session, verb, doc_url)
             elif name == "Gather":
                 nxt = self._gather(call, session, verb, doc_url)
+                if nxt is not None:
+                    return nxt
+            elif name == "Dial":
+                nxt = self._dial(call, session, verb, doc_url)
                 if nxt is not None:
                     return nxt
             elif name in ("Hangup", "Reject"):
@@ -144,6 +149,12 @@ class TwimlRunner:
         num_digits = _int_attr(verb, "numDigits", 0)
         finish_on_key = verb.get("finishOnKey", "#")
         wants_dtmf = "dtmf" in (verb.get("input") or "dtmf").lower()
+        if call.gathers and self.sandbox.menu_hangup and call.rng.random() < self.sandbox.menu_hangup and call.human:
+            # A later menu (the flow's slot menu, a menu offered again): the callee hangs up instead of answering.
+            self.clock.sleep(call, _float_attr(verb, "timeout", 5.0) / 2)
+            with self.store.lock:
+                call.notes.append("callee hung up in a menu")
+            raise CalleeHangup()
         key, delay = draw_digit(call.rng, self.sandbox.digits)  # drawn for every gather, used for humans only
         if not (call.human and wants_dtmf):
             key = None
@@ -180,6 +191,29 @@ class TwimlRunner:
             if response is not None:
                 response.close()
         return self._fetch_twiml(call, session, "gather-action", action, method, params)
+
+    def _dial(self, call, session, verb, doc_url) -> tuple | None:
+        """Connect the callee to a <Number> or <Sip> (a transfer to a person): the far end answers with the
+        sandbox's transfer_answer probability and talks a while, or rings out; then the action, if any."""
+        targets = [(child.tag, (child.text or "").strip()) for child in verb if child.tag in ("Number", "Sip")]
+        if not targets and (verb.text or "").strip():
+            targets = [("Number", (verb.text or "").strip())]
+        if not targets:
+            raise AppError(DOCUMENT_PARSE_FAILURE, "<Dial> without a number or SIP address")
+        answered = call.rng.random() < self.sandbox.transfer_answer
+        talk = call.rng.uniform(*TRANSFER_TALK_SECONDS)
+        timeout = _float_attr(verb, "timeout", 30.0)
+        self.clock.sleep(call, talk if answered else timeout)
+        status = "completed" if answered else "no-answer"
+        with self.store.lock:
+            call.transfers.append({"to": targets[0][1], "kind": targets[0][0], "status": status})
+        action = verb.get("action")
+        if not action:
+            return None
+        params = twiml_params(call, status="in-progress")
+        params.update({"DialCallStatus": status, "DialCallDuration": str(round(talk)) if answered else "0"})
+        method = (verb.get("method") or "POST").upper()
+        return self._fetch_twiml(call, session, "dial-action", _resolve(doc_url, action), method, params)
 
     def _fetch_initial(self, call: Call, session: requests.Session) -> tuple:
         params = twiml_params(call)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from telephony.models import TelephonyAccount
 
@@ -19,14 +19,19 @@ class ProviderError(Exception):
     """A provider request failed.
 
     permanent: retrying cannot help (bad number, bad credentials). ambiguous: the request may have reached
-    the provider, so the call may exist: never re-dial, wait for callbacks or ask the provider.
+    the provider, so the call may exist: never re-dial, wait for callbacks or ask the provider. account: the
+    provider refused the account, not the call (credentials, caller id, permissions), before dialling anyone:
+    every call of the campaign would meet it, so the message says what staff must fix.
     """
 
-    def __init__(self, message: str, *, permanent: bool, ambiguous: bool = False, code: str = "") -> None:
+    def __init__(
+        self, message: str, *, permanent: bool, ambiguous: bool = False, code: str = "", account: bool = False
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.ambiguous = ambiguous
         self.code = code
+        self.account = account
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,14 @@ class Dial:
     ring_timeout: int = 30
     wait_for_beep: bool = False  # a voicemail follows: detection waits for the end of a machine's greeting
     audio_path: str = ""  # the local telephony μ-law WAV that audio_url serves (SIP plays it itself)
+    # A campaign with a call flow: the signed token of its first key wait (Twilio's gather action carries it)
+    # and seconds to wait for a key. Blank: the call ends after the message's key.
+    flow_token: str = ""
+    input_timeout: int = 5
+    # SIP runs the flow itself: the walk, and each clip's local telephony WAV by clip name (telephony.flows).
+    flow: Any = None  # campaigns.callflow.Flow
+    clip_paths: Mapping[str, str] = field(default_factory=dict)
+    said: Mapping[str, str] = field(default_factory=dict)  # slot path -> the slot as said (what a reschedule records)
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,9 @@ class Ending:
     error_code: str = ""
     error_message: str = ""
     permanent: bool = False
+    # The trunk refused the account, not the call (its credentials): nobody was dialled, and every call of the
+    # campaign would meet the same refusal. The campaign pauses with error_message; the call keeps its place.
+    account: bool = False
 
 
 class CallEvents(Protocol):
@@ -115,3 +131,12 @@ class Provider(ABC):
     def play_and_hang_up(self, provider_call_id: str, audio_url: str) -> None:
         """Play `audio_url` to the call, then end it (a voicemail after the beep). Raises ProviderError."""
         raise ProviderError(f"{self.kind} calls cannot be redirected", permanent=True, code="no-amd")
+
+    def check_account(self) -> str:
+        """Ask the provider whether the account's credentials work, placing no call; returns what it said.
+        Raises ProviderError saying what is wrong."""
+        raise ProviderError(f"{self.kind} accounts cannot be checked without a call", permanent=True, code="no-check")
+
+    def owned_numbers(self) -> list[str]:
+        """The numbers the provider says the account owns (E.164). Raises ProviderError."""
+        raise ProviderError(f"{self.kind} accounts cannot list their numbers", permanent=True, code="no-numbers")

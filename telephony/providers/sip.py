@@ -8,6 +8,10 @@ first use, so in a forking worker it belongs to the child that dials. That loop 
 thread pool to the `CallEvents` the call was placed with (telephony.outcomes.EVENTS: the attempt state machine
 that Twilio's webhooks also feed).
 
+A campaign with a call flow runs it here too: the user agent plays the flow's clips and asks `_FlowSteps` for each
+next step, which records the key on the attempt (telephony.outcomes.apply_flow_key, in a database thread) and
+falls back to the bare walk when the database cannot be written, so that no callee is left in silence.
+
 A call lives only in the process that placed it. If that process dies, nobody can say what became of the
 call: fetch() says so, and settle_silent_attempts closes the attempt without re-dialling.
 """
@@ -32,16 +36,20 @@ from celery import signals
 from django.conf import settings
 from django.db import close_old_connections
 
+from campaigns import callflow
 from campaigns.models import CallAttempt
 from herald.logmask import mask_phone, mask_text
 from synthesis.audio import AudioError, read_mulaw_wav
+from telephony import outcomes
 from telephony.credentials import CredentialsError, auth_token
 from telephony.providers.base import CallEvents, Dial, Ending, Provider, ProviderError, ProviderStatus
 from telephony.providers.twilio import GATHER_TIMEOUT
+from telephony.sip import announce, options, ua
 from telephony.sip import types as sip
-from telephony.sip import ua
+from telephony.sip.transport import TransportError
 
 log = logging.getLogger(__name__)
+OPTIONS_TIMEOUT = 8.0  # seconds for a trunk to answer the credentials check's OPTIONS
 S = CallAttempt.Status
 
 CANCEL_GRACE_SECONDS = 5.0  # then time for the user agent's CANCEL or BYE, and for the last writes
@@ -73,17 +81,53 @@ def describe(result: sip.CallResult) -> str:
     return "; ".join(parts)
 
 
-def ending_for(result: sip.CallResult) -> Ending:
-    """Map the user agent's outcome onto an attempt status, keeping Twilio's meaning of each."""
+_library: tuple[str, tuple] | None = None  # (directory, references): loaded once per process and directory
+
+
+def announcement_library() -> tuple:
+    """The carrier recordings SIP calls listen for (settings.ANNOUNCEMENT_DIR), loaded once. A library that
+    cannot be used is logged with what is wrong, and calls go on listening for SIT tones only."""
+    global _library
+    directory = settings.ANNOUNCEMENT_DIR
+    if not directory:
+        return ()
+    if _library is None or _library[0] != directory:
+        try:
+            references = tuple(announce.load_library_dir(directory))
+        except announce.LibraryError as exc:
+            log.error("carrier announcements not listened for: %s", exc)
+            references = ()
+        _library = (directory, references)
+    return _library[1]
+
+
+def ending_for(result: sip.CallResult, *, flow: bool = False) -> Ending:
+    """Map the user agent's outcome onto an attempt status, keeping Twilio's meaning of each. A flow call's keys
+    were recorded one by one as the flow ran (`_FlowSteps`): its end carries no gather."""
     if result.outcome == sip.ANSWERED:
         duration = math.ceil(result.talk_seconds) if result.talk_seconds is not None else None
         gather = None  # like Twilio's one-key <Gather>: reported when the message played out or a key cut it short
-        if result.played_to_end or result.digits:
+        if not flow and (result.played_to_end or result.digits):
             key = result.digits[:1]
             gather = "" if key == FINISH_KEY else key
         return Ending(S.COMPLETED, duration=duration, gather=gather)
     code = result.sip_code
     error = {"error_code": f"sip-{code}" if code else "sip", "error_message": describe(result)}
+    if result.announcement or result.sit:
+        # What the carrier played decides, not its SIP answer: campaigns.policy reads these codes.
+        error["error_code"] = f"ann-{result.announcement}" if result.announcement else f"sit-{result.sit}"
+        if result.outcome == sip.BUSY:
+            return Ending(S.BUSY, **error)
+        if result.outcome == sip.NO_ANSWER:
+            return Ending(S.NO_ANSWER, **error)
+        # A wrong or suspended number stays so; a network that had no circuit (SIT NC, RO) may have one later.
+        permanent = result.announcement in ("invalid_number", "suspended") or result.sit in ("VC", "IC")
+        return Ending(S.FAILED, permanent=permanent, **error)
+    if result.outcome == sip.FAILED and code in (401, 407):
+        # The trunk wants credentials we do not have, or refused ours: the account's problem, the same for every
+        # call. Nobody's phone rang (a challenge answers the INVITE before any ringing).
+        message = f"{error['error_message']}: fix the SIP trunk's username and password, then resume"
+        return Ending(S.FAILED, permanent=True, account=True, error_code=error["error_code"], error_message=message)
     if result.outcome == sip.BUSY:
         return Ending(S.BUSY, **error)
     if result.outcome in (sip.NO_ANSWER, sip.CANCELED):
@@ -110,13 +154,52 @@ def interrupted(answered_at: float | None, why: str) -> Ending:
     return Ending(S.FAILED, error_code="sip", error_message=why)
 
 
-def _with_fresh_connection(work: Callable[[], object]) -> None:
+def _with_fresh_connection(work: Callable[[], object]) -> object:
     # These threads outlive requests and tasks: nobody else closes their stale or broken connections.
     close_old_connections()
     try:
-        work()
+        return work()
     finally:
         close_old_connections()
+
+
+@dataclass(frozen=True)
+class _FlowSteps:
+    """A SIP call's flow (telephony.sip.types.FlowDriver): each key is recorded on the attempt in a database
+    thread, never on the event loop; when that fails, the bare walk answers so the callee still hears the next
+    clip (the failure is logged, the key is not recorded)."""
+
+    attempt_id: int
+    flow: callflow.Flow
+    said: Mapping[str, str]
+    db: ThreadPoolExecutor | None = None  # the runtime's database threads, set when the call starts
+
+    def start(self) -> callflow.Step:
+        return callflow.start(self.flow)
+
+    async def _in_db(self, work: Callable[[], object]) -> object:
+        return await asyncio.get_running_loop().run_in_executor(self.db, _with_fresh_connection, work)
+
+    async def press(self, menu: str, prompts: int, key: str) -> callflow.Step:
+        step = None
+        try:
+            step = await self._in_db(partial(
+                outcomes.apply_flow_key, self.attempt_id, self.flow, menu, prompts, key, said=dict(self.said)
+            ))
+        except Exception:
+            log.exception("SIP attempt %s: cannot record key %r in menu %r; the flow goes on unrecorded",
+                          self.attempt_id, key[:1], menu)
+        if not isinstance(step, callflow.Step):  # not recorded (see above, or a late repeat): the walk alone
+            step = callflow.press(self.flow, menu, prompts, key)
+        return step
+
+    async def transfer_ended(self, node: str, connected: bool) -> callflow.Step | None:
+        try:
+            await self._in_db(partial(outcomes.transfer_ended, self.attempt_id, connected))
+        except Exception:
+            log.exception("SIP attempt %s: cannot record the transfer's end (connected: %s)", self.attempt_id,
+                          connected)
+        return None if connected else callflow.transfer_refused(self.flow, node)
 
 
 def _log_failure(call_id: str, future: Future) -> None:
@@ -166,6 +249,12 @@ class SipRuntime:
         """Calls in flight in this process: from place() until their end is written (or given up on)."""
         return len(self._held)
 
+    def attempts(self) -> dict[str, int]:
+        """Call id → attempt id of each call in flight in this process (for the worker's heartbeat)."""
+        if self._owner != os.getpid():
+            return {}  # a forked child's copy of its parent's calls: not this process's
+        return {call_id: held.attempt_id for call_id, held in list(self._held.items())}
+
     def _running(self) -> tuple[asyncio.AbstractEventLoop, ThreadPoolExecutor]:
         with self._lock:
             if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
@@ -213,12 +302,14 @@ class SipRuntime:
                 held.answered_at = time.monotonic()
             queue.put_nowait(status)  # recorded by the recorder task, so the user agent never waits for it
 
+        if isinstance(spec.flow, _FlowSteps):
+            spec = replace(spec, flow=replace(spec.flow, db=db))
         held.abort = asyncio.Event()
         cancelled = False
         media = ""
         try:
             result = await ua.place_call(spec, on_progress=on_progress, abort=held.abort)
-            ending = ending_for(result)
+            ending = ending_for(result, flow=spec.flow is not None)
             if held.abort.is_set():
                 ending = replace(
                     ending,
@@ -377,8 +468,34 @@ def read_clip(path: str) -> bytes:
     return audio
 
 
+def flow_clips(dial: Dial) -> dict[str, bytes]:
+    """Every clip the call's flow may play, read now: a call never starts that could strand its callee."""
+    clips = {}
+    for name in callflow.clip_names(dial.flow):
+        path = dial.clip_paths.get(name) or (dial.audio_path if name == "message" else "")
+        if not path:
+            raise ProviderError(
+                f"cannot run the call flow: its clip {name!r} has no telephony audio file", permanent=False,
+                code="audio",
+            )
+        try:
+            clips[name] = read_clip(path)
+        except ProviderError as exc:
+            raise ProviderError(f"clip {name!r} of the call flow: {exc}", permanent=False, code="audio") from exc
+    return clips
+
+
 class SipProvider(Provider):
     kind = "sip"
+
+    def _password(self) -> str:
+        """The trunk's digest password ('' for a trunk without a username)."""
+        if not self.account.account_sid:
+            return ""
+        try:
+            return auth_token(self.account)
+        except CredentialsError as exc:
+            raise ProviderError(str(exc), permanent=True, code="credentials") from exc
 
     def call_spec(self, dial: Dial, call_id: str) -> sip.CallSpec:
         """What the user agent needs for this call: trunk, credentials, clip, and Twilio's one-key gather."""
@@ -392,12 +509,7 @@ class SipProvider(Provider):
             raise ProviderError(
                 f"account {account.name} has no SIP server host", permanent=True, code="config"
             )
-        password = ""
-        if account.account_sid:
-            try:
-                password = auth_token(account)
-            except CredentialsError as exc:
-                raise ProviderError(str(exc), permanent=True, code="credentials") from exc
+        password = self._password()
         to = f"sip:{dial.to}@{_sip_host(account.sip_host)}:{account.sip_port}"
         from_uri = f"sip:{dial.caller_id}@{_sip_host(account.sip_domain or account.sip_host)}"
         for uri in (to, from_uri):
@@ -405,7 +517,16 @@ class SipProvider(Provider):
                 ua.parse_uri(uri)
             except ValueError as exc:  # the user agent would refuse it too: nothing to dial
                 raise ProviderError(f"cannot dial: {mask_text(str(exc))}", permanent=True, code="config") from exc
-        return sip.CallSpec(
+        flow: dict[str, object] = {}
+        if dial.flow is not None:
+            flow = dict(
+                flow=_FlowSteps(dial.attempt_id, dial.flow, dict(dial.said)),
+                clips=flow_clips(dial),
+                digit_timeout=float(dial.input_timeout),
+                max_digits=0,
+                stop_on_digit=False,
+            )
+        spec = sip.CallSpec(
             to=to,
             audio=audio,
             from_uri=from_uri,
@@ -417,7 +538,49 @@ class SipProvider(Provider):
             max_digits=1,
             stop_on_digit=True,
             call_id=call_id,
+            display_name=account.sip_display_name,
+            asserted_identity=account.sip_asserted_identity,
+            privacy=account.sip_privacy,
+            announcements=announcement_library(),
         )
+        try:
+            ua.check_presentation(spec)
+        except ValueError as exc:  # saved before validation existed, or edited outside the admin
+            raise ProviderError(
+                f"account {account.name}: the caller presentation cannot be sent: {exc}", permanent=True, code="config"
+            ) from exc
+        return replace(spec, **flow) if flow else spec
+
+    def check_account(self) -> str:
+        """OPTIONS to the trunk, answering a digest challenge with the account's credentials: no call placed."""
+        account = self.account
+        if not account.sip_host:
+            raise ProviderError(f"account {account.name} has no SIP server host", permanent=True, code="config")
+        password = self._password()
+        where = f"{account.sip_host}:{account.sip_port} over {account.sip_transport}"
+        try:
+            answer = asyncio.run(options.ping(
+                host=account.sip_host, port=account.sip_port, transport=account.sip_transport,
+                domain=account.sip_domain, username=account.account_sid, password=password,
+                timeout=OPTIONS_TIMEOUT,
+            ))  # fmt: skip
+        except TransportError as exc:
+            raise ProviderError(str(exc), permanent=False, code="unreachable") from exc
+        said = f"{answer.status} {answer.reason}"
+        if answer.status == 0:
+            raise ProviderError(f"the trunk at {where} did not answer OPTIONS within {OPTIONS_TIMEOUT:g} s",
+                                permanent=False, code="timeout")  # fmt: skip
+        if answer.status in (401, 407, 403) and answer.challenged:
+            raise ProviderError(f"the trunk at {where} refused the username and password ({said})",
+                                permanent=True, code="credentials")  # fmt: skip
+        if answer.status in (401, 407):
+            raise ProviderError(f"the trunk at {where} asks for credentials ({said}); set the username and password",
+                                permanent=True, code="credentials")  # fmt: skip
+        if 200 <= answer.status < 300:
+            accepted = " and accepted the username and password" if answer.challenged else ""
+            return f"the trunk at {where} answered OPTIONS ({said}){accepted}"
+        # Many trunks refuse OPTIONS itself (405, 404): they were reached all the same; a call checks the rest.
+        return f"the trunk at {where} is reachable (it answered OPTIONS with {said}); a call will check the credentials"
 
     def place(self, dial: Dial, events: CallEvents) -> str:
         call_id = uuid.uuid4().hex

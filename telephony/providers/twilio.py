@@ -14,9 +14,10 @@ from __future__ import annotations
 import hmac
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import urlencode, urlparse
 
 import requests
 from django.conf import settings
@@ -26,9 +27,11 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator, add_port, remove_port
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.call import CallInstance
+from twilio.twiml.voice_response import Dial as VoiceDial
 from twilio.twiml.voice_response import Gather, VoiceResponse
 from urllib3.exceptions import NewConnectionError
 
+from campaigns.policy import is_invalid_number
 from telephony.credentials import CredentialsError, auth_token
 from telephony.models import api_base_url_problem
 from telephony.providers.base import CallEvents, Dial, FoundCall, Provider, ProviderError, ProviderStatus
@@ -43,7 +46,23 @@ RATE_LIMIT_BACKOFF = (0.5, 1.0, 2.0)  # seconds before each retry; then the atte
 _TRANSIENT_HTTP = {503}
 # 21211 invalid To, 13224 a number Twilio will not call: the number is the problem, retrying cannot help.
 INVALID_NUMBER_CODES = frozenset({21211, 13224})
+# Refusals of the account, not of the call: Twilio acted on nothing and would refuse every call of the campaign
+# alike, so the campaign pauses with what to fix (telephony.actions.place_call) instead of failing its calls.
+# 21215 is per country (the account's geographic permissions): the whole campaign pauses all the same.
+ACCOUNT_ERRORS = {
+    20003: "Twilio refused the account's credentials (20003 Authenticate): check the telephony account's "
+    "account SID and auth token, then resume",
+    20005: "Twilio says the account is not active (20005: suspended or closed): reactivate it in the Twilio "
+    "console (billing, or Twilio support), then resume",
+    21210: "Twilio refused the caller id {caller_id} (21210: not verified for this account): verify the number "
+    "in the Twilio console (or use one bought there), then resume",
+    21212: "Twilio refused the caller id {caller_id} (21212: not a valid From number): set a valid E.164 caller "
+    "id on the campaign, then resume",
+    21215: "Twilio may not call {to} (21215: the account's geographic permissions): allow that country in the "
+    "Twilio console's voice geographic permissions, then resume",
+}
 CLOCK_SKEW = timedelta(seconds=30)  # between our clock and Twilio's date_created, with room
+NUMBERS_LIMIT = 1000  # an account's own numbers read for caller ids; more are not a caller-id list
 LIST_LIMIT = 200  # calls to one number in a day worth reading before giving up on a match
 LIST_PAGE_SIZE = 100
 
@@ -53,17 +72,47 @@ def webhook_url(name: str, attempt_id: int) -> str:
     return f"{settings.PUBLIC_URL}{reverse(name, args=[attempt_id])}"
 
 
+def gather_url(attempt_id: int, flow_token: str = "") -> str:
+    """The gather action; with a call flow, the signed node of the key wait travels in the URL."""
+    url = webhook_url("telephony:twilio-gather", attempt_id)
+    return f"{url}?{urlencode({'node': flow_token})}" if flow_token else url
+
+
 def twiml_for(dial: Dial) -> str:
-    response = VoiceResponse()
-    gather = Gather(
-        num_digits=1,
-        action=webhook_url("telephony:twilio-gather", dial.attempt_id),
-        method="POST",
-        timeout=GATHER_TIMEOUT,
-        action_on_empty_result=True,
+    return flow_twiml(
+        dial.attempt_id, [dial.audio_url], flow_token=dial.flow_token, gather=True,
+        timeout=dial.input_timeout if dial.flow_token else GATHER_TIMEOUT,
     )
-    gather.play(dial.audio_url)
-    response.append(gather)
+
+
+def flow_twiml(
+    attempt_id: int, audio_urls: list[str], *, flow_token: str = "", gather: bool, timeout: int = GATHER_TIMEOUT,
+    transfer_to: str = "", transfer_action: str = "",
+) -> str:
+    """Play the clips; then wait for one key (posted to the gather action, with the node when there is a flow),
+    or connect the callee to `transfer_to` (a number or SIP address), or hang up."""
+    response = VoiceResponse()
+    if gather:
+        wait = Gather(
+            num_digits=1,
+            action=gather_url(attempt_id, flow_token),
+            method="POST",
+            timeout=timeout,
+            action_on_empty_result=True,
+        )
+        for url in audio_urls:
+            wait.play(url)
+        response.append(wait)
+    else:
+        for url in audio_urls:
+            response.play(url)
+    if transfer_to:
+        dial = VoiceDial(action=transfer_action, method="POST")
+        if transfer_to.startswith(("sip:", "sips:")):
+            dial.sip(transfer_to)
+        else:
+            dial.number(transfer_to)
+        response.append(dial)
     response.hangup()
     return str(response)
 
@@ -94,7 +143,10 @@ class TwilioProvider(Provider):
         try:
             client = self._client()
         except CredentialsError as exc:  # nothing was sent: say what is missing instead of failing obscurely
-            raise ProviderError(str(exc), permanent=True, code="credentials") from exc
+            raise ProviderError(
+                f"the telephony account cannot be used: {exc}; fix the account, then resume",
+                permanent=True, code="credentials", account=True,
+            ) from exc
         for delay in RATE_LIMIT_BACKOFF:
             try:
                 return self._create(client, dial)
@@ -126,6 +178,11 @@ class TwilioProvider(Provider):
                 raise ProviderError(
                     f"Twilio server error {exc.status}", permanent=False, ambiguous=True, code=code
                 ) from exc
+            if exc.code in ACCOUNT_ERRORS and exc.status < 500:
+                raise ProviderError(
+                    ACCOUNT_ERRORS[exc.code].format(caller_id=dial.caller_id, to=dial.to),
+                    permanent=True, code=code, account=True,
+                ) from exc
             if exc.code in INVALID_NUMBER_CODES:
                 raise ProviderError(
                     f"Twilio will not call this number: {exc.msg}", permanent=True, code=code
@@ -144,6 +201,38 @@ class TwilioProvider(Provider):
         except requests.Timeout as exc:
             raise ProviderError("Twilio did not answer in time", permanent=False, ambiguous=True) from exc
         return call.sid
+
+    def _ask(self, what: str, request: Callable[[Client], Any]) -> Any:
+        """One read-only request; ProviderError saying what Twilio (or the network) answered."""
+        try:
+            client = self._client()
+        except CredentialsError as exc:
+            raise ProviderError(str(exc), permanent=True, code="credentials") from exc
+        try:
+            return request(client)
+        except TwilioRestException as exc:
+            hint = " (the Account SID or Auth Token is wrong)" if exc.code in (20003, 20005) or exc.status == 401 else ""
+            raise ProviderError(
+                f"Twilio refused to {what}: {exc.code or exc.status} {exc.msg}{hint}", permanent=True,
+                code=str(exc.code or ""),
+            ) from exc  # fmt: skip
+        except TwilioException as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ProviderError(f"Twilio could not {what}: {first_line[:200]}", permanent=False) from exc
+        except requests.RequestException as exc:
+            base = self.account.api_base_url or "Twilio"
+            raise ProviderError(f"cannot reach {base}: {type(exc).__name__}", permanent=False) from exc
+
+    def check_account(self) -> str:
+        sid = self.account.account_sid
+        found = self._ask("check the account", lambda client: client.api.v2010.accounts(sid).fetch())
+        return f"Twilio accepted the credentials: account {found.friendly_name!r} is {found.status}"
+
+    def owned_numbers(self) -> list[str]:
+        listed = self._ask(
+            "list the account's numbers", lambda client: client.incoming_phone_numbers.list(limit=NUMBERS_LIMIT)
+        )
+        return [n.phone_number for n in listed if n.phone_number]
 
     def find(self, dial: Dial, *, since: datetime, until: datetime) -> list[FoundCall]:
         try:
@@ -224,6 +313,28 @@ class TwilioProvider(Provider):
             expected = validator.compute_signature(variant, dict(params)).encode("ascii")
             valid |= hmac.compare_digest(expected, given)
         return valid
+
+
+def status_error(status: str, params: Mapping[str, str]) -> tuple[str, str]:
+    """The error code and message a status callback gives an attempt.
+
+    Twilio sends the call's final SIP response as SipResponseCode. On a call that failed, was busy or was not
+    answered, one that says the number does not exist (404, 410, 484, 604) is stored as "sip-<code>", as the
+    SIP provider stores it: campaigns.policy reads it as an invalid number (never retried, not a provider
+    failure). Otherwise Twilio's ErrorCode stands; a failure without one keeps its SIP response as the code.
+    """
+    code = params.get("ErrorCode", "").strip()[:20]
+    message = params.get("ErrorMessage", "").strip()
+    sip = params.get("SipResponseCode", "").strip()
+    if not (sip.isascii() and sip.isdigit() and len(sip) == 3) or status not in ("failed", "busy", "no-answer"):
+        return code, message
+    if is_invalid_number(f"sip-{sip}"):
+        said = f"the carrier says the number does not exist (SIP {sip})"
+        twilio_said = ": ".join(part for part in (f"Twilio error {code}" if code else "", message) if part)
+        return f"sip-{sip}", f"{said}; {twilio_said}" if twilio_said else said
+    if status == "failed" and not code:
+        return f"sip-{sip}", message or f"the call failed with SIP {sip}"
+    return code, message
 
 
 def _machine_detection(dial: Dial) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
     python -m telephony.sip.call --to sip:1001@127.0.0.1:5060 --audio clip.wav [--username U --password P]
         [--transport udp|tcp|tls] [--ring-timeout S] [--digit-timeout S] [--from sip:...]
+        [--display-name NAME] [--asserted-identity sip:...|tel:+...] [--privacy id|none]
 
 Exit status 0 whenever the call reached an outcome (busy and failed included), 2 for bad arguments or an
 audio file that cannot be played. The password may also come from the SIP_PASSWORD environment variable,
@@ -18,8 +19,8 @@ import os
 import sys
 
 from telephony.sip.transport import TRANSPORTS
-from telephony.sip.types import CallSpec
-from telephony.sip.ua import parse_uri, place_call
+from telephony.sip.types import PRIVACY_VALUES, CallSpec, display_name_problem
+from telephony.sip.ua import asserted_identity_problem, parse_uri, place_call
 from telephony.sip.wav import ClipError, read_clip
 
 
@@ -41,6 +42,27 @@ def _uri(text: str) -> str:
     return text
 
 
+def _display_name(text: str) -> str:
+    problem = display_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _asserted_identity(text: str) -> str:
+    problem = asserted_identity_problem(text) if text else None  # argparse passes the "" default through here
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m telephony.sip.call", description=__doc__.split("\n")[0])
     parser.add_argument("--to", required=True, type=_uri, help="request URI, sip:USER@HOST[:PORT]")
@@ -52,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ring-timeout", type=_positive, default=30.0, help="seconds before CANCEL (default 30)")
     parser.add_argument("--digit-timeout", type=_positive, default=5.0, help="seconds to wait for digits after the clip")
     parser.add_argument("--max-digits", type=int, default=0, help="hang up after this many digits (0: no limit)")
+    parser.add_argument("--display-name", default="", type=_display_name, help="From display name (sent quoted)")
+    parser.add_argument(
+        "--asserted-identity", default="", type=_asserted_identity, help="P-Asserted-Identity: a sip: or tel: URI"
+    )
+    parser.add_argument(
+        "--privacy", choices=[value for value in PRIVACY_VALUES if value], default="", help="Privacy header"
+    )
+    parser.add_argument("--proxy", default=None, type=_host_port, help="outbound proxy HOST:PORT (requests go there)")
+    parser.add_argument(
+        "--max-hold", type=_positive, default=120.0, help="seconds the far end may hold the call before we hang up"
+    )
+    parser.add_argument(
+        "--rtcp-interval", type=float, default=5.0, help="seconds between RTCP sender reports (0: no RTCP)"
+    )
     parser.add_argument("--verbose", action="store_true", help="log SIP events to stderr")
     return parser
 
@@ -75,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         ring_timeout=args.ring_timeout,
         digit_timeout=args.digit_timeout,
         max_digits=max(0, args.max_digits),
+        display_name=args.display_name,
+        asserted_identity=args.asserted_identity,
+        privacy=args.privacy,
+        proxy=args.proxy,
+        max_hold=args.max_hold,
+        rtcp_interval=max(0.0, args.rtcp_interval),
     )
     result = asyncio.run(place_call(spec))
     print(json.dumps(result.as_json(), ensure_ascii=False))

@@ -1,4 +1,5 @@
-"""RTP (RFC 3550) for one call's audio: a paced G.711 sender and a receiver that decodes RFC 4733 digits.
+"""RTP (RFC 3550) for one call's audio: a paced G.711 sender and a receiver that hears the callee's keys, as
+RFC 4733 events where a telephone-event type was negotiated, otherwise as tones in its audio (dtmf.py).
 
 All calls on an event loop share one Pacer: it wakes on a 20 ms grid, spins the last fraction of a
 millisecond (the loop's timers fire up to a millisecond late), and sends every active stream's due packet.
@@ -16,6 +17,10 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
+
+from telephony.sip import rtcp
+from telephony.sip.dtmf import DtmfDetector
+from telephony.sip.g711 import alaw_to_ulaw, ulaw_to_alaw
 
 log = logging.getLogger(__name__)
 PTIME = 0.020  # seconds of audio per packet
@@ -98,11 +103,13 @@ class Playback:
     The next packet is built ahead of its due time, so a tick does nothing but send.
     """
 
-    def __init__(self, stream: RtpStream, payload: bytes, pt: int, lateness: list[float]) -> None:
+    def __init__(self, stream: RtpStream, payload: bytes, pt: int, lateness: list[float], *, filler: bool = False) -> None:
         self.stream, self.payload, self.pt, self.lateness = stream, payload, pt, lateness
+        self.filler = filler  # silence while waiting for a key: kept out of the clip's counts and lateness
         self.total = math.ceil(len(payload) / SAMPLES)
         self.sent = 0
         self.start = 0.0
+        self.resume_marker = False
         self.packet = self._build(0)
         self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
@@ -110,17 +117,40 @@ class Playback:
     def due(self) -> float:
         return self.start + self.sent * PTIME
 
-    def _build(self, n: int) -> bytes:
+    def _build(self, n: int, *, marker: bool = False) -> bytes:
         chunk = self.payload[n * SAMPLES : (n + 1) * SAMPLES]
         if len(chunk) < SAMPLES:  # pad the last packet with silence of the same codec
             chunk += (b"\xff" if self.pt == 0 else b"\xd5") * (SAMPLES - len(chunk))
-        return self.stream.build(self.pt, chunk, marker=n == 0)
+        return self.stream.build(self.pt, chunk, marker=marker or n == 0)
+
+    def switch_codec(self, pt: int) -> None:
+        """Go on in the other G.711 law (the far end's re-INVITE took ours away): the rest is transcoded."""
+        if pt == self.pt:
+            return
+        self.payload = ulaw_to_alaw(self.payload) if pt == 8 else alaw_to_ulaw(self.payload)
+        self.pt = pt
+        if self.sent < self.total:
+            self.stream.unbuild()  # the packet prepared in the old law never goes out: its sequence number is reused
+            self.packet = self._build(self.sent)
 
     def send(self) -> None:
-        """Send the prepared packet now; called by the Pacer at (or just after) its due time."""
+        """Send the prepared packet now; called by the Pacer at (or just after) its due time.
+
+        While the far end holds the call, nothing is sent and the clip waits: every packet's time moves one
+        packet later, so the clip resumes where it stopped when the far end takes the call back."""
+        if self.stream.held:
+            self.start += PTIME
+            self.stream.ts = (self.stream.ts + SAMPLES) & 0xFFFFFFFF  # media time goes on while nothing is sent
+            self.resume_marker = True
+            return
+        if self.resume_marker:  # a talkspurt begins again: the marker bit tells the far end's jitter buffer
+            self.resume_marker = False
+            self.stream.unbuild()
+            self.packet = self._build(self.sent, marker=True)
         due = self.start + self.sent * PTIME
-        self.lateness.append((time.monotonic() - due) * 1000.0)
-        self.stream.send_packet(self.packet)
+        if not self.filler:
+            self.lateness.append((time.monotonic() - due) * 1000.0)
+        self.stream.send_packet(self.packet, filler=self.filler)
         self.sent += 1
 
     def prepare(self) -> None:
@@ -194,6 +224,17 @@ class Pacer:
             await asyncio.sleep(0)  # let the loop breathe when we are behind
 
 
+class _Rtcp(asyncio.DatagramProtocol):
+    def __init__(self, stream: RtpStream) -> None:
+        self.stream = stream
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self.stream.rtcp_received(data)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable: the far end does no RTCP
+        pass
+
+
 class RtpStream(asyncio.DatagramProtocol):
     """One call's RTP socket: sends its audio, counts what arrives, decodes digits."""
 
@@ -201,35 +242,87 @@ class RtpStream(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.sock: socket.socket | None = None
         self.remote: tuple[str, int] | None = None
-        self.event_pt: int | None = None
+        self.event_pts: frozenset[int] = frozenset()
+        self.tones: DtmfDetector | None = None  # in-band keys, when no telephone-event was negotiated
         self.audio_pts: frozenset[int] = frozenset({0, 8})
         self.ssrc = random.getrandbits(32)
         self.seq = random.getrandbits(16)
         self.ts = random.getrandbits(32)
         self.answered = False
+        self.held = False  # the far end put the call on hold: playbacks wait instead of sending
         self.capture = False
         self.packets_sent = self.bytes_sent = 0
+        self.silence_packets_sent = 0  # sent while waiting for keys, not part of any clip
         self.packets_received = self.early_packets = 0
         self.on_digits: Callable[[str], None] = lambda digits: None
+        # Each received audio packet (extended sequence number, payload, payload type), early media included,
+        # while someone listens (the user agent's announcement and SIT detectors).
+        self.on_audio: Callable[[int, bytes, int], None] | None = None
         self.decoder = DtmfDecoder()
         self._captured: list[tuple[int, bytes]] = []
+        self.rtcp_transport: asyncio.DatagramTransport | None = None
+        self.rtcp_remote: tuple[str, int] | None = None
+        self.rtcp_sent = self.rtcp_packets_received = 0
+        self.reception: rtcp.ReceptionReport | None = None  # the far end's latest report about our audio
         self._last_seq: int | None = None
         self._seq_cycles = 0
 
     @classmethod
     async def open(cls, local_ip: str) -> RtpStream:
+        """An even RTP port with RTCP on the odd port after it (RFC 3550 11); without a free pair after a few
+        tries, the even port alone (RTCP is then off: it is advisory)."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
-        for _ in range(20):  # RTP ports are even by convention (RFC 3550 11)
+        rtcp_sock = None
+        for _ in range(20):
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.bind((local_ip, 0))
-            if sock.getsockname()[1] % 2 == 0:
-                break
+            port = sock.getsockname()[1]
+            if port % 2 == 0 and port < 65535:
+                rtcp_sock = socket.socket(family, socket.SOCK_DGRAM)
+                try:
+                    rtcp_sock.bind((local_ip, port + 1))
+                    break
+                except OSError:
+                    rtcp_sock.close()
+                    rtcp_sock = None
             sock.close()
+        else:  # no pair: any even port
+            for _ in range(20):
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                sock.bind((local_ip, 0))
+                if sock.getsockname()[1] % 2 == 0:
+                    break
+                sock.close()
         sock.setblocking(False)
         _, stream = await loop.create_datagram_endpoint(cls, sock=sock)
         stream.sock = sock
+        if rtcp_sock is not None:
+            rtcp_sock.setblocking(False)
+            stream.rtcp_transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Rtcp(stream), sock=rtcp_sock
+            )
         return stream
+
+    def send_rtcp(self, *, cname: str, bye: bool = False) -> None:
+        """Our sender report (and a BYE at the end) to the far end's RTCP address."""
+        if self.rtcp_transport is None or self.rtcp_remote is None or self.rtcp_transport.is_closing():
+            return
+        packets = self.packets_sent + self.silence_packets_sent
+        report = rtcp.sender_report(
+            self.ssrc, rtp_timestamp=self.ts, packets=packets, octets=packets * SAMPLES, cname=cname, bye=bye
+        )
+        try:
+            self.rtcp_transport.sendto(report, self.rtcp_remote)
+        except OSError:
+            return
+        self.rtcp_sent += 1
+
+    def rtcp_received(self, data: bytes) -> None:
+        reports, _ = rtcp.reports_about(data, self.ssrc)
+        self.rtcp_packets_received += 1
+        if reports:
+            self.reception = reports[-1]
 
     @property
     def local_port(self) -> int:
@@ -243,7 +336,7 @@ class RtpStream(asyncio.DatagramProtocol):
         packet = parse(data)
         if packet is None:
             return
-        if self.event_pt is not None and packet.pt == self.event_pt:
+        if packet.pt in self.event_pts:
             if self.answered:
                 digits = self.decoder.feed(packet)
                 if digits:
@@ -251,12 +344,29 @@ class RtpStream(asyncio.DatagramProtocol):
             return
         if packet.pt not in self.audio_pts:
             return
+        if self.on_audio is not None:
+            self.on_audio(self._extend(packet.seq), packet.payload, packet.pt)
         if not self.answered:
             self.early_packets += 1
             return
         self.packets_received += 1
         if self.capture:
             self._captured.append((self._extend(packet.seq), packet.payload))
+        if self.tones is not None:
+            digits = self.tones.feed(packet.payload, packet.pt)
+            if digits:
+                self.on_digits(digits)
+
+    def listen_for_keys(self, event_pts: frozenset[int]) -> None:
+        """Keys as RFC 4733 events on `event_pts` (never an audio type); with none, as tones in the audio.
+
+        One or the other, never both: a key sent both ways (some gateways do) would count twice.
+        """
+        self.event_pts = event_pts - self.audio_pts
+        if self.event_pts:
+            self.tones = None
+        elif self.tones is None:
+            self.tones = DtmfDetector()
 
     def _extend(self, seq: int) -> int:
         if self._last_seq is not None and seq < self._last_seq and self._last_seq - seq > 0x8000:
@@ -270,6 +380,11 @@ class RtpStream(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:  # ICMP port unreachable and the like: not fatal
         pass
 
+    def unbuild(self) -> None:
+        """Take back the packet built last and never sent: the next one gets its sequence number."""
+        self.seq = (self.seq - 1) & 0xFFFF
+        self.ts = (self.ts - SAMPLES) & 0xFFFFFFFF
+
     def build(self, pt: int, payload: bytes, *, marker: bool) -> bytes:
         """The next packet of this stream (sequence number and timestamp advance by one packet)."""
         packet = pack(pt, self.seq, self.ts, self.ssrc, payload, marker=marker)
@@ -277,7 +392,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self.ts = (self.ts + SAMPLES) & 0xFFFFFFFF
         return packet
 
-    def send_packet(self, packet: bytes) -> None:
+    def send_packet(self, packet: bytes, *, filler: bool = False) -> None:
         if self.transport is None or self.sock is None or self.remote is None or self.transport.is_closing():
             return
         try:  # straight to the socket: the asyncio transport's bookkeeping costs microseconds per packet
@@ -286,6 +401,9 @@ class RtpStream(asyncio.DatagramProtocol):
             self.transport.sendto(packet, self.remote)  # the kernel buffer is full: let asyncio queue it
         except OSError:
             return  # unreachable peer and the like: RTP is best effort
+        if filler:
+            self.silence_packets_sent += 1
+            return
         self.packets_sent += 1
         self.bytes_sent += len(packet) - 12
 
@@ -294,6 +412,16 @@ class RtpStream(asyncio.DatagramProtocol):
         Pacer.for_loop().add(playback)
         return playback
 
+    def play_silence(self, pt: int, seconds: float) -> Playback:
+        """Silence packets for up to `seconds` while a key is awaited: no dead air that the far end (or a NAT on
+        the way, closing its pinhole) takes for a dropped call. Stop it when the wait ends."""
+        silence = (b"\xff" if pt == 0 else b"\xd5") * (SAMPLES * math.ceil(seconds / PTIME))
+        playback = Playback(self, silence, pt, [], filler=True)
+        Pacer.for_loop().add(playback)
+        return playback
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+        if self.rtcp_transport is not None:
+            self.rtcp_transport.close()

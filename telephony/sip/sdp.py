@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from telephony.sip.message import SipParseError, ascii_number
 
@@ -40,22 +40,52 @@ class Media:
     codec: int  # PCMU or PCMA
     event_pt: int | None  # its telephone-event payload type, if it offered one
     direction: str = "sendrecv"
+    other_pts: frozenset[int] = field(default=frozenset(), compare=False)  # listed for anything but events
+    codecs: tuple[int, ...] = field(default=(), compare=False)  # PCMU / PCMA as offered, in its order of preference
+    hold_address: bool = field(default=False, compare=False)  # c= 0.0.0.0: the old (RFC 2543) way to put on hold
+    rtcp_port: int | None = field(default=None, compare=False)  # a=rtcp (RFC 3605); else the RTP port + 1
+
+    @property
+    def on_hold(self) -> bool:
+        """The far end will not take our audio (a=sendonly or a=inactive, or the old c= 0.0.0.0)."""
+        return self.direction in ("sendonly", "inactive") or self.hold_address
+
+    @property
+    def answer_direction(self) -> str:
+        """Our direction in answer to this offer (RFC 3264 6.1): the mirror of theirs."""
+        if self.hold_address and self.direction == "sendrecv":
+            return "recvonly"
+        return {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}.get(self.direction, "sendrecv")
 
     @property
     def codec_name(self) -> str:
         return CODECS[self.codec]
+
+    @property
+    def event_pts(self) -> frozenset[int]:
+        """The payload types to take RFC 4733 events on: the far end's and the one we offered, since senders use
+        either (RFC 3264 says ours; many use their own), but never one the far end lists for audio. None at all
+        when it negotiated no telephone-event: its keys then come as tones in the audio."""
+        if self.event_pt is None:
+            return frozenset()
+        return frozenset({self.event_pt, TELEPHONE_EVENT}) - self.other_pts - {PCMU, PCMA}
 
 
 def offer(ip: str, port: int, *, session_id: int, version: int = 1) -> bytes:
     return _body(ip, port, session_id, version, [PCMU, PCMA], TELEPHONE_EVENT)
 
 
-def answer(ip: str, port: int, *, session_id: int, version: int, codec: int, event_pt: int | None) -> bytes:
-    """Our answer to an offer inside the dialog (a re-INVITE): the codec in use and its event type."""
-    return _body(ip, port, session_id, version, [codec], event_pt)
+def answer(
+    ip: str, port: int, *, session_id: int, version: int, codec: int, event_pt: int | None, direction: str = "sendrecv"
+) -> bytes:
+    """Our answer to an offer inside the dialog (a re-INVITE): the codec in use, its event type, our direction."""
+    return _body(ip, port, session_id, version, [codec], event_pt, direction)
 
 
-def _body(ip: str, port: int, session_id: int, version: int, codecs: list[int], event_pt: int | None) -> bytes:
+def _body(
+    ip: str, port: int, session_id: int, version: int, codecs: list[int], event_pt: int | None,
+    direction: str = "sendrecv",
+) -> bytes:
     family = "IP6" if ":" in ip else "IP4"
     pts = [*codecs, *([event_pt] if event_pt is not None else [])]
     lines = [
@@ -69,7 +99,7 @@ def _body(ip: str, port: int, session_id: int, version: int, codecs: list[int], 
     ]
     if event_pt is not None:
         lines += [f"a=rtpmap:{event_pt} telephone-event/8000", f"a=fmtp:{event_pt} 0-16"]
-    lines += ["a=ptime:20", "a=sendrecv"]
+    lines += ["a=ptime:20", f"a={direction}"]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
@@ -84,6 +114,7 @@ def parse(body: bytes) -> Media:
     pts: list[int] = []
     names: dict[int, str] = {}
     direction = "sendrecv"
+    rtcp_port: int | None = None
     in_audio = seen_audio = False
     for raw in text.splitlines():
         line = raw.strip()
@@ -122,6 +153,8 @@ def parse(body: bytes) -> Media:
                 names[_number(pt_text, where="a=rtpmap payload type", limit=127)] = encoding.split("/")[0].strip()
             elif attr in ("sendrecv", "sendonly", "recvonly", "inactive"):
                 direction = attr
+            elif attr == "rtcp" and in_audio and rest.strip():
+                rtcp_port = _number(rest.split()[0], where="a=rtcp port", limit=65535)
     if port is None:
         raise SdpError("no audio stream in the SDP")
     if port == 0:
@@ -134,9 +167,12 @@ def parse(body: bytes) -> Media:
     def name(pt: int) -> str:
         return names.get(pt, _STATIC.get(pt, "")).upper()
 
-    codec = next((pt for pt in pts if name(pt) in ("PCMU", "PCMA")), None)
+    codecs = tuple(dict.fromkeys(PCMU if name(pt) == "PCMU" else PCMA for pt in pts if name(pt) in ("PCMU", "PCMA")))
+    codec = codecs[0] if codecs else None
     if codec is None:
         offered = ", ".join(name(pt) or str(pt) for pt in pts) or "nothing"
         raise SdpError(f"no common codec: we send PCMU or PCMA, the far end accepts {offered}")
     event_pt = next((pt for pt in pts if name(pt) == "TELEPHONE-EVENT"), None)
-    return Media(ip=ip, port=port, codec=0 if name(codec) == "PCMU" else 8, event_pt=event_pt, direction=direction)
+    others = frozenset(pt for pt in pts if name(pt) != "TELEPHONE-EVENT")
+    return Media(ip=ip, port=port, codec=codec, event_pt=event_pt, direction=direction, other_pts=others,
+                 codecs=codecs, hold_address=ip in ("0.0.0.0", "::"), rtcp_port=rtcp_port)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import unicodedata
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 # The outcome vocabulary shared with the Twilio provider.
 ANSWERED = "answered"
@@ -15,10 +17,50 @@ INVALID_NUMBER = "invalid-number"
 CANCELED = "canceled"
 OUTCOMES = (ANSWERED, BUSY, NO_ANSWER, FAILED, DECLINED, INVALID_NUMBER, CANCELED)
 
+# Privacy header values a call may send (RFC 3323 / RFC 3325): "id" asks the trunk to withhold the asserted
+# identity from the callee, "none" asks it to pass it on; "" sends no Privacy header (the trunk's default).
+PRIVACY_VALUES = ("", "id", "none")
+DISPLAY_NAME_MAX = 64  # characters; longer names are cut by most phones and rejected by some trunks
+
 # Progress events passed to CallSpec-level `on_progress` callbacks, in the order they can happen.
 TRYING = "trying"  # the far end (or a proxy) sent 100 Trying
 RINGING = "ringing"  # 180 Ringing or 183 Session Progress
 ANSWER = "answer"  # 2xx to the INVITE, ACK sent; audio starts
+
+
+class FlowStep(Protocol):
+    """One step of a call flow as the user agent runs it (campaigns.callflow.Step has this shape)."""
+
+    @property
+    def play(self) -> tuple[str, ...]: ...  # clip names, in order
+
+    @property
+    def gather(self) -> str | None: ...  # the menu to wait for a key in; None: the call ends after the clips
+
+    @property
+    def prompts(self) -> int: ...  # times the `gather` menu has been offered, this one included
+
+    @property
+    def node(self) -> str: ...  # where in the flow this step is (a transfer's node, for its outcome)
+
+    @property
+    def transfer_to(self) -> str: ...  # after the clips: REFER the callee here (a sip: URI or an E.164 number)
+
+
+class FlowDriver(Protocol):
+    """Who decides a flow call's next step. The user agent only plays clips, collects keys and transfers."""
+
+    def start(self) -> FlowStep:
+        """The first step, once the call is answered (the message, then a key in the root menu)."""
+        ...
+
+    async def press(self, menu: str, prompts: int, key: str) -> FlowStep:
+        """The callee answered `menu` (offered `prompts` times) with `key`, "" for nothing: the next step."""
+        ...
+
+    async def transfer_ended(self, node: str, connected: bool) -> FlowStep | None:
+        """The transfer at `node` connected or was refused; a step to play before hanging up, or None."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -32,7 +74,7 @@ class CallSpec:
     password: str = field(default="", repr=False)
     transport: str = "udp"  # udp | tcp | tls
     proxy: tuple[str, int] | None = None  # where requests go; default: the host and port of `to`
-    ring_timeout: float = 30.0  # seconds from INVITE to a final answer before we CANCEL
+    ring_timeout: float = 30.0  # seconds from the first provisional response to a final answer before we CANCEL
     digit_timeout: float = 5.0  # seconds to wait for digits after playback ends
     max_digits: int = 0  # 0: collect until digit_timeout; n: hang up once n digits arrived
     stop_on_digit: bool = False  # stop playback at the first digit (like Twilio's <Gather><Play>)
@@ -42,6 +84,25 @@ class CallSpec:
     capture_audio: bool = False  # keep the audio payload the far end sends (tests compare an echo)
     user_agent: str = "Herald"
     t1: float = 0.5  # RFC 3261 T1, the round-trip estimate: retransmissions start here, Timer B is 64 x T1
+    # A call flow instead of one clip and a key: `flow` decides each step, `clips` holds every clip it may play
+    # (name -> 8 kHz μ-law bytes; "message" defaults to `audio`), `digit_timeout` is each menu's wait for a key.
+    flow: FlowDriver | None = None
+    clips: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    # Listening to the far end's audio for what carriers play instead of a SIP code (telephony.sip.announce):
+    # SIT tones, and recorded announcements matched against `announcements` (announce.Reference); during early
+    # media and the first `listen_after_answer` seconds after a 200. A SIT or an announcement ends the call.
+    detect_sit: bool = True
+    announcements: tuple = field(default=(), repr=False)
+    listen_after_answer: float = 6.0
+    rtcp_interval: float = 5.0  # seconds between our RTCP sender reports (RFC 3550's minimum); 0: none
+    max_hold: float = 120.0  # seconds the far end may hold the call (the clip waits) before we hang up
+    refer_timeout: float = 5.0  # seconds for the trunk to answer a REFER before the transfer counts as refused
+    transfer_timeout: float = 30.0  # seconds from 202 Accepted to the NOTIFY saying how the transfer ended
+    # Caller presentation (checked by place_call): the From header's display name, a P-Asserted-Identity
+    # (RFC 3325; a sip:, sips: or tel: URI) and a Privacy header, each left out when empty.
+    display_name: str = ""
+    asserted_identity: str = ""
+    privacy: str = ""
 
 
 @dataclass
@@ -56,6 +117,13 @@ class CallResult:
     played_to_end: bool = False
     rtp_packets_sent: int = 0
     rtp_bytes_sent: int = 0
+    rtcp_reports_sent: int = 0  # RTCP sender reports, the final one with BYE included
+    rtcp_packets_received: int = 0
+    # What the far end's latest RTCP reception report said about our audio; None when it sent none.
+    far_end_fraction_lost: float | None = None
+    far_end_cumulative_lost: int | None = None
+    far_end_jitter_ms: float | None = None
+    silence_packets_sent: int = 0  # RTP silence while waiting for keys (not counted in rtp_packets_sent)
     rtp_packets_received: int = 0
     early_media_packets: int = 0
     retry_after: float | None = None  # seconds, from a 503 we could not wait out
@@ -64,8 +132,16 @@ class CallResult:
     answered_at: float | None = None
     ended_at: float = 0.0
     setup_seconds: float | None = None  # INVITE sent -> final response
-    talk_seconds: float | None = None  # answer -> hang-up
+    talk_seconds: float | None = None  # answer -> hang-up (our BYE sent or theirs received), not the BYE's wait
+    hung_up_at: float | None = None  # wall-clock BYE sent or received; ended_at also counts the BYE transaction
     send_error_ms: dict[str, float] = field(default_factory=dict)  # p50 / p99 / max lateness of RTP sends
+    clips_played: list[str] = field(default_factory=list)  # flow calls: each clip started, "name!" when cut short
+    sit: str = ""  # the SIT code heard (IC, VC, NC, RO, …), if any
+    announcement: str = ""  # the outcome a carrier announcement meant (invalid_number, suspended, powered_off,
+    announcement_name: str = ""  # unreachable, busy) and the library recording it matched
+    redirects: list[str] = field(default_factory=list)  # request URIs a 3xx sent the call to, in order
+    held_seconds: float = 0.0  # time the far end held the call (a=sendonly / inactive); the clip waited meanwhile
+    transfer: str = ""  # flow calls: "connected" or "refused: <why>" once a transfer was tried
     received_audio: bytes = field(default=b"", repr=False)  # with CallSpec.capture_audio
     send_lateness_ms: list[float] = field(default_factory=list, repr=False)  # per RTP packet, for benchmarks
 
@@ -77,3 +153,24 @@ class CallResult:
 
 
 ProgressCallback = Callable[[str], Awaitable[None]]
+
+
+def display_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a From display name, or None. Any printable text is fine (it is sent quoted);
+    line breaks, tabs and other control characters are not: in a header they could end it or forge another."""
+    if len(name) > DISPLAY_NAME_MAX:
+        return f"A display name is at most {DISPLAY_NAME_MAX} characters ({len(name)} given)."
+    for char in name:
+        if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp"):
+            return f"A display name cannot hold line breaks, tabs or other control characters ({char!r} found)."
+    return None
+
+
+def quote_display_name(name: str) -> str:
+    """`name` as an RFC 3261 quoted-string (25.1): in double quotes, with `"` and `\\` sent as quoted-pairs.
+    ValueError when the name holds what a header must never carry (display_name_problem)."""
+    problem = display_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+

@@ -262,7 +262,8 @@ def test_report_page(admin_client, campaign):
     response = admin_client.get(reverse("admin:campaigns_campaign_report", args=[campaign.pk]))
     assert response.status_code == 200
     page = response.content.decode()
-    assert '<meta http-equiv="refresh" content="5">' in page  # running: the page follows progress
+    # Running: the page follows progress, refreshing its live part in place every 5 s.
+    assert 'id="report-live" data-refresh-seconds="5"' in page and "campaigns/report_refresh.js" in page
     assert 'id="report"' in page and 'id="progress"' in page and 'id="digits"' in page
     assert page.count('class="herald-chart"') == 1  # rates per variant
     assert page.count('class="herald-chart interval-chart"') == 3  # one per decision metric
@@ -282,7 +283,7 @@ def test_report_page(admin_client, campaign):
 def test_report_page_stops_refreshing_when_finished(admin_client, campaign):
     Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.COMPLETED)
     page = admin_client.get(reverse("admin:campaigns_campaign_report", args=[campaign.pk])).content.decode()
-    assert 'http-equiv="refresh"' not in page
+    assert 'id="report-live" data-refresh-seconds=""' in page and 'http-equiv="refresh"' not in page
 
 
 def test_report_of_missing_campaign_is_404(admin_client, db):

@@ -5,8 +5,10 @@ import codecs
 import pytest
 
 from campaigns.contacts_csv import (
+    LATEST,
     MAX_FIELD_LENGTH,
     CsvImportError,
+    MergedRow,
     ParsedContact,
     RejectedRow,
     parse_contacts_csv,
@@ -385,7 +387,7 @@ def test_timezone_unknown_for_number():
 # --------------------------------------------------------------------------- duplicates
 
 
-def test_duplicates_merged_later_non_empty_values_win():
+def test_duplicates_merged_later_non_empty_values_win_when_asked():
     text = (
         "姓名,手机号,订单号,备注\n"
         "张三,13800138000,A1,first\n"
@@ -393,7 +395,7 @@ def test_duplicates_merged_later_non_empty_values_win():
         ",+86 138 0013 8000,A2,\n"  # same number, empty name and note: keep earlier ones
         "张三丰,008613800138000,,newest\n"
     )
-    result = parse_text(text, "gb18030")
+    result = parse_text(text, "gb18030", duplicates=LATEST)
     assert result.merged == 2
     assert result.total_rows == 4
     first = result.contacts[0]
@@ -409,9 +411,50 @@ def test_duplicates_merged_later_non_empty_values_win():
     assert_accounted(result)
 
 
+def test_duplicates_combined_by_default_say_every_rows_values():
+    text = (
+        "姓名,手机号,订单号,备注,时间\n"
+        "张三,13800138000,SF1,,下午3点\n"
+        "李四,13900139000,B1,,上午\n"
+        "张三丰,+86 138 0013 8000,SF2,易碎,下午3点\n"  # a second order for the same customer
+        ",13800138000,SF1,,\n"  # the first order again: nothing new
+        "张三,13800138000,SF3,,\n"
+    )
+    result = parse_text(text)
+    first = result.contacts[0]
+    assert first.name == "张三"  # the first row's name stays
+    assert first.fields == {"订单号": "SF1、SF2、SF3", "备注": "易碎", "时间": "下午3点"}
+    assert first.merged_lines == (4, 5, 6)
+    assert result.merged_rows == [
+        MergedRow(line=4, into_line=2, changes={"订单号": "SF1、SF2", "备注": "易碎"}),
+        MergedRow(line=5, into_line=2, changes={}),
+        MergedRow(line=6, into_line=2, changes={"订单号": "SF1、SF2、SF3"}),
+    ]
+    assert result.contacts[1].fields == {"订单号": "B1", "备注": "", "时间": "上午"}
+    assert_accounted(result)
+
+
+def test_latest_policy_records_what_each_merged_line_replaced():
+    text = "name,phone,order\n张三,13800138000,SF1\n张三丰,13800138000,SF2\n"
+    result = parse_text(text, duplicates=LATEST)
+    assert result.contacts[0].fields == {"order": "SF2"} and result.contacts[0].name == "张三丰"
+    assert result.merged_rows == [MergedRow(line=3, into_line=2, changes={"name": "张三丰", "order": "SF2"})]
+
+
+def test_an_unknown_duplicate_policy_is_refused():
+    with pytest.raises(ValueError, match="unknown duplicate policy 'first'; use one of combine, latest"):
+        parse_text("phone\n13800138000\n", duplicates="first")
+
+
+def test_the_reason_column_of_a_rejected_rows_download_is_not_a_variable():
+    result = parse_text("rejected_reason,phone,order\nline 2: bad,13800138000,'=1+1\n")
+    assert result.contacts[0].fields == {"order": "=1+1"}  # and a guarded cell is read back as it was
+    assert result.header == ["rejected_reason", "phone", "order"]
+
+
 def test_duplicate_with_explicit_timezone_overrides():
     text = "phone,timezone\n13800138000,\n13800138000,Asia/Urumqi\n13800138000,\n"
-    result = parse_text(text)
+    result = parse_text(text)  # either policy: the first row named no zone
     assert result.contacts[0].timezone == "Asia/Urumqi"
     assert result.contacts[0].merged_lines == (3, 4)
 
@@ -447,7 +490,7 @@ def test_every_line_accounted_for_on_a_messy_file():
         "褚四,+8613600136000,,更新",  # 16 merged into 6
     ]
     data = "\r\n".join(lines).encode("gb18030")  # no final newline
-    result = parse_contacts_csv(data)
+    result = parse_contacts_csv(data, duplicates=LATEST)
     assert result.encoding == "gb18030"
     assert result.total_rows == 12
     assert_accounted(result)

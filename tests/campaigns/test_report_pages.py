@@ -6,13 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
+import openpyxl
 import pytest
 from django.urls import reverse
 
-from campaigns import reports
+from campaigns import exports, reports
 from campaigns.lifecycle import rebuild_call_facts
 from campaigns.models import Call, CallAttempt, Campaign, Contact, ContactList, ScriptTemplate, Variant
 from telephony.models import TelephonyAccount
@@ -122,8 +124,13 @@ class _Tables(HTMLParser):
         if self.inside and self.in_cell and not self.skip and self.current is not None:
             self.current[-1] += data
 
+    @property
+    def columns(self) -> list[list[str]]:
+        """The rows below the column-group heading row (when the table has one)."""
+        return [row for row, attrs in zip(self.rows, self.attrs, strict=True) if attrs.get("class") != "groups"]
+
     def by_label(self) -> dict[str, dict[str, str]]:
-        head, *body = self.rows
+        head, *body = self.columns
         return {row[0]: dict(zip(head, row, strict=True)) for row in body}
 
 
@@ -223,6 +230,12 @@ def test_heatmap_page_equals_each_attempt_converted_to_local_time(admin_client, 
     download = admin_client.get(reverse("admin:campaigns_campaign_heatmap", args=[campaign.pk]) + "?format=csv")
     rows = list(csv.DictReader(io.StringIO(download.content.decode("utf-8-sig"))))
     assert sum(int(r["attempts"]) for r in rows) == sum(a for a, _ in direct.values())
+    # The same table in Excel, as the README promises; and the page names its rate for what it counts.
+    excel = admin_client.get(reverse("admin:campaigns_campaign_heatmap", args=[campaign.pk]) + "?format=xlsx")
+    assert excel["Content-Type"] == exports.XLSX_TYPE and "hours.xlsx" in excel["Content-Disposition"]
+    header, *cells = list(openpyxl.load_workbook(io.BytesIO(excel.content))["Hours (callee-local)"].values)
+    assert {(r[0], r[2]): (r[3], r[4]) for r in cells} == direct and header[3:5] == ("attempts", "answered")
+    assert "Attempt answer rate by weekday and hour" in html and "counts each dialled call once" in html
 
 
 def test_heatmap_follows_daylight_saving_and_half_hour_zones(db):
@@ -272,6 +285,9 @@ def test_voices_page_sums_every_campaign(admin_client, campaign):
     voice = Voice.objects.get(name="Ava")
     page = admin_client.get(reverse("admin:voices_voice_heatmap", args=[voice.pk]))
     assert page.status_code == 200 and 'id="heatmap"' in page.content.decode()
+    hours = admin_client.get(reverse("admin:voices_voice_heatmap", args=[voice.pk]) + "?format=xlsx")
+    sheet = openpyxl.load_workbook(io.BytesIO(hours.content))["Hours (callee-local)"]
+    assert sum(row[3] for row in list(sheet.values)[1:]) == CallAttempt.objects.filter(call__variant__voice=voice, placed_at__isnull=False).count()
 
 
 def test_decision_box_reads_as_sentences(admin_client, db):
@@ -322,3 +338,30 @@ def test_reports_need_a_login(client, campaign):
     ):
         response = client.get(url)
         assert response.status_code == 302 and "/login/" in response["Location"], url
+
+
+def test_the_decision_box_shows_the_finished_calls_it_compares(admin_client, campaign):
+    html = admin_client.get(reverse("admin:campaigns_campaign_report", args=[campaign.pk])).content.decode()
+    report = reports.campaign_report(campaign)
+    assert report.comparisons, "the random campaign has enough calls for decisions"
+    settled = {row.label: row for row in report.settled}
+    tables = re.findall(r'<table class="decision-counts" data-metric="([^"]+)">(.*?)</table>', html, re.S)
+    assert [label for label, _ in tables] == [reports.METRICS[k].label for k in report.comparisons]
+    answer = dict(tables)["Answer rate"]
+    assert "Of finished dialled calls" in answer and "<th class=\"num\">Answered</th>" in answer
+    for label, row in settled.items():
+        cells = re.search(rf'<tr data-row="{label}">.*?<td class="num">(\d+)</td><td class="num">(\d+)</td>', answer, re.S)
+        assert (int(cells.group(1)), int(cells.group(2))) == (row.answered, row.dialled), label
+    listen = dict(tables)["Listen-through"]
+    assert "Of finished calls answered by a person" in listen and "Listened to end" in listen
+
+
+def test_the_results_columns_are_grouped_and_the_groups_span_them_all(admin_client, campaign):
+    html = admin_client.get(reverse("admin:campaigns_campaign_report", args=[campaign.pk])).content.decode()
+    groups = re.search(r'<tr class="groups">(.*?)</tr>', html, re.S).group(1)
+    spans = [(label, int(span)) for span, label in re.findall(r'<th colspan="(\d+)" scope="colgroup" class="group">([^<]*)</th>', groups)]
+    assert [label for label, _ in spans] == ["Calls", "Reached", "After the message", "Not reached", "Not called", "Time"]
+    head = parse_table(html, "report").columns[0]
+    assert head[:3] == ["Variant", "Voice", "Script"] and 3 + sum(span for _, span in spans) == len(head)
+    reached = head[3 + 3 : 3 + 3 + dict(spans)["Reached"]]
+    assert reached == ["Attempts", "Dialled", "Answered", "Answer rate", "Human", "Human-answer rate", "Machine"]

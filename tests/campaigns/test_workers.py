@@ -13,8 +13,8 @@ import pytest
 from django.utils import timezone
 
 from campaigns.launch import launch_campaign
-from campaigns.models import Call, Worker
-from campaigns.workers import dead_workers, recover_dead_workers, stalled
+from campaigns.models import Call, CallAttempt, Worker
+from campaigns.workers import SIP_CALL, Heartbeat, dead_workers, recover_dead_workers, stalled
 from synthesis.models import RenderedAudio
 
 pytestmark = pytest.mark.django_db
@@ -112,3 +112,55 @@ def test_work_no_live_worker_holds_is_handed_on_when_a_worker_dies(calls, django
     assert recovery.calls_released == 1
     # Pending renders of the calls still waiting for audio, but for the one a live worker holds.
     assert recovery.renders_requeued == len({c.audio_id for c in calls[4:]}) and len(sent) == 1
+
+
+def test_a_dial_the_dead_worker_took_after_its_last_heartbeat_is_handed_on(calls, settings):
+    """Killed after taking a message claimed later than its last write, before recording it: the claim is
+    older than one heartbeat by the time the worker is found dead, and no live worker holds it."""
+    settings.WORKER_HEARTBEAT_SECONDS = 10
+    dead = _worker("telephony@dead", [], silent=40, queues="telephony")
+    _worker("telephony@live", [["t1", PLACE, [calls[1].pk], {}]], queues="telephony")
+    after_its_last_write = dead.seen_at + timedelta(seconds=8)
+    within_a_heartbeat = timezone.now() - timedelta(seconds=5)
+    for call, at in ((calls[0], after_its_last_write), (calls[1], after_its_last_write), (calls[2], within_a_heartbeat)):
+        Call.objects.filter(pk=call.pk).update(state=Call.State.DIALING, claimed_at=at)
+
+    assert recover_dead_workers().calls_released == 1
+
+    states = dict(Call.objects.values_list("pk", "state"))
+    assert states[calls[0].pk] == Call.State.READY  # taken by the dead worker after its last write
+    assert states[calls[1].pk] == Call.State.DIALING  # a live worker holds it
+    assert states[calls[2].pk] == Call.State.DIALING  # a sweep's claim of the last heartbeat: maybe still in flight
+
+
+def _sip_call_on_the_line(call: Call) -> CallAttempt:
+    Call.objects.filter(pk=call.pk).update(state=Call.State.IN_PROGRESS, attempts_made=1)
+    return CallAttempt.objects.create(
+        call=call, number=1, provider="sip", provider_call_id=f"sip-{call.pk}", status=CallAttempt.Status.IN_PROGRESS
+    )
+
+
+def test_a_sip_call_dies_with_its_worker_and_is_closed_at_once_without_a_redial(calls):
+    dead_call, stopped_call = calls[0], calls[1]
+    dead, stopped = _sip_call_on_the_line(dead_call), _sip_call_on_the_line(stopped_call)
+    _worker("telephony@dead", [[dead.provider_call_id, SIP_CALL, [dead.pk], {}]], silent=40)
+    # A worker that stops cleanly hangs its calls up and writes their ends itself.
+    _worker("telephony@stopped", [[stopped.provider_call_id, SIP_CALL, [stopped.pk], {}]], stopped=True)
+
+    assert recover_dead_workers().attempts_settled == 1
+
+    dead.refresh_from_db()
+    assert (dead.status, dead.error_code) == (CallAttempt.Status.FAILED, "worker-died")
+    assert "telephony@dead" in dead.error_message and "not re-dialled" in dead.error_message
+    dead_call.refresh_from_db()
+    assert dead_call.state == Call.State.FAILED and dead_call.attempts_made == 1
+    stopped.refresh_from_db()
+    assert stopped.status == CallAttempt.Status.IN_PROGRESS
+
+
+def test_the_heartbeat_names_the_sip_calls_in_flight_in_its_process(monkeypatch):
+    from telephony.providers import sip as sip_provider
+
+    monkeypatch.setitem(sip_provider.RUNTIME._held, "abc123", sip_provider._Held(77, CallAttempt.Status.RINGING))
+    beat = Heartbeat("telephony@h", "telephony", 1.0)
+    assert ["abc123", SIP_CALL, [77], {}] in beat.held()

@@ -86,6 +86,11 @@ def test_whole_flow_by_hand_in_the_admin(
             f"{name}: typed {text!r}, field holds {field.get_attribute('value')!r}"
         )
 
+    def pick_time(name: str, value: str) -> None:  # the browser's time picker, as a choice in it leaves it
+        field = find(f"input[type='time'][name='{name}']")
+        browser.execute_script("arguments[0].value = arguments[1];", field, value)
+        assert field.get_attribute("value") == value, f"{name}: picked {value!r}, holds {field.get_attribute('value')!r}"
+
     def choose(name: str, label: str) -> None:
         Select(find(f"select[name='{name}']")).select_by_visible_text(label)
 
@@ -223,8 +228,8 @@ def test_whole_flow_by_hand_in_the_admin(
     choose("contact_list", LIST_NAME)
     choose("telephony_account", str(account))
     type_into("caller_id", "+862161234567")
-    type_into("window_start", "00:00")  # the 08:00–21:00 local cap is applied by the dialler, not the form
-    type_into("window_end", "23:59")
+    pick_time("window_start", "00:00")  # the 08:00–21:00 local cap is applied by the dialler, not the form
+    pick_time("window_end", "23:59")
     type_into("variants-0-name", "A")
     choose("variants-0-voice", "普通话-高")
     choose("variants-0-script", "到货通知")
@@ -279,7 +284,7 @@ def test_whole_flow_by_hand_in_the_admin(
         }
         headings = [  # the source text: the admin's CSS upper-cases table headings
             th.get_attribute("textContent").strip()
-            for th in driver.find_elements(By.CSS_SELECTOR, "table#report thead th")
+            for th in driver.find_elements(By.CSS_SELECTOR, "table#report thead tr:not(.groups) th")
         ]
         # The figure of each cell (its first text node: a rate's interval is a span after it), from the DOM,
         # since columns scrolled out of the table's box are not "displayed" text to WebDriver.
@@ -287,7 +292,7 @@ def test_whole_flow_by_hand_in_the_admin(
             "return [...document.querySelectorAll('table#report tbody tr')].map(tr =>"
             " [...tr.children].map(cell => (cell.firstChild ? cell.firstChild.textContent : '').trim()))"
         )
-        status = driver.find_element(By.CSS_SELECTOR, ".herald-report > p strong").text
+        status = driver.find_element(By.CSS_SELECTOR, "#report-live > p strong").text
         return (progress, headings, results, status) if progress and results else False
 
     progress, headings, results, status = WebDriverWait(

@@ -97,6 +97,10 @@ def test_a_bad_date_filter_is_a_400(make_sandbox):
         ("20429", 429, 20429, False),
         ("21211", 400, 21211, False),
         ("13224", 400, 13224, False),
+        ("20003", 401, 20003, False),
+        ("21210", 400, 21210, False),
+        ("21212", 400, 21212, False),
+        ("21215", 400, 21215, False),
     ],
 )
 def test_scripted_create_faults_answer_like_twilio(make_sandbox, herald, fault, status, code, created):
@@ -161,7 +165,31 @@ def test_unknown_faults_are_refused():
         TwilioSandbox({SID: TOKEN}, create_faults={"teapot": 0.1})
     with pytest.raises(ValueError, match="unknown create faults"):
         TwilioSandbox({SID: TOKEN}, create_fault_script={TO: ["500"]})
-    assert set(CREATE_FAULTS) == {"timeout", "500-after", "500-before", "20429", "21211", "13224"}
+    assert set(CREATE_FAULTS) == {
+        "timeout", "500-after", "500-before", "20429", "21211", "13224", "20003", "20005", "21210", "21212", "21215"
+    }
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ("20003", "Authenticate"),
+        ("20005", "Account not active"),
+        ("21210", f"The source phone number provided, {FROM}, is not yet verified for your account."),
+        ("21212", f"The phone number you are attempting to call from, {FROM}, is not valid."),
+        ("21215", f"Account not authorized to call {TO}. Perhaps you need to enable some international permissions"),
+    ],
+)
+def test_account_refusals_are_worded_like_twilio_and_create_nothing(make_sandbox, herald, fault, says):
+    sandbox = make_sandbox(create_fault_script={TO: [fault, fault]})
+    client = client_for(sandbox)
+
+    for _ in range(2):  # refused each time the script says, with Twilio's error resource
+        with pytest.raises(TwilioRestException) as err:
+            create(client, herald)
+        assert err.value.code == int(fault) and err.value.msg.startswith(f"Unable to create record: {says}")
+    assert sandbox.calls() == [] and client.calls.list(to=TO) == []
+    assert [(r["fault"], r["sid"]) for r in sandbox.create_requests()] == [(fault, None), (fault, None)]
 
 
 # ----------------------------------------------------------------------------- callback delivery

@@ -18,7 +18,17 @@ from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
 from campaigns.demo import daytime_zone
-from campaigns.models import Call, CallAttempt, Campaign, Contact, ContactList, ScriptTemplate, Variant
+from campaigns.models import (
+    Call,
+    CallAttempt,
+    CallFlow,
+    Campaign,
+    Contact,
+    ContactList,
+    FlowNode,
+    ScriptTemplate,
+    Variant,
+)
 from sandbox.twilio import TwilioSandbox
 from synthesis.models import RenderedAudio
 from telephony.actions import set_auth_token
@@ -27,6 +37,7 @@ from voices.models import Voice
 
 PUBLIC_URL = "https://herald.example.test"
 CALLER_ID = "+862161234567"
+DESK = "+864008001234"  # where the test flows' transfer key (0) sends the callee
 PHONE = "+8613800138000"
 FORM = "application/x-www-form-urlencoded"  # how Twilio posts webhooks
 
@@ -233,3 +244,21 @@ def unreachable_public_url(settings) -> str:
 def claimed(make_call, audio) -> Call:
     """A call the sweep has claimed: ready audio, state dialing, no attempts yet."""
     return make_call(state=Call.State.DIALING, attempts_made=0, audio=audio, claimed_at=timezone.now())
+
+
+def delivery_flow(**fields) -> CallFlow:
+    """The flow the carriers' flow tests walk: 1 confirm, 2 reschedule (1, 2: slots a day later, morning and
+    afternoon), 9 opt out, 0 transfer to DESK (with a fallback clip), * repeat; offered twice at most."""
+    flow = CallFlow.objects.create(name="Delivery", menu_text="确认请按1，改期请按2，重听请按星号。", max_prompts=2,
+                                   **fields)  # fmt: skip
+    A = FlowNode.Action
+    FlowNode.objects.create(flow=flow, key="1", action=A.CONFIRM, text="感谢您的确认。")
+    reschedule = FlowNode.objects.create(flow=flow, key="2", action=A.RESCHEDULE, text="明天上午请按1，明天下午请按2。")
+    for key, label in (("1", "上午"), ("2", "下午")):
+        FlowNode.objects.create(flow=flow, parent=reschedule, key=key, action=A.SLOT, text="已改到{slot}。",
+                                slot_days=1, slot_label=label)  # fmt: skip
+    FlowNode.objects.create(flow=flow, key="9", action=A.OPT_OUT, text="您将不会再接到我们的电话。")
+    FlowNode.objects.create(flow=flow, key="0", action=A.TRANSFER, text="正在为您转接人工客服。", transfer_to=DESK,
+                            transfer_fallback_text="请拨打4008001234联系人工客服。")  # fmt: skip
+    FlowNode.objects.create(flow=flow, key="*", action=A.REPEAT)
+    return flow

@@ -347,31 +347,34 @@ def test_rejected_number_is_a_permanent_failure(make_call, audio, make_sandbox, 
 
 
 @pytest.mark.django_db
-def test_wrong_credentials_are_a_permanent_failure(claimed, account, make_sandbox, unreachable_public_url):
+def test_wrong_credentials_pause_the_campaign_and_keep_the_call(claimed, account, make_sandbox, unreachable_public_url):
+    # Every call would meet them: the campaign pauses (tests/telephony/test_twilio_account_errors.py has the rest).
     make_sandbox()
     set_auth_token(account, "not-the-sandbox-token")
 
-    assert place_call(claimed.pk) == "failed"
+    assert place_call(claimed.pk) == "account refused"
 
     claimed.refresh_from_db()
-    assert CallAttempt.objects.get(call=claimed).error_code == "20003"
-    assert claimed.state == Call.State.FAILED
+    assert not CallAttempt.objects.filter(call=claimed).exists()
+    assert (claimed.state, claimed.attempts_made) == (Call.State.READY, 0) and "20003" in claimed.error
+    campaign = Campaign.objects.get(pk=claimed.campaign_id)
+    assert campaign.status == Campaign.Status.PAUSED and "20003" in campaign.paused_reason
 
 
 @pytest.mark.django_db
-def test_missing_credentials_fail_the_attempt_with_the_reason(claimed, account, make_sandbox, unreachable_public_url):
+def test_missing_credentials_pause_the_campaign_with_the_reason(claimed, account, make_sandbox, unreachable_public_url):
     sandbox = make_sandbox()
     account.auth_token_encrypted = ""
     account.auth_token_env = "HERALD_TEST_NO_SUCH_TOKEN"
     account.save()
 
-    assert place_call(claimed.pk) == "failed"
+    assert place_call(claimed.pk) == "account refused"
 
-    (attempt,) = CallAttempt.objects.filter(call=claimed)
     claimed.refresh_from_db()
-    assert attempt.status == S.FAILED
-    assert "HERALD_TEST_NO_SUCH_TOKEN" in attempt.error_message
-    assert claimed.state == Call.State.FAILED and "HERALD_TEST_NO_SUCH_TOKEN" in claimed.error
+    assert not CallAttempt.objects.filter(call=claimed).exists()
+    assert claimed.state == Call.State.READY and "HERALD_TEST_NO_SUCH_TOKEN" in claimed.error
+    campaign = Campaign.objects.get(pk=claimed.campaign_id)
+    assert campaign.status == Campaign.Status.PAUSED and "HERALD_TEST_NO_SUCH_TOKEN" in campaign.paused_reason
     assert sandbox.calls() == []
 
 

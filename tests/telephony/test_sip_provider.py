@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from campaigns.models import Call, CallAttempt, DoNotCall
+from campaigns.models import Call, CallAttempt, Campaign, DoNotCall
 from campaigns.reports import campaign_report
 from synthesis.audio import Waveform, read_mulaw_wav, write_mulaw_wav
 from synthesis.models import RenderedAudio
@@ -155,18 +155,32 @@ ENDINGS = [
     pytest.param(refused(sip.INVALID_NUMBER, 404, "Not Found"), S.FAILED, "sip-404", F, Out.INVALID_NUMBER,
                  id="invalid-number"),
     pytest.param(refused(sip.FAILED, 403, "Forbidden"), S.FAILED, "sip-403", F, Out.FAILED, id="forbidden"),
-    pytest.param(refused(sip.FAILED, 407, "Proxy Authentication Required", error="credentials refused"),
-                 S.FAILED, "sip-407", F, Out.FAILED, id="bad-credentials"),
     pytest.param(refused(sip.FAILED, 488, "Not Acceptable Here"), S.FAILED, "sip-488", F, Out.FAILED,
                  id="no-common-codec"),
+    # What the carrier played decides (telephony.sip.announce), whatever its SIP answer was.
+    pytest.param(refused(sip.INVALID_NUMBER, 487, "Request Terminated", announcement="invalid_number",
+                         error="the carrier announced x (invalid_number)"), S.FAILED, "ann-invalid_number", F,
+                 Out.INVALID_NUMBER, id="announced-empty-number"),
+    pytest.param(refused(sip.NO_ANSWER, 487, "Request Terminated", announcement="powered_off",
+                         error="the carrier announced x (powered_off)"), S.NO_ANSWER, "ann-powered_off", R,
+                 Out.NO_ANSWER, id="announced-powered-off"),
+    pytest.param(refused(sip.FAILED, 487, "Request Terminated", announcement="suspended",
+                         error="the carrier announced x (suspended)"), S.FAILED, "ann-suspended", F, Out.FAILED,
+                 id="announced-suspended"),
+    pytest.param(refused(sip.BUSY, 487, "Request Terminated", announcement="busy",
+                         error="the carrier announced x (busy)"), S.BUSY, "ann-busy", R, Out.BUSY, id="announced-busy"),
+    pytest.param(refused(sip.INVALID_NUMBER, 487, "Request Terminated", sit="VC", error="the carrier played SIT VC"),
+                 S.FAILED, "sit-VC", F, Out.INVALID_NUMBER, id="sit-vacant-code"),
+    pytest.param(refused(sip.FAILED, 487, "Request Terminated", sit="NC", error="the carrier played SIT NC"),
+                 S.FAILED, "sit-NC", R, Out.FAILED, id="sit-no-circuit"),
     pytest.param(refused(sip.FAILED, 408, "Request Timeout"), S.FAILED, "sip-408", R, Out.FAILED, id="4xx-408"),
     pytest.param(refused(sip.FAILED, 429, "Too Many Requests"), S.FAILED, "sip-429", R, Out.FAILED, id="4xx-429"),
     pytest.param(refused(sip.FAILED, 491, "Request Pending"), S.FAILED, "sip-491", R, Out.FAILED, id="4xx-491"),
     pytest.param(refused(sip.FAILED, 503, "Service Unavailable", retry_after=120.0), S.FAILED, "sip-503", R,
                  Out.FAILED, id="trunk-overloaded"),
     pytest.param(refused(sip.FAILED, 500, "Server Internal Error"), S.FAILED, "sip-500", R, Out.FAILED, id="5xx"),
-    pytest.param(refused(sip.FAILED, None, error="no response to INVITE (Timer B)"), S.FAILED, "sip", R,
-                 Out.FAILED, id="no-response"),
+    pytest.param(refused(sip.FAILED, None, error="the trunk 127.0.0.1:5070 (tcp) did not answer the INVITE within 32 s "
+                 "(Timer B)"), S.FAILED, "sip", R, Out.FAILED, id="no-response"),
 ]
 
 
@@ -195,6 +209,45 @@ def test_each_sip_ending_moves_the_attempt_and_the_call(ua, claimed, result, sta
         assert result.error in attempt.error_message
         assert claimed.error == attempt.error_message
     assert DoNotCall.objects.filter(phone=PHONE).exists() == (result.digits == "9")
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "error"),
+    [
+        (401, "Unauthorized", "the trunk rejected the credentials of user 'herald' (401 again)"),
+        (407, "Proxy Authentication Required", "the trunk asks for credentials (407) and none are configured"),
+    ],
+)
+def test_a_trunk_refusing_the_credentials_pauses_the_campaign_and_keeps_the_call(ua, claimed, code, reason, error):
+    """Every call of the campaign would meet the same refusal: it pauses with what to fix, once, and the call
+    goes back to ready with its attempt unspent (nobody's phone rang)."""
+    ua.result = refused(sip.FAILED, code, reason, error=error)
+
+    assert place_call(claimed.pk) == "placed"
+    wait_until(lambda: not CallAttempt.objects.filter(call=claimed).exists(), "the attempt row to go")
+
+    claimed.refresh_from_db()
+    campaign = claimed.campaign
+    campaign.refresh_from_db()
+    assert (claimed.state, claimed.attempts_made, claimed.claimed_at) == (Call.State.READY, 0, None)
+    assert campaign.status == Campaign.Status.PAUSED
+    assert f"SIP {code} {reason}" in campaign.paused_reason and error in campaign.paused_reason
+    assert campaign.paused_reason.endswith("fix the SIP trunk's username and password, then resume")
+    assert claimed.error.startswith("not dialled: ")
+
+
+def test_announced_outcomes_follow_their_own_retry_rules(ua, claimed):
+    """A phone switched off is tried again under the policy's "powered_off" minutes, not "no_answer"'s."""
+    campaign = claimed.campaign
+    campaign.retry_policy = {"no_answer": 600, "powered_off": 120}
+    campaign.retry_jitter = 0
+    campaign.save(update_fields=["retry_policy", "retry_jitter"])
+    ua.result = refused(sip.NO_ANSWER, 487, "Request Terminated", announcement="powered_off")
+    before = timezone.now()
+    assert place_call(claimed.pk) == "placed"
+    finished(claimed)
+    assert claimed.state == Call.State.READY
+    assert before + timedelta(minutes=119) < claimed.next_attempt_at < before + timedelta(minutes=125)
 
 
 def test_an_overloaded_trunk_says_when_to_come_back(ua, claimed):
@@ -259,6 +312,42 @@ def test_from_host_defaults_to_the_trunk_and_ipv6_hosts_are_bracketed(account, t
     spec = SipProvider(account).call_spec(dial, "abc")
     assert spec.to == f"sip:{PHONE}@[2001:db8::5]:5070"
     assert spec.from_uri == f"sip:{CALLER_ID}@[2001:db8::5]"
+
+
+def test_the_user_agent_presents_the_caller_as_the_account_says(ua, claimed, account):
+    TelephonyAccount.objects.filter(pk=account.pk).update(
+        sip_display_name='Acme "Express"', sip_asserted_identity=f"tel:{CALLER_ID}", sip_privacy="id"
+    )
+    place_call(claimed.pk)
+    finished(claimed)
+    (spec,) = ua.specs
+    assert (spec.display_name, spec.asserted_identity, spec.privacy) == ('Acme "Express"', f"tel:{CALLER_ID}", "id")
+
+
+def test_an_account_without_presentation_sends_none(account, audio, settings):
+    dial = Dial(attempt_id=1, to=PHONE, caller_id=CALLER_ID, audio_url="",
+                audio_path=str(Path(settings.MEDIA_ROOT) / audio.telephony_file))
+    spec = SipProvider(account).call_spec(dial, "abc")
+    assert (spec.display_name, spec.asserted_identity, spec.privacy) == ("", "", "")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"sip_display_name": "Acme\r\nX-Evil: 1"}, "control characters"),
+        ({"sip_asserted_identity": "mailto:ops@example.com"}, "neither a SIP URI"),
+        ({"sip_privacy": "user"}, "Privacy must be one of"),  # RFC 3323, but not one we send
+    ],
+)
+def test_a_presentation_saved_past_validation_dials_nobody(ua, claimed, account, fields, message):
+    TelephonyAccount.objects.filter(pk=account.pk).update(**fields)
+    assert place_call(claimed.pk) == "failed"
+    attempt = CallAttempt.objects.get(call=claimed)
+    claimed.refresh_from_db()
+    assert ua.specs == []
+    assert attempt.error_code == "config" and message in attempt.error_message
+    assert "caller presentation" in attempt.error_message
+    assert claimed.state == Call.State.FAILED  # the account must be fixed: redialling would fail the same way
 
 
 @pytest.mark.parametrize("problem", ["missing", "not-wav", "no-path"])
@@ -533,6 +622,35 @@ def test_sip_account_validation_says_what_is_wrong(fields, field, message):
     assert any(message in error for error in form.errors[field]), form.errors
 
 
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"sip_display_name": "Acme\nX-Evil: 1"}, "sip_display_name", "control characters"),
+        ({"sip_display_name": "Acme\tDeliveries"}, "sip_display_name", "control characters"),
+        ({"sip_display_name": "x" * 65}, "sip_display_name", "at most 64 characters"),
+        ({"sip_asserted_identity": "+862161234567"}, "sip_asserted_identity", "neither a SIP URI"),
+        ({"sip_asserted_identity": "<sip:a@b>"}, "sip_asserted_identity", "no spaces, quotes or <>"),
+        ({"sip_asserted_identity": "tel:6123"}, "sip_asserted_identity", "needs +country code"),
+        ({"sip_privacy": "header"}, "sip_privacy", "Select a valid choice"),
+    ],
+)
+def test_sip_caller_presentation_validation_says_what_is_wrong(fields, field, message):
+    form = account_form(**fields)
+    assert not form.is_valid()
+    assert any(message in error for error in form.errors[field]), form.errors
+
+
+def test_sip_caller_presentation_is_saved():
+    form = account_form(sip_display_name='Acme "Express" 快递', sip_asserted_identity="tel:+862161234567",
+                        sip_privacy="none")
+    assert form.is_valid(), form.errors
+    account = form.save()
+    assert (account.sip_display_name, account.sip_asserted_identity, account.sip_privacy) == (
+        'Acme "Express" 快递', "tel:+862161234567", "none",
+    )
+    assert tuple(TelephonyAccount.Privacy.values) == sip.PRIVACY_VALUES  # the admin offers what the UA sends
+
+
 @pytest.mark.parametrize("host", ["sip.example.com", "192.0.2.10", "2001:db8::1", "[2001:db8::1]", "localhost"])
 def test_sip_account_accepts_host_names_and_addresses(host):
     form = account_form(sip_host=host)
@@ -551,6 +669,8 @@ def test_a_twilio_account_needs_no_sip_fields():
 def test_a_sip_account_is_set_up_in_the_admin_with_a_write_only_password(admin_client):
     page = admin_client.get("/admin/telephony/telephonyaccount/add/")
     assert b"SIP trunk" in page.content and b"Twilio" in page.content
+    for field in (b"SIP caller presentation", b"sip_display_name", b"sip_asserted_identity", b"sip_privacy"):
+        assert field in page.content
 
     missing_host = account_form(sip_host="").data | {"auth_token": PASSWORD}
     response = admin_client.post("/admin/telephony/telephonyaccount/add/", missing_host)

@@ -312,3 +312,64 @@ def test_invalid_number_codes_are_permanent(code, claimed, make_sandbox, sleeps)
     assert (attempt.status, attempt.error_code) == (S.FAILED, code)
     assert claimed.state == Call.State.FAILED
     assert claimed.outcome == Call.Outcome.INVALID_NUMBER
+
+
+def _died_placing(call: Call, *, silent: float = 40):
+    """A telephony worker holding this call's dial stopped beating `silent` seconds ago (kill -9)."""
+    from campaigns.models import Worker
+
+    seen = timezone.now() - timedelta(seconds=silent)
+    return Worker.objects.create(
+        instance=f"w{call.pk}", name="telephony@dead", pid=4321, seen_at=seen, queues="telephony",
+        held=[["t1", "telephony.tasks.place_call", [call.pk], {}]],
+    )
+
+
+def test_an_attempt_whose_worker_died_before_the_create_is_looked_up_at_once_and_dialled_again(
+    claimed, make_sandbox, settings
+):
+    """Killed between writing the attempt row and asking Twilio: looked up within seconds, not after
+    DIAL_STALE_SECONDS, and, surely never placed, dialled again."""
+    from campaigns import lifecycle
+    from campaigns.workers import recover_dead_workers
+
+    settings.WORKER_DEAD_SECONDS = 30
+    sandbox = make_sandbox(**BUSY)
+    attempt, _ = lifecycle.start_attempt(claimed.pk, 1, timezone.now())
+    _died_placing(claimed)
+    assert settle_silent_attempts(now=later(22)) == 0  # a CREATED attempt alone is nobody's to decide about
+
+    assert recover_dead_workers().attempts_settled == 1
+    attempt.refresh_from_db()
+    assert (attempt.status, attempt.error_code) == (S.UNKNOWN, "worker-died")
+    assert "telephony@dead" in attempt.error_message and "asking the provider" in attempt.error_message
+
+    assert settle_silent_attempts(now=later(11)) == 0  # the first look: nothing yet, only noted
+    assert settle_silent_attempts(now=later(22)) == 1
+    attempt.refresh_from_db()
+    claimed.refresh_from_db()
+    assert (attempt.status, attempt.error_code) == (S.FAILED, "never-placed")
+    assert claimed.state == Call.State.READY and sandbox.calls() == []
+    reclaim(claimed)
+    assert place_call(claimed.pk) == "placed" and len(sandbox.calls()) == 1
+
+
+def test_an_attempt_whose_worker_died_after_the_create_adopts_its_call(claimed, make_sandbox, settings):
+    """Killed after Twilio created the call, before the call id was written: the lookup finds and adopts it,
+    and nobody is dialled twice."""
+    from campaigns.workers import recover_dead_workers
+
+    settings.WORKER_DEAD_SECONDS = 30
+    sandbox = make_sandbox(**BUSY)
+    assert place_call(claimed.pk) == "placed"
+    (dialled,) = sandbox.calls()
+    # What the row looked like in the instant before the call id was saved.
+    CallAttempt.objects.filter(call=claimed).update(status=S.CREATED, provider_call_id=None, placed_at=None)
+    _died_placing(claimed)
+
+    assert recover_dead_workers().attempts_settled == 1
+    assert settle_silent_attempts(now=later(11)) == 1
+    attempt = CallAttempt.objects.get(call=claimed)
+    assert attempt.provider_call_id == dialled["sid"]
+    claimed.refresh_from_db()
+    assert claimed.attempts_made == 1 and len(sandbox.calls()) == 1

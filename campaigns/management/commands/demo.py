@@ -18,10 +18,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from campaigns import lifecycle
-from campaigns.demo import seed_demo
+from campaigns.demo import DEMO_KEYS, DEMO_MENU_HANGUP, seed_demo
 from campaigns.launch import launch_campaign
 from campaigns.models import Call, Campaign
-from campaigns.reports import METRICS, campaign_report, progress
+from campaigns.reports import FUNNEL_ACTIONS, METRICS, CampaignReport, campaign_report, progress
 from synthesis.models import RenderedAudio
 
 ROOT = Path(settings.BASE_DIR)
@@ -97,7 +97,8 @@ class Command(BaseCommand):
                "HERALD_TWILIO_SANDBOX": "1", "PYTHONUNBUFFERED": "1"}
         self.stdout.write("• starting the Twilio sandbox, web server, synthesis + telephony workers and beat")
         self._start("sandbox", [sys.executable, "-m", "sandbox.twilio", "--port", str(sandbox_port),
-                                "--account", f"{sid}:{token}", "--seed", "2026", "--time-scale", "0.02"], env)
+                                "--account", f"{sid}:{token}", "--seed", "2026", "--time-scale", "0.02",
+                                "--digits", DEMO_KEYS, "--menu-hangup", DEMO_MENU_HANGUP], env)
         self._start("web", [sys.executable, "-m", "gunicorn", "herald.wsgi", "-b", f"127.0.0.1:{port}",
                             "--workers", "2", "--threads", "8", "--access-logfile", "-"], env)
         celery = [sys.executable, "-m", "celery", "-A", "herald"]
@@ -110,7 +111,8 @@ class Command(BaseCommand):
         self._wait_for_port(sandbox_port, "sandbox")
 
         demo = seed_demo(
-            contacts=opts["contacts"], api_base_url=f"http://127.0.0.1:{sandbox_port}", account_sid=sid, auth_token=token
+            contacts=opts["contacts"], api_base_url=f"http://127.0.0.1:{sandbox_port}", account_sid=sid, auth_token=token,
+            call_flow=True,
         )
         planned = launch_campaign(demo.campaign)
         self.stdout.write(f"• launched '{demo.campaign.name}': {planned} calls planned, rendering audio")
@@ -224,15 +226,19 @@ class Command(BaseCommand):
     def _print_report(self, campaign: Campaign) -> None:
         report = campaign_report(campaign)
         self.stdout.write(self.style.SUCCESS(f"\nReport for '{campaign.name}'"))
-        header = f"{'':<14}{'calls':>7}{'attempts':>10}{'answered':>10}{'rate':>8}{'human':>7}{'machine':>9}{'listened':>10}{'opt-out':>9}  digits"
-        self.stdout.write(header)
+        # With a flow, a call's keys are its way through the menus: the funnel below says how calls ended.
+        keys = not report.has_flow
+        header = f"{'':<14}{'calls':>7}{'attempts':>10}{'answered':>10}{'rate':>8}{'human':>7}{'machine':>9}{'listened':>10}{'opt-out':>9}"
+        self.stdout.write(header + ("  digits" if keys else ""))
         for row in [report.total, *report.variants]:
             rate = "—" if row.answer_rate is None else f"{row.answer_rate:.0%}"
             digits = " ".join(f"{d}:{n}" for d, n in sorted(row.digits.items())) or "-"
             self.stdout.write(
                 f"{row.label:<14}{row.calls:>7}{row.attempts:>10}{row.answered:>10}{rate:>8}{row.human:>7}"
-                f"{row.machine:>9}{row.listened_to_end:>10}{row.opted_out:>9}  {digits}"
+                f"{row.machine:>9}{row.listened_to_end:>10}{row.opted_out:>9}" + (f"  {digits}" if keys else "")
             )
+        if report.has_flow:
+            self._print_funnel(report)
         for key, comparisons in report.comparisons.items():
             self.stdout.write(f"{METRICS[key].label}: " + " ".join(c.sentence for c in comparisons))
         sample = RenderedAudio.objects.filter(calls__campaign=campaign, state="ready").first()
@@ -245,6 +251,24 @@ class Command(BaseCommand):
         if failed:
             self.stdout.write(self.style.WARNING(f"{failed} calls failed; see the admin for reasons"))
         self.stdout.write(f"Worker and sandbox logs: {self.logs}")
+
+    def _print_funnel(self, report: CampaignReport) -> None:
+        """Answered by a person -> reached the menu -> how each call ended (transfers only where the flow has one)."""
+        has_transfer = report.campaign.flow.nodes.filter(action="transfer").exists()
+        shown = [a for a in FUNNEL_ACTIONS if has_transfer or a not in ("transferred", "transfer_refused")]
+        heads = {"confirmed": "confirmed", "rescheduled": "rescheduled", "opted_out": "opted-out",
+                 "transferred": "transferred", "transfer_refused": "refused", "no_input": "no-input",
+                 "hung_up": "hung-up"}  # fmt: skip
+        self.stdout.write(f"\nCall flow '{report.campaign.flow}': answered by a person → reached the menu → how it ended")
+        self.stdout.write(f"{'':<14}{'human':>7}{'menu':>7}" + "".join(f"{heads[a]:>13}" for a in shown))
+        for row in report.rows:
+            steps = {step.action: step for step in row.funnel}
+            cells = []
+            for action in shown:
+                step = steps[action]
+                share = "" if step.share is None else f" {step.share:>4.0%}"
+                cells.append(f"{step.calls}{share}".rjust(13))
+            self.stdout.write(f"{row.label:<14}{row.human:>7}{row.listened_to_end:>7}" + "".join(cells))
 
     def _stop_all(self) -> None:
         for proc in self.procs:

@@ -190,6 +190,27 @@ def test_answer_parsing_picks_the_far_ends_codec_and_event_type():
 
 
 @pytest.mark.parametrize(
+    "direction, address, held, ours",
+    [
+        ("sendrecv", "192.0.2.9", False, "sendrecv"),
+        ("sendonly", "192.0.2.9", True, "recvonly"),
+        ("inactive", "192.0.2.9", True, "inactive"),
+        ("recvonly", "192.0.2.9", False, "sendonly"),
+        ("sendrecv", "0.0.0.0", True, "recvonly"),  # the RFC 2543 hold
+    ],
+)
+def test_an_offer_says_whether_it_holds_the_call_and_our_answer_mirrors_it(direction, address, held, ours):
+    offer = (
+        f"v=0\r\nc=IN IP4 {address}\r\nt=0 0\r\nm=audio 30000 RTP/AVP 96 0 101\r\na=rtpmap:96 PCMA/8000\r\n"
+        f"a=rtpmap:101 telephone-event/8000\r\na={direction}\r\n"
+    ).encode()
+    media = sdp.parse(offer)
+    assert (media.on_hold, media.answer_direction, media.codecs, media.codec) == (held, ours, (8, 0), 8)
+    body = sdp.answer("10.0.0.2", 40000, session_id=7, version=2, codec=8, event_pt=101, direction=ours).decode()
+    assert body.endswith(f"a={ours}\r\n") and "m=audio 40000 RTP/AVP 8 101\r\n" in body
+
+
+@pytest.mark.parametrize(
     "body, why",
     [
         (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 0\r\n", "rejected the audio stream"),
@@ -304,3 +325,19 @@ def test_challenge_headers_are_never_split_at_their_commas():
     )
     values = m.get_all("www-authenticate")
     assert len(values) == 2 and digest.pick(values).nonce == "n2"
+
+
+# --- RTCP ---------------------------------------------------------------------------------------------------
+def test_rtcp_reports_round_trip_and_garbage_yields_nothing():
+    from telephony.sip import rtcp
+
+    report = rtcp.receiver_report(1, 0xABCD, fraction_lost=0.5, cumulative_lost=-2, highest_seq=70000, jitter=24)
+    (block,), bye = rtcp.reports_about(report, 0xABCD)
+    assert (block.fraction_lost, block.cumulative_lost, block.highest_seq, block.jitter_ms, bye) == (
+        0.5, -2, 70000, 3.0, False,
+    )  # fmt: skip
+    assert rtcp.reports_about(report, 0x1234) == ([], False)  # about another stream
+    sr = rtcp.sender_report(7, rtp_timestamp=1, packets=2, octets=320, cname="herald@10.0.0.2", now=0.5, bye=True)
+    assert len(sr) % 4 == 0 and rtcp.reports_about(sr, 7) == ([], True)
+    for junk in (b"", b"\x00" * 3, b"\x40\xc8\x00\x01", report[:-4], b"\x81\xc9\xff\xff" + report[4:]):
+        assert rtcp.reports_about(junk, 0xABCD) == ([], False)

@@ -53,6 +53,15 @@ def call(uas: Sipp, progress: list[str] | None = None, **spec) -> CallResult:
     return asyncio.run(asyncio.wait_for(placing, CALL_LIMIT))
 
 
+def echoed_clip(result: CallResult) -> bytes:
+    """The echo of the clip: what sipp sent back, less the silence packets that followed it while we waited for
+    keys (whole 160-byte packets of G.711 silence; a packet of the random clip is never all one byte)."""
+    audio = result.received_audio
+    while audio[-160:] in (b"\xff" * 160, b"\xd5" * 160):
+        audio = audio[:-160]
+    return audio
+
+
 def sipp_ok(uas: Sipp) -> None:
     assert uas.wait(10) == 0, uas.report()
 
@@ -81,7 +90,12 @@ def test_answered_call_sends_the_clip_and_hangs_up(transport):
     assert progress == ["trying", "ringing", "answer"]
     assert result.played_to_end and result.error == ""
     assert (result.rtp_packets_sent, result.rtp_bytes_sent) == (50 * CLIP_SECONDS, len(CLIP))
-    assert result.received_audio == CLIP  # sipp echoed every 160-byte packet; in sequence order it is the clip
+    assert echoed_clip(result) == CLIP  # sipp echoed every 160-byte packet; in sequence order it is the clip
+    # While it waited for a key after the clip, the line carried silence, not dead air; sipp echoed that too.
+    assert result.silence_packets_sent > 0
+    echo_of_silence = result.received_audio[len(CLIP):]  # the last few may come back after we hung up
+    assert echo_of_silence == b"\xff" * len(echo_of_silence)
+    assert 0 < len(echo_of_silence) // 160 <= result.silence_packets_sent
     assert result.setup_seconds is not None and result.talk_seconds is not None
     assert result.started_at <= result.answered_at <= result.ended_at
 
@@ -91,9 +105,9 @@ def test_pcma_answer_gets_the_clip_in_a_law():
         result = call(uas, capture_audio=True)
         sipp_ok(uas)
     assert (result.outcome, result.codec) == (ANSWERED, "PCMA"), result
-    assert result.received_audio == ulaw_to_alaw(CLIP)
+    assert echoed_clip(result) == ulaw_to_alaw(CLIP)
     # And the transcode is right by G.711 itself, not only by the user agent's own table.
-    for mu, a in zip(CLIP, result.received_audio, strict=True):
+    for mu, a in zip(CLIP, echoed_clip(result), strict=True):
         expected, got = ulaw_sample(mu), alaw_sample(a)
         assert abs(got - expected) <= max(16, abs(expected) // 16), (hex(mu), hex(a), expected, got)
 
@@ -182,7 +196,7 @@ def test_fifty_concurrent_calls_all_get_their_own_audio_back():
     assert [r.outcome for r in results] == [ANSWERED] * len(clips), [r for r in results if r.outcome != ANSWERED]
     assert len({r.call_id for r in results}) == len(clips)
     for clip, result in zip(clips, results, strict=True):
-        assert result.received_audio == clip, (result.call_id, len(result.received_audio), result.send_error_ms)
+        assert echoed_clip(result) == clip, (result.call_id, len(result.received_audio), result.send_error_ms)
 
 
 # --- calls that are not answered --------------------------------------------------------------------------
@@ -324,6 +338,18 @@ def test_cli_places_a_call_and_prints_json(tmp_path):
     assert "received_audio" not in result
 
 
+def test_cli_follows_a_redirect_and_reports_it(tmp_path):
+    wav = write_wav(tmp_path / "clip.wav")
+    with Sipp("redirect_302.xml") as uas:
+        done = cli("--to", uas.uri("alice"), "--audio", str(wav), "--digit-timeout", "0.3", "--rtcp-interval", "0")
+        sipp_ok(uas)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["outcome"], result["redirects"], result["rtcp_reports_sent"]) == (
+        ANSWERED, [uas.uri("forwarded")], 0,
+    )  # fmt: skip
+
+
 def test_cli_exits_0_on_a_busy_outcome(tmp_path):
     wav = write_wav(tmp_path / "clip.wav")
     with Sipp("busy_486.xml", transport="tcp") as uas:
@@ -345,9 +371,109 @@ def test_cli_rejects_bad_arguments_with_exit_2(tmp_path):
         (("--to", "sip:alice@127.0.0.1:5060", "--audio", str(wav), "--ring-timeout", "soon"), "--ring-timeout"),
         (("--to", "sip:alice@127.0.0.1:5060", "--audio", str(tmp_path / "missing.wav")), "missing.wav"),
         (("--to", "sip:alice@127.0.0.1:5060", "--audio", str(not_wav)), "not a WAV"),
+        (("--to", "sip:alice@127.0.0.1:5060", "--audio", str(wav), "--proxy", "proxy.example"), "not HOST:PORT"),
+        (("--to", "sip:alice@127.0.0.1:5060", "--audio", str(wav), "--max-hold", "-1"), "--max-hold"),
     ]
     for args, message in cases:
         done = cli(*args)
         assert done.returncode == 2, (args, done.returncode, done.stdout, done.stderr)
         assert message in done.stderr, (args, done.stderr)
         assert done.stdout == "", args
+
+
+def test_a_held_call_waits_with_the_clip_and_goes_on_in_the_codec_it_is_taken_back_in():
+    """sipp holds the call (a=sendonly) 0.3 s into a 2 s clip, and takes it back a second later offering only
+    PCMA. Nothing is sent into the held line; the clip resumes where it stopped, transcoded, and is played to
+    the end once: the echo holds every packet once, μ-law up to the switch and A-law after it."""
+    clip = CLIP * 2
+    with Sipp("hold_then_pcma.xml", rtp_echo=True) as uas:
+        result = call(uas, audio=clip, capture_audio=True)
+        sipp_ok(uas)  # its checks: a=recvonly answered to the hold, PCMA and sendrecv to the take-back
+    assert (result.outcome, result.hangup_by, result.codec) == (ANSWERED, "local", "PCMA"), result
+    assert result.played_to_end and result.rtp_packets_sent == len(clip) // 160
+    assert result.held_seconds > 0.5  # sipp held it for 1 s
+    assert result.talk_seconds > len(clip) / 8000 + 0.5  # the clip waited out the hold
+    echoed = echoed_clip(result)
+    switches = [k for k in range(0, len(clip) + 1, 160) if echoed == clip[:k] + ulaw_to_alaw(clip[k:])]
+    assert len(switches) == 1 and 0 < switches[0] < len(clip), len(echoed)
+
+
+def test_a_call_held_longer_than_max_hold_is_hung_up_with_the_clip_unfinished():
+    with Sipp("hold_forever.xml") as uas:
+        result = call(uas, audio=CLIP * 3, max_hold=0.5)
+        sipp_ok(uas)  # it got a=inactive back, then our BYE
+    assert (result.outcome, result.hangup_by) == (ANSWERED, "local"), result
+    assert not result.played_to_end and result.held_seconds >= 0.5
+    assert result.rtp_packets_sent < 3 * 50  # nothing went into the held line
+
+
+# --- redirects ----------------------------------------------------------------------------------------------
+
+
+def test_a_302_to_another_user_on_the_trunk_is_followed():
+    """The contact with the higher q is on this trunk; the other, on another host, is passed over."""
+    with Sipp("redirect_302.xml", rtp_echo=True) as uas:
+        result = call(uas, capture_audio=True)
+        sipp_ok(uas)  # it checked that the second INVITE went to the redirect's URI, with our usual offer
+    assert (result.outcome, result.sip_code, result.hangup_by) == (ANSWERED, 200, "local"), result
+    assert result.redirects == [uas.uri("forwarded")]
+    assert echoed_clip(result) == CLIP
+    first, second = received(uas, "INVITE")
+    assert first.startswith(f"INVITE {uas.uri('alice')} ") and second.startswith(f"INVITE {uas.uri('forwarded')} ")
+    # The same call: one Call-ID and From tag, a new transaction and a higher CSeq.
+    header = lambda msg, name: re.search(rf"^{name}:\s*(.+)$", msg, re.M | re.I).group(1).strip()  # noqa: E731
+    assert header(first, "Call-ID") == header(second, "Call-ID") and header(first, "From") == header(second, "From")
+    assert int(header(second, "CSeq").split()[0]) > int(header(first, "CSeq").split()[0])
+
+
+@pytest.mark.parametrize(
+    ("scenario", "why"),
+    [("redirect_elsewhere_302.xml", "another host than the trunk"), ("redirect_loop_302.xml", "redirect loop")],
+)
+def test_a_302_that_would_leave_the_trunk_or_loop_is_not_followed(scenario, why):
+    with Sipp(scenario) as uas:
+        result = call(uas)
+        sipp_ok(uas)  # it got its ACK
+    assert (result.outcome, result.sip_code) == (FAILED, 302), result
+    assert why in result.error and "302 Moved Temporarily" in result.error
+    assert result.redirects == [] and len(received(uas, "INVITE")) == 1
+
+
+def test_a_reliable_183_is_pracked_before_the_answer():
+    progress: list[str] = []
+    with Sipp("prack_183.xml", rtp_echo=True) as uas:
+        result = call(uas, progress, capture_audio=True)
+        sipp_ok(uas)  # it checked Supported: 100rel, and the PRACK's target and RAck
+    assert (result.outcome, result.hangup_by) == (ANSWERED, "local"), result
+    assert echoed_clip(result) == CLIP and progress == ["trying", "ringing", "answer"]
+    (prack,) = received(uas, "PRACK")  # one PRACK, though the 183 may have come again before it arrived
+    (invite,) = received(uas, "INVITE")
+    invite_cseq = re.search(r"^CSeq:\s*(\d+) INVITE", invite, re.M | re.I).group(1)
+    assert re.search(rf"^RAck:\s*1 {invite_cseq} INVITE\s*$", prack, re.M | re.I), prack
+
+
+# --- session timers (RFC 4028) ------------------------------------------------------------------------------
+
+
+def test_the_caller_refreshes_a_session_timer_it_was_made_refresher_of():
+    with Sipp("session_timer_refresh.xml", rtp_echo=True) as uas:
+        result = call(uas, audio=CLIP * 2, capture_audio=True)  # 2 s of message: the 2 s session needs a refresh
+        sipp_ok(uas)  # it got an UPDATE with Session-Expires: 2;refresher=uac before the BYE
+    assert (result.outcome, result.hangup_by) == (ANSWERED, "local") and result.played_to_end, result
+    assert echoed_clip(result) == CLIP * 2
+
+
+def test_a_session_the_trunk_lets_expire_is_hung_up():
+    with Sipp("session_timer_expiry.xml") as uas:
+        result = call(uas, audio=CLIP * 8)  # 8 s of message; the 3 s session runs out after 2 s (3 - 3/3)
+        sipp_ok(uas)
+    assert (result.outcome, result.hangup_by) == (ANSWERED, "local"), result
+    assert not result.played_to_end and result.rtp_packets_sent < 8 * 50
+
+
+def test_a_422_is_retried_with_the_session_interval_it_asks_for():
+    with Sipp("session_422.xml") as uas:
+        result = call(uas)
+        sipp_ok(uas)  # the second INVITE carried Session-Expires: 1800 and Min-SE: 1800
+    assert (result.outcome, result.sip_code) == (ANSWERED, 200), result
+    assert len(received(uas, "INVITE")) == 2 and len(received(uas, "ACK")) == 2

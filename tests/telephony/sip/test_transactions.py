@@ -121,7 +121,8 @@ def test_garbage_and_stray_messages_do_not_break_an_answered_call():
     finally:
         rtp_sink.close()
     assert result.outcome == ANSWERED and result.played_to_end and result.hangup_by == "local"
-    assert packets == result.rtp_packets_sent == 10
+    assert packets == result.rtp_packets_sent + result.silence_packets_sent  # the clip, then silence for the key wait
+    assert result.rtp_packets_sent == 10 and result.silence_packets_sent > 0
     assert [m.method for m in peer.received] == ["INVITE", "ACK", "BYE"]
 
 
@@ -188,3 +189,74 @@ def test_abort_cancels_a_ringing_call_with_outcome_canceled():
 
     result = asyncio.run(scenario())
     assert result.outcome == "canceled" and result.sip_code == 487
+
+
+def test_rtcp_sender_reports_go_to_the_port_after_rtp_and_the_far_ends_report_is_kept():
+    """The far end answers with RTP on an even port and RTCP on the next; it reports 25% of our packets lost and
+    10 ms of jitter. Our sender reports (SR + SDES) arrive while the call lasts, with a BYE at the end, and
+    count what we sent."""
+    from telephony.sip import rtcp
+
+    rtp_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtcp_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(50):  # an even port with its odd neighbour free
+        rtp_sink.bind(("127.0.0.1", 0))
+        port = rtp_sink.getsockname()[1]
+        try:
+            if port % 2:
+                raise OSError
+            rtcp_sink.bind(("127.0.0.1", port + 1))
+            break
+        except OSError:
+            rtp_sink.close()
+            rtp_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for sock in (rtp_sink, rtcp_sink):
+        sock.setblocking(False)
+    reports: list[bytes] = []
+
+    def script(peer, message, addr):
+        if message.method == "INVITE":
+            body = f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" \
+                   f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n".encode()
+            peer.reply(response_to(message, 200, "OK", to_tag="t9",
+                                   extra=[("Contact", f"<sip:far@127.0.0.1:{addr[1]}>"),
+                                          ("Content-Type", "application/sdp")], body=body), addr)
+        elif message.method == "BYE":
+            peer.reply(response_to(message, 200, "OK"), addr)
+
+    async def far_end_reports() -> None:
+        """Read our reports; answer the first with a receiver report about our stream."""
+        while True:
+            try:
+                data, addr = rtcp_sink.recvfrom(2048)
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
+                continue
+            reports.append(data)
+            if len(reports) == 1:
+                ours = int.from_bytes(data[4:8], "big")
+                rtcp_sink.sendto(rtcp.receiver_report(
+                    0xFEED, ours, fraction_lost=0.25, cumulative_lost=3, highest_seq=40, jitter=80), addr)  # fmt: skip
+
+    async def run():
+        reader = asyncio.ensure_future(far_end_reports())
+        try:
+            return await _call_against(script, t1=0.05, digit_timeout=0.6, rtcp_interval=0.2)
+        finally:
+            await asyncio.sleep(0.05)
+            reader.cancel()
+
+    try:
+        result, _ = asyncio.run(run())
+    finally:
+        rtp_sink.close()
+        rtcp_sink.close()
+    assert result.outcome == ANSWERED
+    assert len(reports) == result.rtcp_reports_sent >= 3  # at least one in the call, one more, and the BYE
+    assert (result.rtcp_packets_received, result.far_end_fraction_lost, result.far_end_cumulative_lost,
+            result.far_end_jitter_ms) == (1, 0.25, 3, 10.0)  # fmt: skip
+    last = reports[-1]
+    assert [last[1], last[29]] == [rtcp.SR, rtcp.SDES] and rtcp.BYE in last[28:]
+    assert rtcp.reports_about(last, 0)[1] is True  # it carries a BYE
+    packets, octets = int.from_bytes(last[20:24], "big"), int.from_bytes(last[24:28], "big")
+    assert packets == result.rtp_packets_sent + result.silence_packets_sent and octets == 160 * packets
