@@ -73,14 +73,14 @@ class ReadOnlyAdminMixin:
 class MaskedPhoneMixin:
     """Lists show +86138****8000, not the number: the row checkbox's label would otherwise carry str(obj)."""
 
-    @admin.display(description="phone", ordering="phone")
+    @admin.display(description=gettext_lazy("phone"), ordering="phone")
     def masked_phone(self, obj: Contact | DoNotCall | Call) -> str:
         return mask_phone(obj.phone)
 
     def action_checkbox(self, obj: Any) -> str:
         attrs = {
             "class": "action-select",
-            "aria-label": f"Select this object for an action - {mask_text(str(obj))}",
+            "aria-label": _("Select this object for an action - %(obj)s") % {"obj": mask_text(str(obj))},
         }
         return forms.CheckboxInput(attrs, lambda value: False).render(
             helpers.ACTION_CHECKBOX_NAME, str(obj.pk)
@@ -98,7 +98,7 @@ class ContactListAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[ContactList]:
         return super().get_queryset(request).annotate(contact_count=Count("contacts"))
 
-    @admin.display(description="contacts", ordering="contact_count")
+    @admin.display(description=gettext_lazy("contacts"), ordering="contact_count")
     def contact_count(self, obj: ContactList) -> int:
         return obj.contact_count
 
@@ -109,12 +109,12 @@ class ContactListAdmin(admin.ModelAdmin):
             + "?"
             + urlencode({"contact_list__id__exact": obj.pk})
         )
-        return format_html('<a href="{}">View contacts</a>', url)
+        return format_html('<a href="{}">{}</a>', url, _("View contacts"))
 
     @admin.display(description="")
     def import_link(self, obj: ContactList) -> str:
         url = reverse("admin:campaigns_contactlist_import") + "?" + urlencode({"contact_list": obj.pk})
-        return format_html('<a href="{}">Import CSV</a>', url)
+        return format_html('<a href="{}">{}</a>', url, _("Import CSV"))
 
     def get_urls(self) -> list:
         return [
@@ -206,11 +206,11 @@ class ContactImportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         response["Content-Disposition"] = content_disposition_header(True, f"{stem}-rejected.csv")
         return response
 
-    @admin.display(description="result")
+    @admin.display(description=gettext_lazy("result"))
     def result(self, obj: ContactImport) -> str:
         if obj.error:
-            return "file rejected"
-        return "with rejected rows" if obj.rejected else "ok"
+            return _("file rejected")
+        return _("with rejected rows") if obj.rejected else _("ok")
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
@@ -247,24 +247,30 @@ def _region_choices() -> list[tuple[str, str]]:
 
 class DoNotCallImportForm(forms.Form):
     file = forms.FileField(
-        label="CSV file",
-        help_text="One number per line, or a header row with a phone column (phone / number / 手机号 …) and "
-        "optionally a reason column. UTF-8 or GBK, as Excel saves it; an exported list reads back as it is.",
+        label=gettext_lazy("CSV file"),
+        help_text=gettext_lazy(
+            "One number per line, or a header row with a phone column (phone / number / 手机号 …) and "
+            "optionally a reason column. UTF-8 or GBK, as Excel saves it; an exported list reads back as it is."
+        ),
     )
     region = forms.ChoiceField(
         choices=_region_choices,
-        help_text="Country of numbers written without +country code (two letters, e.g. CN).",
+        label=gettext_lazy("Region"),
+        help_text=gettext_lazy("Country of numbers written without +country code (two letters, e.g. CN)."),
     )
     reason = forms.CharField(
-        max_length=200, required=False, help_text="For lines without their own reason; default: the file name."
+        max_length=200,
+        required=False,
+        label=gettext_lazy("Reason"),
+        help_text=gettext_lazy("For lines without their own reason; default: the file name."),
     )
 
     def clean_file(self) -> object:
         upload = self.cleaned_data["file"]
         if upload.size > MAX_UPLOAD_BYTES:
             raise forms.ValidationError(
-                f"The file is {upload.size / 1024 / 1024:.0f} MB; the limit is "
-                f"{MAX_UPLOAD_BYTES // 1024 // 1024} MB. Split it into several files."
+                _("The file is %(size)s MB; the limit is %(limit)s MB. Split it into several files.")
+                % {"size": f"{upload.size / 1024 / 1024:.0f}", "limit": MAX_UPLOAD_BYTES // 1024 // 1024}
             )
         return upload
 
@@ -310,20 +316,20 @@ class DoNotCallAdmin(MaskedPhoneMixin, admin.ModelAdmin):
                         by=request.user,
                     )
                 except CsvImportError as exc:
-                    form.add_error("file", f"Nothing was imported: {exc}")
+                    form.add_error("file", _("Nothing was imported: %(why)s") % {"why": exc})
                 else:
-                    self.message_user(
-                        request,
-                        f"Imported {upload.name}: {result.added} added, {result.already_there} already on the "
-                        f"list, {len(result.rejected)} rejected; {result.cancelled_calls} queued calls cancelled.",
-                        messages.WARNING if result.rejected else messages.SUCCESS,
-                    )
+                    said = _(
+                        "Imported %(file)s: %(added)s added, %(already)s already on the list, %(rejected)s rejected; "
+                        "%(cancelled)s queued calls cancelled."
+                    ) % {"file": upload.name, "added": result.added, "already": result.already_there,
+                         "rejected": len(result.rejected), "cancelled": result.cancelled_calls}  # fmt: skip
+                    self.message_user(request, said, messages.WARNING if result.rejected else messages.SUCCESS)
         else:
             form = DoNotCallImportForm(initial={"region": settings.DEFAULT_REGION})
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
-            "title": "Import do-not-call numbers from CSV",
+            "title": _("Import do-not-call numbers from CSV"),
             "form": form,
             "media": self.media + form.media,
             "result": result,
@@ -534,11 +540,11 @@ class CampaignAdmin(PreflightAdminMixin, admin.ModelAdmin):  # + the Preflight p
             return reports.with_summary(queryset)
         return queryset
 
-    @admin.display(description="progress")
+    @admin.display(description=gettext_lazy("progress"))
     def progress(self, obj: Campaign) -> str:
-        return f"{obj.summary_done}/{obj.summary_calls} done"
+        return _("%(done)s/%(calls)s done") % {"done": obj.summary_done, "calls": obj.summary_calls}
 
-    @admin.display(description="answer rate")
+    @admin.display(description=gettext_lazy("answer rate"))
     def answer_rate(self, obj: Campaign) -> str:
         return reports.format_rate(
             obj.summary_answered / obj.summary_dialled if obj.summary_dialled else None
@@ -547,13 +553,13 @@ class CampaignAdmin(PreflightAdminMixin, admin.ModelAdmin):  # + the Preflight p
     @admin.display(description="")
     def report_link(self, obj: Campaign) -> str:
         return format_html(
-            '<a href="{}">Report</a>', reverse("admin:campaigns_campaign_report", args=[obj.pk])
+            '<a href="{}">{}</a>', reverse("admin:campaigns_campaign_report", args=[obj.pk]), _("Report")
         )
 
     @admin.display(description="")
     def waiting_link(self, obj: Campaign) -> str:
         return format_html(
-            '<a href="{}">Why waiting</a>', reverse("admin:campaigns_campaign_waiting", args=[obj.pk])
+            '<a href="{}">{}</a>', reverse("admin:campaigns_campaign_waiting", args=[obj.pk]), _("Why waiting")
         )
 
     def save_model(self, request: HttpRequest, obj: Campaign, form: Any, change: bool) -> None:
@@ -569,59 +575,74 @@ class CampaignAdmin(PreflightAdminMixin, admin.ModelAdmin):  # + the Preflight p
         for campaign in queryset:
             problem = verb(campaign)
             if problem:
-                self.message_user(request, f"{campaign}: {problem}", messages.ERROR)
+                self.message_user(
+                    request, _("%(campaign)s: %(problem)s") % {"campaign": campaign, "problem": problem}, messages.ERROR
+                )
 
-    @admin.action(description="Launch selected campaigns", permissions=["change"])
+    @admin.action(description=gettext_lazy("Launch selected campaigns"), permissions=["change"])
     def launch(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         def verb(campaign: Campaign) -> str | None:
             try:
                 planned = launch_campaign(campaign, by=request.user)
             except LaunchError as exc:
-                return f"not launched: {exc}"
+                return _("not launched: %(why)s") % {"why": exc}
             gone = describe_dropped(dropped(campaign))
             if gone:
-                self.message_user(request, f"{campaign}: launched, {planned} calls planned; {gone}.", messages.WARNING)
+                said = _("%(campaign)s: launched, %(planned)s calls planned; %(dropped)s.")
+                self.message_user(
+                    request, said % {"campaign": campaign, "planned": planned, "dropped": gone}, messages.WARNING
+                )
             else:
-                self.message_user(request, f"{campaign}: launched, {planned} calls planned.", messages.SUCCESS)
+                said = _("%(campaign)s: launched, %(planned)s calls planned.")
+                self.message_user(request, said % {"campaign": campaign, "planned": planned}, messages.SUCCESS)
             return None
 
         self._each(request, queryset, verb)
 
-    @admin.action(description="Pause selected campaigns", permissions=["change"])
+    @admin.action(description=gettext_lazy("Pause selected campaigns"), permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         def verb(campaign: Campaign) -> str | None:
             lifecycle.pause(campaign)
             if campaign.status != Campaign.Status.PAUSED:
-                return f"not paused: it is {campaign.get_status_display().lower()}; only running or scheduled campaigns pause"
+                return _("not paused: it is %(status)s; only running or scheduled campaigns pause") % {
+                    "status": campaign.get_status_display().lower()
+                }
             self.message_user(
-                request, f"{campaign}: paused; calls in progress finish normally.", messages.SUCCESS
+                request,
+                _("%(campaign)s: paused; calls in progress finish normally.") % {"campaign": campaign},
+                messages.SUCCESS,
             )
             return None
 
         self._each(request, queryset, verb)
 
-    @admin.action(description="Resume selected campaigns", permissions=["change"])
+    @admin.action(description=gettext_lazy("Resume selected campaigns"), permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         def verb(campaign: Campaign) -> str | None:
             was = campaign.status
             lifecycle.resume(campaign)
             if was != Campaign.Status.PAUSED:
-                return f"not resumed: it is {campaign.get_status_display().lower()}, not paused"
-            self.message_user(request, f"{campaign}: running again.", messages.SUCCESS)
+                return _("not resumed: it is %(status)s, not paused") % {
+                    "status": campaign.get_status_display().lower()
+                }
+            self.message_user(request, _("%(campaign)s: running again.") % {"campaign": campaign}, messages.SUCCESS)
             return None
 
         self._each(request, queryset, verb)
 
-    @admin.action(description="Cancel selected campaigns", permissions=["change"])
+    @admin.action(description=gettext_lazy("Cancel selected campaigns"), permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         def verb(campaign: Campaign) -> str | None:
             was = campaign.status
             cancelled = lifecycle.cancel(campaign)
             if was in (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED):
-                return f"not cancelled: it is already {campaign.get_status_display().lower()}"
+                return _("not cancelled: it is already %(status)s") % {
+                    "status": campaign.get_status_display().lower()
+                }
             self.message_user(
                 request,
-                f"{campaign}: cancelled; {cancelled} calls not yet dialled were dropped.",
+                _("%(campaign)s: cancelled; %(n)s calls not yet dialled were dropped.")
+                % {"campaign": campaign, "n": cancelled},
                 messages.SUCCESS,
             )
             return None
@@ -659,7 +680,7 @@ class CampaignAdmin(PreflightAdminMixin, admin.ModelAdmin):  # + the Preflight p
 
     def report_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         campaign = self._viewable(request, object_id)
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": f"Report: {campaign}"}
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": _("Report: %(campaign)s") % {"campaign": campaign}}
         return views.report_page(request, campaign, context)
 
     def report_csv_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -670,12 +691,12 @@ class CampaignAdmin(PreflightAdminMixin, admin.ModelAdmin):  # + the Preflight p
 
     def heatmap_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         campaign = self._viewable(request, object_id)
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": f"When callees answer: {campaign}"}
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": _("When callees answer: %(campaign)s") % {"campaign": campaign}}
         return views.heatmap_page(request, campaign, context)
 
     def waiting_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         campaign = self._viewable(request, object_id)
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": f"Why waiting: {campaign}"}
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": _("Why waiting: %(campaign)s") % {"campaign": campaign}}
         return views.waiting_page(request, campaign, context)
 
 
@@ -709,11 +730,11 @@ class CallAttemptInline(admin.TabularInline):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description="error")
+    @admin.display(description=gettext_lazy("error"))
     def error(self, obj: CallAttempt) -> str:
         return " ".join(part for part in (obj.error_code, obj.error_message) if part) or "-"
 
-    @admin.display(description="call flow")
+    @admin.display(description=gettext_lazy("call flow"))
     def flow_path(self, obj: CallAttempt) -> str:
         """The nodes visited and how the flow ended, e.g. message › 2 › 2.1 → rescheduled (12月8日上午)."""
         if not obj.path:
@@ -721,7 +742,7 @@ class CallAttemptInline(admin.TabularInline):
         ended = f" → {obj.action}" + (f" ({obj.action_detail})" if obj.action_detail else "") if obj.action else ""
         return " › ".join(str(node) for node in obj.path) + ended
 
-    @admin.display(description="timeline")
+    @admin.display(description=gettext_lazy("timeline"))
     def events(self, obj: CallAttempt) -> str:
         entries = [entry for entry in obj.timeline if isinstance(entry, list | tuple) and len(entry) >= 2]
         if not entries:
@@ -776,25 +797,27 @@ class CallAdmin(MaskedPhoneMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "opts": self.opts}
         return dashboard.call_log_page(request, call, context)
 
-    @admin.display(description="log")
+    @admin.display(description=gettext_lazy("log"))
     def log_link(self, obj: Call) -> str:
-        return format_html('<a href="{}">Timeline, audio and flow path of every attempt</a>',
-                           reverse("admin:campaigns_call_log", args=[obj.pk]))
+        return format_html('<a href="{}">{}</a>', reverse("admin:campaigns_call_log", args=[obj.pk]),
+                           _("Timeline, audio and flow path of every attempt"))
 
-    @admin.display(description="variant", ordering="variant__name")
+    @admin.display(description=gettext_lazy("variant"), ordering="variant__name")
     def variant_name(self, obj: Call) -> str:
         return obj.variant.name
 
-    @admin.display(description="audio")
+    @admin.display(description=gettext_lazy("audio"))
     def audio_link(self, obj: Call) -> str:
         if not obj.audio_id:
             return "-"
         page = reverse("admin:synthesis_renderedaudio_change", args=[obj.audio.pk])
         if obj.audio.state != obj.audio.State.READY:
-            return format_html('<a href="{}">{}</a> ({})', page, obj.audio_id[:12], obj.audio.state)
+            return format_html('<a href="{}">{}</a> ({})', page, obj.audio_id[:12], obj.audio.get_state_display())
         return format_html(
-            '<a href="{}">{}</a> · <a href="{}">download WAV</a> <small>(link valid for one hour)</small>',
+            '<a href="{}">{}</a> · <a href="{}">{}</a> <small>{}</small>',
             page,
             obj.audio_id[:12],
             signed_audio_url(obj.audio_id, ttl=3600),
+            _("download WAV"),
+            _("(link valid for one hour)"),
         )

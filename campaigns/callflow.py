@@ -18,13 +18,16 @@ again). A menu is offered at most ``max_prompts`` times, repeats included; after
 the call (*no input*). Clips are named by :func:`clip_names`: the node paths, and ``message``, ``menu``, ``invalid``,
 ``no_input``, ``goodbye`` and ``<path>:fallback``.
 
-Pure Python: no Django.
+Pure Python: no Django, but for the problems `check` names, which staff read in the admin: they come in the
+staff member's language where Django is set up (herald.translation), as written here otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from herald.translation import gettext
 
 __all__ = [
     "ACTIONS",
@@ -137,30 +140,37 @@ def check(flow: Flow) -> list[str]:
     """Every problem that would leave a callee stuck: keys that lead nowhere, dead ends, too deep a menu."""
     problems: list[str] = []
     if not 1 <= flow.max_prompts <= 5:
-        problems.append(f"a menu may be offered 1 to 5 times, not {flow.max_prompts}")
+        problems.append(gettext("a menu may be offered 1 to 5 times, not %(n)s") % {"n": flow.max_prompts})
     if not flow.root.children:
-        problems.append("the message's menu has no keys: add at least one (e.g. 1 to confirm)")
+        problems.append(gettext("the message's menu has no keys: add at least one (e.g. 1 to confirm)"))
 
     def walk(node: Node, depth: int) -> None:
-        where = f"key {node.path}" if node.path else "the message's menu"
+        where = gettext("key %(key)s") % {"key": node.path} if node.path else gettext("the message's menu")
         for key, child in node.children.items():
+            at = {"key": child.path, "action": child.action}
             if key not in KEYS or len(key) != 1:
-                problems.append(f"{where}: {key!r} is not a key callees can press (0-9 or *)")
+                problems.append(
+                    gettext("%(where)s: %(key)r is not a key callees can press (0-9 or *)") % {"where": where, "key": key}
+                )
             if child.action not in ACTIONS:
-                problems.append(f"key {child.path}: unknown action {child.action!r}")
+                problems.append(gettext("key %(key)s: unknown action %(action)r") % at)
             if child.action == SLOT and node.action != RESCHEDULE:
-                problems.append(f"key {child.path}: a slot belongs under a reschedule key")
+                problems.append(gettext("key %(key)s: a slot belongs under a reschedule key") % at)
             if node.action == RESCHEDULE and child.action not in (SLOT, REPEAT):
-                problems.append(f"key {child.path}: a reschedule menu offers slots (or repeat), not {child.action}")
+                problems.append(gettext("key %(key)s: a reschedule menu offers slots (or repeat), not %(action)s") % at)
             if child.action == RESCHEDULE:
                 if depth + 1 >= MAX_DEPTH:
-                    problems.append(f"key {child.path}: menus may be {MAX_DEPTH} deep at most")
+                    problems.append(
+                        gettext("key %(key)s: menus may be %(depth)s deep at most") % {**at, "depth": MAX_DEPTH}
+                    )
                 elif not any(c.action == SLOT for c in child.children.values()):
-                    problems.append(f"key {child.path}: a reschedule key needs at least one slot under it")
+                    problems.append(gettext("key %(key)s: a reschedule key needs at least one slot under it") % at)
             elif child.children:
-                problems.append(f"key {child.path}: only a reschedule key has keys under it ({child.action} ends there)")
+                problems.append(
+                    gettext("key %(key)s: only a reschedule key has keys under it (%(action)s ends there)") % at
+                )
             if child.action == TRANSFER and not child.detail:
-                problems.append(f"key {child.path}: a transfer needs a number or SIP address to transfer to")
+                problems.append(gettext("key %(key)s: a transfer needs a number or SIP address to transfer to") % at)
             walk(child, depth + 1)
 
     walk(flow.root, 0)

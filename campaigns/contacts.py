@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils.translation import gettext
 
 from campaigns.cells import guard_cell
 from campaigns.contacts_csv import COMBINE, REASON_COLUMN, CsvImportError, parse_contacts_csv
@@ -79,5 +80,6 @@ def rejected_rows_csv(record: ContactImport) -> str:
     for row in record.rejected_rows:
         cells = next(csv.reader(io.StringIO(row["raw"]), delimiter=record.delimiter or ","), [])
         kept = (guard_cell(c) for i, c in enumerate(cells) if i not in old)
-        writer.writerow([guard_cell(f"line {row['line']}: {row['reason']}"), *kept])
+        reason = gettext("line %(line)s: %(reason)s") % {"line": row["line"], "reason": row["reason"]}
+        writer.writerow([guard_cell(reason), *kept])
     return out.getvalue()

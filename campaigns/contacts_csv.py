@@ -1,6 +1,7 @@
 """Parse an uploaded contacts CSV (raw bytes) into validated contact rows.
 
-Pure Python: no Django, no database. The Django side calls
+Pure Python apart from Django's gettext (messages in the importing person's language): no database. The
+Django side calls
 :func:`parse_contacts_csv` and stores the result.
 
 Guarantee: nothing is dropped silently. Every non-blank data row ends up in
@@ -25,6 +26,8 @@ import re
 import unicodedata
 import zoneinfo
 from dataclasses import dataclass, field
+
+from django.utils.translation import gettext
 
 from campaigns import phones
 from campaigns.cells import unguard_cell
@@ -60,7 +63,9 @@ PHONE_ALIASES = ("phone", "phone_number", "mobile", "tel", "电话", "手机", "
 NAME_ALIASES = ("name", "姓名", "名字", "客户姓名", "收件人")
 TIMEZONE_ALIASES = ("timezone", "tz", "时区")
 
-_SAVE_AS_HINT = 'In Excel choose "Save As" → "CSV UTF-8 (Comma delimited)" and upload the new file.'
+
+def _save_as_hint() -> str:
+    return gettext('In Excel choose "Save As" → "CSV UTF-8 (Comma delimited)" and upload the new file.')
 
 
 # --------------------------------------------------------------------------- results
@@ -131,8 +136,11 @@ def _decode_error(data: bytes, exc: UnicodeDecodeError, label: str, *, skip: int
     bad = data[offset : max(exc.end + skip, offset + 1)][:4]
     shown = " ".join(f"0x{b:02X}" for b in bad)
     return CsvImportError(
-        f"The file could not be read as {label} text: the byte(s) {shown} on line {line} "
-        f"(byte offset {offset}) are not valid. {_SAVE_AS_HINT}",
+        gettext(
+            "The file could not be read as %(encoding)s text: the byte(s) %(bytes)s on line %(line)s "
+            "(byte offset %(offset)s) are not valid. %(hint)s"
+        )
+        % {"encoding": label, "bytes": shown, "line": line, "offset": offset, "hint": _save_as_hint()},
         line=line,
         byte_offset=offset,
     )
@@ -142,11 +150,15 @@ def _decode(data: bytes) -> tuple[str, str]:
     """Return (text, encoding-name). UTF-8 (± BOM) first, then GB18030."""
     if data.startswith(b"PK\x03\x04"):
         raise CsvImportError(
-            f"This is an Excel workbook (.xlsx), not a CSV file. {_SAVE_AS_HINT}", line=1, byte_offset=0
+            gettext("This is an Excel workbook (.xlsx), not a CSV file. %(hint)s") % {"hint": _save_as_hint()},
+            line=1,
+            byte_offset=0,
         )
     if data.startswith(b"\xd0\xcf\x11\xe0"):
         raise CsvImportError(
-            f"This is an old Excel workbook (.xls), not a CSV file. {_SAVE_AS_HINT}", line=1, byte_offset=0
+            gettext("This is an old Excel workbook (.xls), not a CSV file. %(hint)s") % {"hint": _save_as_hint()},
+            line=1,
+            byte_offset=0,
         )
 
     if data.startswith(codecs.BOM_UTF8):
@@ -374,10 +386,10 @@ def parse_contacts_csv(
             raise ValueError(f"unknown default_timezone {default_timezone!r}")
 
     if not data.strip():
-        raise CsvImportError("The file is empty.")
+        raise CsvImportError(gettext("The file is empty."))
     text, encoding = _decode(data)
     if not text.strip():
-        raise CsvImportError("The file is empty.")
+        raise CsvImportError(gettext("The file is empty."))
 
     first_line = next((ln for ln in io.StringIO(text, newline="") if ln.strip()), "")
     delimiter = _sniff_delimiter(first_line)
@@ -414,14 +426,22 @@ def parse_contacts_csv(
             total_rows += 1
             if total_rows > max_rows:
                 raise CsvImportError(
-                    f"The file has more than {max_rows:,} contact rows (line {start} is row {total_rows:,}); "
-                    "split it into smaller files.",
+                    gettext(
+                        "The file has more than %(max)s contact rows (line %(line)s is row %(row)s); "
+                        "split it into smaller files."
+                    )
+                    % {"max": f"{max_rows:,}", "line": start, "row": f"{total_rows:,}"},
                     line=start,
                 )
 
             checked = _check_row(row, end > start, layout, default_region, default_tz)
             if isinstance(checked, str):
-                reason = checked if end == start else f"{checked} (this row spans lines {start}–{end})"
+                reason = (
+                    checked
+                    if end == start
+                    else gettext("%(reason)s (this row spans lines %(start)s–%(end)s)")
+                    % {"reason": checked, "start": start, "end": end}
+                )
                 rejected.append(RejectedRow(line=start, reason=reason, raw=raw.rstrip("\r\n")))
                 continue
             e164, name, tz, tz_explicit, fields = checked
@@ -439,17 +459,23 @@ def parse_contacts_csv(
     except csv.Error as exc:
         line = prev_count + 1
         raise CsvImportError(
-            f"The file's CSV structure is broken in the row starting on line {line} ({exc}); "
-            'check that every double quote (") is closed.',
+            gettext(
+                "The file's CSV structure is broken in the row starting on line %(line)s (%(error)s); "
+                'check that every double quote (") is closed.'
+            )
+            % {"line": line, "error": exc},
             line=line,
         ) from None
 
     if layout is None:
-        raise CsvImportError("The file has no header row (it contains only blank lines).")
+        raise CsvImportError(gettext("The file has no header row (it contains only blank lines)."))
     if last_start and lines.count > last_start and _ends_inside_quotes(last_raw, delimiter):
         raise CsvImportError(
-            f'A double quote (") opened on line {last_start} is never closed, so lines '
-            f"{last_start}–{lines.count} were read as a single value. Fix the quotes and upload again.",
+            gettext(
+                'A double quote (") opened on line %(start)s is never closed, so lines '
+                "%(start)s–%(end)s were read as a single value. Fix the quotes and upload again."
+            )
+            % {"start": last_start, "end": lines.count},
             line=last_start,
         )
 
@@ -507,8 +533,11 @@ def _read_header(header: list[str], line: int, delimiter: str) -> _Layout:
         if key in seen:
             j = seen[key]
             raise CsvImportError(
-                f'The header (line {line}) has the column name "{h}" twice: columns {_col_label(j)} '
-                f"and {_col_label(i)}. Rename or remove one of them.",
+                gettext(
+                    'The header (line %(line)s) has the column name "%(name)s" twice: columns %(first)s '
+                    "and %(second)s. Rename or remove one of them."
+                )
+                % {"line": line, "name": h, "first": _col_label(j), "second": _col_label(i)},
                 line=line,
             )
         seen[key] = i
@@ -518,17 +547,20 @@ def _read_header(header: list[str], line: int, delimiter: str) -> _Layout:
         elif role in roles:
             j = roles[role]
             raise CsvImportError(
-                f'The header (line {line}) has two {role} columns: "{header[j]}" in column {_col_label(j)} '
-                f'and "{h}" in column {_col_label(i)}. Rename one of them so it is clear which to use.',
+                _two_columns_message(role)
+                % {"line": line, "first": header[j], "first_col": _col_label(j), "second": h, "second_col": _col_label(i)},
                 line=line,
             )
         else:
             roles[role] = i
     if "phone" not in roles:
-        found = ", ".join(f'"{h}"' for h in header if h) or "(none)"
+        found = ", ".join(f'"{h}"' for h in header if h) or gettext("(none)")
         raise CsvImportError(
-            f"The header (line {line}) has no phone number column. Name the column one of: "
-            f"{', '.join(PHONE_ALIASES)}. Columns found: {found}.",
+            gettext(
+                "The header (line %(line)s) has no phone number column. Name the column one of: "
+                "%(names)s. Columns found: %(found)s."
+            )
+            % {"line": line, "names": ", ".join(PHONE_ALIASES), "found": found},
             line=line,
         )
     return _Layout(
@@ -539,6 +571,24 @@ def _read_header(header: list[str], line: int, delimiter: str) -> _Layout:
         tz_i=roles.get("timezone", -1),
         field_cols=field_cols,
         unnamed_cols=unnamed,
+    )
+
+
+def _two_columns_message(role: str) -> str:
+    """The message for a header with two columns of one role, the role said in the reader's language."""
+    if role == "phone":
+        return gettext(
+            'The header (line %(line)s) has two phone columns: "%(first)s" in column %(first_col)s '
+            'and "%(second)s" in column %(second_col)s. Rename one of them so it is clear which to use.'
+        )
+    if role == "name":
+        return gettext(
+            'The header (line %(line)s) has two name columns: "%(first)s" in column %(first_col)s '
+            'and "%(second)s" in column %(second_col)s. Rename one of them so it is clear which to use.'
+        )
+    return gettext(
+        'The header (line %(line)s) has two timezone columns: "%(first)s" in column %(first_col)s '
+        'and "%(second)s" in column %(second_col)s. Rename one of them so it is clear which to use.'
     )
 
 
@@ -553,34 +603,35 @@ def _check_row(
         row = row[:ncols]  # trailing empty cells carry no data
     if len(row) != ncols:
         if len(row) < ncols:
-            hint = "some values are missing"
+            hint = gettext("some values are missing")
         elif layout.delimiter == ",":
-            hint = "a value probably contains an unquoted comma; put that value in double quotes"
+            hint = gettext("a value probably contains an unquoted comma; put that value in double quotes")
         else:
-            hint = "a value probably contains the separator character; put that value in double quotes"
-        return f"expected {ncols} columns, found {len(row)} ({hint})"
+            hint = gettext("a value probably contains the separator character; put that value in double quotes")
+        return gettext("expected %(expected)s columns, found %(found)s (%(hint)s)") % {
+            "expected": ncols, "found": len(row), "hint": hint,
+        }
     if multiline:
         for i, cell in enumerate(row):
             if ("\n" in cell or "\r" in cell) and _looks_like_swallowed_rows(cell, layout.delimiter, ncols):
-                return (
-                    f'the value in column "{header[i] or _col_label(i)}" contains what look like whole rows: '
+                return gettext(
+                    'the value in column "%(column)s" contains what look like whole rows: '
                     'a double quote (") was probably opened but not closed; fix the quotes'
-                )
+                ) % {"column": header[i] or _col_label(i)}
 
     # ---- values
     cells = [unguard_cell(_clean(c)) for c in row]  # a file we wrote (rejected rows) guards formula-like cells
     for i, cell in enumerate(cells):
         if len(cell) > MAX_FIELD_LENGTH:
-            return (
-                f'the value in column "{header[i] or _col_label(i)}" is {len(cell):,} characters long; '
-                f"the limit is {MAX_FIELD_LENGTH:,}"
-            )
+            return gettext(
+                'the value in column "%(column)s" is %(length)s characters long; the limit is %(limit)s'
+            ) % {"column": header[i] or _col_label(i), "length": f"{len(cell):,}", "limit": f"{MAX_FIELD_LENGTH:,}"}
     for i in layout.unnamed_cols:
         if cells[i]:
-            return (
-                f"column {_col_label(i)} has a value but no header, so it would be lost; "
+            return gettext(
+                "column %(column)s has a value but no header, so it would be lost; "
                 "give the column a name in the first row"
-            )
+            ) % {"column": _col_label(i)}
 
     tz_value = cells[layout.tz_i] if layout.tz_i >= 0 else ""
     checked = check_phone_and_timezone(cells[layout.phone_i], tz_value, region, default_tz)
@@ -604,7 +655,9 @@ def check_phone_and_timezone(
     if tz_value:
         tz = _canonical_timezone(tz_value)
         if tz is None:
-            return f'the time zone "{tz_value}" is not recognised; use a name like Asia/Shanghai or America/New_York'
+            return gettext(
+                'the time zone "%(zone)s" is not recognised; use a name like Asia/Shanghai or America/New_York'
+            ) % {"zone": tz_value}
         tz_explicit = True
     else:
         tz_explicit = False
@@ -615,13 +668,13 @@ def check_phone_and_timezone(
             tz = default_tz
         elif zones:
             shown = ", ".join(zones[:3]) + (", …" if len(zones) > 3 else "")
-            return (
-                f"the phone number {e164} could be in several time zones ({shown}); "
+            return gettext(
+                "the phone number %(phone)s could be in several time zones (%(zones)s); "
                 "add a timezone column (e.g. America/New_York) or choose a default time zone"
-            )
+            ) % {"phone": e164, "zones": shown}
         else:
-            return (
-                f"the time zone of the phone number {e164} is unknown; "
+            return gettext(
+                "the time zone of the phone number %(phone)s is unknown; "
                 "add a timezone column (e.g. Asia/Shanghai) or choose a default time zone"
-            )
+            ) % {"phone": e164}
     return e164, tz, tz_explicit

@@ -19,11 +19,12 @@ from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy
 
 from campaigns import callflow, workers
 from campaigns.models import Call, CallAttempt, CallClip, Campaign, VariantClip
 from campaigns.policy import INVALID_NUMBER_CODES
+from campaigns.reports import FUNNEL_ACTIONS
 from herald.logmask import mask_phone
 from synthesis.models import RenderedAudio
 from synthesis.signing import signed_audio_url
@@ -98,6 +99,9 @@ def figures(user: AbstractBaseUser, *, now: datetime | None = None) -> dict[str,
         campaign["total"] = sum(states.values())
         campaign["finished"] = sum(states.get(s, 0) for s in FINISHED_STATES)
         campaign["by_state"] = {s: states[s] for s in Call.State.values if states.get(s)}
+        # The words shown, in the reader's language; the codes above stay for scripts reading the JSON.
+        campaign["status_label"] = str(Campaign.Status(campaign["status"]).label)
+        campaign["states_shown"] = " · ".join(f"{Call.State(s).label} {n}" for s, n in campaign["by_state"].items())
         campaign["url"] = reverse("admin:campaigns_campaign_change", args=[campaign["id"]])
         campaign["report_url"] = reverse("admin:campaigns_campaign_report", args=[campaign["id"]])
 
@@ -129,7 +133,9 @@ def figures(user: AbstractBaseUser, *, now: datetime | None = None) -> dict[str,
             "phone": show(a.call.phone),
             "campaign": a.call.campaign.name,
             "status": a.status,
+            "status_label": str(CallAttempt.Status(a.status).label) if a.status in CallAttempt.Status.values else a.status,
             "action": a.action,
+            "action_label": action_label(a.action),
             "ended_at": _local(a.ended_at),
             "log_url": reverse("admin:campaigns_call_log", args=[a.call_id]),
         }
@@ -155,9 +161,16 @@ def figures(user: AbstractBaseUser, *, now: datetime | None = None) -> dict[str,
         "stalled_workers": stalled,
         "outcomes_today": outcomes,
         "actions_today": actions,
+        "action_labels": {action: action_label(action) for action in actions},
+        "actions_shown": [[action, action_label(action), n] for action, n in actions.items()],
         "recent": recent,
         "full_numbers": full,
     }
+
+
+def action_label(action: str) -> str:
+    """A flow's final action in the reader's language ("confirmed" -> "Confirmed"); "" stays ""."""
+    return str(FUNNEL_ACTIONS.get(action, action))
 
 
 def _clip(name: str, render_key: str | None, state: str | None) -> dict[str, Any]:
@@ -265,5 +278,5 @@ def dashboard_json(request: HttpRequest) -> JsonResponse:
 
 def call_log_page(request: HttpRequest, call: Call, context: dict[str, Any]) -> TemplateResponse:
     """One call's log; `context` is the admin's (site context, opts) so it renders inside the admin."""
-    context = {**context, **call_log(call, request.user), "title": f"Log of call {call.pk}"}
+    context = {**context, **call_log(call, request.user), "title": gettext("Log of call %(id)s") % {"id": call.pk}}
     return TemplateResponse(request, "admin/campaigns/call/log.html", context)

@@ -9,6 +9,7 @@ by a running or paused campaign is read-only here (editing it would change menus
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
 from django.views.decorators.http import require_POST
 
 from campaigns import callflow
@@ -49,13 +51,13 @@ MAX_PREVIEW_CHARS = 3000  # all of a walk's clips together
 CONTACTS_OFFERED = 200  # the sample contact is picked from a list's first contacts
 MAX_PATH = 60  # nodes a walk's path may carry back and forth (a call records at most callflow.MAX_KEYS keys)
 ENDINGS = {
-    callflow.CONFIRMED: "Confirmed",
-    callflow.RESCHEDULED: "Rescheduled",
-    callflow.OPTED_OUT: "Opted out (the number would go on the do-not-call list now)",
-    callflow.TRANSFERRED: "Transferred to a person",
-    callflow.TRANSFER_REFUSED: "Transfer refused by the carrier",
-    callflow.NO_INPUT: "No answer to the menu: goodbye",
-    callflow.HUNG_UP: "Hung up",
+    callflow.CONFIRMED: gettext_lazy("Confirmed"),
+    callflow.RESCHEDULED: gettext_lazy("Rescheduled"),
+    callflow.OPTED_OUT: gettext_lazy("Opted out (the number would go on the do-not-call list now)"),
+    callflow.TRANSFERRED: gettext_lazy("Transferred to a person"),
+    callflow.TRANSFER_REFUSED: gettext_lazy("Transfer refused by the carrier"),
+    callflow.NO_INPUT: gettext_lazy("No answer to the menu: goodbye"),
+    callflow.HUNG_UP: gettext_lazy("Hung up"),
 }
 
 
@@ -73,17 +75,23 @@ def locking_campaigns(flow: CallFlow | None) -> list[Campaign]:
 
 # --- the editor --------------------------------------------------------------------------------------------
 
-UNDER_CHOICES = [("", "the message's menu")] + [(k, f"reschedule key {k}") for k in callflow.KEYS]
+
+def under_choices() -> list[tuple[str, str]]:
+    """The menus a key can answer, in the staff member's language (a callable: read at each render)."""
+    return [("", gettext("the message's menu"))] + [
+        (k, gettext("reschedule key %(key)s") % {"key": k}) for k in callflow.KEYS
+    ]
 
 
 class FlowNodeForm(forms.ModelForm):
     under = forms.ChoiceField(
-        choices=UNDER_CHOICES,
+        choices=under_choices,
         required=False,
         widget=forms.Select(attrs={"style": "width: 11em"}),
-        label="In the menu of",
-        help_text="Most keys answer the message's menu. A slot goes under its reschedule key "
-        "(e.g. 2 → slots 2.1, 2.2).",
+        label=gettext_lazy("In the menu of"),
+        help_text=gettext_lazy(
+            "Most keys answer the message's menu. A slot goes under its reschedule key (e.g. 2 → slots 2.1, 2.2)."
+        ),
     )
 
     class Meta:
@@ -123,14 +131,22 @@ class FlowNodeFormSet(BaseInlineFormSet):
             under, key = form.cleaned_data.get("under") or "", form.cleaned_data["key"]
             node = f"{under}.{key}" if under else key
             if (under, key) in seen:
-                menu = f"the menu of key {under}" if under else "the message's menu"
-                form.add_error("key", f"key {node}: key {key} is already used in {menu}; give each key one row")
+                menu = (
+                    gettext("the menu of key %(key)s") % {"key": under} if under else gettext("the message's menu")
+                )
+                form.add_error(
+                    "key",
+                    gettext("key %(node)s: key %(key)s is already used in %(menu)s; give each key one row")
+                    % {"node": node, "key": key, "menu": menu},
+                )
             seen[(under, key)] = form
             if under and under not in roots:
                 form.add_error(
                     "under",
-                    f"key {node}: there is no key {under} in the message's menu to put it under; add key {under} "
-                    "as a Reschedule key first (or choose the message's menu)",
+                    gettext(
+                        "key %(node)s: there is no key %(under)s in the message's menu to put it under; add key "
+                        "%(under)s as a Reschedule key first (or choose the message's menu)"
+                    ) % {"node": node, "under": under},
                 )
 
 
@@ -140,13 +156,15 @@ class FlowNodeInline(admin.TabularInline):
     formset = FlowNodeFormSet
     fk_name = "flow"
     extra = 0
-    verbose_name = "key"
-    verbose_name_plural = "keys (what each key does)"
+    verbose_name = gettext_lazy("key")
+    verbose_name_plural = gettext_lazy("keys (what each key does)")
 
-    @admin.display(description="in the menu of")
+    @admin.display(description=gettext_lazy("in the menu of"))
     def under(self, node: FlowNode) -> str:
         """The read-only page's column (a locked flow): the form's `under` field says the same when editable."""
-        return f"reschedule key {node.parent.key}" if node.parent_id else "the message's menu"
+        if node.parent_id:
+            return gettext("reschedule key %(key)s") % {"key": node.parent.key}
+        return gettext("the message's menu")
 
     def get_extra(self, request: HttpRequest, obj: CallFlow | None = None, **kwargs: Any) -> int:
         return 3 if obj is None else 0
@@ -177,23 +195,27 @@ class CallFlowAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "menu_text"]}),
         (
-            "When the callee does not answer the menu",
+            gettext_lazy("When the callee does not answer the menu"),
             {
                 "fields": ["invalid_text", "no_input_text", "goodbye_text", "max_prompts", "input_timeout"],
-                "description": "After the message the callee has a few seconds to press a key. A key the flow "
-                "does not use, or no key at all, is answered with these texts and the menu is offered again.",
+                "description": gettext_lazy(
+                    "After the message the callee has a few seconds to press a key. A key the flow does not use, "
+                    "or no key at all, is answered with these texts and the menu is offered again."
+                ),
             },
         ),
     ]
 
-    @admin.display(description="check")
+    @admin.display(description=gettext_lazy("check"))
     def readiness(self, obj: CallFlow) -> str:
         problems = flow_problems(obj)
         if not problems:
-            return "ready"
-        return f"{len(problems)} problem{'s' if len(problems) > 1 else ''}: cannot be used"
+            return gettext("ready")
+        if len(problems) == 1:  # no ngettext: the catalogue's readers (and Chinese) have one form
+            return gettext("1 problem: cannot be used")
+        return gettext("%(n)d problems: cannot be used") % {"n": len(problems)}
 
-    @admin.display(description="used by")
+    @admin.display(description=gettext_lazy("used by"))
     def used_by(self, obj: CallFlow) -> str:
         return ", ".join(c.name for c in obj.campaigns.order_by("pk")) or "-"
 
@@ -240,7 +262,7 @@ class CallFlowAdmin(admin.ModelAdmin):
             return None
         self.message_user(
             request,
-            f"The flow “{obj}” was saved, but no campaign can use it until these are fixed:",
+            gettext("The flow “%(flow)s” was saved, but no campaign can use it until these are fixed:") % {"flow": obj},
             messages.WARNING,
         )
         for problem in problems:
@@ -294,7 +316,7 @@ class CallFlowAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "original": flow,
-            "title": f"Walk the call: {flow}",
+            "title": gettext("Walk the call: %(flow)s") % {"flow": flow},
             "form": form,
             "problems": problems,
             "walk": walk,
@@ -310,7 +332,7 @@ class CallFlowAdmin(admin.ModelAdmin):
         try:
             built = flow.build()
         except callflow.FlowError as exc:
-            return JsonResponse({"error": f"This flow cannot run: {exc}"}, status=409)
+            return JsonResponse({"error": gettext("This flow cannot run: %(why)s") % {"why": exc}}, status=409)
         try:
             body = json.loads(request.body or b"{}")
             if isinstance(body, dict) and "refused" in body:  # the carrier would not transfer: the fallback
@@ -360,7 +382,7 @@ def step_json(step: callflow.Step, walked: list[str]) -> dict[str, Any]:
         "prompts": step.prompts,
         "node": step.node,
         "action": step.action,
-        "ending": ENDINGS.get(step.action, ""),
+        "ending": str(ENDINGS.get(step.action, "")),
         "detail": step.detail,
         "transfer_to": step.transfer_to,
         "opt_out": step.opt_out,
@@ -372,16 +394,20 @@ def step_json(step: callflow.Step, walked: list[str]) -> dict[str, Any]:
 
 
 class WalkForm(forms.Form):
-    voice = forms.ModelChoiceField(Voice.objects.order_by("name"), help_text="The voice the callee hears.")
-    script = forms.ModelChoiceField(
-        ScriptTemplate.objects.order_by("name"), label="Message", help_text="The script said before the menu."
+    voice = forms.ModelChoiceField(
+        Voice.objects.order_by("name"), label=gettext_lazy("Voice"), help_text=gettext_lazy("The voice the callee hears.")
     )
-    contact_list = forms.ModelChoiceField(ContactList.objects.order_by("name"), label="Contact list")
+    script = forms.ModelChoiceField(
+        ScriptTemplate.objects.order_by("name"),
+        label=gettext_lazy("Message"),
+        help_text=gettext_lazy("The script said before the menu."),
+    )
+    contact_list = forms.ModelChoiceField(ContactList.objects.order_by("name"), label=gettext_lazy("Contact list"))
     contact = forms.TypedChoiceField(
         coerce=int,
         required=False,
-        label="Sample contact",
-        help_text="Their name, fields and time zone fill the texts. Blank: the list's first contact.",
+        label=gettext_lazy("Sample contact"),
+        help_text=gettext_lazy("Their name, fields and time zone fill the texts. Blank: the list's first contact."),
     )
 
     def __init__(self, data: Any = None, *, flow: CallFlow) -> None:
@@ -397,7 +423,7 @@ class WalkForm(forms.Form):
         super().__init__(data, initial=initial)
         list_id = (data or {}).get("contact_list") or initial.get("contact_list")
         contacts = Contact.objects.filter(contact_list_id=list_id if str(list_id or "").isdigit() else None)
-        self.fields["contact"].choices = [("", "the list's first contact")] + [
+        self.fields["contact"].choices = [("", gettext("the list's first contact"))] + [
             (c.pk, f"{c.name or '-'} ({mask_phone(c.phone)})")
             for c in contacts.order_by("pk")[:CONTACTS_OFFERED]
         ]
@@ -411,7 +437,9 @@ class WalkForm(forms.Form):
         chosen = cleaned.get("contact")
         contact = contacts.filter(pk=chosen).first() if chosen else contacts.first()
         if contact is None:
-            self.add_error("contact_list" if not chosen else "contact", "This list has no such contact; pick another.")
+            self.add_error(
+                "contact_list" if not chosen else "contact", gettext("This list has no such contact; pick another.")
+            )
         cleaned["sample_contact"] = contact
         return cleaned
 
@@ -442,9 +470,11 @@ class Walk:
 
     def config(self, flow: CallFlow, press_url: str) -> dict[str, Any]:
         built = flow.build()
-        labels = {"message": "message", "": "message"}
+        message = gettext("message")
+        labels = {"message": message, "": message}
         for node in flow.nodes.select_related("parent"):
-            labels[node.path] = f"{node.path} {node.get_action_display().split(' (')[0]}"
+            # The action's name without its explanation: "Confirm (thank-you clip, end)" -> "Confirm".
+            labels[node.path] = f"{node.path} {re.split(r' ?[(（]', node.get_action_display())[0]}"
         return {
             "press_url": press_url,
             "clips": {c.name: {"text": c.text, "url": c.url, "problem": c.problem, "said": c.said} for c in self.clips},
@@ -475,7 +505,7 @@ def render_walk(flow: CallFlow, *, voice: Voice, script: ScriptTemplate, contact
                 said = slot_said(slots[name], contact.timezone, first_day, variables)
             text = _spoken(template, {**variables, "slot": said} if name in slots else variables)
         except MissingVariables as exc:
-            texts[name] = ("", said, f"the sample contact has no {', '.join(exc.names)}")
+            texts[name] = ("", said, gettext("the sample contact has no %(names)s") % {"names": ", ".join(exc.names)})
             continue
         except TemplateSyntaxError as exc:
             texts[name] = ("", said, str(exc))
@@ -484,15 +514,19 @@ def render_walk(flow: CallFlow, *, voice: Voice, script: ScriptTemplate, contact
             text = normalise_text(disclosure) + text
         problem = ""
         if len(text) > MAX_CLIP_CHARS:
-            problem = f"{len(text)} characters: too long to preview (at most {MAX_CLIP_CHARS})"
+            problem = gettext("%(n)s characters: too long to preview (at most %(max)s)") % {
+                "n": len(text), "max": MAX_CLIP_CHARS
+            }
         texts[name] = (text, said, problem)
     unavailable = engine_problem(voice.engine)
     if unavailable:  # said once for the page, not once per clip
         return Walk(contact, voice, [Clip(n, t, said=s) for n, (t, s, _) in texts.items()],
-                    f"this voice cannot be previewed: {unavailable}")
+                    gettext("this voice cannot be previewed: %(why)s") % {"why": unavailable})
     total = sum(len(text) for text, _, problem in texts.values() if not problem)
     if total > MAX_PREVIEW_CHARS:
-        problem = f"the clips add up to {total} characters; a preview renders at most {MAX_PREVIEW_CHARS}"
+        problem = gettext("the clips add up to %(n)s characters; a preview renders at most %(max)s") % {
+            "n": total, "max": MAX_PREVIEW_CHARS
+        }
         return Walk(contact, voice, [Clip(n, t, said=s, problem=problem) for n, (t, s, _) in texts.items()], problem)
     clips = []
     for name, (text, said, problem) in texts.items():

@@ -8,7 +8,8 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Q
-from django.utils.translation import gettext_lazy
+from django.utils.functional import lazy
+from django.utils.translation import gettext, gettext_lazy
 
 from campaigns import phones
 from campaigns.launch import validate_script
@@ -18,12 +19,21 @@ from campaigns.templating import KNOWN_HINTS
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # far above any real contact list; stops a wrong file filling memory
 
-SCRIPT_HELP = (
-    "Variables: {name}, {phone} and every other column of the contact list CSV, by its header, "
-    "e.g. {order_id} or {订单号}. Add a reading hint after a colon, e.g. {order_id:digits}; hints: "
-    + ", ".join(sorted(KNOWN_HINTS))
-    + ". Write {{ and }} for literal braces."
-)
+def _script_help() -> str:
+    return gettext(
+        "Variables: {name}, {phone} and every other column of the contact list CSV, by its header, "
+        "e.g. {order_id} or {订单号}. Add a reading hint after a colon, e.g. {order_id:digits}; hints: "
+        "%(hints)s. Write {{ and }} for literal braces."
+    ) % {"hints": ", ".join(sorted(KNOWN_HINTS))}
+
+
+def _dnc_phone_help() -> str:
+    return gettext(
+        "Any common format; stored in E.164. Numbers without a country code are read as %(region)s numbers."
+    ) % {"region": settings.DEFAULT_REGION}
+
+
+SCRIPT_HELP = lazy(_script_help, str)()
 
 
 class ContactImportForm(forms.Form):
@@ -55,8 +65,8 @@ class ContactImportForm(forms.Form):
         upload = self.cleaned_data["file"]
         if upload.size > MAX_UPLOAD_BYTES:
             raise ValidationError(
-                f"The file is {upload.size / 1024 / 1024:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 1024 // 1024} MB. "
-                "Split it into several lists."
+                gettext("The file is %(size)s MB; the limit is %(limit)s MB. Split it into several lists.")
+                % {"size": f"{upload.size / 1024 / 1024:.0f}", "limit": MAX_UPLOAD_BYTES // 1024 // 1024}
             )
         return upload
 
@@ -79,7 +89,9 @@ class ScriptTemplateForm(forms.ModelForm):
             ).distinct():
                 problem = variables_problem(campaign.contact_list_id, [edited], stop_early=True)
                 if problem:
-                    raise ValidationError(f"campaign '{campaign}': {problem}")
+                    raise ValidationError(
+                        gettext("campaign '%(campaign)s': %(problem)s") % {"campaign": campaign, "problem": problem}
+                    )
         return text
 
 
@@ -89,8 +101,11 @@ def normalise_phone(value: str, region: str) -> str:
         return phones.to_e164(value, region)
     except ValueError as exc:
         raise ValidationError(
-            f"“{value}” is not a valid phone number: {exc}. Write it with the country code (e.g. +8613800138000); "
-            f"numbers without one are read as {region} numbers."
+            gettext(
+                "“%(value)s” is not a valid phone number: %(problem)s. Write it with the country code "
+                "(e.g. +8613800138000); numbers without one are read as %(region)s numbers."
+            )
+            % {"value": value, "problem": exc, "region": region}
         ) from exc
 
 
@@ -98,10 +113,7 @@ class DoNotCallForm(forms.ModelForm):
     class Meta:
         model = DoNotCall
         fields = ["phone", "reason", "source"]
-        help_texts = {
-            "phone": f"Any common format; stored in E.164. Numbers without a country code are read as "
-            f"{settings.DEFAULT_REGION} numbers."
-        }
+        help_texts = {"phone": lazy(_dnc_phone_help, str)()}
 
     def clean_phone(self) -> str:
         return normalise_phone(self.cleaned_data["phone"].strip(), settings.DEFAULT_REGION)
@@ -112,16 +124,21 @@ class ContactForm(forms.ModelForm):
         model = Contact
         fields = ["contact_list", "phone", "name", "timezone", "fields", "consent_basis", "consent_at", "consent_source"]
         help_texts = {
-            "phone": "Any common format; stored in E.164. Numbers without a country code are read in the "
-            "list's default region.",
-            "timezone": "IANA name, e.g. Asia/Shanghai: calls are only placed inside the callee's local window.",
+            "phone": gettext_lazy(
+                "Any common format; stored in E.164. Numbers without a country code are read in the "
+                "list's default region."
+            ),
+            "timezone": gettext_lazy(
+                "IANA name, e.g. Asia/Shanghai: calls are only placed inside the callee's local window."
+            ),
         }
 
     def clean_timezone(self) -> str:
         name = self.cleaned_data["timezone"].strip()
         if name not in zoneinfo.available_timezones():
             raise ValidationError(
-                f"“{name}” is not a time zone name; use one like Asia/Shanghai or Europe/London."
+                gettext("“%(name)s” is not a time zone name; use one like Asia/Shanghai or Europe/London.")
+                % {"name": name}
             )
         return name
 
@@ -136,7 +153,7 @@ class ContactForm(forms.ModelForm):
             except ValidationError as exc:
                 self.add_error("phone", exc)
         if cleaned.get("consent_basis") and not cleaned.get("consent_at"):
-            self.add_error("consent_at", "Say when consent was given: a consent record needs its time.")
+            self.add_error("consent_at", gettext("Say when consent was given: a consent record needs its time."))
         if cleaned.get("consent_at") and not cleaned.get("consent_basis"):
-            self.add_error("consent_basis", "Choose the basis of the consent recorded at this time.")
+            self.add_error("consent_basis", gettext("Choose the basis of the consent recorded at this time."))
         return cleaned

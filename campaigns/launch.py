@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from campaigns import phones
 from campaigns.models import Campaign, ContactList, FlowNode, Variant
@@ -45,42 +46,58 @@ def _instant_voice_problem(voice: Voice) -> str | None:
         return None
     base = basemodels.base_dir()
     found = basemodels.problems(base, voice.base_version, verify=False)
-    where = f" in {base}" if base else ""
-    return f"its {voice.base_version} base models{where} are incomplete: {'; '.join(found)}" if found else None
+    if not found:
+        return None
+    values = {"version": voice.base_version, "dir": base, "problems": "; ".join(found)}
+    if base:
+        return gettext("its %(version)s base models in %(dir)s are incomplete: %(problems)s") % values
+    return gettext("its %(version)s base models are incomplete: %(problems)s") % values
 
 
 def caller_id_problem(caller_id: str, account: TelephonyAccount) -> str | None:
     """What is wrong with presenting `caller_id` through `account` (checked on save and at launch), or None."""
     if phones.parse_phone(caller_id, None)[0] is None:
-        return f"{caller_id!r} is not a valid E.164 number (+country code)"
+        return gettext("%(caller_id)r is not a valid E.164 number (+country code)") % {"caller_id": caller_id}
     if account.caller_ids and caller_id not in account.caller_ids:
-        return f"{caller_id} is not one of account {account.name}'s numbers: {', '.join(account.caller_ids)}"
+        return gettext("%(caller_id)s is not one of account %(account)s's numbers: %(numbers)s") % {
+            "caller_id": caller_id, "account": account.name, "numbers": ", ".join(account.caller_ids)
+        }
     return None
 
 
 def check_launchable(campaign: Campaign) -> None:
     """Raise LaunchError with the first reason the campaign cannot run."""
     if campaign.status not in (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED):
-        raise LaunchError(f"campaign is {campaign.status}; only draft or scheduled campaigns can be launched")
+        raise LaunchError(
+            gettext("campaign is %(status)s; only draft or scheduled campaigns can be launched")
+            % {"status": campaign.status}
+        )
     variants = list(campaign.variants.select_related("voice", "script"))
     if not variants:
-        raise LaunchError("add at least one variant (voice + script) before launching")
+        raise LaunchError(gettext("add at least one variant (voice + script) before launching"))
     for variant in variants:
+        names = {"script": variant.script, "voice": variant.voice, "variant": variant.name}
         try:
             validate_template(variant.script.text)
         except TemplateSyntaxError as exc:
-            raise LaunchError(f"script '{variant.script}' of variant {variant.name}: {exc}") from exc
+            raise LaunchError(
+                gettext("script '%(script)s' of variant %(variant)s: %(problem)s") % {**names, "problem": exc}
+            ) from exc
         if not variant.voice.is_usable():
             raise LaunchError(
-                f"voice '{variant.voice}' (variant {variant.name}) is a cloned voice without a valid "
-                "speaker consent; record the speaker's consent first"
+                gettext(
+                    "voice '%(voice)s' (variant %(variant)s) is a cloned voice without a valid speaker consent; "
+                    "record the speaker's consent first"
+                ) % names
             )
         try:
             problem = engine_problem(variant.voice.engine) or _instant_voice_problem(variant.voice)
         except EngineError as exc:
             problem = str(exc)
         if problem:
-            raise LaunchError(f"voice '{variant.voice}' (variant {variant.name}): {problem}")
+            raise LaunchError(
+                gettext("voice '%(voice)s' (variant %(variant)s): %(problem)s") % {**names, "problem": problem}
+            )
     try:
         check_rules(campaign)
     except WindowError as exc:
@@ -99,9 +116,11 @@ def check_launchable(campaign: Campaign) -> None:
     account = campaign.telephony_account
     problem = caller_id_problem(campaign.caller_id, account)
     if problem:
-        raise LaunchError(f"caller id {problem}")
+        raise LaunchError(gettext("caller id %(problem)s") % {"problem": problem})
     if account.kind == account.Kind.SIP and not account.sip_host:
-        raise LaunchError(f"SIP trunk account {account.name} has no SIP server (host) set")
+        raise LaunchError(
+            gettext("SIP trunk account %(account)s has no SIP server (host) set") % {"account": account.name}
+        )
     # A trunk that admits us by IP address has no username and needs no password; everything else does.
     if account.kind != account.Kind.SIP or account.account_sid:
         try:
@@ -109,9 +128,9 @@ def check_launchable(campaign: Campaign) -> None:
         except CredentialsError as exc:
             raise LaunchError(str(exc)) from exc
     if campaign.ends_at and campaign.ends_at <= timezone.now():
-        raise LaunchError("the campaign's end time is already past")
+        raise LaunchError(gettext("the campaign's end time is already past"))
     if not campaign.contact_list.contacts.exists():
-        raise LaunchError(f"contact list '{campaign.contact_list}' is empty")
+        raise LaunchError(gettext("contact list '%(list)s' is empty") % {"list": campaign.contact_list})
     problem = variables_problem(campaign.contact_list_id, campaign_scripts(campaign), stop_early=True)
     if problem:
         raise LaunchError(problem)
@@ -127,25 +146,29 @@ def flow_problem(campaign: Campaign) -> str | None:
     opt_out = flow.nodes.filter(parent=None, action=FlowNode.Action.OPT_OUT).values_list("key", flat=True)
     if campaign.opt_out_digit not in opt_out:
         problems.append(
-            f"the message's menu has no opt-out on key {campaign.opt_out_digit} (the campaign's opt-out key): add "
-            "it, so callees can stop the calls and hear that they will not be called again"
+            gettext(
+                "the message's menu has no opt-out on key %(key)s (the campaign's opt-out key): add it, so callees "
+                "can stop the calls and hear that they will not be called again"
+            ) % {"key": campaign.opt_out_digit}
         )
     if problems:
-        return f"call flow '{flow}': " + "; ".join(problems)
+        return gettext("call flow '%(flow)s': %(problems)s") % {"flow": flow, "problems": "; ".join(problems)}
     return None
 
 
 def key_clash(campaign: Campaign) -> str | None:
     """Why the campaign's keys cannot work together (one key with two meanings), or None."""
     keys = {
-        "opt-out": campaign.opt_out_digit,
-        "confirm": campaign.confirm_digit,
-        "reschedule": campaign.reschedule_digit,
+        gettext("opt-out"): campaign.opt_out_digit,
+        gettext("confirm"): campaign.confirm_digit,
+        gettext("reschedule"): campaign.reschedule_digit,
     }
     seen: dict[str, str] = {}
     for meaning, key in keys.items():
         if key and key in seen:
-            return f"key {key} cannot mean both {seen[key]} and {meaning}: choose different keys"
+            return gettext("key %(key)s cannot mean both %(first)s and %(second)s: choose different keys") % {
+                "key": key, "first": seen[key], "second": meaning
+            }
         seen[key] = meaning
     return None
 
@@ -155,25 +178,32 @@ def check_compliance(campaign: Campaign) -> None:
     cloned = [v.name for v in campaign.variants.select_related("voice") if v.voice.needs_consent]
     if cloned and not campaign.disclosure_text.strip():
         raise LaunchError(
-            f"variant {', '.join(cloned)} uses a cloned voice: the disclosure sentence (e.g. 这是一通智能语音通知。) "
-            "is required and spoken first in every call"
+            gettext(
+                "variant %(variants)s uses a cloned voice: the disclosure sentence (e.g. 这是一通智能语音通知。) "
+                "is required and spoken first in every call"
+            ) % {"variants": ", ".join(cloned)}
         )
     if campaign.fallback_text.strip():
         try:
             template = parse_template(campaign.fallback_text)
         except TemplateSyntaxError as exc:
-            raise LaunchError(f"generic clip text: {exc}") from exc
+            raise LaunchError(gettext("generic clip text: %(problem)s") % {"problem": exc}) from exc
         if any(not isinstance(part, str) for part in template):
-            raise LaunchError("the generic clip text is said to everybody: it cannot contain {variables}")
+            raise LaunchError(gettext("the generic clip text is said to everybody: it cannot contain {variables}"))
     if campaign.machine_action == Campaign.MachineAction.VOICEMAIL:
         if campaign.voicemail_script is None:
             raise LaunchError(
-                "answering machines get a voicemail: choose the voicemail script, or hang up on machines instead"
+                gettext(
+                    "answering machines get a voicemail: choose the voicemail script, or hang up on machines instead"
+                )
             )
         try:
             validate_template(campaign.voicemail_script.text)
         except TemplateSyntaxError as exc:
-            raise LaunchError(f"voicemail script '{campaign.voicemail_script}': {exc}") from exc
+            raise LaunchError(
+                gettext("voicemail script '%(script)s': %(problem)s")
+                % {"script": campaign.voicemail_script, "problem": exc}
+            ) from exc
 
 
 def launch_campaign(campaign: Campaign, *, by: Any = None) -> int:
@@ -186,13 +216,16 @@ def launch_campaign(campaign: Campaign, *, by: Any = None) -> int:
             pk=campaign.pk, status__in=[Campaign.Status.DRAFT, Campaign.Status.SCHEDULED]
         ).update(status=status, launched_at=now)
         if updated != 1:
-            raise LaunchError("the campaign was launched by somebody else just now")
+            raise LaunchError(gettext("the campaign was launched by somebody else just now"))
         result = plan_calls(campaign)
         if not result.planned:
             # Nothing to call: undo the plan and the status (the transaction), and say why, instead of a
             # campaign that completes at once with every call invalid.
-            why = describe_dropped(dropped(campaign)) or "no contact could be planned"
-            raise LaunchError(f"no contact of list '{campaign.contact_list}' can be called: {why}")
+            why = describe_dropped(dropped(campaign)) or gettext("no contact could be planned")
+            raise LaunchError(
+                gettext("no contact of list '%(list)s' can be called: %(why)s")
+                % {"list": campaign.contact_list, "why": why}
+            )
     campaign.refresh_from_db()
     log.info(
         "launched campaign %s: %d planned, %d invalid, %d on do-not-call, %d renders queued",

@@ -1,6 +1,7 @@
 """Phone numbers, the one place they are parsed: as people type them and as spreadsheets mangle them.
 
-Pure (phonenumbers only): contact and do-not-call CSVs, the admin's forms and the launch checks use it.
+Pure (phonenumbers, and Django's gettext for the reasons, said in the reader's language): contact and do-not-call
+CSVs, the admin's forms and the launch checks use it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import re
 import unicodedata
 
 import phonenumbers
+from django.utils.translation import get_language, gettext, gettext_noop
 from phonenumbers import PhoneNumberFormat, PhoneNumberType, ValidationResult, geocoder
 from phonenumbers import timezone as pn_timezone
 from phonenumbers.phonenumberutil import is_number_type_geographical
@@ -22,17 +24,17 @@ _DIGITS_ONLY = re.compile(r"\+?\d+")
 _DIGIT_RUN = re.compile(r"\d{7,}")
 
 _PARSE_ERRORS = {
-    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "{v} does not start with a known country code",
-    phonenumbers.NumberParseException.NOT_A_NUMBER: "{v} is not a phone number",
-    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "{v} is too short to be a phone number",
-    phonenumbers.NumberParseException.TOO_SHORT_NSN: "{v} is too short to be a phone number",
-    phonenumbers.NumberParseException.TOO_LONG: "{v} is too long to be a phone number",
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: gettext_noop("%(v)s does not start with a known country code"),
+    phonenumbers.NumberParseException.NOT_A_NUMBER: gettext_noop("%(v)s is not a phone number"),
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: gettext_noop("%(v)s is too short to be a phone number"),
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: gettext_noop("%(v)s is too short to be a phone number"),
+    phonenumbers.NumberParseException.TOO_LONG: gettext_noop("%(v)s is too long to be a phone number"),
 }
 
 
 def _country(numobj: phonenumbers.PhoneNumber) -> str:
     try:
-        name = geocoder.country_name_for_number(numobj, "en")
+        name = geocoder.country_name_for_number(numobj, "zh" if (get_language() or "").startswith("zh") else "en")
     except Exception:  # pragma: no cover - geodata is part of phonenumbers
         name = ""
     if name:
@@ -57,10 +59,9 @@ def parse_phone_kind(value: str, region: str | None) -> tuple[phonenumbers.Phone
     # zones_for() a second look (about a third of a row's cost in a 10,000-contact upsert).
     kind = phonenumbers.number_type(num)
     if kind == PhoneNumberType.UNKNOWN:
-        return None, (
-            f'the phone number "{value}" is not a valid {_country(num)} phone number; '
-            "check for wrong, missing or extra digits"
-        ), kind
+        return None, gettext(
+            'the phone number "%(v)s" is not a valid %(country)s phone number; check for wrong, missing or extra digits'
+        ) % {"v": value, "country": _country(num)}, kind
     return num, "", kind
 
 
@@ -71,43 +72,42 @@ def _read(value: str, region: str | None) -> tuple[phonenumbers.PhoneNumber | No
     if v.startswith("'"):  # Excel's "treat as text" marker
         v = v[1:].strip()
     if not v:
-        return None, "the phone number is empty"
+        return None, gettext("the phone number is empty")
     compact_ws = re.sub(r"\s+", "", v)
     if _SCIENTIFIC.fullmatch(compact_ws):
-        return None, (
-            f"the phone number {shown} was turned into scientific notation by Excel, so some of its "
-            "digits were lost; format the phone column as Text in Excel, re-enter the number and export again"
-        )
+        return None, gettext(
+            "the phone number %(v)s was turned into scientific notation by Excel, so some of its digits were lost; "
+            "format the phone column as Text in Excel, re-enter the number and export again"
+        ) % {"v": shown}
     if _EXCEL_FLOAT.fullmatch(compact_ws):  # 13800138000.0: Excel stored the number as a float
         compact_ws = compact_ws.split(".", 1)[0]
     compact = _SEPARATORS.sub("", compact_ws)
     if not _DIGITS_ONLY.fullmatch(compact):
         if len(_DIGIT_RUN.findall(v)) >= 2:
-            return None, f"{shown} looks like more than one phone number; put one number per row"
-        return None, f"{shown} is not a phone number (it contains characters other than digits)"
+            return None, gettext("%(v)s looks like more than one phone number; put one number per row") % {"v": shown}
+        return None, gettext("%(v)s is not a phone number (it contains characters other than digits)") % {"v": shown}
     try:
         num = phonenumbers.parse(compact, region)
     except phonenumbers.NumberParseException as exc:
-        template = _PARSE_ERRORS.get(exc.error_type, "{v} is not a phone number")
-        reason = template.format(v=shown)
+        reason = gettext(_PARSE_ERRORS.get(exc.error_type, _PARSE_ERRORS[exc.NOT_A_NUMBER])) % {"v": shown}
         if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE and not region:
-            reason += " (numbers without a country code need a default region)"
+            reason += " " + gettext("(numbers without a country code need a default region)")
         return None, reason
 
     possible = phonenumbers.is_possible_number_with_reason(num)
     if possible != ValidationResult.IS_POSSIBLE:
-        country = _country(num)
+        said = {"v": shown, "country": _country(num)}
         if possible == ValidationResult.TOO_SHORT:
-            return None, f"the phone number {shown} is too short for a {country} number (digits are missing)"
+            return None, gettext("the phone number %(v)s is too short for a %(country)s number (digits are missing)") % said
         if possible == ValidationResult.TOO_LONG:
-            return None, f"the phone number {shown} is too long for a {country} number (it has extra digits)"
+            return None, gettext("the phone number %(v)s is too long for a %(country)s number (it has extra digits)") % said
         if possible == ValidationResult.INVALID_LENGTH:
-            return None, f"the phone number {shown} has the wrong number of digits for a {country} number"
+            return None, gettext("the phone number %(v)s has the wrong number of digits for a %(country)s number") % said
         if possible == ValidationResult.IS_POSSIBLE_LOCAL_ONLY:
-            return None, f"the phone number {shown} is missing its area code"
+            return None, gettext("the phone number %(v)s is missing its area code") % said
         if possible == ValidationResult.INVALID_COUNTRY_CODE:
-            return None, f"the phone number {shown} does not start with a known country code"
-        return None, f"the phone number {shown} is not a possible phone number"
+            return None, gettext("the phone number %(v)s does not start with a known country code") % said
+        return None, gettext("the phone number %(v)s is not a possible phone number") % said
     return num, ""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db.models import Count, Q
+from django.utils.translation import gettext
 
 from campaigns.models import Call, Campaign, Contact, ScriptTemplate
 from campaigns.planning import PlannedRow, dry_run
@@ -40,10 +41,15 @@ class VariableGap:
         return self.lacking == self.contacts
 
     def describe(self) -> str:
-        where = ", ".join(f"'{s}'" for s in self.scripts)
+        values = {
+            "variable": f"{{{self.variable}}}", "where": ", ".join(f"'{s}'" for s in self.scripts),
+            "contacts": self.contacts, "lacking": self.lacking,
+        }  # fmt: skip
         if self.everyone:
-            return f"{{{self.variable}}} (used by {where}) is not a column of the list: all {self.contacts} contacts lack it"
-        return f"{{{self.variable}}} (used by {where}) has no value for {self.lacking} of {self.contacts} contacts"
+            return gettext(
+                "%(variable)s (used by %(where)s) is not a column of the list: all %(contacts)d contacts lack it"
+            ) % values
+        return gettext("%(variable)s (used by %(where)s) has no value for %(lacking)d of %(contacts)d contacts") % values
 
 
 def _variables_of(scripts: list[ScriptTemplate]) -> dict[str, list[str]]:
@@ -108,11 +114,10 @@ def variables_problem(
     missing = [gap for gap in gaps if gap.everyone and gap.contacts]
     if not missing:
         return None
-    return (
-        "the scripts use variables the contact list does not have: "
-        + "; ".join(gap.describe() for gap in missing)
-        + ". Rename them to the list's columns, or import a list that has them."
-    )
+    return gettext(
+        "the scripts use variables the contact list does not have: %(gaps)s. Rename them to the list's columns, "
+        "or import a list that has them."
+    ) % {"gaps": "; ".join(gap.describe() for gap in missing)}
 
 
 # --- the plan, before launching ----------------------------------------------------------------------
@@ -182,14 +187,14 @@ def dial_rate(campaign: Campaign) -> float:
 def duration(seconds: float) -> str:
     """A duration in words staff read at a glance: 45 s, 12 min, 3 h 20 min."""
     if math.isinf(seconds):
-        return "never (no dialling rate)"
+        return gettext("never (no dialling rate)")
     seconds = math.ceil(seconds)
     if seconds < 60:
-        return f"{seconds} s"
+        return gettext("%(s)d s") % {"s": seconds}
     minutes = math.ceil(seconds / 60)
     if minutes < 60:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60} min"
+        return gettext("%(min)d min") % {"min": minutes}
+    return gettext("%(h)d h %(min)d min") % {"h": minutes // 60, "min": minutes % 60}
 
 
 # --- sample contacts ---------------------------------------------------------------------------------

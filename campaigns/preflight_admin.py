@@ -15,6 +15,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_POST
 
 from campaigns import preflight
@@ -76,12 +77,14 @@ class PreflightAdminMixin:
         try:
             call = place_test_call(campaign, number, user_id=request.user.pk)
         except TestCallError as exc:
-            messages.error(request, f"Test call not placed: {exc}")
+            messages.error(request, gettext("Test call not placed: %(why)s") % {"why": exc})
         else:
             messages.success(
                 request,
-                f"Test call placed to {mask_phone(call.to)} with variant {call.variant} ({call.provider_call_id}); "
-                "it is not counted in the campaign's reports.",
+                gettext(
+                    "Test call placed to %(phone)s with variant %(variant)s (%(call_id)s); "
+                    "it is not counted in the campaign's reports."
+                ) % {"phone": mask_phone(call.to), "variant": call.variant, "call_id": call.provider_call_id},
             )
         return HttpResponseRedirect(reverse("admin:campaigns_campaign_preflight", args=[campaign.pk]))
 
@@ -98,7 +101,7 @@ class PreflightAdminMixin:
         context: dict[str, Any] = {
             **self.admin_site.each_context(request),  # type: ignore[attr-defined]
             "opts": self.opts,  # type: ignore[attr-defined]
-            "title": f"Preflight: {campaign}",
+            "title": gettext("Preflight: %(campaign)s") % {"campaign": campaign},
             "campaign": campaign,
             "contact_id": raw,
             "samples": preflight.samples(campaign, contact_id),

@@ -51,6 +51,7 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Coalesce, ExtractMinute, Floor, TruncHour
+from django.utils.translation import gettext, gettext_lazy
 
 from campaigns import callflow, stats
 from campaigns.cells import guard_value
@@ -75,7 +76,7 @@ class Metric:
     """A rate people compare: numerator / denominator, both ReportRow counts."""
 
     key: str
-    label: str
+    label: str  # shown on pages (translated lazily); the exports' metric_key column is the stable name
     numerator: str
     denominator: str
     verb: str  # for the A/B sentence: "B answers 4.1 points more than A"
@@ -83,18 +84,22 @@ class Metric:
     @property
     def unit(self) -> str:
         """What one trial of the rate is, for "about N more … per variant"."""
-        return "calls answered by a person" if self.denominator == "human" else "calls"
+        return gettext("calls answered by a person") if self.denominator == "human" else gettext("calls")
 
 
 METRICS = {
     m.key: m
     for m in (
-        Metric("answer_rate", "Answer rate", "answered", "dialled", "answers"),
-        Metric("human_rate", "Human-answer rate", "human", "dialled", "reaches a person"),
-        Metric("listen_rate", "Listen-through", "listened_to_end", "human", "is heard to the end"),
-        Metric("confirm_rate", "Confirmations", "confirmed", "human", "gets confirmations"),
-        Metric("reschedule_rate", "Reschedules", "rescheduled", "human", "gets reschedules"),
-        Metric("opt_out_rate", "Opt-outs", "opted_out", "human", "gets opt-outs"),
+        Metric("answer_rate", gettext_lazy("Answer rate"), "answered", "dialled", gettext_lazy("answers")),
+        Metric("human_rate", gettext_lazy("Human-answer rate"), "human", "dialled", gettext_lazy("reaches a person")),
+        Metric(
+            "listen_rate", gettext_lazy("Listen-through"), "listened_to_end", "human", gettext_lazy("is heard to the end")
+        ),
+        Metric("confirm_rate", gettext_lazy("Confirmations"), "confirmed", "human", gettext_lazy("gets confirmations")),
+        Metric(
+            "reschedule_rate", gettext_lazy("Reschedules"), "rescheduled", "human", gettext_lazy("gets reschedules")
+        ),
+        Metric("opt_out_rate", gettext_lazy("Opt-outs"), "opted_out", "human", gettext_lazy("gets opt-outs")),
     )
 }
 # The rates an A/B test decides on, in the order the decision box shows them.
@@ -102,13 +107,13 @@ DECISION_METRICS = ("answer_rate", "listen_rate", "confirm_rate")
 
 # How a call that reached a flow's menu ended, in the order the funnel shows them (Call.final_action).
 FUNNEL_ACTIONS = {
-    callflow.CONFIRMED: "Confirmed",
-    callflow.RESCHEDULED: "Rescheduled",
-    callflow.OPTED_OUT: "Opted out",
-    callflow.TRANSFERRED: "Transferred",
-    callflow.TRANSFER_REFUSED: "Transfer refused",
-    callflow.NO_INPUT: "No answer to the menu",
-    callflow.HUNG_UP: "Hung up in the menu",
+    callflow.CONFIRMED: gettext_lazy("Confirmed"),
+    callflow.RESCHEDULED: gettext_lazy("Rescheduled"),
+    callflow.OPTED_OUT: gettext_lazy("Opted out"),
+    callflow.TRANSFERRED: gettext_lazy("Transferred"),
+    callflow.TRANSFER_REFUSED: gettext_lazy("Transfer refused"),
+    callflow.NO_INPUT: gettext_lazy("No answer to the menu"),
+    callflow.HUNG_UP: gettext_lazy("Hung up in the menu"),
 }
 assert set(FUNNEL_ACTIONS) == set(callflow.FINAL_ACTIONS)  # a new final action needs its funnel label
 
@@ -336,7 +341,7 @@ def campaign_report(campaign: Campaign) -> CampaignReport:
     rows, settled, states = blank(), blank(), {}
     keys = {v.pk: None if campaign.flow_id else (campaign.confirm_digit, campaign.reschedule_digit) for v in variants}
     _fill(rows, Call.objects.filter(campaign=campaign), keys, settled=settled, states=states)
-    total = ReportRow(label="All variants")
+    total = ReportRow(label=gettext("All variants"))
     for row in rows.values():
         total.add(row)
     report = CampaignReport(
@@ -364,8 +369,8 @@ def compare_variants(variants: list[ReportRow], *, min_effect: float) -> dict[st
         metric = METRICS[key]
         comparisons[key] = [
             stats.compare(
-                metric.label.lower(),
-                metric.verb,
+                str(metric.label).lower(),
+                str(metric.verb),
                 control.label,
                 getattr(control, metric.numerator),
                 getattr(control, metric.denominator),
@@ -652,7 +657,7 @@ def comparison_rows(report: CampaignReport) -> tuple[list[str], list[list[object
     header = ["metric_key", "metric", "control", "challenger", "control_rate", "challenger_rate", "difference", "ci_low",
               "ci_high", "p_value", "verdict", "more_calls_per_variant", "sentence"]  # fmt: skip
     rows = [
-        [key, METRICS[key].label, c.control, c.challenger, c.control_rate, c.challenger_rate, c.difference,
+        [key, str(METRICS[key].label), c.control, c.challenger, c.control_rate, c.challenger_rate, c.difference,
          *_ends(c.interval), c.p_value,
          str(c.verdict), c.more_calls, c.sentence]  # fmt: skip
         for key, comparisons in report.comparisons.items()
@@ -713,7 +718,7 @@ def stalled_rendering(campaign: Campaign, *, now=None) -> str | None:
     recent = RenderedAudio.objects.filter(rendered_at__gte=since).exists()
     if recent:
         return None
-    return (
-        f"{waiting.count()} calls are waiting for audio and nothing has been rendered in the last {STALL_MINUTES} "
-        "minutes: check that a synthesis worker (celery -Q synthesis) is running."
-    )
+    return gettext(
+        "%(n)s calls are waiting for audio and nothing has been rendered in the last %(minutes)s minutes: check that "
+        "a synthesis worker (celery -Q synthesis) is running."
+    ) % {"n": waiting.count(), "minutes": STALL_MINUTES}

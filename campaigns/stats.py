@@ -21,7 +21,8 @@ the always-valid p-value is min(1, 1 / Lambda), and the always-valid (1 - alpha)
 which excludes 0 exactly when Lambda >= 1/alpha. Several challengers against one control share alpha by
 Bonferroni (alpha / comparisons).
 
-Pure Python on `math` so reports, views and the bench can use it without Django or numpy. The chi-square
+Pure Python on `math` so reports, views and the bench can use it without Django or numpy; the sentences are
+in the reader's language where Django is set up (herald.translation). The chi-square
 tail is written by hand because scipy is too heavy a dependency for one function; the normal quantile comes
 from the standard library (`statistics.NormalDist`, Wichura's AS241, accurate to about 1e-16).
 """
@@ -32,6 +33,8 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 from statistics import NormalDist
+
+from herald.translation import gettext
 
 # Standard deviation of the mixing prior on the true difference in rates. Voices and scripts move answer
 # and confirmation rates by a few points, so 0.05 puts the prior's weight where real effects are: the test
@@ -250,28 +253,39 @@ def compare(
 
     level = _percent_label(1 - level_alpha)
     # A verdict always comes with an interval and a difference; testing them here too lets the types say so.
+    said = {"control": control, "challenger": challenger, "metric": metric, "verb": verb, "unit": unit, "level": level}
     if verdict is Verdict.NOT_ENOUGH_DATA or interval is None or difference is None:
-        amount = f"more than {MAX_MORE_CALLS:,}" if more_calls == MAX_MORE_CALLS else f"about {more_calls:,}"
-        sentence = f"not enough data yet: {amount} more {unit} per variant."
-        if difference is None:
-            sentence = sentence[0].upper() + sentence[1:]
-        elif _points(difference) == _points(0.0):
-            sentence = f"{control} and {challenger} are level so far; {sentence}"
+        if more_calls == MAX_MORE_CALLS:
+            said["amount"] = gettext("more than %(n)s") % {"n": f"{MAX_MORE_CALLS:,}"}
         else:
-            leader = challenger if difference > 0 else control
-            sentence = f"{leader} is ahead by {_points(difference)} points so far; {sentence}"
+            said["amount"] = gettext("about %(n)s") % {"n": f"{more_calls:,}"}
+        if difference is None:
+            sentence = gettext("Not enough data yet: %(amount)s more %(unit)s per variant.") % said
+        else:
+            said["rest"] = gettext("not enough data yet: %(amount)s more %(unit)s per variant.") % said
+            if _points(difference) == _points(0.0):
+                sentence = gettext("%(control)s and %(challenger)s are level so far; %(rest)s") % said
+            else:
+                said.update(leader=challenger if difference > 0 else control, points=_points(difference))
+                sentence = gettext("%(leader)s is ahead by %(points)s points so far; %(rest)s") % said
     elif verdict is Verdict.NO_DIFFERENCE:
-        sentence = (
-            f"No difference worth acting on: {challenger}'s {metric} is within {_points(min_effect)} points "
-            f"of {control}'s ({level} CI {_interval_text(interval)})."
-        )
+        said.update(points=_points(min_effect), interval=_interval_text(interval))
+        sentence = gettext(
+            "No difference worth acting on: %(challenger)s's %(metric)s is within %(points)s points of %(control)s's "
+            "(%(level)s CI %(interval)s)."
+        ) % said
     else:
-        more_or_less = "more" if verdict is Verdict.WINS else "less"
-        winner = challenger if verdict is Verdict.WINS else control
-        sentence = (
-            f"{challenger} {verb} {_points(difference)} points {more_or_less} than {control} "
-            f"({level} CI {_interval_text(interval)}): {winner} wins."
-        )
+        said.update(points=_points(difference), interval=_interval_text(interval))
+        if verdict is Verdict.WINS:
+            sentence = gettext(
+                "%(challenger)s %(verb)s %(points)s points more than %(control)s (%(level)s CI %(interval)s): "
+                "%(challenger)s wins."
+            ) % said
+        else:
+            sentence = gettext(
+                "%(challenger)s %(verb)s %(points)s points less than %(control)s (%(level)s CI %(interval)s): "
+                "%(control)s wins."
+            ) % said
 
     return Comparison(
         metric=metric,
@@ -372,7 +386,7 @@ def _interval_text(interval: Interval) -> str:
     """'1.2–7.0' when both ends are positive; '−5.1 to −0.9' as soon as one is negative, to read clearly."""
     low, high = _signed_points(interval.low), _signed_points(interval.high)
     if low.startswith(MINUS) or high.startswith(MINUS):
-        return f"{low} to {high}"
+        return gettext("%(low)s to %(high)s") % {"low": low, "high": high}
     return f"{low}{EN_DASH}{high}"
 
 

@@ -23,7 +23,7 @@ Parse once, render many: :func:`parse_template` returns a list that
 :func:`render_template` / :func:`render_with_spans` accept directly; passing the
 text also works (parses are cached).
 
-Pure Python: no Django.
+Pure Python apart from Django's gettext, which words the syntax errors shown to staff.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from django.utils.translation import gettext
 
 from synthesis.frontend.marks import CLOSE, OPEN, mark, mark_name
 
@@ -67,7 +69,10 @@ class TemplateSyntaxError(ValueError):
         self.problem = problem
         lo, hi = max(0, position - 12), min(len(text), position + 13)
         self.snippet = ("…" if lo > 0 else "") + text[lo:hi] + ("…" if hi < len(text) else "")
-        super().__init__(f"position {position}: {problem} — near {self.snippet!r}")
+        super().__init__(
+            gettext("position %(position)s: %(problem)s — near %(snippet)s")
+            % {"position": position, "problem": problem, "snippet": repr(self.snippet)}
+        )
 
 
 class MissingVariables(KeyError):
@@ -86,22 +91,25 @@ _BRACE = re.compile(r"[{}]")
 
 def _check_name(text: str, name: str, pos: int) -> None:
     if not name:
-        raise TemplateSyntaxError(text, pos, "empty placeholder name")
+        raise TemplateSyntaxError(text, pos, gettext("empty placeholder name"))
     if name.isidentifier():
         return
     if "." in name or "[" in name or "]" in name:
-        problem = (
-            f"attribute or index access ({name!r}) is not allowed in placeholders; use a plain variable name"
-        )
+        problem = gettext(
+            "attribute or index access (%(name)s) is not allowed in placeholders; use a plain variable name"
+        ) % {"name": repr(name)}
     elif "!" in name:
-        problem = f"conversions ({name!r}) are not allowed in placeholders; use a plain variable name"
+        problem = gettext(
+            "conversions (%(name)s) are not allowed in placeholders; use a plain variable name"
+        ) % {"name": repr(name)}
     elif name.isdigit():
-        problem = f"numbered placeholders ({{{name}}}) are not allowed; use a variable name"
+        problem = gettext("numbered placeholders (%(placeholder)s) are not allowed; use a variable name") % {
+            "placeholder": "{" + name + "}"
+        }
     else:
-        problem = (
-            f"{name!r} is not a valid variable name (use letters, digits and underscores, "
-            "not starting with a digit)"
-        )
+        problem = gettext(
+            "%(name)s is not a valid variable name (use letters, digits and underscores, not starting with a digit)"
+        ) % {"name": repr(name)}
     raise TemplateSyntaxError(text, pos, problem)
 
 
@@ -122,17 +130,19 @@ def _parse(text: str, allowed_hints: frozenset[str] | None) -> tuple[str | Place
                 literal.append("}")
                 i = j + 2
                 continue
-            raise TemplateSyntaxError(text, j, "stray '}' (write '}}' for a literal brace)")
+            raise TemplateSyntaxError(text, j, gettext("stray '}' (write '}}' for a literal brace)"))
         if text.startswith("{", j + 1):
             literal.append("{")
             i = j + 2
             continue
         close = search(text, j + 1)
         if close is None:
-            raise TemplateSyntaxError(text, j, "unclosed '{' (write '{{' for a literal brace)")
+            raise TemplateSyntaxError(text, j, gettext("unclosed '{' (write '{{' for a literal brace)"))
         k = close.start()
         if text[k] == "{":
-            raise TemplateSyntaxError(text, k, f"nested '{{' inside the placeholder opened at position {j}")
+            raise TemplateSyntaxError(
+                text, k, gettext("nested '{' inside the placeholder opened at position %(position)s") % {"position": j}
+            )
         body = text[j + 1 : k].replace("：", ":")
         name, sep, hint = body.partition(":")
         name = name.strip()
@@ -141,10 +151,19 @@ def _parse(text: str, allowed_hints: frozenset[str] | None) -> tuple[str | Place
         if sep:
             hint_value = hint.strip().lower()
             if not hint_value:
-                raise TemplateSyntaxError(text, j, f"empty hint after ':' in placeholder {{{name}}}")
+                raise TemplateSyntaxError(
+                    text,
+                    j,
+                    gettext("empty hint after ':' in placeholder %(placeholder)s") % {"placeholder": "{" + name + "}"},
+                )
             if allowed_hints is not None and hint_value not in allowed_hints:
                 known = ", ".join(sorted(allowed_hints))
-                raise TemplateSyntaxError(text, j, f"unknown hint {hint.strip()!r} (known hints: {known})")
+                raise TemplateSyntaxError(
+                    text,
+                    j,
+                    gettext("unknown hint %(hint)s (known hints: %(known)s)")
+                    % {"hint": repr(hint.strip()), "known": known},
+                )
         if literal:
             chunk = "".join(literal)
             if chunk:

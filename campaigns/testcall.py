@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.translation import gettext
 
 from campaigns import phones
 from campaigns.models import Campaign
@@ -58,19 +59,24 @@ def place_test_call(campaign: Campaign, number: str, *, user_id: int) -> TestCal
     try:
         to = phones.to_e164(number, settings.DEFAULT_REGION)
     except ValueError as exc:
-        raise TestCallError(f"{exc} (type it with its country code, e.g. +8613812345678)") from exc
+        raise TestCallError(gettext("%(why)s (type it with its country code, e.g. +8613812345678)") % {"why": exc}) from exc
     account = campaign.telephony_account
     if account.kind != TelephonyAccount.Kind.TWILIO:
-        raise TestCallError(f"test calls go through Twilio accounts only; account {account.name} is a SIP trunk")
+        raise TestCallError(
+            gettext("test calls go through Twilio accounts only; account %(account)s is a SIP trunk")
+            % {"account": account.name}
+        )
     variant = campaign.variants.select_related("voice", "script").order_by(*variant_order(campaign)).first()
     if variant is None:
-        raise TestCallError("add a variant (voice + script) first")
+        raise TestCallError(gettext("add a variant (voice + script) first"))
     contacts = list(campaign.contact_list.contacts.order_by("pk").values_list("pk", flat=True)[:CONTACTS_LOOKED_AT])
     row = next((r for r in dry_run(campaign, contacts, variant=variant) if r.render_key), None)
     if row is None:
         raise TestCallError(
-            f"none of the first {len(contacts)} contacts of the list can hear variant {variant.name}: see the "
-            "sample messages for why"
+            gettext(
+                "none of the first %(n)d contacts of the list can hear variant %(variant)s: see the sample messages "
+                "for why"
+            ) % {"n": len(contacts), "variant": variant.name}
         )
     audio, _ = RenderedAudio.objects.get_or_create(
         render_key=row.render_key,
@@ -80,14 +86,15 @@ def place_test_call(campaign: Campaign, number: str, *, user_id: int) -> TestCal
         ),
     )
     if audio.state == RenderedAudio.State.FAILED:
-        raise TestCallError(f"the message audio could not be rendered: {audio.error}")
+        raise TestCallError(gettext("the message audio could not be rendered: %(why)s") % {"why": audio.error})
     if audio.state != RenderedAudio.State.READY:
         if audio.state == RenderedAudio.State.PENDING:
             enqueue_renders([(audio.render_key, audio.voice_id)])
-        raise TestCallError("the message audio is being rendered: press Test call again in a moment")
+        raise TestCallError(gettext("the message audio is being rendered: press Test call again in a moment"))
     if not cache.add(_rate_key(user_id), 1, timeout=settings.PREFLIGHT_TEST_CALL_INTERVAL):
         raise TestCallError(
-            f"one test call per {settings.PREFLIGHT_TEST_CALL_INTERVAL:g} s: wait a little before the next"
+            gettext("one test call per %(seconds)s s: wait a little before the next")
+            % {"seconds": f"{settings.PREFLIGHT_TEST_CALL_INTERVAL:g}"}
         )
     dial = Dial(
         attempt_id=TEST_ATTEMPT_ID, to=to, caller_id=campaign.caller_id, audio_url=signed_audio_url(audio.render_key)
@@ -95,6 +102,6 @@ def place_test_call(campaign: Campaign, number: str, *, user_id: int) -> TestCal
     try:
         sid = get_provider(account).place(dial)
     except ProviderError as exc:
-        raise TestCallError(f"the call was not placed: {exc}") from exc
+        raise TestCallError(gettext("the call was not placed: %(why)s") % {"why": exc}) from exc
     log.info("test call for campaign %s to %s placed as %s (user %s)", campaign.pk, mask_phone(to), sid, user_id)
     return TestCall(to=to, provider_call_id=sid, text=row.text, variant=variant.name)

@@ -12,6 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.dates import WEEKDAYS_ABBR
+from django.utils.translation import gettext, gettext_lazy
 
 from campaigns import exports, reports, stats
 from campaigns.models import Call, Campaign
@@ -23,31 +25,31 @@ SERIES_COLORS = ["#417690", "#79aec8", "#e4b832"]
 
 # (heading, ReportRow count attribute, rate key shown after it or None); rates show their 95% interval.
 TABLE_COLUMNS = [
-    ("Calls", "calls", None),
-    ("Pending", "pending", None),
-    ("Done", "done", None),
-    ("Attempts", "attempts", None),
-    ("Dialled", "dialled", None),
-    ("Answered", "answered", "answer_rate"),
-    ("Human", "human", "human_rate"),
-    ("Machine", "machine", None),
-    ("Listened to end", "listened_to_end", "listen_rate"),
-    ("Confirmed", "confirmed", "confirm_rate"),
-    ("Rescheduled", "rescheduled", "reschedule_rate"),
-    ("Opted out", "opted_out", "opt_out_rate"),
-    ("Busy", "busy", None),
-    ("No answer", "no_answer", None),
-    ("Failed", "failed", None),
-    ("Excluded (DNC)", "excluded_dnc", None),
-    ("Invalid script", "invalid", None),
+    (gettext_lazy("Calls"), "calls", None),
+    (gettext_lazy("Pending"), "pending", None),
+    (gettext_lazy("Done"), "done", None),
+    (gettext_lazy("Attempts"), "attempts", None),
+    (gettext_lazy("Dialled"), "dialled", None),
+    (gettext_lazy("Answered"), "answered", "answer_rate"),
+    (gettext_lazy("Human"), "human", "human_rate"),
+    (gettext_lazy("Machine"), "machine", None),
+    (gettext_lazy("Listened to end"), "listened_to_end", "listen_rate"),
+    (gettext_lazy("Confirmed"), "confirmed", "confirm_rate"),
+    (gettext_lazy("Rescheduled"), "rescheduled", "reschedule_rate"),
+    (gettext_lazy("Opted out"), "opted_out", "opt_out_rate"),
+    (gettext_lazy("Busy"), "busy", None),
+    (gettext_lazy("No answer"), "no_answer", None),
+    (gettext_lazy("Failed"), "failed", None),
+    (gettext_lazy("Excluded (DNC)"), "excluded_dnc", None),
+    (gettext_lazy("Invalid script"), "invalid", None),
 ]
 # The results table's column groups, by the count that opens each (a heading row above the columns).
 TABLE_GROUPS = {
-    "calls": "Calls",
-    "attempts": "Reached",
-    "listened_to_end": "After the message",
-    "busy": "Not reached",
-    "excluded_dnc": "Not called",
+    "calls": gettext_lazy("Calls"),
+    "attempts": gettext_lazy("Reached"),
+    "listened_to_end": gettext_lazy("After the message"),
+    "busy": gettext_lazy("Not reached"),
+    "excluded_dnc": gettext_lazy("Not called"),
 }
 VERDICT_CLASSES = {"wins": "success", "loses": "error", "no_difference": "info", "not_enough_data": "warning"}
 
@@ -180,7 +182,11 @@ def interval_chart(title: str, rows: list[tuple[str, float | None, stats.Interva
     every = 1 if steps <= 5 else 2
     chart.ticks = [(x(i / 10), f"{i * 10}%") for i in range(0, steps + 1, every)]
     for i, (label, rate, ci) in enumerate(shown):
-        tip = f"{label}: {reports.format_rate(rate)} (95% CI {reports.format_interval(ci)})"
+        tip = gettext("%(label)s: %(rate)s (95%% CI %(interval)s)") % {
+            "label": label,
+            "rate": reports.format_rate(rate),
+            "interval": reports.format_interval(ci),
+        }
         chart.rows.append(IntervalRow(label, top + row_height * (i + 0.5), x(ci.low), x(rate), x(ci.high), tip))
     return chart
 
@@ -209,7 +215,7 @@ def _table(rows: list[reports.ReportRow]) -> list[dict[str, Any]]:
 
 def _decision_counts(settled: list[reports.ReportRow], metric: reports.Metric) -> dict[str, Any]:
     """What a decision compares, per variant: its finished calls' numerator of denominator, and the rate."""
-    units = {"dialled": "finished dialled calls", "human": "finished calls answered by a person"}
+    units = {"dialled": gettext("finished dialled calls"), "human": gettext("finished calls answered by a person")}
     rows = [
         {
             "label": row.label,
@@ -233,7 +239,7 @@ def _heading_groups() -> list[tuple[str, int]]:
         else:
             label, span = groups[-1]
             groups[-1] = (label, span + width)
-    return [*groups, ("Time", 1)]
+    return [*groups, (gettext("Time"), 1)]
 
 
 def _headings() -> list[str]:
@@ -242,7 +248,7 @@ def _headings() -> list[str]:
         headings.append(heading)
         if rate:
             headings.append(reports.METRICS[rate].label)
-    return [*headings, "Mean duration"]
+    return [*headings, gettext("Mean duration")]
 
 
 def report_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any]) -> TemplateResponse:
@@ -282,8 +288,8 @@ def report_page(request: HttpRequest, campaign: Campaign, context: dict[str, Any
         "digit_keys": digit_keys,
         "digit_rows": [(row.label, [row.digits.get(d, 0) for d in digit_keys]) for row in report.rows],
         "rate_chart": grouped_bar_chart(
-            "Rates per variant",
-            ["Answer rate", "Human rate", "Listen-through"],
+            gettext("Rates per variant"),
+            [gettext("Answer rate"), gettext("Human rate"), gettext("Listen-through")],
             [(row.label, [row.answer_rate, row.human_rate, row.listen_rate]) for row in report.variants],
             percent=True,
         ),
@@ -336,7 +342,8 @@ def heatmap_context(result: reports.Heatmap) -> dict[str, Any]:
         for hour in hours:
             attempts, answered = result.cells.get((day, hour), (0, 0))
             if not attempts:
-                cells.append({"text": "", "title": f"{reports.WEEKDAYS[day]} {hour:02d}:00: no attempts"})
+                title = gettext("%(day)s %(hour)s:00: no attempts") % {"day": WEEKDAYS_ABBR[day], "hour": f"{hour:02d}"}
+                cells.append({"text": "", "title": title})
                 continue
             rate = answered / attempts
             ci = stats.wilson(answered, attempts)
@@ -346,15 +353,26 @@ def heatmap_context(result: reports.Heatmap) -> dict[str, Any]:
                     "color": _shade(rate, low, high),
                     "dark": rate > (low + high) / 2 and attempts >= FEW_ATTEMPTS,
                     "few": attempts < FEW_ATTEMPTS,
-                    "title": f"{reports.WEEKDAYS[day]} {hour:02d}:00–{hour + 1:02d}:00: {answered:,} of {attempts:,} "
-                    f"answered, {rate * 100:.1f}% (95% CI {reports.format_interval(ci)})",
+                    "title": gettext(
+                        "%(day)s %(start)s:00–%(end)s:00: %(answered)s of %(attempts)s answered, %(rate)s (95%% CI "
+                        "%(interval)s)"
+                    )
+                    % {
+                        "day": WEEKDAYS_ABBR[day],
+                        "start": f"{hour:02d}",
+                        "end": f"{hour + 1:02d}",
+                        "answered": f"{answered:,}",
+                        "attempts": f"{attempts:,}",
+                        "rate": f"{rate * 100:.1f}%",
+                        "interval": reports.format_interval(ci),
+                    },
                     "attempts": attempts,
                     "answered": answered,
                 }
             )
         grid.append(
             {
-                "day": reports.WEEKDAYS[day],
+                "day": WEEKDAYS_ABBR[day],
                 "cells": cells,
                 "attempts": day_attempts,
                 "rate": reports.format_rate(day_answered / day_attempts if day_attempts else None),
@@ -372,8 +390,8 @@ def heatmap_context(result: reports.Heatmap) -> dict[str, Any]:
         "rate": reports.format_rate(result.answered / result.attempts if result.attempts else None),
         "few_attempts": FEW_ATTEMPTS,
         "hour_chart": grouped_bar_chart(
-            "Attempt answer rate by callee-local hour",
-            ["Answer rate"],
+            gettext("Attempt answer rate by callee-local hour"),
+            [gettext("Answer rate")],
             [(f"{h:02d}", [b / a if a else None]) for h, a, b in by_hour],
             percent=True,
             bar_width=16,
@@ -429,7 +447,7 @@ def voices_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
         "heading_groups": _heading_groups(),
         "table": _table(rows),
         "chart": interval_chart(
-            "Answer rate by voice", [(row.label, row.answer_rate, row.interval("answer_rate")) for row in rows]
+            gettext("Answer rate by voice"), [(row.label, row.answer_rate, row.interval("answer_rate")) for row in rows]
         ),
     }
     return TemplateResponse(request, "admin/voices/voice/report.html", context)

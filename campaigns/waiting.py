@@ -18,7 +18,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, QuerySet, Value, When
-from django.utils import timezone
+from django.utils import dateformat, timezone
+from django.utils.translation import gettext, gettext_lazy
 
 from campaigns import lifecycle, workers
 from campaigns.models import Call, Campaign, DoNotCall, Worker
@@ -40,34 +41,34 @@ class Reason:
 
 _R = Call.State
 REASONS = [
-    Reason("stalled_worker", "worker stalled", "the worker that held it stopped answering; it is handed to "
-           "another worker shortly", (_R.DIALING, _R.RENDERING)),
-    Reason("dialling", "dialling now", "claimed by the dialer, or on the line", (_R.DIALING, _R.IN_PROGRESS)),
-    Reason("script_error", "script error", "the script could not be filled in for this contact", (_R.INVALID,)),
-    Reason("render_failed", "render failed", "its audio could not be made and there is no generic clip",
+    Reason("stalled_worker", gettext_lazy("worker stalled"), gettext_lazy("the worker that held it stopped answering; it is handed to "
+           "another worker shortly"), (_R.DIALING, _R.RENDERING)),
+    Reason("dialling", gettext_lazy("dialling now"), gettext_lazy("claimed by the dialer, or on the line"), (_R.DIALING, _R.IN_PROGRESS)),
+    Reason("script_error", gettext_lazy("script error"), gettext_lazy("the script could not be filled in for this contact"), (_R.INVALID,)),
+    Reason("render_failed", gettext_lazy("render failed"), gettext_lazy("its audio could not be made and there is no generic clip"),
            (_R.FAILED,)),
-    Reason("do_not_call", "on the do-not-call list", "will not be called",
+    Reason("do_not_call", gettext_lazy("on the do-not-call list"), gettext_lazy("will not be called"),
            (_R.DONE, _R.CANCELLED, _R.RENDERING, _R.READY)),
-    Reason("no_consent", "no consent record", "the campaign requires one; will not be called", (_R.DONE,)),
-    Reason("rendering", "rendering", "waiting for its audio", (_R.RENDERING,)),
-    Reason("paused", "campaign paused", "nothing is dialled until the campaign is resumed", (_R.READY,)),
-    Reason("not_started", "campaign not started", "dialling starts at the campaign's start time", (_R.READY,)),
-    Reason("campaign_over", "campaign over", "the campaign ended or was cancelled before this call",
+    Reason("no_consent", gettext_lazy("no consent record"), gettext_lazy("the campaign requires one; will not be called"), (_R.DONE,)),
+    Reason("rendering", gettext_lazy("rendering"), gettext_lazy("waiting for its audio"), (_R.RENDERING,)),
+    Reason("paused", gettext_lazy("campaign paused"), gettext_lazy("nothing is dialled until the campaign is resumed"), (_R.READY,)),
+    Reason("not_started", gettext_lazy("campaign not started"), gettext_lazy("dialling starts at the campaign's start time"), (_R.READY,)),
+    Reason("campaign_over", gettext_lazy("campaign over"), gettext_lazy("the campaign ended or was cancelled before this call"),
            (_R.CANCELLED, _R.READY)),
-    Reason("daily_cap", "per-number daily cap", "this number has had its calls for 24 hours", (_R.READY,)),
-    Reason("retry", "retry later", "an earlier attempt did not get through; the next one is scheduled",
+    Reason("daily_cap", gettext_lazy("per-number daily cap"), gettext_lazy("this number has had its calls for 24 hours"), (_R.READY,)),
+    Reason("retry", gettext_lazy("retry later"), gettext_lazy("an earlier attempt did not get through; the next one is scheduled"),
            (_R.READY,)),
-    Reason("scheduled", "not due yet", "its first attempt is scheduled later", (_R.READY,)),
-    Reason("rules_invalid", "calling rules unreadable", "fix the campaign's hours, weekdays or holidays",
+    Reason("scheduled", gettext_lazy("not due yet"), gettext_lazy("its first attempt is scheduled later"), (_R.READY,)),
+    Reason("rules_invalid", gettext_lazy("calling rules unreadable"), gettext_lazy("fix the campaign's hours, weekdays or holidays"),
            (_R.READY,)),
-    Reason("unknown_zone", "unknown time zone", "never called: its time zone is not a known IANA zone",
+    Reason("unknown_zone", gettext_lazy("unknown time zone"), gettext_lazy("never called: its time zone is not a known IANA zone"),
            (_R.READY,)),
-    Reason("holiday", "holiday", "a holiday in the callee's local calendar", (_R.READY,)),
-    Reason("window_closed", "window closed", "outside the calling window in the callee's local time",
+    Reason("holiday", gettext_lazy("holiday"), gettext_lazy("a holiday in the callee's local calendar"), (_R.READY,)),
+    Reason("window_closed", gettext_lazy("window closed"), gettext_lazy("outside the calling window in the callee's local time"),
            (_R.READY,)),
-    Reason("pacing", "waiting for a slot", "ready, due and inside the window: waiting for pacing or a free "
-           "channel (calls per second, concurrent calls)", (_R.READY,)),
-    Reason("other", "other", "a state this page does not explain; see the call", tuple(Call.State.values)),
+    Reason("pacing", gettext_lazy("waiting for a slot"), gettext_lazy("ready, due and inside the window: waiting for pacing or a free "
+           "channel (calls per second, concurrent calls)"), (_R.READY,)),
+    Reason("other", gettext_lazy("other"), gettext_lazy("a state this page does not explain; see the call"), tuple(Call.State.values)),
 ]
 REASONS_BY_CODE = {r.code: r for r in REASONS}
 ZONE_REASONS = ("unknown_zone", "holiday", "window_closed", "pacing")
@@ -244,43 +245,45 @@ class Waiting:
                 back = worker.seen_at + timedelta(
                     seconds=settings.WORKER_DEAD_SECONDS + settings.WORKER_HEARTBEAT_SECONDS
                 )
-                what = "dial it" if values["state"] == Call.State.DIALING else "render its audio"
+                what = gettext("dial it") if values["state"] == Call.State.DIALING else gettext("render its audio")
                 silent = round((self.now - worker.seen_at).total_seconds())
                 left = max(0, round((back - self.now).total_seconds()))
-                return (
-                    f"worker {worker.name} (pid {worker.pid}) was to {what} and has been silent for {silent} s; "
-                    f"another worker takes it over within {left} s"
-                )
+                return gettext(
+                    "worker %(worker)s (pid %(pid)s) was to %(what)s and has been silent for %(silent)d s; another "
+                    "worker takes it over within %(left)d s"
+                ) % {"worker": worker.name, "pid": worker.pid, "what": what, "silent": silent, "left": left}
         if code == "dialling":
-            return "on the line" if values["state"] == Call.State.IN_PROGRESS else "claimed, being dialled"
+            return gettext("on the line") if values["state"] == Call.State.IN_PROGRESS else gettext("claimed, being dialled")
         if code == "rendering" and values["used_fallback"]:
-            return "its own audio failed to render: waiting for the campaign's generic clip"
+            return gettext("its own audio failed to render: waiting for the campaign's generic clip")
         if code in ("script_error", "render_failed", "other") or values["state"] == Call.State.CANCELLED:
-            return (values["error"] or REASONS_BY_CODE[code].explanation)[:300]
+            return (values["error"] or str(REASONS_BY_CODE[code].explanation))[:300]
         if code == "paused":
-            return self.campaign.paused_reason or "paused by staff"
+            return self.campaign.paused_reason or gettext("paused by staff")
         if code == "not_started":
-            return f"starts at {admin_time(self.campaign.starts_at, self.now)}"
+            return gettext("starts at %(when)s") % {"when": admin_time(self.campaign.starts_at, self.now)}
         if code == "daily_cap":
-            return f"this number had its calls for 24 hours; next try at {admin_time(due, self.now)}"
+            when = admin_time(due, self.now)
+            return gettext("this number had its calls for 24 hours; next try at %(when)s") % {"when": when}
         if code == "retry":
-            return f"retry at {admin_time(due, self.now)} (attempt {values['attempts_made'] + 1})"
+            when, n = admin_time(due, self.now), values["attempts_made"] + 1
+            return gettext("retry at %(when)s (attempt %(n)d)") % {"when": when, "n": n}
         if code == "scheduled":
-            return f"not before {admin_time(due, self.now)}"
+            return gettext("not before %(when)s") % {"when": admin_time(due, self.now)}
         if code == "rules_invalid":
             return self.window.problem
         if code == "unknown_zone":
-            return f"time zone {tz!r} is not known, so the callee's local time cannot be told"
+            return gettext("time zone %(zone)s is not known, so the callee's local time cannot be told") % {"zone": repr(tz)}
         if code in ("holiday", "window_closed"):
             return self.opening_text(tz, holiday=code == "holiday")
-        return REASONS_BY_CODE[code].explanation
+        return str(REASONS_BY_CODE[code].explanation)
 
     # -- the callee's clock --
 
     def local_clock(self, tz_name: str) -> str:
         """'Wed 20:30': the callee's day and time now ('—' for an unknown zone)."""
         tz = zone(tz_name)
-        return f"{self.now.astimezone(tz):%a %H:%M}" if tz else "—"
+        return dateformat.format(self.now.astimezone(tz), "D H:i") if tz else "—"
 
     def opens_at(self, tz_name: str) -> datetime | None:
         if tz_name not in self._opens:
@@ -290,17 +293,18 @@ class Waiting:
     def opening_text(self, tz_name: str, *, holiday: bool = False) -> str:
         """'opens at 09:00 callee-local (in 42 min)', with the day when it is not the callee's today."""
         opens, tz = self.opens_at(tz_name), zone(tz_name)
-        prefix = "holiday in the callee's calendar; " if holiday else ""
+        prefix = gettext("holiday in the callee's calendar; ") if holiday else ""
         if opens is None or tz is None:
-            return prefix + "the window does not open in the coming year"
+            return prefix + gettext("the window does not open in the coming year")
         local, today = opens.astimezone(tz), self.now.astimezone(tz).date()
         if local.date() == today:
             when = f"{local:%H:%M}"
         elif local.date() == today + timedelta(days=1):
-            when = f"{local:%H:%M} tomorrow"
+            when = gettext("%(time)s tomorrow") % {"time": f"{local:%H:%M}"}
         else:
-            when = f"{local:%H:%M} on {local:%a %d %b}"
-        return f"{prefix}opens at {when} callee-local ({tz_name}), {until(opens - self.now)}"
+            when = gettext("%(time)s on %(day)s") % {"time": f"{local:%H:%M}", "day": dateformat.format(local, "D d M")}
+        opening = {"when": when, "zone": tz_name, "until": until(opens - self.now)}
+        return prefix + gettext("opens at %(when)s callee-local (%(zone)s), %(until)s") % opening
 
 
 def admin_time(moment: datetime | None, now: datetime) -> str:
@@ -308,7 +312,7 @@ def admin_time(moment: datetime | None, now: datetime) -> str:
     if moment is None:
         return "—"
     local, today = timezone.localtime(moment), timezone.localtime(now).date()
-    text = f"{local:%H:%M}" if local.date() == today else f"{local:%d %b %H:%M}"
+    text = f"{local:%H:%M}" if local.date() == today else dateformat.format(local, "d M H:i")
     return f"{text} ({timezone.get_current_timezone_name()})"
 
 
@@ -316,8 +320,10 @@ def until(delta: timedelta) -> str:
     """'in 42 min', 'in 3 h 5 min', 'in 2 days'."""
     minutes = max(0, round(delta.total_seconds() / 60))
     if minutes < 60:
-        return f"in {minutes} min"
+        return gettext("in %(min)d min") % {"min": minutes}
     if minutes < 48 * 60:
         hours, rest = divmod(minutes, 60)
-        return f"in {hours} h {rest} min" if rest else f"in {hours} h"
-    return f"in {round(minutes / 1440)} days"
+        if rest:
+            return gettext("in %(h)d h %(min)d min") % {"h": hours, "min": rest}
+        return gettext("in %(h)d h") % {"h": hours}
+    return gettext("in %(days)d days") % {"days": round(minutes / 1440)}

@@ -25,6 +25,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from django.conf import settings
+from django.utils.dates import WEEKDAYS as DAY_NAMES
+from django.utils.dates import WEEKDAYS_ABBR as SHORT_DAY_NAMES
+from django.utils.translation import gettext, ngettext
 
 log = logging.getLogger(__name__)
 
@@ -252,14 +255,15 @@ class CallingWindow:
     def describe(self) -> str:
         """The rules in words, for pages and messages."""
         if self.problem:
-            return f"calling rules cannot be read: {self.problem}"
-        days = ", ".join(WEEKDAY_NAMES[d][:3] for d in sorted(self.weekdays))
-        text = f"{self.start:%H:%M}–{self.end:%H:%M} on {days}"
+            return gettext("calling rules cannot be read: %(why)s") % {"why": self.problem}
+        days = gettext(", ").join(str(SHORT_DAY_NAMES[d]) for d in sorted(self.weekdays))
+        text = gettext("%(start)s–%(end)s on %(days)s") % {"start": f"{self.start:%H:%M}", "end": f"{self.end:%H:%M}", "days": days}
         for d, (s, e) in sorted(self.weekday_hours.items()):
-            text += f"; {WEEKDAY_NAMES[d]} {s:%H:%M}–{e:%H:%M}"
+            text += f"; {DAY_NAMES[d]} {s:%H:%M}–{e:%H:%M}"
         if self.holidays:
-            text += f"; {len(self.holidays)} holiday(s)"
-        return text + f" (callee-local, never outside {self.cap[0]:%H:%M}–{self.cap[1]:%H:%M})"
+            text += "; " + ngettext("%(n)d holiday", "%(n)d holidays", len(self.holidays)) % {"n": len(self.holidays)}
+        cap = {"start": f"{self.cap[0]:%H:%M}", "end": f"{self.cap[1]:%H:%M}"}
+        return text + " " + gettext("(callee-local, never outside %(start)s–%(end)s)") % cap
 
 
 def calling_window(campaign: Any) -> CallingWindow:

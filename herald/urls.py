@@ -1,15 +1,16 @@
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_safe
 
 from campaigns import dashboard, getting_started, preferences
 
+# "Herald", the product's name, stays as it is in every language (and as a msgid it would only repeat itself).
 admin.site.site_header = "Herald"
 admin.site.site_title = "Herald"
-admin.site.index_title = "Voice-notification campaigns"
+admin.site.index_title = gettext_lazy("Voice-notification campaigns")
 admin.site.index_template = "admin/campaigns/index.html"  # the dashboard's link first
-
 
 
 @require_safe

@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django.utils.translation import gettext, gettext_lazy
 
 from synthesis.models import RenderedAudio
 from synthesis.signing import signed_audio_url
@@ -51,13 +52,18 @@ class RenderedAudioAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # calls point at their audio; the cache is pruned by housekeeping, not by hand
 
-    @admin.display(description="render key", ordering="render_key")
+    @admin.display(description=gettext_lazy("render key"), ordering="render_key")
     def short_key(self, obj: RenderedAudio) -> str:
         return obj.render_key[:12]
 
-    @admin.display(description="audio")
+    @admin.display(description=gettext_lazy("audio"))
     def download(self, obj: RenderedAudio) -> str:
         if obj.state != RenderedAudio.State.READY:
             return "-"
         url = signed_audio_url(obj.render_key, ttl=3600)
-        return format_html('<a href="{}">download WAV</a> <small>(link valid for one hour)</small>', url)
+        return format_html(
+            '<a href="{}">{}</a> <small>{}</small>',
+            url,
+            gettext("download WAV"),
+            gettext("(link valid for one hour)"),
+        )

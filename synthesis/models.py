@@ -12,33 +12,61 @@ class RenderedAudio(models.Model):
     and output format, so the same key always means the same audio bytes."""
 
     class State(models.TextChoices):
-        PENDING = "pending"
-        RENDERING = "rendering"
-        READY = "ready"
-        FAILED = "failed"
+        PENDING = "pending", gettext_lazy("Pending")
+        RENDERING = "rendering", gettext_lazy("Rendering")
+        READY = "ready", gettext_lazy("Ready")
+        FAILED = "failed", gettext_lazy("Failed")
 
-    render_key = models.CharField(max_length=64)  # unique through Meta: no unused LIKE index on PostgreSQL
-    engine = models.CharField(max_length=20)
-    engine_version = models.CharField(max_length=64, blank=True)
-    voice = models.ForeignKey("voices.Voice", null=True, on_delete=models.SET_NULL, related_name="renders")
-    text = models.TextField()
-    parameters = models.JSONField(default=dict)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
-    telephony_file = models.CharField(max_length=255, blank=True, help_text="8 kHz mono mu-law WAV, under MEDIA_ROOT")
-    original_file = models.CharField(max_length=255, blank=True, help_text="engine-rate WAV, under MEDIA_ROOT")
-    sample_rate = models.PositiveIntegerField(null=True, blank=True)
-    original_sample_rate = models.PositiveIntegerField(null=True, blank=True)
-    duration = models.FloatField(null=True, blank=True, help_text="seconds")
-    size_bytes = models.PositiveIntegerField(null=True, blank=True)
-    sha256 = models.CharField(max_length=64, blank=True, help_text="of the telephony file")
-    error = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    claimed_at = models.DateTimeField(null=True, blank=True)
-    claimed_by = models.CharField(
-        max_length=64, blank=True, help_text="Task id holding the claim; its redelivery may take the claim over."
+    # unique through Meta: no unused LIKE index on PostgreSQL
+    render_key = models.CharField(gettext_lazy("render key"), max_length=64)
+    engine = models.CharField(gettext_lazy("engine"), max_length=20)
+    engine_version = models.CharField(gettext_lazy("engine version"), max_length=64, blank=True)
+    voice = models.ForeignKey(
+        "voices.Voice",
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="renders",
+        verbose_name=gettext_lazy("voice"),
     )
-    created_at = models.DateTimeField(default=timezone.now)
-    rendered_at = models.DateTimeField(null=True, blank=True)
+    text = models.TextField(gettext_lazy("text"))
+    parameters = models.JSONField(gettext_lazy("parameters"), default=dict)
+    state = models.CharField(
+        gettext_lazy("state"), max_length=10, choices=State.choices, default=State.PENDING
+    )
+    telephony_file = models.CharField(
+        gettext_lazy("telephony file"),
+        max_length=255,
+        blank=True,
+        help_text=gettext_lazy("8 kHz mono mu-law WAV, under MEDIA_ROOT"),
+    )
+    original_file = models.CharField(
+        gettext_lazy("original file"),
+        max_length=255,
+        blank=True,
+        help_text=gettext_lazy("engine-rate WAV, under MEDIA_ROOT"),
+    )
+    sample_rate = models.PositiveIntegerField(gettext_lazy("sample rate"), null=True, blank=True)
+    original_sample_rate = models.PositiveIntegerField(
+        gettext_lazy("original sample rate"), null=True, blank=True
+    )
+    duration = models.FloatField(
+        gettext_lazy("duration"), null=True, blank=True, help_text=gettext_lazy("seconds")
+    )
+    size_bytes = models.PositiveIntegerField(gettext_lazy("size bytes"), null=True, blank=True)
+    sha256 = models.CharField(
+        gettext_lazy("sha256"), max_length=64, blank=True, help_text=gettext_lazy("of the telephony file")
+    )
+    error = models.TextField(gettext_lazy("error"), blank=True)
+    attempts = models.PositiveSmallIntegerField(gettext_lazy("attempts"), default=0)
+    claimed_at = models.DateTimeField(gettext_lazy("claimed at"), null=True, blank=True)
+    claimed_by = models.CharField(
+        gettext_lazy("claimed by"),
+        max_length=64,
+        blank=True,
+        help_text=gettext_lazy("Task id holding the claim; its redelivery may take the claim over."),
+    )
+    created_at = models.DateTimeField(gettext_lazy("created at"), default=timezone.now)
+    rendered_at = models.DateTimeField(gettext_lazy("rendered at"), null=True, blank=True)
 
     class Meta:
         verbose_name = gettext_lazy("rendered audio")

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
+from django.utils.translation import gettext
 
 from campaigns import phones
 from herald.logmask import mask_text
@@ -77,42 +78,52 @@ def public_url_problems(url: str | None = None, *, fetch: bool = True) -> list[C
     host = parts.hostname or ""
     checks: list[Check] = []
     if parts.scheme != "https":
-        checks.append(Check(False, f"{url} is not https: carriers' webhooks and audio fetches should be encrypted, "
-                                   "and Twilio signs the https address it calls"))  # fmt: skip
+        why = gettext(
+            "%(url)s is not https: carriers' webhooks and audio fetches should be encrypted, "
+            "and Twilio signs the https address it calls"
+        )
+        checks.append(Check(False, why % {"url": url}))
     private = _private_host(host)
     if private:
-        checks.append(Check(False, f"{host} {private}: carriers on the internet cannot reach it; set "
-                                   "HERALD_PUBLIC_URL to the address they can (a domain name in front of this server)"))  # fmt: skip
+        why = gettext(
+            "%(host)s %(why)s: carriers on the internet cannot reach it; set "
+            "HERALD_PUBLIC_URL to the address they can (a domain name in front of this server)"
+        )
+        checks.append(Check(False, why % {"host": host, "why": private}))
     if fetch:
         target = f"{url}/healthz"
         try:
             response = requests.get(target, timeout=PUBLIC_URL_TIMEOUT, allow_redirects=False)
         except requests.RequestException as exc:
-            checks.append(Check(False, f"{target} did not answer from here: {type(exc).__name__}"))
+            why = gettext("%(target)s did not answer from here: %(error)s")
+            checks.append(Check(False, why % {"target": target, "error": type(exc).__name__}))
         else:
             if response.status_code == 200:
-                checks.append(Check(True, f"{target} answers from here (HTTP 200)"))
+                checks.append(
+                    Check(True, gettext("%(target)s answers from here (HTTP 200)") % {"target": target})
+                )
             else:
-                checks.append(Check(False, f"{target} answered HTTP {response.status_code} from here, not 200"))
+                why = gettext("%(target)s answered HTTP %(status)s from here, not 200")
+                checks.append(Check(False, why % {"target": target, "status": response.status_code}))
     if not any(not c.ok for c in checks):
-        checks.insert(0, Check(True, f"{url} is a public https address"))
+        checks.insert(0, Check(True, gettext("%(url)s is a public https address") % {"url": url}))
     return checks
 
 
 def _private_host(host: str) -> str:
     """Why a host cannot be reached from the internet ('' when it may be)."""
     if not host:
-        return "is missing"
+        return gettext("is missing")
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-        return "is a local name"
+        return gettext("is a local name")
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:
-        return "does not resolve from here"
+        return gettext("does not resolve from here")
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%")[0])
         if ip.is_loopback:
-            return f"is this machine's loopback address ({ip})"
+            return gettext("is this machine's loopback address (%(ip)s)") % {"ip": ip}
         if ip.is_private or ip.is_link_local or ip.is_reserved:
-            return f"is a private address ({ip})"
+            return gettext("is a private address (%(ip)s)") % {"ip": ip}
     return ""

@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext, gettext_lazy
 
 from campaigns.getting_started import tell_imported
 from telephony.accounts import check_credentials
@@ -20,58 +21,75 @@ from telephony.models import ProviderEvent, TelephonyAccount
 class TelephonyAccountAdmin(admin.ModelAdmin):
     form = TelephonyAccountForm
     list_display = [
-        "name", "kind", "account_sid", "endpoint", "token_source", "calls_per_second", "max_concurrent_calls"
+        "name",
+        "kind",
+        "account_sid",
+        "endpoint",
+        "token_source",
+        "calls_per_second",
+        "max_concurrent_calls",
     ]
     list_filter = ["kind"]
     search_fields = ["name", "account_sid", "sip_host"]
     readonly_fields = ["token_source"]
     fieldsets = [
         (None, {"fields": ["name", "kind"]}),
-        ("Credentials", {"fields": ["account_sid", "token_source", "auth_token", "auth_token_env"]}),
-        ("Twilio", {"fields": ["api_base_url"], "description": "Twilio accounts only."}),
         (
-            "SIP trunk",
+            gettext_lazy("Credentials"),
+            {"fields": ["account_sid", "token_source", "auth_token", "auth_token_env"]},
+        ),
+        ("Twilio", {"fields": ["api_base_url"], "description": gettext_lazy("Twilio accounts only.")}),
+        (
+            gettext_lazy("SIP trunk"),
             {
                 "fields": ["sip_host", "sip_port", "sip_transport", "sip_domain"],
-                "description": "SIP trunk accounts only: the username and password above are the trunk's "
-                "digest credentials.",
+                "description": gettext_lazy(
+                    "SIP trunk accounts only: the username and password above are the trunk's digest credentials."
+                ),
             },
         ),
         (
-            "SIP caller presentation",
+            gettext_lazy("SIP caller presentation"),
             {
                 "fields": ["sip_display_name", "sip_asserted_identity", "sip_privacy"],
-                "description": "SIP trunk accounts only, all optional: what the carrier is told about the caller. "
-                "The caller ID itself is the campaign's.",
+                "description": gettext_lazy(
+                    "SIP trunk accounts only, all optional: what the carrier is told about the caller. "
+                    "The caller ID itself is the campaign's."
+                ),
             },
         ),
-        ("Numbers and limits", {"fields": ["caller_ids", "calls_per_second", "max_concurrent_calls"]}),
+        (
+            gettext_lazy("Numbers and limits"),
+            {"fields": ["caller_ids", "calls_per_second", "max_concurrent_calls"]},
+        ),
     ]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     actions = ["test_credentials", "import_numbers"]
 
-    @admin.action(description="Test credentials (no call is placed)", permissions=["view"])
+    @admin.action(description=gettext_lazy("Test credentials (no call is placed)"), permissions=["view"])
     def test_credentials(self, request: HttpRequest, queryset: QuerySet[TelephonyAccount]) -> None:
         for account in queryset.order_by("name"):
             result = check_credentials(account)
             self.message_user(request, result.message, messages.SUCCESS if result.ok else messages.ERROR)
 
-    @admin.action(description="Import my numbers as caller ids (Twilio)", permissions=["change"])
+    @admin.action(
+        description=gettext_lazy("Import my numbers as caller ids (Twilio)"), permissions=["change"]
+    )
     def import_numbers(self, request: HttpRequest, queryset: QuerySet[TelephonyAccount]) -> None:
         for account in queryset.order_by("name"):
             tell_imported(request, account)
 
-    @admin.display(description="endpoint")
+    @admin.display(description=gettext_lazy("endpoint"))
     def endpoint(self, obj: TelephonyAccount) -> str:
         if obj.kind == TelephonyAccount.Kind.SIP:
             return f"sip:{obj.sip_host}:{obj.sip_port} ({obj.sip_transport})"
         return obj.api_base_url or "Twilio"
 
-    @admin.display(description="current token")
+    @admin.display(description=gettext_lazy("current token"))
     def token_source(self, obj: TelephonyAccount) -> str:
         if obj.auth_token_env:
-            return f"from environment variable {obj.auth_token_env}"
-        return "stored (encrypted)" if obj.auth_token_encrypted else "not set"
+            return gettext("from environment variable %(name)s") % {"name": obj.auth_token_env}
+        return gettext("stored (encrypted)") if obj.auth_token_encrypted else gettext("not set")
 
     def save_model(self, request: HttpRequest, obj: TelephonyAccount, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)

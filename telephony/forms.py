@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.db import models
+from django.utils.translation import gettext, gettext_lazy
 
 from telephony.models import TelephonyAccount
 
@@ -22,9 +23,11 @@ class TelephonyAccountForm(forms.ModelForm):
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        label="Auth token / SIP password",
-        help_text="Write-only: stored encrypted and never shown again. Leave blank to keep the current one. "
-        "In production prefer naming an environment variable below.",
+        label=gettext_lazy("Auth token / SIP password"),
+        help_text=gettext_lazy(
+            "Write-only: stored encrypted and never shown again. Leave blank to keep the current one. "
+            "In production prefer naming an environment variable below."
+        ),
     )
 
     class Meta:
@@ -49,10 +52,10 @@ class TelephonyAccountForm(forms.ModelForm):
             "sip_privacy",
         ]
         labels = {
-            "account_sid": "Account SID / SIP username",
-            "sip_display_name": "Display name",
-            "sip_asserted_identity": "P-Asserted-Identity",
-            "sip_privacy": "Privacy",
+            "account_sid": gettext_lazy("Account SID / SIP username"),
+            "sip_display_name": gettext_lazy("Display name"),
+            "sip_asserted_identity": gettext_lazy("P-Asserted-Identity"),
+            "sip_privacy": gettext_lazy("Privacy"),
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -70,7 +73,7 @@ class TelephonyAccountForm(forms.ModelForm):
             and cleaned.get("api_base_url")
             and not cleaned.get("auth_token")
         ):
-            self.add_error("auth_token", "Re-enter the auth token to change the API base URL.")
+            self.add_error("auth_token", gettext("Re-enter the auth token to change the API base URL."))
         return cleaned
 
     def clean_sip_port(self) -> int:

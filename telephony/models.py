@@ -11,12 +11,12 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy
 
 from telephony.sip.types import display_name_problem
 from telephony.sip.ua import asserted_identity_problem
 
-_PORT_MESSAGE = "A port is a number from 1 to 65535."
+_PORT_MESSAGE = gettext_lazy("A port is a number from 1 to 65535.")
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
@@ -45,23 +45,28 @@ def api_base_url_problem(url: str) -> str | None:
         parts = urlsplit(url)
         host, port = (parts.hostname or "").lower(), parts.port
     except ValueError:
-        return "Enter a URL such as https://api.twilio.com."
+        return gettext("Enter a URL such as https://api.twilio.com.")
     if parts.username or parts.password or parts.query or parts.fragment:
-        return "Enter a base URL only: no user@, no query, no fragment."
+        return gettext("Enter a base URL only: no user@, no query, no fragment.")
     if settings.TWILIO_SANDBOX and host in _SANDBOX_HOSTS and parts.scheme in ("http", "https"):
         return None  # the local sandbox on a demo machine
     if parts.scheme != "https":
-        return "Only https URLs: the account's auth token is sent there."
+        return gettext("Only https URLs: the account's auth token is sent there.")
     if host not in settings.TWILIO_API_HOSTS or port not in (None, 443):
         allowed = ", ".join(settings.TWILIO_API_HOSTS)
-        return f"{host or 'This host'} is not an allowed Twilio API host (HERALD_TWILIO_API_HOSTS: {allowed})."
+        return gettext(
+            "%(host)s is not an allowed Twilio API host (HERALD_TWILIO_API_HOSTS: %(allowed)s)."
+        ) % {
+            "host": host or gettext("This host"),
+            "allowed": allowed,
+        }
     return None
 
 
 class TelephonyAccount(models.Model):
     class Kind(models.TextChoices):
         TWILIO = "twilio", "Twilio"
-        SIP = "sip", "SIP trunk"
+        SIP = "sip", gettext_lazy("SIP trunk")
 
     class Transport(models.TextChoices):
         UDP = "udp", "UDP"
@@ -69,68 +74,109 @@ class TelephonyAccount(models.Model):
         TLS = "tls", "TLS"
 
     class Privacy(models.TextChoices):  # telephony.sip.types.PRIVACY_VALUES
-        UNSET = "", "No Privacy header"
-        ID = "id", "id: withhold the identity"
-        NONE = "none", "none: show the identity"
+        UNSET = "", gettext_lazy("No Privacy header")
+        ID = "id", gettext_lazy("id: withhold the identity")
+        NONE = "none", gettext_lazy("none: show the identity")
 
-    name = models.CharField(max_length=100, unique=True)
-    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.TWILIO)
-    account_sid = models.CharField(max_length=64, blank=True, help_text="Twilio Account SID (or SIP username)")
+    name = models.CharField(gettext_lazy("name"), max_length=100, unique=True)
+    kind = models.CharField(gettext_lazy("kind"), max_length=10, choices=Kind.choices, default=Kind.TWILIO)
+    account_sid = models.CharField(
+        gettext_lazy("account sid"),
+        max_length=64,
+        blank=True,
+        help_text=gettext_lazy("Twilio Account SID (or SIP username)"),
+    )
     auth_token_env = models.CharField(
+        gettext_lazy("auth token env"),
         max_length=100,
         blank=True,
-        help_text="Name of the environment variable that holds the auth token or SIP password "
-        "(preferred in production).",
+        help_text=gettext_lazy(
+            "Name of the environment variable that holds the auth token or SIP password (preferred in production)."
+        ),
     )
     auth_token_encrypted = models.TextField(
+        gettext_lazy("auth token encrypted"),
         blank=True,
         editable=False,
-        help_text="Fernet-encrypted auth token or SIP password, when not taken from the environment.",
+        help_text=gettext_lazy(
+            "Fernet-encrypted auth token or SIP password, when not taken from the environment."
+        ),
     )
     api_base_url = models.URLField(
-        blank=True, help_text="Override of the REST API base URL (a local Twilio-compatible sandbox); blank = Twilio."
+        gettext_lazy("api base url"),
+        blank=True,
+        help_text=gettext_lazy(
+            "Override of the REST API base URL (a local Twilio-compatible sandbox); blank = Twilio."
+        ),
     )
-    caller_ids = models.JSONField(default=list, blank=True, help_text="E.164 numbers this account may present.")
-    calls_per_second = models.FloatField(default=1.0, help_text="Account-wide dialling rate limit.")
-    max_concurrent_calls = models.PositiveIntegerField(default=10)
+    caller_ids = models.JSONField(
+        gettext_lazy("caller ids"),
+        default=list,
+        blank=True,
+        help_text=gettext_lazy("E.164 numbers this account may present."),
+    )
+    calls_per_second = models.FloatField(
+        gettext_lazy("calls per second"),
+        default=1.0,
+        help_text=gettext_lazy("Account-wide dialling rate limit."),
+    )
+    max_concurrent_calls = models.PositiveIntegerField(gettext_lazy("max concurrent calls"), default=10)
     # SIP trunk: the username is account_sid, the password is the auth token (stored or from the environment).
     sip_host = models.CharField(
-        max_length=255, blank=True, help_text="SIP trunk: the carrier's SIP server, a host name or IP address."
-    )
-    sip_port = models.PositiveIntegerField(
-        default=5060,
-        validators=[MinValueValidator(1, _PORT_MESSAGE), MaxValueValidator(65535, _PORT_MESSAGE)],
-        help_text="SIP trunk: the server's port (5060 for UDP/TCP, usually 5061 for TLS).",
-    )
-    sip_transport = models.CharField(max_length=3, choices=Transport.choices, default=Transport.UDP)
-    sip_domain = models.CharField(
+        gettext_lazy("sip host"),
         max_length=255,
         blank=True,
-        help_text="SIP trunk: the domain of our From address (sip:caller-id@domain) when the carrier asks for "
-        "one; blank = the SIP server.",
+        help_text=gettext_lazy("SIP trunk: the carrier's SIP server, a host name or IP address."),
+    )
+    sip_port = models.PositiveIntegerField(
+        gettext_lazy("sip port"),
+        default=5060,
+        validators=[MinValueValidator(1, _PORT_MESSAGE), MaxValueValidator(65535, _PORT_MESSAGE)],
+        help_text=gettext_lazy("SIP trunk: the server's port (5060 for UDP/TCP, usually 5061 for TLS)."),
+    )
+    sip_transport = models.CharField(
+        gettext_lazy("sip transport"), max_length=3, choices=Transport.choices, default=Transport.UDP
+    )
+    sip_domain = models.CharField(
+        gettext_lazy("sip domain"),
+        max_length=255,
+        blank=True,
+        help_text=gettext_lazy(
+            "SIP trunk: the domain of our From address (sip:caller-id@domain) when the carrier asks for "
+            "one; blank = the SIP server."
+        ),
     )
     # SIP trunk caller presentation: the INVITE's From display name, P-Asserted-Identity and Privacy (RFC 3325).
     sip_display_name = models.CharField(
+        gettext_lazy("sip display name"),
         max_length=64,
         blank=True,
-        help_text="SIP trunk: the name shown with the caller ID (From display name), e.g. Acme Deliveries; "
-        "sent quoted. Blank = none.",
+        help_text=gettext_lazy(
+            "SIP trunk: the name shown with the caller ID (From display name), e.g. Acme Deliveries; "
+            "sent quoted. Blank = none."
+        ),
     )
     sip_asserted_identity = models.CharField(
+        gettext_lazy("sip asserted identity"),
         max_length=255,
         blank=True,
-        help_text="SIP trunk: P-Asserted-Identity, the identity the trunk vouches for, as a sip: or tel: URI "
-        "(e.g. tel:+862161234567) when the carrier asks for one. Blank = none.",
+        help_text=gettext_lazy(
+            "SIP trunk: P-Asserted-Identity, the identity the trunk vouches for, as a sip: or tel: URI "
+            "(e.g. tel:+862161234567) when the carrier asks for one. Blank = none."
+        ),
     )
     sip_privacy = models.CharField(
+        gettext_lazy("sip privacy"),
         max_length=4,
         choices=Privacy.choices,
         blank=True,
         default=Privacy.UNSET,
-        help_text="SIP trunk: the Privacy header. 'id' asks the carrier to withhold the asserted identity from the "
-        "callee; 'none' asks it to pass it on.",
+        help_text=gettext_lazy(
+            "SIP trunk: the Privacy header. 'id' asks the carrier to withhold the asserted identity from the "
+            "callee; 'none' asks it to pass it on."
+        ),
     )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_at = models.DateTimeField(gettext_lazy("created at"), default=timezone.now, editable=False)
 
     class Meta:
         verbose_name = gettext_lazy("telephony account")
@@ -148,7 +194,7 @@ class TelephonyAccount(models.Model):
             return
         if not self.sip_host:
             raise ValidationError(
-                {"sip_host": "A SIP trunk account needs the SIP server's host name or IP address."}
+                {"sip_host": gettext("A SIP trunk account needs the SIP server's host name or IP address.")}
             )
         problems = {}
         if self.sip_display_name:
@@ -163,8 +209,10 @@ class TelephonyAccount(models.Model):
             if value and not _is_host(value):
                 raise ValidationError(
                     {
-                        field: "Enter a host name or IP address only, e.g. sip.example.com: no sip:, no user@, "
-                        "no port (the port has its own field)."
+                        field: gettext(
+                            "Enter a host name or IP address only, e.g. sip.example.com: no sip:, no user@, "
+                            "no port (the port has its own field)."
+                        )
                     }
                 )
 
@@ -173,20 +221,35 @@ class ProviderEvent(models.Model):
     """Every webhook as it arrived, verified or not: facts first, state changes after."""
 
     class Kind(models.TextChoices):
-        STATUS = "status"
-        GATHER = "gather"
+        STATUS = "status", gettext_lazy("Status")
+        GATHER = "gather", gettext_lazy("Gather")
 
-    account = models.ForeignKey(TelephonyAccount, null=True, on_delete=models.SET_NULL, related_name="events")
-    attempt = models.ForeignKey(
-        "campaigns.CallAttempt", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    account = models.ForeignKey(
+        TelephonyAccount,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+        verbose_name=gettext_lazy("account"),
     )
-    kind = models.CharField(max_length=10, choices=Kind.choices)
-    provider_call_id = models.CharField(max_length=64, blank=True, db_index=True)
-    payload = models.JSONField(default=dict)
-    signature_valid = models.BooleanField(default=False)
-    applied = models.BooleanField(default=False, help_text="Did this event change the attempt?")
-    note = models.CharField(max_length=255, blank=True)
-    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    attempt = models.ForeignKey(
+        "campaigns.CallAttempt",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+        verbose_name=gettext_lazy("attempt"),
+    )
+    kind = models.CharField(gettext_lazy("kind"), max_length=10, choices=Kind.choices)
+    provider_call_id = models.CharField(
+        gettext_lazy("provider call id"), max_length=64, blank=True, db_index=True
+    )
+    payload = models.JSONField(gettext_lazy("payload"), default=dict)
+    signature_valid = models.BooleanField(gettext_lazy("signature valid"), default=False)
+    applied = models.BooleanField(
+        gettext_lazy("applied"), default=False, help_text=gettext_lazy("Did this event change the attempt?")
+    )
+    note = models.CharField(gettext_lazy("note"), max_length=255, blank=True)
+    received_at = models.DateTimeField(gettext_lazy("received at"), default=timezone.now, db_index=True)
 
     class Meta:
         verbose_name = gettext_lazy("provider event")

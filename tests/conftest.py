@@ -208,3 +208,19 @@ def chromium_with_fake_microphone(tmp_path: Path) -> Iterator:
     driver.set_script_timeout(20)
     yield driver
     driver.quit()
+
+
+@pytest.fixture
+def chinese_staff(client, db):
+    """A superuser logged in with `client` who chose Simplified Chinese on admin → Language."""
+    from django.contrib.auth.models import User
+    from django.urls import reverse
+
+    from campaigns.models import StaffPreference
+
+    user = User.objects.create_superuser("运营", "ops@example.test", "pw")
+    client.force_login(user)
+    response = client.post(reverse("language"), {"language": "zh-hans", "next": reverse("admin:index")}, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("admin:index")
+    assert StaffPreference.objects.get(user=user).language == "zh-hans"
+    return user

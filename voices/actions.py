@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from campaigns import lifecycle
 from campaigns.models import Campaign
@@ -107,10 +108,10 @@ def preview_voice(voice: Voice, text: str) -> Preview:
     """Render `text` with the voice through the real engine, into the shared audio cache, now (not queued)."""
     text = normalise_text(text or "")
     if not text:
-        return Preview(text, problem="Type a sentence to hear.")
+        return Preview(text, problem=gettext("Type a sentence to hear."))
     problem = engine_problem(voice.engine)
     if problem:
-        return Preview(text, problem=f"This voice cannot be previewed: {problem}.")
+        return Preview(text, problem=gettext("This voice cannot be previewed: %(problem)s.") % {"problem": problem})
     keyer = keyer_for(voice)
     key = keyer.key(text)
     RenderedAudio.objects.get_or_create(
@@ -127,10 +128,13 @@ def preview_voice(voice: Voice, text: str) -> Preview:
     try:
         render([key])
     except TransientRenderError as exc:
-        return Preview(text, key, problem=f"The engine is busy or could not start ({exc}); try again in a minute.")
+        busy = gettext("The engine is busy or could not start (%(error)s); try again in a minute.") % {"error": exc}
+        return Preview(text, key, problem=busy)
     row = RenderedAudio.objects.get(render_key=key)
     if row.state == RenderedAudio.State.READY:
         return Preview(text, key, url=signed_audio_url(key))
     if row.state == RenderedAudio.State.FAILED:
-        return Preview(text, key, problem=f"The sample could not be rendered: {row.error}")
-    return Preview(text, key, problem="A synthesis worker is rendering this sample right now; reload in a moment.")
+        return Preview(text, key, problem=gettext("The sample could not be rendered: %(error)s") % {"error": row.error})
+    return Preview(
+        text, key, problem=gettext("A synthesis worker is rendering this sample right now; reload in a moment.")
+    )

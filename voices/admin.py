@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from django.utils.translation import gettext, gettext_lazy
 
 from campaigns import views
 from voices import studio_admin  # noqa: F401 - registers the voice studio (VoiceDraftAdmin)
@@ -61,17 +62,22 @@ class VoiceForm(forms.ModelForm):
 
 
 class PreviewForm(forms.Form):
-    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=500)
+    text = forms.CharField(
+        label=gettext_lazy("Text"), widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=500
+    )
 
 
 def consent_line(voice: Voice) -> tuple[bool, str]:
     """(usable, what staff should read) about the voice's consent."""
     if not voice.needs_consent:
-        return True, "Synthetic voice: no speaker consent needed."
+        return True, gettext("Synthetic voice: no speaker consent needed.")
     consent = voice.active_consent()
     if consent is None:
-        return False, "No valid consent: this voice cannot be used in a campaign."
-    return True, f"Consent signed by {consent.speaker_name} on {consent.signed_on}."
+        return False, gettext("No valid consent: this voice cannot be used in a campaign.")
+    return True, gettext("Consent signed by %(speaker)s on %(date)s.") % {
+        "speaker": consent.speaker_name,
+        "date": consent.signed_on,
+    }
 
 
 class SpeakerConsentInline(admin.StackedInline):
@@ -93,15 +99,15 @@ class VoiceAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     readonly_fields = ["weights_digest", "created_at"]
 
-    @admin.display(description="consent")
+    @admin.display(description=gettext_lazy("consent"))
     def consent_status(self, obj: Voice) -> str:
         if not obj.needs_consent:
-            return "not needed (synthetic)"
+            return gettext("not needed (synthetic)")
         consent = obj.active_consent()
         return (
-            f"signed by {consent.speaker_name} on {consent.signed_on}"
+            gettext("signed by %(speaker)s on %(date)s") % {"speaker": consent.speaker_name, "date": consent.signed_on}
             if consent
-            else "MISSING: cannot be used"
+            else gettext("MISSING: cannot be used")
         )
 
     def save_model(self, request: HttpRequest, obj: Voice, form: Any, change: bool) -> None:
@@ -136,7 +142,7 @@ class VoiceAdmin(admin.ModelAdmin):
         """Answer, listen-through and confirmation rates of every voice across all campaigns."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": "Voices across campaigns"}
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": gettext("Voices across campaigns")}
         return views.voices_page(request, context)
 
     def heatmap_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -149,7 +155,7 @@ class VoiceAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "original": voice,
-            "title": f"When callees answer: {voice}",
+            "title": gettext("When callees answer: %(voice)s") % {"voice": voice},
         }
         return views.voice_heatmap_page(request, voice, context)
 
@@ -172,7 +178,7 @@ class VoiceAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "original": voice,
-            "title": f"Preview {voice}",
+            "title": gettext("Preview %(voice)s") % {"voice": voice},
             "form": form,
             "preview": preview,
             "consent_ok": usable,
@@ -204,13 +210,16 @@ class SpeakerConsentAdmin(admin.ModelAdmin):
             obj.recorded_by = request.user
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Revoke consent", permissions=["change"])
+    @admin.action(description=gettext_lazy("Revoke consent"), permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[SpeakerConsent]) -> None:
         revoked, paused = 0, []
         for consent in queryset.filter(revoked_at__isnull=True):
             paused += revoke_consent(consent)
             revoked += 1
-        message = f"Revoked {revoked} consent record(s). Voices left without consent cannot be used."
+        message = gettext("Revoked %(n)s consent record(s). Voices left without consent cannot be used.") % {"n": revoked}
         if paused:
-            message += f" Paused {len(paused)} campaign(s) that spoke with them: ids {', '.join(map(str, paused))}."
+            message += " " + gettext("Paused %(n)s campaign(s) that spoke with them: ids %(ids)s.") % {
+                "n": len(paused),
+                "ids": ", ".join(map(str, paused)),
+            }
         self.message_user(request, message, messages.WARNING if paused else messages.SUCCESS)

@@ -15,6 +15,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.translation import gettext, gettext_lazy
 
 from voices import studio
 from voices.models import SpokenConsent, TrainingClip, TrainingJob, VoiceDraft
@@ -24,13 +25,17 @@ MAX_FILES_PER_UPLOAD = 20
 
 
 class TrainingForm(forms.Form):
-    sovits_epochs = forms.IntegerField(min_value=1, max_value=100, initial=8, label="SoVITS epochs")
+    sovits_epochs = forms.IntegerField(min_value=1, max_value=100, initial=8, label=gettext_lazy("SoVITS epochs"))
     gpt_epochs = forms.IntegerField(
-        min_value=0, max_value=100, initial=15, label="GPT epochs",
-        help_text="0 keeps the base GPT. With one minute of audio the GPT stage makes only a few optimizer steps.",
+        min_value=0, max_value=100, initial=15, label=gettext_lazy("GPT epochs"),
+        help_text=gettext_lazy(
+            "0 keeps the base GPT. With one minute of audio the GPT stage makes only a few optimizer steps."
+        ),
     )
-    batch_size = forms.IntegerField(min_value=1, max_value=64, initial=4)
-    time_limit_minutes = forms.IntegerField(min_value=1, max_value=7 * 24 * 60, initial=180)
+    batch_size = forms.IntegerField(label=gettext_lazy("Batch size"), min_value=1, max_value=64, initial=4)
+    time_limit_minutes = forms.IntegerField(
+        label=gettext_lazy("Time limit minutes"), min_value=1, max_value=7 * 24 * 60, initial=180
+    )
 
 
 @admin.register(VoiceDraft)
@@ -82,7 +87,7 @@ class VoiceDraftAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "original": draft,
-            "title": f"Voice studio: {draft}",
+            "title": gettext("Voice studio: %(draft)s") % {"draft": draft},
             "draft": draft,
             "recordings": draft.recordings.all(),
             "clips": clips,
@@ -119,14 +124,20 @@ class VoiceDraftAdmin(admin.ModelAdmin):
             return self._back(draft)
         files = request.FILES.getlist("audio")
         if not files:
-            self.message_user(request, "Choose a file or record the speaker first.", messages.ERROR)
+            self.message_user(request, gettext("Choose a file or record the speaker first."), messages.ERROR)
         if len(files) > MAX_FILES_PER_UPLOAD:
-            self.message_user(request, f"At most {MAX_FILES_PER_UPLOAD} files at a time.", messages.ERROR)
+            self.message_user(
+                request, gettext("At most %(n)s files at a time.") % {"n": MAX_FILES_PER_UPLOAD}, messages.ERROR
+            )
             files = []
         for upload in files:
             if upload.size > studio.MAX_RECORDING_BYTES:
-                self.message_user(request, f"{upload.name}: {upload.size / 2**20:.0f} MB is over the "
-                                           f"{studio.MAX_RECORDING_BYTES // 2**20} MB limit.", messages.ERROR)
+                too_big = gettext("%(name)s: %(size)s MB is over the %(limit)s MB limit.") % {
+                    "name": upload.name,
+                    "size": f"{upload.size / 2**20:.0f}",
+                    "limit": studio.MAX_RECORDING_BYTES // 2**20,
+                }
+                self.message_user(request, too_big, messages.ERROR)
                 continue
             try:
                 recording = studio.add_recording(draft, upload.read(), name=upload.name, by=request.user)
@@ -138,8 +149,12 @@ class VoiceDraftAdmin(admin.ModelAdmin):
             else:
                 clips = recording.clips.all()
                 usable = [c for c in clips if not c.problem]
-                self.message_user(request, f"{upload.name}: {len(usable)} usable clip(s) of {len(clips)}.",
-                                  messages.SUCCESS)
+                self.message_user(
+                    request,
+                    gettext("%(name)s: %(usable)s usable clip(s) of %(clips)s.")
+                    % {"name": upload.name, "usable": len(usable), "clips": len(clips)},
+                    messages.SUCCESS,
+                )
         return self._back(draft, "clips")
 
     def transcripts_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -160,7 +175,7 @@ class VoiceDraftAdmin(admin.ModelAdmin):
         except (studio.StudioError, ValueError) as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
-            self.message_user(request, f"Saved {changed} change(s).", messages.SUCCESS)
+            self.message_user(request, gettext("Saved %(n)s change(s).") % {"n": changed}, messages.SUCCESS)
         return self._back(draft, "clips")
 
     def clip_audio(self, request: HttpRequest, pk: int, clip: int) -> HttpResponse:
@@ -189,10 +204,12 @@ class VoiceDraftAdmin(admin.ModelAdmin):
         row = get_object_or_404(SpokenConsent, pk=consent, draft=draft)
         upload = request.FILES.get("audio") if request.method == "POST" else None
         if upload is None:
-            self.message_user(request, "Record the speaker reading the statement and the challenge.", messages.ERROR)
+            self.message_user(
+                request, gettext("Record the speaker reading the statement and the challenge."), messages.ERROR
+            )
             return self._back(draft, "consent")
         if upload.size > studio.MAX_RECORDING_BYTES:
-            self.message_user(request, "The consent recording is too large.", messages.ERROR)
+            self.message_user(request, gettext("The consent recording is too large."), messages.ERROR)
             return self._back(draft, "consent")
         try:
             row = studio.record_consent(row, upload.read(), by=request.user)
@@ -200,7 +217,11 @@ class VoiceDraftAdmin(admin.ModelAdmin):
             self.message_user(request, str(exc), messages.ERROR)
             return self._back(draft, "consent")
         level = messages.SUCCESS if row.checks_pass else messages.ERROR
-        self.message_user(request, f"Speaker: {row.speaker_detail}. Words: {row.words_detail}.", level)
+        checked = gettext("Speaker: %(speaker)s. Words: %(words)s.") % {
+            "speaker": row.speaker_detail,
+            "words": row.words_detail,
+        }
+        self.message_user(request, checked, level)
         return self._back(draft, "consent")
 
     def approve_view(self, request: HttpRequest, pk: int, consent: int) -> HttpResponse:
@@ -214,7 +235,7 @@ class VoiceDraftAdmin(admin.ModelAdmin):
             except studio.StudioError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
-                self.message_user(request, "Consent approved: the voice can be trained.", messages.SUCCESS)
+                self.message_user(request, gettext("Consent approved: the voice can be trained."), messages.SUCCESS)
         return self._back(draft, "consent")
 
     def train_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -223,7 +244,9 @@ class VoiceDraftAdmin(admin.ModelAdmin):
             return self._back(draft, "training")
         form = TrainingForm(request.POST)
         if not form.is_valid():
-            self.message_user(request, f"Training settings: {form.errors.as_text()}", messages.ERROR)
+            self.message_user(
+                request, gettext("Training settings: %(errors)s") % {"errors": form.errors.as_text()}, messages.ERROR
+            )
             return self._back(draft, "training")
         data = form.cleaned_data
         try:
@@ -235,7 +258,7 @@ class VoiceDraftAdmin(admin.ModelAdmin):
             self.message_user(request, str(exc), messages.ERROR)
             return self._back(draft, "training")
         enqueue(job)
-        self.message_user(request, "Training queued: a training worker will pick it up.", messages.SUCCESS)
+        self.message_user(request, gettext("Training queued: a training worker will pick it up."), messages.SUCCESS)
         return self._back(draft, "training")
 
     def cancel_view(self, request: HttpRequest, pk: int, job: int) -> HttpResponse:
@@ -243,7 +266,9 @@ class VoiceDraftAdmin(admin.ModelAdmin):
         row = get_object_or_404(TrainingJob, pk=job, draft=draft)
         if request.method == "POST":
             studio.cancel_training(row)
-            self.message_user(request, "Cancelling: the job stops before its next training step.", messages.WARNING)
+            self.message_user(
+                request, gettext("Cancelling: the job stops before its next training step."), messages.WARNING
+            )
         return self._back(draft, "training")
 
     def progress_view(self, request: HttpRequest, pk: int) -> HttpResponse:

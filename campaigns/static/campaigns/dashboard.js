@@ -59,19 +59,19 @@
       name.appendChild(document.createTextNode(" · "));
       var report = document.createElement("a");
       report.href = c.report_url;
-      report.textContent = "report";
+      report.textContent = root.dataset.textReport || "report";
       name.appendChild(report);
-      cell(tr, c.status);
+      cell(tr, c.status_label);
       cell(tr, c.finished + " / " + c.total, "num");
       var bar = document.createElement("progress");
       bar.max = c.total || 1;
       bar.value = c.finished;
       cell(tr, "").appendChild(bar);
-      cell(tr, Object.keys(c.by_state).map(function (s) { return s + " " + c.by_state[s]; }).join(" · "));
+      cell(tr, c.states_shown);
     });
     fill("actions", Object.keys(data.actions_today), 2, root.dataset.textNoneYet || "None yet.", function (tr, action) {
       tr.dataset.action = action;
-      cell(tr, action);
+      cell(tr, data.action_labels[action] || action);
       cell(tr, data.actions_today[action], "num");
     });
     fill("recent", data.recent, 7, root.dataset.textNoneYet || "None yet.", function (tr, r) {
@@ -79,8 +79,8 @@
       cell(tr, r.phone);
       cell(tr, r.campaign);
       cell(tr, r.attempt, "num");
-      cell(tr, r.status);
-      cell(tr, r.action || "-");
+      cell(tr, r.status_label);
+      cell(tr, r.action_label || "-");
       cell(tr, r.ended_at);
     });
     fill("stalled", data.stalled_workers, 5, "", function (tr, w) {

@@ -21,6 +21,15 @@ document.addEventListener("DOMContentLoaded", () => {
   const errorNode = document.getElementById("walk-error");
   const refuse = document.getElementById("walk-refuse");
   const keys = [...document.querySelectorAll("#walk-keypad .walk-key")];
+  // The page's words, in the staff member's language (data-text-* on #walk; English where missing).
+  const words = document.getElementById("walk").dataset;
+  const text = {
+    notYet: words.textNotYet || "not yet",
+    notRendered: words.textNotRendered || "(not rendered: {problem})",
+    inMenu: words.textInMenu || "(in {menu})",
+    noSuchClip: words.textNoSuchClip || "no such clip",
+    serverAnswered: words.textServerAnswered || "the server answered {status}",
+  };
   let state = null;
   let queue = [];
 
@@ -39,17 +48,17 @@ document.addEventListener("DOMContentLoaded", () => {
   function hear(names) {
     queue = [];
     for (const name of names) {
-      const clip = config.clips[name] || { text: "", url: "", problem: "no such clip" };
+      const clip = config.clips[name] || { text: "", url: "", problem: text.noSuchClip };
       const item = document.createElement("li");
       item.className = "walk-clip";
       item.dataset.clip = name;
       const title = document.createElement("span");
       title.className = "walk-clip-name";
       title.textContent = `${name}: `;
-      const text = document.createElement("span");
-      text.className = "walk-clip-text";
-      text.textContent = clip.text || "";
-      item.append(title, text);
+      const said = document.createElement("span");
+      said.className = "walk-clip-text";
+      said.textContent = clip.text || "";
+      item.append(title, said);
       if (clip.url) {
         const audio = document.createElement("audio");
         audio.controls = true;
@@ -60,7 +69,7 @@ document.addEventListener("DOMContentLoaded", () => {
       } else {
         const problem = document.createElement("span");
         problem.className = "walk-clip-problem";
-        problem.textContent = ` (not rendered: ${clip.problem})`;
+        problem.textContent = ` ${text.notRendered.replace("{problem}", () => clip.problem)}`;
         item.append(problem);
       }
       heard.append(item);
@@ -72,13 +81,13 @@ document.addEventListener("DOMContentLoaded", () => {
     state = step;
     pathNode.textContent = step.path.map(label).join(" → ");
     menuNode.textContent = step.gather === null ? "-" : label(step.gather);
-    let ending = "not yet";
+    let ending = text.notYet;
     if (step.action) {
       ending = step.ending;
       const slot = config.clips[step.node] && config.clips[step.node].said;
       if (step.action === "rescheduled" && slot) ending += `: ${slot}`;
       if (step.transfer_to) ending += `: ${step.transfer_to}`;
-      if (step.detail && step.action === "no_input") ending += ` (in ${label(step.detail)})`;
+      if (step.detail && step.action === "no_input") ending += ` ${text.inMenu.replace("{menu}", () => label(step.detail))}`;
     }
     actionNode.textContent = ending;
     actionNode.dataset.action = step.action;
@@ -100,7 +109,7 @@ document.addEventListener("DOMContentLoaded", () => {
       credentials: "same-origin",
       body: JSON.stringify(body),
     });
-    const answer = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+    const answer = await response.json().catch(() => ({ error: text.serverAnswered.replace("{status}", () => response.status) }));
     if (!response.ok) {
       errorNode.textContent = answer.error;
       errorNode.hidden = false;
