@@ -16,7 +16,7 @@ NAMES = {
     "Herald", "Twilio", "SIP", "CSV", "Excel", "xlsx", "GPT", "SoVITS", "DTMF", "TLS", "UDP", "TCP", "URL", "API", "JSON",
     "HTTP", "HTTPS", "https", "http", "OPTIONS", "REGISTER", "WAV", "PCM", "SRTP", "RTP", "STUN", "NAT", "IVR", "UTC",
     "AMD", "Hz", "kHz", "RTF", "ASR", "AB", "Webhook", "Webhooks", "PID", "SID", "Auth", "Token", "GBK", "UTF", "eSpeak", "NG",
-    "IANA", "ISO", "ckpt", "pth", "PDF", "GPT-SoVITS",
+    "IANA", "ISO", "ckpt", "pth", "PDF", "GPT-SoVITS", "FLAC", "OGG",
 }
 # Words a page shows because staff type them as they are: the CSV header names the importer recognises, and the
 # reading hints of the script syntax ({order_id:digits}).
@@ -47,6 +47,7 @@ def test_no_page_of_the_flow_shows_english(client, chinese_staff, make_campaign,
     from campaigns.launch import launch_campaign
     from campaigns.models import Campaign, ScriptTemplate
     from telephony.models import TelephonyAccount
+    from voices.models import VoiceDraft
 
     draft, running = make_campaign(3), make_campaign(2)
     launch_campaign(running)
@@ -61,6 +62,9 @@ def test_no_page_of_the_flow_shows_english(client, chinese_staff, make_campaign,
                                 content_type="text/csv")  # fmt: skip
     client.post(reverse("admin:campaigns_contactlist_import"), {"contact_list": contact_list.pk, "file": upload})
     call = running.calls.first()
+    draft_voice = VoiceDraft.objects.create(
+        name="新音色", speaker_name="王客服", company="顺丰速运", purpose="发货和到货通知电话"
+    )
     pages = {
         "home": reverse("admin:index"),
         "getting started": reverse("getting_started"),
@@ -75,6 +79,9 @@ def test_no_page_of_the_flow_shows_english(client, chinese_staff, make_campaign,
         "new call flow": reverse("admin:campaigns_callflow_add"),
         "voices": reverse("admin:voices_voice_changelist"),
         "voice": reverse("admin:voices_voice_change", args=[voices[0].pk]),
+        "voice drafts": reverse("admin:voices_voicedraft_changelist"),
+        "new voice draft": reverse("admin:voices_voicedraft_add"),
+        "voice studio": reverse("admin:voices_voicedraft_change", args=[draft_voice.pk]),
         "accounts": reverse("admin:telephony_telephonyaccount_changelist"),
         "account": reverse("admin:telephony_telephonyaccount_change", args=[running.telephony_account_id]),
         "campaigns": reverse("admin:campaigns_campaign_changelist"),

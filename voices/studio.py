@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from synthesis.gptsovits import basemodels
 from voices import asr, slicing
@@ -75,11 +76,16 @@ def add_recording(draft: VoiceDraft, data: bytes, *, name: str = "", by: Any = N
     A file that is not usable audio is kept with its problem and gives no clips; the draft's other files stay.
     """
     if len(data) > MAX_RECORDING_BYTES:
-        raise StudioError(f"{name or 'the file'} is {len(data) / 2**20:.0f} MB; the limit is "
-                          f"{MAX_RECORDING_BYTES // 2**20} MB (upload a shorter recording or several files)")
+        raise StudioError(gettext(
+            "%(name)s is %(size)s MB; the limit is %(limit)s MB (upload a shorter recording or several files)"
+        ) % {
+            "name": name or gettext("the file"),
+            "size": f"{len(data) / 2**20:.0f}",
+            "limit": MAX_RECORDING_BYTES // 2**20,
+        })
     digest = _sha256(data)
     if draft.recordings.filter(sha256=digest).exists():
-        raise StudioError(f"{name or 'this file'} was already added to this draft")
+        raise StudioError(gettext("%(name)s was already added to this draft") % {"name": name or gettext("this file")})
     recording = StudioRecording(draft=draft, original_name=name[:200], sha256=digest, uploaded_by=by)
     try:
         wav, rate = slicing.load_speech(data)
@@ -95,8 +101,10 @@ def add_recording(draft: VoiceDraft, data: bytes, *, name: str = "", by: Any = N
         recording.audio.save(f"{digest}.wav", ContentFile(data), save=True)
         return recording
     if not any(clip.problem is None for clip in prepared):
-        recording.problem = "no usable speech: " + (
-            "; ".join(sorted({clip.problem or "" for clip in prepared})) or "nothing above the silence threshold")
+        found = "; ".join(sorted({clip.problem or "" for clip in prepared}))
+        recording.problem = gettext("no usable speech: %(problems)s") % {
+            "problems": found or gettext("nothing above the silence threshold"),
+        }
     transcriber = _transcriber()
     with transaction.atomic():
         recording.audio.save(f"{digest}{Path(name).suffix[:8] or '.wav'}", ContentFile(data), save=True)
@@ -141,7 +149,7 @@ def set_transcripts(draft: VoiceDraft, transcripts: dict[int, str], *, excluded:
     with transaction.atomic():
         for clip in draft.clips.select_for_update():
             if clip.pk in excluded and not clip.problem:
-                clip.problem = "left out by staff"
+                clip.problem = gettext("left out by staff")
                 clip.save(update_fields=["problem"])
                 changed += 1
                 continue
@@ -153,10 +161,10 @@ def set_transcripts(draft: VoiceDraft, transcripts: dict[int, str], *, excluded:
         if reference is not None:
             clip = draft.usable_clips().filter(pk=reference).first()
             if clip is None:
-                raise StudioError("the reference clip must be one of this draft's usable clips")
+                raise StudioError(gettext("the reference clip must be one of this draft's usable clips"))
             if not 3.0 <= clip.duration_s <= 10.0:
-                raise StudioError(f"the reference clip must be 3-10 s long; clip {clip.position} is "
-                                  f"{clip.duration_s:.1f} s")
+                raise StudioError(gettext("the reference clip must be 3-10 s long; clip %(position)s is %(seconds)s s")
+                                  % {"position": clip.position, "seconds": f"{clip.duration_s:.1f}"})
             draft.reference_clip = clip
             VoiceDraft.objects.filter(pk=draft.pk).update(reference_clip=clip)
             changed += 1
@@ -167,13 +175,15 @@ def set_transcripts(draft: VoiceDraft, transcripts: dict[int, str], *, excluded:
 def transcript_problems(draft: VoiceDraft) -> list[str]:
     """What keeps the clips from training: missing transcripts, too little audio, no reference clip."""
     clips = list(draft.usable_clips())
-    found = [f"clip {c.position} has no transcript" for c in clips if not c.transcript.strip()]
+    found = [gettext("clip %(position)s has no transcript") % {"position": c.position}
+             for c in clips if not c.transcript.strip()]
     total = sum(c.duration_s for c in clips)
     if total < MIN_TRAINING_SECONDS:
-        found.append(f"only {total:.0f} s of usable speech; at least {MIN_TRAINING_SECONDS:.0f} s are needed "
-                     "(about a minute is best)")
+        found.append(gettext("only %(seconds)s s of usable speech; at least %(minimum)s s are needed "
+                             "(about a minute is best)")
+                     % {"seconds": f"{total:.0f}", "minimum": f"{MIN_TRAINING_SECONDS:.0f}"})
     if draft.reference_clip_id is None:
-        found.append("no usable clip is 3-10 s long to serve as the reference clip")
+        found.append(gettext("no usable clip is 3-10 s long to serve as the reference clip"))
     return found
 
 
@@ -206,7 +216,7 @@ def new_consent(draft: VoiceDraft) -> SpokenConsent:
     """A statement for the speaker to read and a fresh random challenge (shown when they record it)."""
     problems = transcript_problems(draft)
     if problems:
-        raise StudioError("finish the clips first: " + "; ".join(problems))
+        raise StudioError(gettext("finish the clips first: %(problems)s") % {"problems": "; ".join(problems)})
     language = draft.language if draft.language in STATEMENTS else Voice.Language.ENGLISH
     statement = STATEMENTS[language].format(speaker=draft.speaker_name, company=draft.company, purpose=draft.purpose)
     words = [secrets.choice(CHALLENGE_WORDS[language]) for _ in range(3)]
@@ -229,9 +239,9 @@ def _speaker_similarity(consent_wav: np.ndarray, clips: list[TrainingClip]) -> t
     base = basemodels.base_dir()
     model = base / basemodels.SV_MODEL if base else None
     if model is None or not model.is_file():
-        raise StudioError(
-            f"the speaker check needs the speaker-verification model {basemodels.SV_MODEL} in the base directory "
-            f"({basemodels.ENV_BASE})")
+        raise StudioError(gettext(
+            "the speaker check needs the speaker-verification model %(model)s in the base directory (%(setting)s)"
+        ) % {"model": basemodels.SV_MODEL, "setting": basemodels.ENV_BASE})
     encoder = _sv_encoder(model)
     chosen = sorted(clips, key=lambda c: -c.duration_s)[:SPEAKER_CHECK_CLIPS]
     key = (str(model), *sorted(c.sha256 for c in chosen))
@@ -248,7 +258,7 @@ def _speaker_similarity(consent_wav: np.ndarray, clips: list[TrainingClip]) -> t
         _training_embeddings[key] = training
     consent = speaker_embedding(consent_wav, encoder)[0].float()
     similarity = float(torch.nn.functional.cosine_similarity(training, consent, dim=0))
-    return similarity, f"{len(chosen)} longest training clips"
+    return similarity, gettext("%(count)s longest training clips") % {"count": len(chosen)}
 
 
 _encoders: dict[str, Any] = {}
@@ -269,13 +279,13 @@ def _sv_encoder(path: Path) -> Any:
 def record_consent(consent: SpokenConsent, data: bytes, *, by: Any = None) -> SpokenConsent:
     """Store the speaker reading the statement and challenge, and check the words and the speaker."""
     if consent.approved_at is not None or consent.audio:
-        raise StudioError("this consent was already recorded; start a new one to record again")
+        raise StudioError(gettext("this consent was already recorded; start a new one to record again"))
     if len(data) > MAX_RECORDING_BYTES:
-        raise StudioError("the consent recording is too large")
+        raise StudioError(gettext("the consent recording is too large"))
     try:
         wav, _ = slicing.load_speech(data, max_seconds=120)
     except slicing.AudioProblem as exc:
-        raise StudioError(f"the consent recording cannot be used: {exc}") from exc
+        raise StudioError(gettext("the consent recording cannot be used: %(problem)s") % {"problem": exc}) from exc
     draft = consent.draft
     clips = list(draft.usable_clips())
     transcriber = _transcriber()
@@ -285,16 +295,19 @@ def record_consent(consent: SpokenConsent, data: bytes, *, by: Any = None) -> Sp
         consent.words_ok, consent.words_detail = ok, detail
     else:
         consent.words_ok = None
-        consent.words_detail = "not checked: no speech-recognition model here (HERALD_ASR_MODEL_DIR); the approver " \
-                               "must listen to the recording"
+        consent.words_detail = gettext("not checked: no speech-recognition model here (HERALD_ASR_MODEL_DIR); the "
+                                       "approver must listen to the recording")
     similarity, what = _speaker_similarity(wav, clips)
     threshold = settings.CONSENT_MIN_SIMILARITY
     consent.similarity = similarity
     consent.speaker_ok = similarity >= threshold
-    consent.speaker_detail = (
-        f"similarity {similarity:.2f} to the {what} ({'at or above' if consent.speaker_ok else 'below'} "
-        f"the required {threshold:.2f})"
-    )
+    if consent.speaker_ok:
+        detail = gettext("similarity %(similarity)s to the %(what)s (at or above the required %(threshold)s)")
+    else:
+        detail = gettext("similarity %(similarity)s to the %(what)s (below the required %(threshold)s)")
+    consent.speaker_detail = detail % {
+        "similarity": f"{similarity:.2f}", "what": what, "threshold": f"{threshold:.2f}",
+    }
     consent.training_digest = training_digest(draft)
     consent.recorded_by, consent.recorded_at = by, timezone.now()
     consent.audio_sha256 = _sha256(data)
@@ -308,20 +321,22 @@ def record_consent(consent: SpokenConsent, data: bytes, *, by: Any = None) -> Sp
 def approve_consent(consent: SpokenConsent, *, by: Any, listened: bool = False) -> None:
     """A second staff member approves; they must not be the one who recorded it."""
     if not consent.audio:
-        raise StudioError("nothing to approve: the consent has not been recorded")
+        raise StudioError(gettext("nothing to approve: the consent has not been recorded"))
     if consent.approved_at is not None:
-        raise StudioError("this consent is already approved")
+        raise StudioError(gettext("this consent is already approved"))
     if by is None or consent.recorded_by_id == getattr(by, "pk", None):
-        raise StudioError("a second staff member must approve: whoever recorded the consent cannot approve it")
+        raise StudioError(gettext("a second staff member must approve: whoever recorded the consent cannot approve it"))
     if consent.speaker_ok is not True:
-        raise StudioError(f"the speaker check failed ({consent.speaker_detail}); record the consent again")
+        raise StudioError(gettext("the speaker check failed (%(detail)s); record the consent again")
+                          % {"detail": consent.speaker_detail})
     if consent.words_ok is False:
-        raise StudioError(f"the words do not match the statement ({consent.words_detail}); record it again")
+        raise StudioError(gettext("the words do not match the statement (%(detail)s); record it again")
+                          % {"detail": consent.words_detail})
     if consent.words_ok is None and not listened:
-        raise StudioError("no speech-recognition model checked the words: confirm that you listened to the "
-                          "recording and heard the statement and the challenge")
+        raise StudioError(gettext("no speech-recognition model checked the words: confirm that you listened to the "
+                                  "recording and heard the statement and the challenge"))
     if consent.training_digest != training_digest(consent.draft):
-        raise StudioError("the clips or transcripts changed after the consent was recorded; record it again")
+        raise StudioError(gettext("the clips or transcripts changed after the consent was recorded; record it again"))
     updated = SpokenConsent.objects.filter(pk=consent.pk, approved_at__isnull=True).update(
         approved_by=by, approved_at=timezone.now())
     if updated:
@@ -344,15 +359,18 @@ def start_training(draft: VoiceDraft, *, by: Any = None, sovits_epochs: int = 8,
     if problems:
         raise StudioError("; ".join(problems))
     if approved_consent(draft) is None:
-        raise StudioError("no training without the speaker's approved spoken consent for these exact clips")
+        raise StudioError(gettext("no training without the speaker's approved spoken consent for these exact clips"))
     if draft.voice_id is not None:
-        raise StudioError(f"this draft already became the voice {draft.voice}")
+        raise StudioError(gettext("this draft already became the voice %(voice)s") % {"voice": draft.voice})
     if Voice.objects.filter(name=draft.name).exists():
-        raise StudioError(f"a voice named {draft.name!r} exists already; rename the draft")
-    for value, what, low, high in ((sovits_epochs, "SoVITS epochs", 1, 100), (gpt_epochs, "GPT epochs", 0, 100),
-                                   (batch_size, "batch size", 1, 64), (time_limit_s, "time limit", 60, 7 * 86400)):
+        raise StudioError(gettext("a voice named %(name)s exists already; rename the draft")
+                          % {"name": repr(draft.name)})
+    limits = ((sovits_epochs, gettext("SoVITS epochs"), 1, 100), (gpt_epochs, gettext("GPT epochs"), 0, 100),
+              (batch_size, gettext("batch size"), 1, 64), (time_limit_s, gettext("time limit"), 60, 7 * 86400))
+    for value, what, low, high in limits:
         if not low <= value <= high:
-            raise StudioError(f"{what} must be between {low} and {high}, not {value}")
+            raise StudioError(gettext("%(what)s must be between %(low)s and %(high)s, not %(value)s")
+                              % {"what": what, "low": low, "high": high, "value": value})
     try:
         with transaction.atomic():
             job = TrainingJob.objects.create(
@@ -361,7 +379,7 @@ def start_training(draft: VoiceDraft, *, by: Any = None, sovits_epochs: int = 8,
             )
             VoiceDraft.objects.filter(pk=draft.pk).update(stage=VoiceDraft.Stage.TRAINING)
     except IntegrityError as exc:
-        raise StudioError("a training job for this draft is already queued or running") from exc
+        raise StudioError(gettext("a training job for this draft is already queued or running")) from exc
     return job
 
 
@@ -369,7 +387,7 @@ def cancel_training(job: TrainingJob) -> None:
     """Ask the job to stop; a queued job stops at once, a running one before its next step."""
     if TrainingJob.objects.filter(pk=job.pk, state=TrainingJob.State.QUEUED).update(
         state=TrainingJob.State.CANCELLED, cancel_requested=True, finished_at=timezone.now(),
-        message="cancelled before it started",
+        message=gettext("cancelled before it started"),
     ):
         VoiceDraft.objects.filter(pk=job.draft_id).update(stage=VoiceDraft.Stage.READY)
         return
@@ -383,11 +401,12 @@ def stale_jobs() -> list[int]:
     requeued = []
     for job in stale:
         if job.attempts >= MAX_TRAINING_ATTEMPTS:
-            _fail(job, f"the training worker stopped reporting {job.attempts} times (killed or out of memory?); "
-                       "giving up", keep_work=False, only_if_stale=cutoff)
+            _fail(job, gettext("the training worker stopped reporting %(count)s times (killed or out of memory?); "
+                               "giving up") % {"count": job.attempts}, keep_work=False, only_if_stale=cutoff)
             continue
         if TrainingJob.objects.filter(pk=job.pk, state=TrainingJob.State.RUNNING, heartbeat_at__lt=cutoff).update(
-            state=TrainingJob.State.QUEUED, message=f"the worker {job.worker} stopped reporting; waiting to resume",
+            state=TrainingJob.State.QUEUED,
+            message=gettext("the worker %(worker)s stopped reporting; waiting to resume") % {"worker": job.worker},
         ):
             requeued.append(job.pk)
     return requeued
@@ -423,7 +442,8 @@ class _JobControl:
         TrainingJob.objects.filter(pk=self.job.pk, worker=self.job.worker).update(
             stage=stage, epoch=epoch, step=F("step") + 1, progress=round(fraction, 4),
             losses={k: round(float(v), 5) for k, v in losses.items()}, heartbeat_at=timezone.now(),
-            message=f"{stage} epoch {epoch}/{epochs}, batch {step}",
+            message=gettext("%(stage)s epoch %(epoch)s/%(epochs)s, batch %(step)s")
+            % {"stage": stage, "epoch": epoch, "epochs": epochs, "step": step},
         )
 
     def stop_reason(self) -> str | None:
@@ -433,7 +453,7 @@ class _JobControl:
         if row["state"] != TrainingJob.State.RUNNING or row["worker"] != self.job.worker:
             return "taken over by another worker"
         if timezone.now() >= self.deadline:
-            return f"the time limit of {self.job.time_limit_s // 60} min was reached"
+            return gettext("the time limit of %(minutes)s min was reached") % {"minutes": self.job.time_limit_s // 60}
         return None
 
 
@@ -451,7 +471,8 @@ def claim(job_id: int) -> TrainingJob | None:
         return None
     job = TrainingJob.objects.select_related("draft").get(pk=job_id)
     if job.attempts > MAX_TRAINING_ATTEMPTS:
-        _fail(job, f"started {job.attempts - 1} times without finishing; giving up", keep_work=False)
+        _fail(job, gettext("started %(count)s times without finishing; giving up") % {"count": job.attempts - 1},
+              keep_work=False)
         return None
     return job
 
@@ -493,7 +514,7 @@ def run_training(job_id: int) -> str:
         return "not claimed"
     draft = job.draft
     if training_digest(draft) != job.training_digest or approved_consent(draft) is None:
-        _fail(job, "the clips, transcripts or consent changed after the job was queued; start a new job",
+        _fail(job, gettext("the clips, transcripts or consent changed after the job was queued; start a new job"),
               keep_work=False)
         return TrainingJob.State.FAILED
     workdir = work_dir(job)
@@ -507,7 +528,7 @@ def run_training(job_id: int) -> str:
                              device=device, fp16=fp16, name=f"herald-{draft.pk}")
         if not has_discriminator:
             TrainingJob.objects.filter(pk=job.pk).update(
-                message="no pretrained discriminator in the base directory: it starts from random weights")
+                message=gettext("no pretrained discriminator in the base directory: it starts from random weights"))
         result = finetune.train(items, base, plan, workdir, control)
         TrainingJob.objects.filter(pk=job.pk).update(stage=TrainingJob.Stage.EXPORT, progress=0.97,
                                                      history=result.history, heartbeat_at=timezone.now())
@@ -515,22 +536,23 @@ def run_training(job_id: int) -> str:
     except finetune.Stopped as exc:
         if exc.reason == "cancelled":
             if TrainingJob.objects.filter(pk=job.pk, state=TrainingJob.State.RUNNING).update(
-                state=TrainingJob.State.CANCELLED, finished_at=timezone.now(), message="cancelled by staff"
+                state=TrainingJob.State.CANCELLED, finished_at=timezone.now(), message=gettext("cancelled by staff")
             ):
                 VoiceDraft.objects.filter(pk=draft.pk).update(stage=VoiceDraft.Stage.READY)
                 shutil.rmtree(workdir, ignore_errors=True)
             return TrainingJob.State.CANCELLED
         if exc.reason.startswith("taken over"):
             return "taken over"
-        _fail(job, f"stopped: {exc.reason} (the finished epochs are kept; a new job resumes from them)",
-              keep_work=True)
+        _fail(job, gettext("stopped: %(reason)s (the finished epochs are kept; a new job resumes from them)")
+              % {"reason": exc.reason}, keep_work=True)
         return TrainingJob.State.FAILED
     except (basemodels.BaseModelError, finetune.DatasetError, StudioError) as exc:
         _fail(job, str(exc), keep_work=False)
         return TrainingJob.State.FAILED
     except Exception as exc:  # noqa: BLE001 - any other failure is recorded on the job, with its type
         log.exception("training job %s crashed", job.pk)
-        _fail(job, f"training crashed: {type(exc).__name__}: {exc}", keep_work=True)
+        _fail(job, gettext("training crashed: %(type)s: %(error)s") % {"type": type(exc).__name__, "error": exc},
+              keep_work=True)
         return TrainingJob.State.FAILED
     log.info("training job %s finished: voice %s", job.pk, voice.pk)
     return TrainingJob.State.SUCCEEDED
@@ -574,7 +596,7 @@ def _dataset(job: TrainingJob, draft: VoiceDraft, workdir: Path, base: Any, devi
     def on_item(done: int, total: int) -> None:
         TrainingJob.objects.filter(pk=job.pk).update(
             progress=round(0.05 * done / total, 4), heartbeat_at=timezone.now(),
-            message=f"preparing clip {done} of {total}")
+            message=gettext("preparing clip %(done)s of %(total)s") % {"done": done, "total": total})
 
     def text_features(text: str, language: str) -> tuple[list[int], Any]:
         result = process(text, language="en" if language.startswith("en") else "zh")
@@ -583,10 +605,11 @@ def _dataset(job: TrainingJob, draft: VoiceDraft, workdir: Path, base: Any, devi
     items, dropped = finetune.prepare(utterances, text_features=text_features, hubert=hubert, quantiser=quantiser,
                                       on_item=on_item)
     if not items:
-        raise finetune.DatasetError("no clip could be prepared: " + "; ".join(f"{n}: {why}" for n, why in dropped))
+        raise finetune.DatasetError(gettext("no clip could be prepared: %(problems)s")
+                                    % {"problems": "; ".join(f"{n}: {why}" for n, why in dropped)})
     if dropped:
         TrainingJob.objects.filter(pk=job.pk).update(
-            message="left out: " + "; ".join(f"{n}: {why}" for n, why in dropped))
+            message=gettext("left out: %(problems)s") % {"problems": "; ".join(f"{n}: {why}" for n, why in dropped)})
     finetune.save_dataset(items, path)
     return items
 
@@ -603,7 +626,7 @@ def _publish(job: TrainingJob, draft: VoiceDraft, result: Any) -> Voice:
     artefacts = {"sovits": sha256_file(result.sovits_path), "gpt": sha256_file(result.gpt_path)}
     consent = approved_consent(draft)
     if consent is None:
-        raise StudioError("the speaker's approved consent no longer matches the clips")
+        raise StudioError(gettext("the speaker's approved consent no longer matches the clips"))
     reference = draft.reference_clip
     with transaction.atomic():
         voice = Voice(name=draft.name, language=draft.language, engine=Voice.Engine.GPT_SOVITS,
@@ -629,10 +652,11 @@ def _publish(job: TrainingJob, draft: VoiceDraft, result: Any) -> Voice:
                                                       stage=VoiceDraft.Stage.DONE)
         finished = TrainingJob.objects.filter(pk=job.pk, state=TrainingJob.State.RUNNING, worker=job.worker).update(
             state=TrainingJob.State.SUCCEEDED, stage=TrainingJob.Stage.DONE, progress=1.0, artefacts=artefacts,
-            finished_at=timezone.now(), heartbeat_at=timezone.now(), message=f"voice {voice.name} is ready",
+            finished_at=timezone.now(), heartbeat_at=timezone.now(),
+            message=gettext("voice %(name)s is ready") % {"name": voice.name},
         )
         if finished != 1:
-            raise StudioError("the job was cancelled or taken over while exporting")
+            raise StudioError(gettext("the job was cancelled or taken over while exporting"))
     shutil.rmtree(work_dir(job), ignore_errors=True)
     return voice
 

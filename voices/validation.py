@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.utils.translation import gettext, gettext_lazy, gettext_noop
 
 from synthesis.audio import gated_rms_dbfs
 from synthesis.engines import EngineError, VoiceSpec, get_engine
@@ -49,7 +50,7 @@ MAX_CHARS_PER_SECOND = {"zh": 12.0}
 DEFAULT_MAX_CHARS_PER_SECOND = 20.0
 MIN_CHARS_PER_SECOND = 0.5
 
-NO_TORCH = (
+NO_TORCH = gettext_noop(
     "this server cannot check GPT-SoVITS files: install the synthesis extra (pip install 'herald[synthesis]') "
     "on the web server, then save again"
 )
@@ -135,54 +136,70 @@ def local_path(upload: Any) -> Iterator[Path]:
 
 
 _SLOTS = {
-    "gpt": ("gpt_weights", "GPT weights (.ckpt)", "the .ckpt file from the GPT_weights_v2 folder of GPT-SoVITS v2"),
+    "gpt": (
+        "gpt_weights",
+        gettext_lazy("GPT weights (.ckpt)"),
+        gettext_lazy("the .ckpt file from the GPT_weights_v2 folder of GPT-SoVITS v2"),
+    ),
     "sovits": (
         "sovits_weights",
-        "SoVITS weights (.pth)",
-        "the .pth file from the SoVITS_weights_v2 folder of GPT-SoVITS v2",
+        gettext_lazy("SoVITS weights (.pth)"),
+        gettext_lazy("the .pth file from the SoVITS_weights_v2 folder of GPT-SoVITS v2"),
     ),
 }
 _VERB_FIRST = ("is ", "contains ", "has ", "does ", "cannot ")
 
 
-def _friendly_checkpoint_problem(kind: str, upload_name: str, problem: str) -> str:
+def _friendly_checkpoint_problem(kind: str, upload_name: str, problem: str, why: str | None = None) -> str:
+    """`problem` is the loader's own (English) words, matched below; `why`, when given, says it for the reader."""
     _, label, wanted = _SLOTS[kind]
-    if problem.startswith("its "):
-        why = problem
-    elif problem.startswith(_VERB_FIRST):
-        why = f"it {problem}"
-    else:
-        why = f"it has a problem ({problem})"
+    if why is None:
+        if problem.startswith("its "):
+            why = problem
+        elif problem.startswith(_VERB_FIRST):
+            why = gettext("it %(problem)s") % {"problem": problem}
+        else:
+            why = gettext("it has a problem (%(problem)s)") % {"problem": problem}
     if "was expected" in problem:
-        advice = "The two files look swapped: put the .ckpt file under GPT weights and the .pth file under SoVITS weights."
+        advice = gettext(
+            "The two files look swapped: put the .ckpt file under GPT weights and the .pth file under SoVITS weights."
+        )
     elif "Herald runs" in problem:
-        advice = f"Upload {wanted} instead, or train the voice again with GPT-SoVITS v2."
+        advice = gettext("Upload %(wanted)s instead, or train the voice again with GPT-SoVITS v2.") % {"wanted": wanted}
     elif "truncated" in problem or "corrupted" in problem or "bytes" in problem:
-        advice = "The upload is damaged or incomplete: upload the file again."
+        advice = gettext("The upload is damaged or incomplete: upload the file again.")
     else:
-        advice = f"Upload {wanted}."
-    return f"The {label} file “{upload_name}” cannot be used: {why}. {advice}"
+        advice = gettext("Upload %(wanted)s.") % {"wanted": wanted}
+    return gettext("The %(label)s file “%(name)s” cannot be used: %(why)s. %(advice)s") % {
+        "label": label, "name": upload_name, "why": why, "advice": advice,
+    }
 
 
 def check_checkpoint(upload: Any, *, kind: str) -> list[Problem]:
     """Load a GPT (`kind="gpt"`) or SoVITS (`kind="sovits"`) file strictly, as the synthesis worker will."""
     field, label, wanted = _SLOTS[kind]
     if not upload:
-        return [Problem(field, f"The {label} file is missing: upload {wanted}.")]
+        return [Problem(field, gettext("The %(label)s file is missing: upload %(wanted)s.") % {
+            "label": label, "wanted": wanted,
+        })]
     size, cap = _size(upload), settings.MAX_CHECKPOINT_UPLOAD_BYTES
     if size is not None and size > cap:
         return [Problem(
             field,
-            f"The {label} file “{_name(upload)}” is {_megabytes(size)}; at most {_cap(cap)} is accepted (GPT-SoVITS "
-            f"files are under 200 MB). Upload {wanted}; if this is the right file, ask an administrator to raise "
-            "HERALD_MAX_CHECKPOINT_UPLOAD_MB.",
+            gettext(
+                "The %(label)s file “%(name)s” is %(size)s; at most %(cap)s is accepted (GPT-SoVITS files are under "
+                "200 MB). Upload %(wanted)s; if this is the right file, ask an administrator to raise "
+                "HERALD_MAX_CHECKPOINT_UPLOAD_MB."
+            ) % {"label": label, "name": _name(upload), "size": _megabytes(size), "cap": _cap(cap), "wanted": wanted},
         )]
     try:
         # torch: web processes may run without it; only a weights upload needs it, so it loads here.
         from synthesis.gptsovits.checkpoint import CheckpointError
         from synthesis.gptsovits.loading import load_gpt, load_sovits
     except ImportError:
-        return [Problem(field, f"The {label} file was not checked: {NO_TORCH}.")]
+        return [Problem(field, gettext("The %(label)s file was not checked: %(why)s.") % {
+            "label": label, "why": gettext(NO_TORCH),
+        })]
     load = load_gpt if kind == "gpt" else load_sovits
     name = _name(upload)
     try:
@@ -191,7 +208,8 @@ def check_checkpoint(upload: Any, *, kind: str) -> list[Problem]:
     except CheckpointError as exc:
         return [Problem(field, _friendly_checkpoint_problem(kind, name, exc.problem))]
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
-        return [Problem(field, _friendly_checkpoint_problem(kind, name, f"cannot be loaded ({exc})"))]
+        why = gettext("it cannot be loaded (%(error)s)") % {"error": exc}
+        return [Problem(field, _friendly_checkpoint_problem(kind, name, f"cannot be loaded ({exc})", why))]
     return []
 
 
@@ -205,17 +223,22 @@ def check_base_models(version: str) -> list[Problem]:
     if base is None:
         return [Problem(
             field,
-            f"This server has no GPT-SoVITS base models ({basemodels.ENV_BASE} is not set), so the instant voice could not "
-            "be checked here. The synthesis workers need them to render it.",
+            gettext(
+                "This server has no GPT-SoVITS base models (%(setting)s is not set), so the instant voice could not "
+                "be checked here. The synthesis workers need them to render it."
+            ) % {"setting": basemodels.ENV_BASE},
             WARNING,
         )]
     found = basemodels.problems(base, version, verify=False)
     if found:
-        shown = "; ".join(found[:4]) + (f"; … ({len(found)} in all)" if len(found) > 4 else "")
+        more = gettext("; … (%(count)s in all)") % {"count": len(found)}
+        shown = "; ".join(found[:4]) + (more if len(found) > 4 else "")
         return [Problem(
             field,
-            f"The {version} base models in {base} are incomplete: {shown}. Copy the official pretrained_models "
-            "files there (README, “GPT-SoVITS voices”, instant voices) or pick another version.",
+            gettext(
+                "The %(version)s base models in %(folder)s are incomplete: %(problems)s. Copy the official "
+                "pretrained_models files there (README, “GPT-SoVITS voices”, instant voices) or pick another version."
+            ) % {"version": version, "folder": base, "problems": shown},
         )]
     return []
 
@@ -236,15 +259,26 @@ def _length_problem(field: str, duration: float) -> Problem | None:
     if duration < MIN_REFERENCE_SECONDS:
         return Problem(
             field,
-            f"The reference clip is {duration:.1f} seconds long; GPT-SoVITS needs {MIN_REFERENCE_SECONDS:.0f} to "
-            f"{MAX_REFERENCE_SECONDS:.0f} seconds. Upload a longer clip (one or two full sentences).",
+            gettext(
+                "The reference clip is %(duration)s seconds long; GPT-SoVITS needs %(min)s to %(max)s seconds. "
+                "Upload a longer clip (one or two full sentences)."
+            ) % {
+                "duration": f"{duration:.1f}",
+                "min": f"{MIN_REFERENCE_SECONDS:.0f}",
+                "max": f"{MAX_REFERENCE_SECONDS:.0f}",
+            },
         )
     if duration > MAX_REFERENCE_SECONDS:
         return Problem(
             field,
-            f"The reference clip is {duration:.1f} seconds long; GPT-SoVITS accepts at most "
-            f"{MAX_REFERENCE_SECONDS:.0f} seconds. Cut it to {MIN_REFERENCE_SECONDS:.0f}-{MAX_REFERENCE_SECONDS:.0f} "
-            "seconds and shorten the transcript to match.",
+            gettext(
+                "The reference clip is %(duration)s seconds long; GPT-SoVITS accepts at most %(max)s seconds. "
+                "Cut it to %(min)s-%(max)s seconds and shorten the transcript to match."
+            ) % {
+                "duration": f"{duration:.1f}",
+                "min": f"{MIN_REFERENCE_SECONDS:.0f}",
+                "max": f"{MAX_REFERENCE_SECONDS:.0f}",
+            },
         )
     return None
 
@@ -255,28 +289,36 @@ def _header_problems(field: str, name: str, *, frames: int, rate: int, channels:
     if channels > MAX_REFERENCE_CHANNELS:
         problems.append(Problem(
             field,
-            f"The reference clip “{name}” has {channels} channels; at most {MAX_REFERENCE_CHANNELS} (mono or stereo) "
-            "are accepted. Export it again as mono.",
+            gettext(
+                "The reference clip “%(name)s” has %(channels)s channels; at most %(max)s (mono or stereo) "
+                "are accepted. Export it again as mono."
+            ) % {"name": name, "channels": channels, "max": MAX_REFERENCE_CHANNELS},
         ))
     if frames == UNKNOWN_LENGTH:
         problems.append(Problem(
             field,
-            f"The reference clip “{name}” does not say how long it is (its header has no length, as in some "
-            "streamed recordings). Open it in an audio editor and export it again as WAV or FLAC.",
+            gettext(
+                "The reference clip “%(name)s” does not say how long it is (its header has no length, as in some "
+                "streamed recordings). Open it in an audio editor and export it again as WAV or FLAC."
+            ) % {"name": name},
         ))
     elif rate > 0 and (length := _length_problem(field, frames / rate)):
         problems.append(length)
     if rate > MAX_REFERENCE_RATE:
         problems.append(Problem(
             field,
-            f"The reference clip is sampled at {rate} Hz; at most {MAX_REFERENCE_RATE} Hz is accepted. Export it "
-            "again at 16 to 48 kHz.",
+            gettext(
+                "The reference clip is sampled at %(rate)s Hz; at most %(max)s Hz is accepted. Export it "
+                "again at 16 to 48 kHz."
+            ) % {"rate": rate, "max": MAX_REFERENCE_RATE},
         ))
     elif rate < MIN_REFERENCE_RATE:
         problems.append(Problem(
             field,
-            f"The reference clip is sampled at {rate} Hz, too low for cloning; at least {MIN_REFERENCE_RATE} Hz is "
-            "needed. Upload the original recording, not a phone-line or compressed copy.",
+            gettext(
+                "The reference clip is sampled at %(rate)s Hz, too low for cloning; at least %(min)s Hz is "
+                "needed. Upload the original recording, not a phone-line or compressed copy."
+            ) % {"rate": rate, "min": MIN_REFERENCE_RATE},
         ))
     return problems
 
@@ -292,7 +334,8 @@ def check_reference_clip(upload: Any) -> ClipReport:
     field = "reference_audio"
     if not upload:
         return ClipReport(
-            [Problem(field, "The reference clip is missing: upload 3 to 10 seconds of the speaker talking.")], None
+            [Problem(field, gettext("The reference clip is missing: upload 3 to 10 seconds of the speaker talking."))],
+            None,
         )
     name = _name(upload)
     size, cap = _size(upload), settings.MAX_REFERENCE_UPLOAD_BYTES
@@ -301,9 +344,16 @@ def check_reference_clip(upload: Any) -> ClipReport:
             [
                 Problem(
                     field,
-                    f"The reference clip “{name}” is {_megabytes(size)}; at most {_cap(cap)} is accepted, and 3 to "
-                    f"{MAX_REFERENCE_SECONDS:.0f} seconds of speech is far less (10 seconds of 48 kHz stereo WAV is "
-                    "under 4 MB). Upload only the clip, as WAV or FLAC.",
+                    gettext(
+                        "The reference clip “%(name)s” is %(size)s; at most %(cap)s is accepted, and 3 to "
+                        "%(max)s seconds of speech is far less (10 seconds of 48 kHz stereo WAV is "
+                        "under 4 MB). Upload only the clip, as WAV or FLAC."
+                    ) % {
+                        "name": name,
+                        "size": _megabytes(size),
+                        "cap": _cap(cap),
+                        "max": f"{MAX_REFERENCE_SECONDS:.0f}",
+                    },
                 )
             ],
             None,
@@ -312,9 +362,7 @@ def check_reference_clip(upload: Any) -> ClipReport:
         with local_path(upload) as path, sf.SoundFile(os.fspath(path)) as audio:
             frames, rate, channels = audio.frames, audio.samplerate, audio.channels
             if frames == 0:
-                return ClipReport(
-                    [Problem(field, f"The reference clip “{name}” contains no sound at all: it is empty.")], None
-                )
+                return ClipReport([Problem(field, _empty_clip(name))], None)
             refused = _header_problems(field, name, frames=frames, rate=rate, channels=channels)
             if refused:
                 known = frames != UNKNOWN_LENGTH and rate > 0
@@ -326,13 +374,16 @@ def check_reference_clip(upload: Any) -> ClipReport:
             [
                 Problem(
                     field,
-                    f"The reference clip “{name}” cannot be read as audio ({exc}). Upload a WAV or FLAC recording.",
+                    gettext(
+                        "The reference clip “%(name)s” cannot be read as audio (%(error)s). Upload a WAV or FLAC "
+                        "recording."
+                    ) % {"name": name, "error": exc},
                 )
             ],
             None,
         )
     if data.shape[0] == 0:
-        return ClipReport([Problem(field, f"The reference clip “{name}” contains no sound at all: it is empty.")], None)
+        return ClipReport([Problem(field, _empty_clip(name))], None)
     duration = data.shape[0] / rate
     # Decoded audio shorter than its header said (a damaged file) is judged by what was actually there.
     problems = [length] if (length := _length_problem(field, duration)) else []
@@ -340,28 +391,38 @@ def check_reference_clip(upload: Any) -> ClipReport:
     if clipped > MAX_CLIPPED_FRACTION:
         problems.append(Problem(
             field,
-            f"The reference clip is clipped (distorted): {clipped:.1%} of its samples hit full scale (at most "
-            f"{MAX_CLIPPED_FRACTION:.1%} is acceptable). Record it again with lower input gain.",
+            gettext(
+                "The reference clip is clipped (distorted): %(clipped)s of its samples hit full scale (at most "
+                "%(max)s is acceptable). Record it again with lower input gain."
+            ) % {"clipped": f"{clipped:.1%}", "max": f"{MAX_CLIPPED_FRACTION:.1%}"},
         ))
     mono = data.mean(axis=1, dtype=np.float64)
     level = gated_rms_dbfs(mono, rate)
     silent = _silent_fraction(mono, rate)
     if level == float("-inf"):
-        problems.append(Problem(field, "The reference clip is silent: no speech was found in it. Upload a recording "
-                                       "of the speaker talking."))
+        problems.append(Problem(field, gettext("The reference clip is silent: no speech was found in it. Upload a "
+                                               "recording of the speaker talking.")))
     elif level < MIN_SPEECH_LEVEL_DBFS:
         problems.append(Problem(
             field,
-            f"The reference clip is almost silent: its speech level is {level:.0f} dBFS (at least "
-            f"{MIN_SPEECH_LEVEL_DBFS:.0f} dBFS is needed). Record it again closer to the microphone.",
+            gettext(
+                "The reference clip is almost silent: its speech level is %(level)s dBFS (at least "
+                "%(min)s dBFS is needed). Record it again closer to the microphone."
+            ) % {"level": f"{level:.0f}", "min": f"{MIN_SPEECH_LEVEL_DBFS:.0f}"},
         ))
     elif silent > MAX_SILENT_FRACTION:
         problems.append(Problem(
             field,
-            f"The reference clip is mostly silence: {silent:.0%} of it is silent (at most {MAX_SILENT_FRACTION:.0%}). "
-            "Trim the pauses so the clip is mostly the speaker talking.",
+            gettext(
+                "The reference clip is mostly silence: %(silent)s of it is silent (at most %(max)s). "
+                "Trim the pauses so the clip is mostly the speaker talking."
+            ) % {"silent": f"{silent:.0%}", "max": f"{MAX_SILENT_FRACTION:.0%}"},
         ))
     return ClipReport(problems, duration)
+
+
+def _empty_clip(name: str) -> str:
+    return gettext("The reference clip “%(name)s” contains no sound at all: it is empty.") % {"name": name}
 
 
 _SPOKEN = re.compile(r"\w")
@@ -372,11 +433,16 @@ def check_transcript(text: str, *, duration: float | None, language: str = "zh")
     field = "reference_text"
     spoken = len(_SPOKEN.findall(unicodedata.normalize("NFC", text or "")))
     if not (text or "").strip():
-        return [Problem(field, "The transcript is empty: type exactly what the speaker says in the reference clip.")]
+        return [Problem(
+            field, gettext("The transcript is empty: type exactly what the speaker says in the reference clip.")
+        )]
     if spoken < MIN_TRANSCRIPT_CHARS:
         return [Problem(
             field,
-            f"The transcript has only {spoken} character(s); type exactly what the speaker says in the reference clip.",
+            gettext(
+                "The transcript has only %(count)s character(s); type exactly what the speaker says in the reference "
+                "clip."
+            ) % {"count": spoken},
         )]
     if not duration:
         return []
@@ -385,15 +451,19 @@ def check_transcript(text: str, *, duration: float | None, language: str = "zh")
     if rate > fastest:
         return [Problem(
             field,
-            f"The transcript has {spoken} characters for a {duration:.1f}-second clip ({rate:.0f} per second; people "
-            f"rarely say more than {fastest:.0f} per second). Check it is the exact words of this clip, nothing more.",
+            gettext(
+                "The transcript has %(count)s characters for a %(duration)s-second clip (%(rate)s per second; people "
+                "rarely say more than %(fastest)s per second). Check it is the exact words of this clip, nothing more."
+            ) % {"count": spoken, "duration": f"{duration:.1f}", "rate": f"{rate:.0f}", "fastest": f"{fastest:.0f}"},
             WARNING,
         )]
     if rate < MIN_CHARS_PER_SECOND:
         return [Problem(
             field,
-            f"The transcript has only {spoken} characters for a {duration:.1f}-second clip. Check it contains every "
-            "word said in the clip.",
+            gettext(
+                "The transcript has only %(count)s characters for a %(duration)s-second clip. Check it contains every "
+                "word said in the clip."
+            ) % {"count": spoken, "duration": f"{duration:.1f}"},
             WARNING,
         )]
     return []
@@ -406,19 +476,29 @@ def check_parameters(engine: str, *, language: str, parameters: Any) -> list[Pro
     """The engine accepts these parameters (the same validation a render does)."""
     field = "parameters"
     if not isinstance(parameters, Mapping):
-        return [Problem(field, f"Parameters must be a JSON object like {{\"rate\": 170}}, not {parameters!r}.")]
+        return [Problem(field, gettext('Parameters must be a JSON object like {"rate": 170}, not %(value)s.') % {
+            "value": repr(parameters),
+        })]
     spec = VoiceSpec(voice_id=0, language=language, parameters=dict(parameters))
     try:
         get_engine(engine).describe_parameters(spec)
     except EngineError as exc:
         if not exc.permanent:
-            return [Problem(field, f"The parameters could not be checked on this server ({exc.message}).", WARNING)]
-        return [Problem(field, f"The parameters are not valid: {exc.message}. Fix them or leave the box as {{}}.")]
+            return [Problem(
+                field,
+                gettext("The parameters could not be checked on this server (%(error)s).") % {"error": exc.message},
+                WARNING,
+            )]
+        return [Problem(field, _invalid_parameters(exc.message))]
     except ImportError:
         return []  # GPT-SoVITS without torch: check_checkpoint already says so
     except (TypeError, ValueError) as exc:
-        return [Problem(field, f"The parameters are not valid: {exc}. Fix them or leave the box as {{}}.")]
+        return [Problem(field, _invalid_parameters(exc))]
     return []
+
+
+def _invalid_parameters(error: Any) -> str:
+    return gettext("The parameters are not valid: %(error)s. Fix them or leave the box as {}.") % {"error": error}
 
 
 # --- a whole voice -----------------------------------------------------------------------------------------

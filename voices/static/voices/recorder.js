@@ -10,6 +10,10 @@
  *
  * The element's data-state says where it is (idle, starting, recording, done, error) and data-seconds how
  * long the last recording is, for people's scripts and the browser test alike.
+ *
+ * Words shown to staff come from data-text-* attributes the page fills in its language (data-text-record,
+ * data-text-stop, data-text-cannot-record, data-text-recorded with "{seconds}", data-text-no-input with "{id}");
+ * without them the English below is shown.
  */
 (function () {
   "use strict";
@@ -62,8 +66,9 @@
   function attach(root) {
     var input = document.getElementById(root.dataset.input);
     var maxSeconds = parseFloat(root.dataset.maxSeconds || "120");
+    function say(key, fallback) { return root.dataset[key] || fallback; }
     if (!input) {
-      root.textContent = "Recorder: no file input with id " + root.dataset.input;
+      root.textContent = say("textNoInput", "Recorder: no file input with id {id}").replace("{id}", root.dataset.input);
       return;
     }
     root.innerHTML =
@@ -77,6 +82,8 @@
       '<div><audio class="herald-preview" controls hidden></audio></div>';
     var recordButton = root.querySelector(".herald-record");
     var stopButton = root.querySelector(".herald-stop");
+    recordButton.textContent = say("textRecord", "Record");
+    stopButton.textContent = say("textStop", "Stop");
     var time = root.querySelector(".herald-time");
     var level = root.querySelector(".herald-level");
     var status = root.querySelector(".herald-status");
@@ -140,7 +147,7 @@
       } catch (err) {
         recordButton.disabled = false;
         root.dataset.state = "error";
-        status.textContent = "Cannot record: " + (err && err.message ? err.message : err);
+        status.textContent = say("textCannotRecord", "Cannot record:") + " " + (err && err.message ? err.message : err);
       }
     }
 
@@ -164,7 +171,8 @@
       var seconds = current.count / current.rate;
       time.textContent = formatTime(seconds);
       level.style.width = "0";
-      status.textContent = "Recorded " + seconds.toFixed(1) + " s; it will be sent with the form.";
+      status.textContent = say("textRecorded", "Recorded {seconds} s; it will be sent with the form.")
+        .replace("{seconds}", seconds.toFixed(1));
       root.dataset.seconds = seconds.toFixed(3);
       root.dataset.state = "done";
       recordButton.disabled = false;
