@@ -69,10 +69,10 @@
       cell(tr, "").appendChild(bar);
       cell(tr, c.states_shown);
     });
-    fill("actions", Object.keys(data.actions_today), 2, root.dataset.textNoneYet || "None yet.", function (tr, action) {
-      tr.dataset.action = action;
-      cell(tr, data.action_labels[action] || action);
-      cell(tr, data.actions_today[action], "num");
+    fill("actions", data.actions_shown, 2, root.dataset.textNoneYet || "None yet.", function (tr, row) {
+      tr.dataset.action = row[0];  // [action, its label, attempts]
+      cell(tr, row[1]);
+      cell(tr, row[2], "num");
     });
     fill("recent", data.recent, 7, root.dataset.textNoneYet || "None yet.", function (tr, r) {
       link(cell(tr, ""), r.log_url, r.call);
