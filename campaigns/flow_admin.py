@@ -40,7 +40,7 @@ from campaigns.templating import (
     render_template,
 )
 from herald.logmask import mask_phone
-from synthesis.engines import engine_problem
+from synthesis.actions import voice_problem
 from synthesis.keys import normalise_text
 from voices.actions import preview_voice
 from voices.models import Voice
@@ -518,7 +518,7 @@ def render_walk(flow: CallFlow, *, voice: Voice, script: ScriptTemplate, contact
                 "n": len(text), "max": MAX_CLIP_CHARS
             }
         texts[name] = (text, said, problem)
-    unavailable = engine_problem(voice.engine)
+    unavailable = voice_problem(voice)
     if unavailable:  # said once for the page, not once per clip
         return Walk(contact, voice, [Clip(n, t, said=s) for n, (t, s, _) in texts.items()],
                     gettext("this voice cannot be previewed: %(why)s") % {"why": unavailable})

@@ -18,7 +18,7 @@ from campaigns.policy import validate_retry_policy
 from campaigns.preflight import campaign_scripts, describe_dropped, dropped, variables_problem
 from campaigns.templating import TemplateSyntaxError, parse_template, validate_template
 from campaigns.windows import WindowError, check_rules
-from synthesis.engines import engine_problem
+from synthesis.actions import voice_problem
 from synthesis.engines.base import EngineError
 from synthesis.gptsovits import basemodels
 from telephony.credentials import CredentialsError, auth_token
@@ -91,7 +91,7 @@ def check_launchable(campaign: Campaign) -> None:
                 ) % names
             )
         try:
-            problem = engine_problem(variant.voice.engine) or _instant_voice_problem(variant.voice)
+            problem = voice_problem(variant.voice) or _instant_voice_problem(variant.voice)
         except EngineError as exc:
             problem = str(exc)
         if problem:

@@ -18,12 +18,14 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from campaigns import lifecycle
 from campaigns.models import Call, Campaign
 from synthesis.audio import AudioError, to_telephony, write_mulaw_wav, write_wav
-from synthesis.engines import engine_version, get_engine
+from synthesis.engines import engine_problem, engine_version, get_engine
 from synthesis.engines.base import EngineError, VoiceSpec, failure_reason
+from synthesis.engines.recorded import recordings_digest
 from synthesis.gptsovits.basemodels import MANIFEST, VERSIONS, BaseModelError, base_dir, base_pair, problems
 from synthesis.keys import RenderKeyer
 from synthesis.models import RenderedAudio
@@ -50,6 +52,16 @@ def voice_spec(voice: Voice) -> VoiceSpec:
 
     An instant voice speaks with the verified base pair of its version (EngineError naming every missing or
     altered base file otherwise)."""
+    if voice.is_recorded:
+        fill = voice.fill_voice
+        return VoiceSpec(
+            voice_id=voice.pk,
+            language=voice.language,
+            parameters=dict(voice.parameters or {}),
+            recordings=tuple((r.text, r.audio.path) for r in voice.recordings.all()),
+            fill=voice_spec(fill) if fill is not None else None,
+            fill_engine=fill.engine if fill is not None else "",
+        )
     weights = {}
     if voice.is_instant:
         weights = _base_weights(voice.base_version)
@@ -91,14 +103,36 @@ def check_base_models() -> dict[str, list[str]]:
     return found
 
 
+def voice_problem(voice: Voice) -> str | None:
+    """Why this voice cannot render campaign texts in this installation (its engine, or its fill voice's), or
+    None when it can."""
+    problem = engine_problem(voice.engine)
+    if problem is None and voice.is_recorded:
+        if voice.fill_voice is not None:
+            problem = engine_problem(voice.fill_voice.engine)
+        elif not voice.recordings.exists():
+            problem = gettext("the recorded voice “%(voice)s” has no recordings and no fill voice") % {"voice": voice.name}
+    return problem
+
+
 def keyer_for(voice: Voice) -> RenderKeyer:
-    """The render-key hasher for one voice; computing it loads no model."""
+    """The render-key hasher for one voice; computing it loads no model.
+
+    A recorded voice's key covers its recordings as they are now and its fill voice's own key parts, so a new
+    recording, or a retrained fill voice, makes new audio."""
+    parameters = dict(voice.parameters or {})
+    digest = voice.weights_digest
+    if voice.is_recorded:
+        digest = recordings_digest(list(voice.recordings.values_list("text", "sha256")))
+        fill = voice.fill_voice
+        if fill is not None:
+            parameters["fill"] = [fill.pk, fill.engine, engine_version(fill.engine), fill.weights_digest, fill.parameters]
     return RenderKeyer(
         engine=voice.engine,
         engine_version=engine_version(voice.engine),
         voice_id=voice.pk,
-        voice_digest=voice.weights_digest,
-        parameters=dict(voice.parameters or {}),
+        voice_digest=digest,
+        parameters=parameters,
     )
 
 
@@ -164,7 +198,13 @@ def provenance(row: RenderedAudio) -> dict[str, str]:
         f"campaign={campaign.name} (#{campaign.pk})" if campaign is not None else "campaign=-",
         f"render_key={row.render_key}",
     ]
-    synthetic = "synthetic speech (cloned voice)" if voice is not None and voice.needs_consent else "synthetic speech"
+    if voice is not None and voice.is_recorded:
+        fill = voice.fill_voice
+        synthetic = "recorded speech" if fill is None else (
+            f"recorded speech with synthetic parts{' (cloned voice)' if fill.needs_consent else ''} by {fill.name}"
+        )
+    else:
+        synthetic = "synthetic speech (cloned voice)" if voice is not None and voice.needs_consent else "synthetic speech"
     return {"ISFT": f"Herald {row.engine} {row.engine_version}".strip(), "ICMT": "; ".join(parts), "IGNR": synthetic}
 
 

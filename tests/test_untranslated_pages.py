@@ -47,7 +47,7 @@ def test_no_page_of_the_flow_shows_english(client, chinese_staff, make_campaign,
     from campaigns.launch import launch_campaign
     from campaigns.models import Campaign, ScriptTemplate
     from telephony.models import TelephonyAccount
-    from voices.models import VoiceDraft
+    from voices.models import Voice, VoiceDraft, VoiceRecording
 
     draft, running = make_campaign(3), make_campaign(2)
     launch_campaign(running)
@@ -65,6 +65,8 @@ def test_no_page_of_the_flow_shows_english(client, chinese_staff, make_campaign,
     draft_voice = VoiceDraft.objects.create(
         name="新音色", speaker_name="王客服", company="顺丰速运", purpose="发货和到货通知电话"
     )
+    recorded = Voice.objects.create(name="店长录音", engine=Voice.Engine.RECORDED, fill_voice=voices[0])
+    VoiceRecording.objects.create(voice=recorded, text="您好", audio="voices/recordings/您好.wav", duration=0.5)
     pages = {
         "home": reverse("admin:index"),
         "getting started": reverse("getting_started"),
@@ -79,6 +81,7 @@ def test_no_page_of_the_flow_shows_english(client, chinese_staff, make_campaign,
         "new call flow": reverse("admin:campaigns_callflow_add"),
         "voices": reverse("admin:voices_voice_changelist"),
         "voice": reverse("admin:voices_voice_change", args=[voices[0].pk]),
+        "recorded voice": reverse("admin:voices_voice_change", args=[recorded.pk]),
         "voice drafts": reverse("admin:voices_voicedraft_changelist"),
         "new voice draft": reverse("admin:voices_voicedraft_add"),
         "voice studio": reverse("admin:voices_voicedraft_change", args=[draft_voice.pk]),

@@ -13,13 +13,13 @@ from django.utils.translation import gettext
 
 from campaigns import lifecycle
 from campaigns.models import Campaign
-from synthesis.actions import TransientRenderError, keyer_for, render
-from synthesis.engines import engine_problem
+from synthesis.actions import TransientRenderError, keyer_for, render, voice_problem
+from synthesis.engines.recorded import recordings_digest
 from synthesis.gptsovits.basemodels import BaseModelError, base_dir, manifest_digest
 from synthesis.keys import normalise_text
 from synthesis.models import RenderedAudio
 from synthesis.signing import signed_audio_url
-from voices.models import SpeakerConsent, Voice
+from voices.models import SpeakerConsent, Voice, VoiceRecording
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ def voice_digest(voice: Voice) -> str:
 
     Empty for a voice with none of them (the embedded voice), so its render keys stay what they were.
     """
+    if voice.is_recorded:
+        return recordings_digest(list(voice.recordings.values_list("text", "sha256")))
     files = [getattr(voice, name) for name in _DIGESTED_FILES]
     if not any(files) and not voice.reference_text:
         return ""
@@ -88,6 +90,24 @@ def save_voice(voice: Voice) -> str:
     return voice.weights_digest
 
 
+def store_recordings(voice: Voice) -> str:
+    """After a recorded voice's recordings were saved: each one's sha256 and length, from what is on disk, and
+    the voice's digest over them (every render key of the voice changes with any recording). Returns it."""
+    import soundfile as sf
+
+    for recording in voice.recordings.all():
+        part = hashlib.sha256()
+        with recording.audio.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                part.update(chunk)
+        with recording.audio.open("rb") as handle:
+            duration = sf.info(handle).duration
+        VoiceRecording.objects.filter(pk=recording.pk).update(sha256=part.hexdigest(), duration=round(duration, 2))
+    voice.weights_digest = voice_digest(voice)
+    Voice.objects.filter(pk=voice.pk).update(weights_digest=voice.weights_digest)
+    return voice.weights_digest
+
+
 PREVIEW_TEXT = {
     Voice.Language.MANDARIN: "您好，您的包裹将于明天上午九点到十二点之间送达，请保持电话畅通。",
     Voice.Language.ENGLISH: "Hello, your parcel will be delivered tomorrow between nine and twelve in the morning.",
@@ -109,7 +129,7 @@ def preview_voice(voice: Voice, text: str) -> Preview:
     text = normalise_text(text or "")
     if not text:
         return Preview(text, problem=gettext("Type a sentence to hear."))
-    problem = engine_problem(voice.engine)
+    problem = voice_problem(voice)
     if problem:
         return Preview(text, problem=gettext("This voice cannot be previewed: %(problem)s.") % {"problem": problem})
     keyer = keyer_for(voice)

@@ -14,10 +14,11 @@ from django.urls import URLPattern, path
 from django.utils.translation import gettext, gettext_lazy
 
 from campaigns import views
+from synthesis.keys import normalise_text
 from voices import studio_admin  # noqa: F401 - registers the voice studio (VoiceDraftAdmin)
-from voices.actions import PREVIEW_TEXT, preview_voice, revoke_consent, save_voice
-from voices.models import SpeakerConsent, Voice
-from voices.validation import check_voice
+from voices.actions import PREVIEW_TEXT, preview_voice, revoke_consent, save_voice, store_recordings
+from voices.models import SpeakerConsent, Voice, VoiceRecording
+from voices.validation import check_recording, check_voice
 
 
 class VoiceForm(forms.ModelForm):
@@ -31,6 +32,9 @@ class VoiceForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in ("source", "base_version"):  # only GPT-SoVITS voices choose; others keep the defaults
             self.fields[name].required = False
+        if "fill_voice" in self.fields:  # a synthesis voice speaks a recorded voice's variables
+            fills = Voice.objects.exclude(engine=Voice.Engine.RECORDED)
+            self.fields["fill_voice"].queryset = fills.exclude(pk=self.instance.pk) if self.instance.pk else fills
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -49,6 +53,7 @@ class VoiceForm(forms.ModelForm):
             sovits_weights=cleaned.get("sovits_weights"),
             source=cleaned["source"],
             base_version=cleaned["base_version"],
+            fill_voice=cleaned.get("fill_voice"),
         ):
             if not problem.blocking:
                 self.warnings.append(problem.message)
@@ -69,15 +74,54 @@ class PreviewForm(forms.Form):
 
 def consent_line(voice: Voice) -> tuple[bool, str]:
     """(usable, what staff should read) about the voice's consent."""
+    if voice.is_recorded and not voice.needs_consent:
+        return True, gettext("Recorded voice: its recordings play as uploaded, and no cloned voice speaks in it.")
     if not voice.needs_consent:
         return True, gettext("Synthetic voice: no speaker consent needed.")
     consent = voice.active_consent()
+    if consent is None and voice.is_recorded:
+        return False, gettext(
+            "Its fill voice “%(fill)s” is a cloned voice without a valid consent: this voice cannot be used in a "
+            "campaign."
+        ) % {"fill": voice.fill_voice}
     if consent is None:
         return False, gettext("No valid consent: this voice cannot be used in a campaign.")
     return True, gettext("Consent signed by %(speaker)s on %(date)s.") % {
         "speaker": consent.speaker_name,
         "date": consent.signed_on,
     }
+
+
+class RecordingForm(forms.ModelForm):
+    """A recording is checked on save: readable, 8-48 kHz, up to 2 minutes, not silent, not clipped."""
+
+    class Meta:
+        model = VoiceRecording
+        fields = ["text", "audio"]
+
+    def clean_text(self) -> str:
+        text = normalise_text(self.cleaned_data["text"])
+        if not text:
+            raise forms.ValidationError(gettext("Type exactly what the recording says."))
+        return text
+
+    def clean_audio(self) -> Any:
+        audio = self.cleaned_data.get("audio")
+        if "audio" in self.changed_data or not self.instance.pk:
+            problems = check_recording(audio)
+            if problems:
+                raise forms.ValidationError([problem.message for problem in problems])
+        return audio
+
+
+class RecordingInline(admin.TabularInline):
+    """A recorded voice's recordings: whole messages, or the fixed parts of a script."""
+
+    model = VoiceRecording
+    form = RecordingForm
+    extra = 1
+    fields = ["text", "audio", "duration"]
+    readonly_fields = ["duration"]
 
 
 class SpeakerConsentInline(admin.StackedInline):
@@ -92,8 +136,21 @@ class SpeakerConsentInline(admin.StackedInline):
 class VoiceAdmin(admin.ModelAdmin):
     form = VoiceForm
     change_form_template = "admin/voices/voice/change_form.html"
-    inlines = [SpeakerConsentInline]
     list_display = ["name", "engine", "source", "language", "consent_status"]
+    fieldsets = [
+        (None, {"fields": ["name", "language", "engine", "parameters"]}),
+        (gettext_lazy("GPT-SoVITS"), {"fields": [
+            "source", "base_version", "reference_audio", "reference_text", "gpt_weights", "sovits_weights",
+        ]}),
+        (gettext_lazy("Recorded"), {
+            "fields": ["fill_voice"],
+            "description": gettext_lazy(
+                "A recorded voice plays the speaker's own recordings: whole messages, or the fixed parts of a "
+                "script, with the variables spoken by the fill voice. Save the voice, then add its recordings."
+            ),
+        }),
+        (None, {"fields": ["weights_digest", "created_at"]}),
+    ]
     list_filter = ["engine", "source", "language"]
     radio_fields = {"source": admin.HORIZONTAL}
     search_fields = ["name"]
@@ -102,7 +159,7 @@ class VoiceAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("consent"))
     def consent_status(self, obj: Voice) -> str:
         if not obj.needs_consent:
-            return gettext("not needed (synthetic)")
+            return gettext("not needed (recorded)") if obj.is_recorded else gettext("not needed (synthetic)")
         consent = obj.active_consent()
         return (
             gettext("signed by %(speaker)s on %(date)s") % {"speaker": consent.speaker_name, "date": consent.signed_on}
@@ -110,10 +167,24 @@ class VoiceAdmin(admin.ModelAdmin):
             else gettext("MISSING: cannot be used")
         )
 
+    def get_inlines(self, request: HttpRequest, obj: Voice | None) -> list:
+        """A recorded voice has recordings (added once it exists) and no consent of its own (its fill voice's
+        counts); every other voice has the speaker's consent."""
+        if obj is not None and obj.is_recorded:
+            return [RecordingInline]
+        return [SpeakerConsentInline]
+
     def save_model(self, request: HttpRequest, obj: Voice, form: Any, change: bool) -> None:
         save_voice(obj)
         for warning in getattr(form, "warnings", []):
             self.message_user(request, warning, messages.WARNING)
+        if obj.is_recorded and not change:
+            self.message_user(request, gettext("Now add the recordings: each one with exactly the words it says."))
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if form.instance.is_recorded:
+            store_recordings(form.instance)
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
@@ -187,6 +258,8 @@ class VoiceAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/voices/voice/preview.html", context)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not SpeakerConsent:
+            return super().save_formset(request, form, formset, change)
         for consent in formset.save(commit=False):
             if consent.pk is None:
                 consent.recorded_by = request.user

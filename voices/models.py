@@ -12,6 +12,7 @@ class Voice(models.Model):
     class Engine(models.TextChoices):
         EMBEDDED = "embedded", gettext_lazy("Embedded (eSpeak NG)")
         GPT_SOVITS = "gpt-sovits", gettext_lazy("GPT-SoVITS (cloned voice)")
+        RECORDED = "recorded", gettext_lazy("Recorded (uploaded recordings)")
 
     class Source(models.TextChoices):
         TRAINED = "trained", gettext_lazy("Trained weights (upload the .ckpt and .pth files)")
@@ -54,6 +55,14 @@ class Voice(models.Model):
         verbose_name=gettext_lazy("weights digest"),
         max_length=64, blank=True, editable=False, help_text=gettext_lazy("sha256 over the weight files; part of every render key.")
     )
+    fill_voice = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        verbose_name=gettext_lazy("fill voice"),
+        help_text=gettext_lazy(
+            "Recorded voices only: the synthesis voice that speaks what no recording says (names, order numbers, "
+            "dates), brought to the recordings' loudness. Leave it empty when every message is recorded whole."
+        ),
+    )
     created_at = models.DateTimeField(verbose_name=gettext_lazy("created at"), default=timezone.now, editable=False)
 
     class Meta:
@@ -69,15 +78,53 @@ class Voice(models.Model):
         return self.engine == self.Engine.GPT_SOVITS and self.source == self.Source.INSTANT
 
     @property
+    def is_recorded(self) -> bool:
+        return self.engine == self.Engine.RECORDED
+
+    @property
     def needs_consent(self) -> bool:
-        """Only a cloned voice is somebody's voice; the embedded synthetic voice needs no consent."""
+        """Only a cloned voice is somebody's voice; the embedded synthetic voice needs no consent. A recorded
+        voice speaks its variables with its fill voice: that voice's consent is what it needs."""
+        if self.is_recorded:
+            return self.fill_voice is not None and self.fill_voice.needs_consent
         return self.engine != self.Engine.EMBEDDED
 
     def active_consent(self) -> SpeakerConsent | None:
+        if self.is_recorded:
+            return self.fill_voice.active_consent() if self.fill_voice is not None else None
         return self.consents.filter(revoked_at__isnull=True).order_by("-signed_on").first()
 
     def is_usable(self) -> bool:
         return not self.needs_consent or self.active_consent() is not None
+
+
+class VoiceRecording(models.Model):
+    """One exact text of a recorded voice, in the speaker's own recording: a whole message, or a fixed part of a
+    script whose variables the voice's fill voice speaks."""
+
+    voice = models.ForeignKey(Voice, on_delete=models.CASCADE, related_name="recordings", verbose_name=gettext_lazy("voice"))
+    text = models.CharField(
+        verbose_name=gettext_lazy("text"), max_length=500,
+        help_text=gettext_lazy(
+            "Exactly what the recording says, as the script writes it (e.g. “，您的订单” or “将于明天送达，确认请按1。”)."
+        ),
+    )
+    audio = models.FileField(
+        verbose_name=gettext_lazy("recording"), upload_to="voices/recordings/",
+        help_text=gettext_lazy("WAV or FLAC, at least 8 kHz, up to 2 minutes."),
+    )
+    duration = models.FloatField(verbose_name=gettext_lazy("seconds"), default=0.0, editable=False)
+    sha256 = models.CharField(max_length=64, blank=True, editable=False)
+    created_at = models.DateTimeField(verbose_name=gettext_lazy("created at"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = gettext_lazy("recording")
+        verbose_name_plural = gettext_lazy("recordings")
+        ordering = ["voice", "text"]
+        constraints = [models.UniqueConstraint(fields=["voice", "text"], name="one_recording_per_text")]
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class SpeakerConsent(models.Model):

@@ -421,6 +421,79 @@ def check_reference_clip(upload: Any) -> ClipReport:
     return ClipReport(problems, duration)
 
 
+MAX_RECORDING_SECONDS = 120.0
+MIN_RECORDING_RATE = 8000
+MAX_RECORDING_RATE = 48000
+
+
+def check_recording(upload: Any, *, field: str = "audio") -> list[Problem]:
+    """A recorded voice's recording: readable WAV/FLAC, mono or stereo, 8-48 kHz, up to 2 minutes, with sound in
+    it and not clipped. Size and header are checked before any audio is decoded."""
+    import soundfile as sf
+
+    if not upload:
+        return [Problem(field, gettext("Upload the recording: a WAV or FLAC file of the speaker saying the text."))]
+    name = _name(upload)
+    size, cap = _size(upload), settings.MAX_REFERENCE_UPLOAD_BYTES
+    if size is not None and size > cap:
+        return [Problem(field, gettext(
+            "The recording “%(name)s” is %(size)s; at most %(cap)s is accepted. Upload it as mono WAV or FLAC."
+        ) % {"name": name, "size": _megabytes(size), "cap": _cap(cap)})]
+    try:
+        with local_path(upload) as path, sf.SoundFile(os.fspath(path)) as audio:
+            frames, rate, channels = audio.frames, audio.samplerate, audio.channels
+            if frames == UNKNOWN_LENGTH or channels > MAX_REFERENCE_CHANNELS or not (
+                MIN_RECORDING_RATE <= rate <= MAX_RECORDING_RATE
+            ):
+                return [Problem(field, gettext(
+                    "The recording “%(name)s” is %(channels)s channel(s) at %(rate)s Hz%(unknown)s; mono or stereo at "
+                    "8 to 48 kHz, with its length in the header, is accepted. Export it again as WAV or FLAC."
+                ) % {"name": name, "channels": channels, "rate": rate,
+                     "unknown": gettext(", of unknown length") if frames == UNKNOWN_LENGTH else ""})]
+            if frames / rate > MAX_RECORDING_SECONDS:
+                return [Problem(field, gettext(
+                    "The recording “%(name)s” is %(duration)s seconds long; at most %(max)s seconds is accepted. "
+                    "Cut it into the parts of the message."
+                ) % {"name": name, "duration": f"{frames / rate:.0f}", "max": f"{MAX_RECORDING_SECONDS:.0f}"})]
+            data = audio.read(frames=frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
+        return [Problem(field, gettext(
+            "The recording “%(name)s” cannot be read as audio (%(error)s). Upload a WAV or FLAC recording."
+        ) % {"name": name, "error": exc})]
+    if data.shape[0] == 0:
+        return [Problem(field, gettext("The recording “%(name)s” contains no sound at all: it is empty.") % {"name": name})]
+    level = gated_rms_dbfs(data.mean(axis=1, dtype=np.float64), rate)
+    if level < MIN_SPEECH_LEVEL_DBFS:
+        return [Problem(field, gettext(
+            "The recording “%(name)s” is silent or almost silent (speech level %(level)s dBFS, at least %(min)s "
+            "dBFS is needed). Record it again closer to the microphone."
+        ) % {"name": name, "level": "-∞" if level == float("-inf") else f"{level:.0f}",
+             "min": f"{MIN_SPEECH_LEVEL_DBFS:.0f}"})]
+    clipped = float(np.mean(np.abs(data) >= CLIPPED_AT))
+    if clipped > MAX_CLIPPED_FRACTION:
+        return [Problem(field, gettext(
+            "The recording “%(name)s” is clipped (distorted): %(clipped)s of its samples hit full scale. Record it "
+            "again with lower input gain."
+        ) % {"name": name, "clipped": f"{clipped:.1%}"})]
+    return []
+
+
+def check_fill_voice(fill: Any, *, language: str, field: str = "fill_voice") -> list[Problem]:
+    """A recorded voice's fill voice: a synthesis voice (not another recorded one) in the same language."""
+    if fill is None:
+        return []
+    if fill.engine == Voice.Engine.RECORDED:
+        return [Problem(field, gettext(
+            "The fill voice must be a synthesis voice (embedded or GPT-SoVITS): “%(voice)s” is itself a recorded voice."
+        ) % {"voice": fill.name})]
+    if language and fill.language != language:
+        return [Problem(field, gettext(
+            "The fill voice “%(voice)s” speaks %(its)s, but this voice's recordings are %(ours)s: choose a fill voice "
+            "in the same language."
+        ) % {"voice": fill.name, "its": fill.get_language_display(), "ours": Voice.Language(language).label})]
+    return []
+
+
 def _empty_clip(name: str) -> str:
     return gettext("The reference clip “%(name)s” contains no sound at all: it is empty.") % {"name": name}
 
@@ -515,11 +588,14 @@ def check_voice(
     sovits_weights: Any = None,
     source: str = "trained",
     base_version: str = "v2ProPlus",
+    fill_voice: Any = None,
 ) -> list[Problem]:
     """Every problem with a voice as it would be saved; files may be paths, stored files or fresh uploads."""
 
 
     problems = check_parameters(engine, language=language, parameters=parameters)
+    if engine == Voice.Engine.RECORDED:
+        problems += check_fill_voice(fill_voice, language=language)
     if engine == Voice.Engine.GPT_SOVITS:
         if source == Voice.Source.INSTANT:
             problems += check_base_models(base_version)

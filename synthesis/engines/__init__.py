@@ -11,6 +11,7 @@ import threading
 from synthesis.engines.base import Engine, EngineError, VoiceSpec
 from synthesis.engines.embedded import EmbeddedEngine
 from synthesis.engines.gptsovits import GptSovitsEngine
+from synthesis.engines.recorded import RecordedEngine
 from synthesis.frontend.config import configuration_problem
 
 __all__ = ["ENGINES", "Engine", "EngineError", "VoiceSpec", "engine_problem", "engine_version", "get_engine"]
@@ -18,6 +19,7 @@ __all__ = ["ENGINES", "Engine", "EngineError", "VoiceSpec", "engine_problem", "e
 ENGINES: dict[str, type[Engine]] = {
     "embedded": EmbeddedEngine,
     "gpt-sovits": GptSovitsEngine,
+    "recorded": RecordedEngine,
 }
 
 _instances: dict[str, Engine] = {}

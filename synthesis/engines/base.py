@@ -58,6 +58,10 @@ class VoiceSpec:
     weights: dict[str, str] = field(default_factory=dict)  # name -> file path; empty for the embedded engine
     reference_audio: str | None = None  # path of the reference clip (cloning engines)
     reference_text: str = ""  # transcript of the reference clip
+    # A recorded voice: its recordings as (exact text, file path), and the voice that speaks the rest.
+    recordings: tuple[tuple[str, str], ...] = ()
+    fill: VoiceSpec | None = None
+    fill_engine: str = ""
 
 
 class Engine(ABC):
