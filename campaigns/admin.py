@@ -13,7 +13,14 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -23,7 +30,13 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from campaigns import admin_tokens, admin_webhooks, dashboard, lifecycle, phones, reports, rule_fields, views  # noqa: F401  (they register their admins)
-from campaigns.contacts import import_contacts, rejected_rows_csv
+from campaigns.contacts import (
+    PROGRESS_TOKEN,
+    import_contacts,
+    progress_to_cache,
+    read_progress,
+    rejected_rows_csv,
+)
 from campaigns.dnc import CsvImportError, export_csv, import_do_not_call
 from campaigns.flow_admin import CallFlowAdmin
 from campaigns.forms import (
@@ -121,8 +134,28 @@ class ContactListAdmin(admin.ModelAdmin):
             path(
                 "import/", self.admin_site.admin_view(self.import_view), name="campaigns_contactlist_import"
             ),
+            path(
+                "import/progress/<str:token>/", self.admin_site.admin_view(self.import_progress_view),
+                name="campaigns_contactlist_import_progress",
+            ),
             *super().get_urls(),
         ]
+
+    def import_progress_view(self, request: HttpRequest, token: str) -> JsonResponse:
+        """How far the user's own import with this token has got, for the import page's progress bar."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if not PROGRESS_TOKEN.fullmatch(token):
+            raise Http404("not an import progress token")
+        state = read_progress(request.user.pk, token) or {"stage": "uploading", "done": 0, "total": 0}
+        numbers = {"done": f"{state['done']:,}", "total": f"{state['total']:,}"}
+        text = {
+            "uploading": _("Uploading the file…"),
+            "reading": _("Reading the file: line %(done)s of %(total)s") % numbers,
+            "saving": _("Saving contacts: %(done)s of %(total)s") % numbers,
+            "done": _("Imported; opening what became of each line…"),
+        }[state["stage"]]
+        return JsonResponse({**state, "text": text})
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         """Upload a CSV into a list, then show what happened to every line on the ContactImport page."""
@@ -132,9 +165,11 @@ class ContactListAdmin(admin.ModelAdmin):
             form = ContactImportForm(request.POST, request.FILES)
             if form.is_valid():
                 upload = form.cleaned_data["file"]
+                token = form.cleaned_data["progress"]
                 record = import_contacts(
                     form.cleaned_data["contact_list"], upload.read(), filename=upload.name, by=request.user,
                     duplicates=form.cleaned_data["duplicates"],
+                    progress=progress_to_cache(request.user.pk, token) if token else None,
                 )  # fmt: skip
                 if record.error:
                     self.message_user(request, _("Nothing was imported: %(why)s") % {"why": record.error}, messages.ERROR)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils.translation import gettext
 
@@ -18,20 +22,33 @@ from campaigns.models import Contact, ContactImport, ContactList
 log = logging.getLogger(__name__)
 
 
+SAVE_BATCH = 2000
+
+Progress = Callable[[str, int, int], None]  # (stage: "reading" | "saving" | "done", done, total)
+
+
 def import_contacts(
-    contact_list: ContactList, data: bytes, *, filename: str, by: Any = None, duplicates: str = COMBINE
+    contact_list: ContactList, data: bytes, *, filename: str, by: Any = None, duplicates: str = COMBINE,
+    progress: Progress | None = None,
 ) -> ContactImport:
     """Add or update contacts from a CSV; every line ends up created, updated, merged or rejected. Rows repeating
-    a number earlier in the file are folded into it as `duplicates` says (campaigns.contacts_csv)."""
+    a number earlier in the file are folded into it as `duplicates` says (campaigns.contacts_csv).
+
+    `progress` hears how far it got: lines read of the file's lines, then contacts saved of those to save, then
+    "done" (with the contacts saved), for a big file's progress bar."""
     record = ContactImport(contact_list=contact_list, filename=filename[:255], imported_by=by, duplicates=duplicates)
+    reading = (lambda done, total: progress("reading", done, total)) if progress else None
     try:
         region = (contact_list.default_region or settings.DEFAULT_REGION).upper()
         parsed = parse_contacts_csv(
-            data, default_region=region, default_timezone=contact_list.default_timezone or None, duplicates=duplicates
+            data, default_region=region, default_timezone=contact_list.default_timezone or None, duplicates=duplicates,
+            on_progress=reading,
         )
     except (CsvImportError, ValueError) as exc:  # ValueError: a region phonenumbers does not know
         record.error = str(exc)
         record.save()
+        if progress:
+            progress("done", 0, 0)
         return record
     record.encoding = parsed.encoding
     record.total_rows = parsed.total_rows
@@ -57,15 +74,57 @@ def import_contacts(
                 changed.append(contact)
             else:
                 new.append(contact)
-        Contact.objects.bulk_create(new, batch_size=2000)
-        Contact.objects.bulk_update(changed, ["name", "timezone", "fields", "source_line"], batch_size=2000)
+        total, saved = len(new) + len(changed), 0
+        for start in range(0, len(new), SAVE_BATCH):
+            Contact.objects.bulk_create(new[start : start + SAVE_BATCH])
+            saved += len(new[start : start + SAVE_BATCH])
+            if progress:
+                progress("saving", saved, total)
+        for start in range(0, len(changed), SAVE_BATCH):
+            Contact.objects.bulk_update(changed[start : start + SAVE_BATCH], ["name", "timezone", "fields", "source_line"])
+            saved += len(changed[start : start + SAVE_BATCH])
+            if progress:
+                progress("saving", saved, total)
         record.created, record.updated = len(new), len(changed)
         record.save()
+    if progress:
+        progress("done", total, total)
     log.info(
         "import %s into %s: %d created, %d updated, %d merged, %d rejected",
         filename, contact_list, record.created, record.updated, record.merged, record.rejected,
     )
     return record
+
+
+# --- a big file's progress, for the import page to show while the upload is being imported --------------------
+
+PROGRESS_TOKEN = re.compile(r"[A-Za-z0-9-]{8,64}")
+PROGRESS_SECONDS = 3600  # how long a progress record is kept
+PROGRESS_INTERVAL = 0.25  # at most this often written within one stage
+
+
+def _progress_key(user_pk: int, token: str) -> str:
+    return f"contact-import-progress:{user_pk}:{token}"
+
+
+def progress_to_cache(user_pk: int, token: str) -> Progress:
+    """An import's progress callback that keeps the latest state in the cache (shared by every web process), under
+    the importing user and the page's own token: each stage's first and last word, and a word every 0.25 s."""
+    key, last = _progress_key(user_pk, token), {"stage": "", "at": 0.0}
+
+    def tell(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage == last["stage"] and done < total and now - last["at"] < PROGRESS_INTERVAL:
+            return
+        last.update(stage=stage, at=now)
+        cache.set(key, {"stage": stage, "done": done, "total": total}, PROGRESS_SECONDS)
+
+    return tell
+
+
+def read_progress(user_pk: int, token: str) -> dict[str, Any] | None:
+    """The latest state the user's import with this token told, or None (not started, or another user's)."""
+    return cache.get(_progress_key(user_pk, token))
 
 
 def rejected_rows_csv(record: ContactImport) -> str:

@@ -25,6 +25,7 @@ import io
 import re
 import unicodedata
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.utils.translation import gettext
@@ -41,6 +42,7 @@ DUPLICATE_POLICIES = (COMBINE, LATEST)
 JOINER = "、"
 # The column the rejected rows' download adds: ignored when that file is fixed and uploaded again.
 REASON_COLUMN = "rejected_reason"
+PROGRESS_EVERY = 2000  # rows between two on_progress calls while a file is read
 
 __all__ = [
     "MAX_FIELD_LENGTH",
@@ -372,9 +374,11 @@ def parse_contacts_csv(
     default_timezone: str | None = None,
     max_rows: int = 1_000_000,
     duplicates: str = COMBINE,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ParseResult:
     """Parse contacts CSV bytes. See the module docstring for the guarantees; `duplicates` is one of
-    DUPLICATE_POLICIES."""
+    DUPLICATE_POLICIES. `on_progress(lines read, lines in the file)` is called every PROGRESS_EVERY rows and at the
+    end, for a progress bar."""
     if duplicates not in DUPLICATE_POLICIES:
         raise ValueError(f"unknown duplicate policy {duplicates!r}; use one of {', '.join(DUPLICATE_POLICIES)}")
     if default_region is not None and not phones.is_region(default_region):
@@ -395,6 +399,7 @@ def parse_contacts_csv(
     delimiter = _sniff_delimiter(first_line)
 
     lines = _Lines(text)
+    total_lines = text.count("\n") + (not text.endswith("\n")) if on_progress else 0
     reader = csv.reader(lines, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
 
     layout: _Layout | None = None
@@ -424,6 +429,8 @@ def parse_contacts_csv(
                 continue
 
             total_rows += 1
+            if on_progress and total_rows % PROGRESS_EVERY == 0:
+                on_progress(end, total_lines)
             if total_rows > max_rows:
                 raise CsvImportError(
                     gettext(
@@ -490,6 +497,8 @@ def parse_contacts_csv(
         )
         for d in drafts
     ]
+    if on_progress:
+        on_progress(total_lines, total_lines)
     return ParseResult(
         encoding=encoding, contacts=contacts, rejected=rejected, merged=merged, total_rows=total_rows,
         merged_rows=merged_rows, header=layout.header, delimiter=layout.delimiter,

@@ -58,6 +58,9 @@ class ContactImportForm(forms.Form):
         help_text=gettext_lazy("A list has one contact per number; every merged line is listed after the import."),
     )
 
+    # Set by the page's script: the token its progress bar asks about (campaigns.contacts.progress_to_cache).
+    progress = forms.RegexField(regex=r"^[A-Za-z0-9-]{8,64}$", required=False, widget=forms.HiddenInput)
+
     def clean_duplicates(self) -> str:
         return self.cleaned_data.get("duplicates") or "combine"
 

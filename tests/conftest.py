@@ -158,8 +158,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_MISSING = f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)"
 
 
-def headless_chromium(tmp_path: Path, *extra_args: str):
-    """Debian's headless Chromium driven through its chromedriver, with `extra_args` after the common ones."""
+def headless_chromium(tmp_path: Path, *extra_args: str, page_load_strategy: str = "normal"):
+    """Debian's headless Chromium driven through its chromedriver, with `extra_args` after the common ones.
+    `page_load_strategy="none"`: commands do not wait for a navigation to finish (to watch a page while it posts)."""
     import shutil
 
     from selenium import webdriver
@@ -169,6 +170,7 @@ def headless_chromium(tmp_path: Path, *extra_args: str):
     options = webdriver.ChromeOptions()
     # With both the browser and the driver path given, Selenium Manager never looks for (or downloads) either.
     options.binary_location = CHROMIUM
+    options.page_load_strategy = page_load_strategy
     for arg in (
         "--headless=new",
         "--no-sandbox",
