@@ -13,7 +13,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.dates import WEEKDAYS_ABBR
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, pgettext
 
 from campaigns import exports, reports, stats
 from campaigns.models import Call, Campaign
@@ -308,12 +308,12 @@ def report_download(campaign: Campaign, kind: str) -> HttpResponse:
     if kind == "csv":
         return exports.csv_response(reports.export_rows(report), exports.filename(campaign.name, "report.csv"))
     sheets = [
-        ("Variants", reports.export_rows(report)),
-        ("Decisions", reports.comparison_rows(report)),
-        ("Hours (callee-local)", reports.heatmap_rows(reports.heatmap(reports.campaign_attempts(campaign)))),
+        (pgettext("export sheet", "Variants"), reports.export_rows(report)),
+        (pgettext("export sheet", "Decisions"), reports.comparison_rows(report)),
+        (pgettext("export sheet", "Hours (callee-local)"), reports.heatmap_rows(reports.heatmap(reports.campaign_attempts(campaign)))),
     ]
     if report.has_flow:  # how far each call went in the flow
-        sheets.append(("Calls", reports.call_rows(campaign, limit=CALLS_SHEET_LIMIT)))
+        sheets.append((pgettext("export sheet", "Calls"), reports.call_rows(campaign, limit=CALLS_SHEET_LIMIT)))
     return exports.xlsx_response(sheets, exports.filename(campaign.name, "report.xlsx"))
 
 
@@ -407,7 +407,7 @@ def _heatmap_download(request: HttpRequest, result: reports.Heatmap, name: str, 
     if kind == "csv":
         return exports.csv_response(reports.heatmap_rows(result), exports.filename(name, f"{stem}.csv"))
     if kind == "xlsx":
-        sheet = ("Hours (callee-local)", reports.heatmap_rows(result))
+        sheet = (pgettext("export sheet", "Hours (callee-local)"), reports.heatmap_rows(result))
         return exports.xlsx_response([sheet], exports.filename(name, f"{stem}.xlsx"))
     return None
 
@@ -440,7 +440,7 @@ def voices_page(request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
     if kind == "csv":
         return exports.csv_response(reports.voice_rows(rows), "voices-report.csv")
     if kind == "xlsx":
-        return exports.xlsx_response([("Voices", reports.voice_rows(rows))], "voices-report.xlsx")
+        return exports.xlsx_response([(pgettext("export sheet", "Voices"), reports.voice_rows(rows))], "voices-report.xlsx")
     context = {
         **context,
         "headings": _headings(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import gettext
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,15 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "locale" / "zh_Hans" / "LC_MESSAGES"
 
 
-def po_blocks() -> list[dict[str, str]]:
-    """Each entry of the .po as {"msgid": …, "msgstr": …} (plus "msgid_plural" and "msgstr[0]" for plurals: one
-    form in Chinese), obsolete entries left out, read without any gettext tool."""
+def po_blocks(name: str = "django.po") -> list[dict[str, str]]:
+    """Each entry of the .po as {"msgid": …, "msgstr": …} (plus "msgctxt" for a word in a context, and
+    "msgid_plural" and "msgstr[0]" for plurals: one form in Chinese), obsolete entries left out, read without any
+    gettext tool."""
     blocks = []
-    for block in (CATALOGUE / "django.po").read_text(encoding="utf-8").split("\n\n"):
+    for block in (CATALOGUE / name).read_text(encoding="utf-8").split("\n\n"):
         parts: dict[str, list[str]] = {}
         current = None
         for line in block.splitlines():
-            if line.startswith(("msgid ", "msgstr ", "msgid_plural ", "msgstr[")):
+            if line.startswith(("msgctxt ", "msgid ", "msgstr ", "msgid_plural ", "msgstr[")):
                 current, _, value = line.partition(" ")
                 parts[current] = [value]
             elif line.startswith('"') and current:
@@ -36,11 +38,17 @@ def po_blocks() -> list[dict[str, str]]:
     return blocks
 
 
+CONTEXT = "\x04"  # gettext's separator of a context and its msgid
+
+
 def po_entries() -> dict[str, str]:
-    """msgid -> msgstr of the .po (the header left out; a plural's msgstr[0], for both of its msgids)."""
+    """msgid -> msgstr of the .po (the header left out; a plural's msgstr[0], for both of its msgids; an entry with
+    a context as "context\x04msgid")."""
     entries: dict[str, str] = {}
     for block in po_blocks():
-        if block["msgid"]:
+        if block["msgid"] and "msgctxt" in block:
+            entries[f"{block['msgctxt']}{CONTEXT}{block['msgid']}"] = block.get("msgstr", "")
+        elif block["msgid"]:
             entries[block["msgid"]] = block.get("msgstr", block.get("msgstr[0]", ""))
             if "msgid_plural" in block:
                 entries[block["msgid_plural"]] = entries[block["msgid"]]
@@ -59,6 +67,8 @@ def test_every_entry_is_translated_and_the_compiled_catalogue_says_the_same():
     singulars = {plural: one for one, plural in plurals.items()}
 
     def compiled_text(msgid: str) -> str:
+        if CONTEXT in msgid:
+            return compiled.pgettext(*msgid.split(CONTEXT))
         one = singulars.get(msgid, msgid)
         return compiled.ngettext(one, plurals[one], 1) if one in plurals else compiled.gettext(msgid)
 
@@ -162,3 +172,25 @@ def test_the_choice_is_each_staff_members_own(client, chinese_staff, django_user
     assert back["Location"] == reverse("admin:index")  # never sent off-site
     assert client.post(reverse("language"), {"language": "klingon"}).status_code == 200  # refused, form again
 
+
+
+def test_the_admins_own_javascript_speaks_chinese_too(client, chinese_staff):
+    """Every string of the admin's JavaScript (the two-box selector, the changelist's action warnings) is in the
+    catalogue /admin/jsi18n/ serves: Django's zh_Hans lacks ten of them, locale/…/djangojs.po supplies them."""
+    import django
+
+    english = Path(django.__file__).parent / "contrib/admin/locale/en/LC_MESSAGES/djangojs.po"
+    msgids = []
+    for block in english.read_text(encoding="utf-8").split("\n\n"):
+        if "msgctxt" in block or "msgid_plural" in block:
+            continue  # the date widgets' month and weekday names, and plurals: Django's own catalogue has them
+        parts = block.split("\nmsgstr")[0].split("msgid ", 1)
+        if len(parts) == 2 and (msgid := "".join(ast.literal_eval(line) for line in parts[1].splitlines())):
+            msgids.append(msgid)
+    assert len(msgids) > 20
+    served = client.get("/admin/jsi18n/").content.decode()
+    assert [m for m in msgids if f"{json.dumps(m)}:" not in served] == []
+    with (CATALOGUE / "djangojs.mo").open("rb") as fh:
+        compiled = gettext.GNUTranslations(fh)
+    ours = {b["msgid"]: b["msgstr"] for b in po_blocks("djangojs.po") if b["msgid"]}
+    assert ours and {m: compiled.gettext(m) for m in ours} == ours  # the .mo is the .po compiled
