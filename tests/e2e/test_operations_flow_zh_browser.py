@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -274,8 +275,12 @@ def test_operations_staff_run_a_campaign_in_chinese(
     find("table#heatmap")
     reviewed("hours")
     downloads += [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, ".object-tools a")]
+    open_page(reverse("admin:voices_voice_report"))  # the voices across campaigns, and their downloads
+    find("#content-main table")
+    reviewed("voices-report")
+    downloads += [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, ".object-tools a")]
     exports = sorted({url for url in downloads if ".csv" in url or "xlsx" in url or "format=" in url})
-    assert len(exports) >= 4, exports
+    assert len(exports) >= 6, exports
     http = session()
     for url in exports:
         response = http.get(url, timeout=10)
@@ -283,8 +288,12 @@ def test_operations_staff_run_a_campaign_in_chinese(
         if "xlsx" in url:
             sheet = load_workbook(io.BytesIO(response.content)).active
             assert sheet.max_row > 1, url
+            header = [cell.value for cell in sheet[1]]
         else:
-            assert len(response.content.decode("utf-8-sig").splitlines()) > 1, url
+            lines = response.content.decode("utf-8-sig").splitlines()
+            assert len(lines) > 1, url
+            header = next(csv.reader(lines[:1]))
+        assert not [name for name in header if re.search(r"[a-z]+_[a-z_]+", name)], (url, header)  # named in Chinese
     open_page(reverse("admin:campaigns_call_log", args=[campaign.calls.order_by("pk")[0].pk]))
     reviewed("call-log")
 
