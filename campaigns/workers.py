@@ -195,8 +195,9 @@ def recover_dead_workers(now: datetime | None = None) -> Recovery:
     """Hand on what each dead or stopped worker held; each worker is recovered once, by one sweep.
 
     Then the orphans: a worker killed in the instant between taking a message and recording it leaves work
-    that no heartbeat names. Calls claimed before it died that are still claimed, and pending renders of
-    waiting calls queued before it died, that no live worker holds, are handed on as well. A pending render
+    that no heartbeat names. Calls claimed, and pending renders of waiting calls queued, before its last
+    heartbeat or before one heartbeat ago, that are still claimed or pending and that no live worker holds, are
+    handed on as well. A pending render
     still in the broker's queue behind others is sent a second time; the copy that comes second claims
     nothing and does nothing.
     """
@@ -289,9 +290,12 @@ def _hand_on_orphans(last_seen: dict[str, datetime], now: datetime, result: Reco
                 | Q(call_clips__call__state=Call.State.RENDERING)
                 | Q(variant_clips__variant__calls__state=Call.State.RENDERING)
             )
-            pending = RenderedAudio.objects.filter(
-                waiting, state=RenderedAudio.State.PENDING, created_at__lte=last_seen["synthesis"]
-            )
+            # Queued before its last heartbeat, or before one heartbeat ago, by the same reasoning as the claims
+            # above: the dead worker may have taken the message in its last interval. A render still waiting in
+            # the broker's queue is sent a second time; the copy that comes second claims nothing and renders
+            # nothing (one no-op task per batch of keys).
+            before = max(last_seen["synthesis"], now - timedelta(seconds=settings.WORKER_HEARTBEAT_SECONDS))
+            pending = RenderedAudio.objects.filter(waiting, state=RenderedAudio.State.PENDING, created_at__lte=before)
             keys = [k for k in dict.fromkeys(pending.values_list("render_key", flat=True)) if k not in live_keys]
             if keys:
                 log.warning("%d pending render(s) no live worker holds: queued again", len(keys))

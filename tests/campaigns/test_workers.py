@@ -133,6 +133,30 @@ def test_a_dial_the_dead_worker_took_after_its_last_heartbeat_is_handed_on(calls
     assert states[calls[2].pk] == Call.State.DIALING  # a sweep's claim of the last heartbeat: maybe still in flight
 
 
+def test_a_render_queued_after_the_dead_workers_last_heartbeat_is_queued_again(calls, settings,
+                                                                              django_capture_on_commit_callbacks):
+    """Killed after taking a render message queued later than its last write, before claiming it: the render
+    is older than one heartbeat by the time the worker is found dead, and no live worker holds it."""
+    settings.WORKER_HEARTBEAT_SECONDS = 10
+    dead = _worker("synthesis@dead", [], silent=40, queues="synthesis")
+    _worker("synthesis@live", [["t1", RENDER, [[calls[1].audio_id]], {}]], queues="synthesis")
+    after_its_last_write = dead.seen_at + timedelta(seconds=8)
+    within_a_heartbeat = timezone.now() - timedelta(seconds=5)
+    RenderedAudio.objects.filter(render_key__in=[calls[0].audio_id, calls[1].audio_id]).update(
+        created_at=after_its_last_write
+    )
+    RenderedAudio.objects.exclude(render_key__in=[calls[0].audio_id, calls[1].audio_id]).update(
+        created_at=within_a_heartbeat
+    )
+
+    with django_capture_on_commit_callbacks() as sent:
+        recovery = recover_dead_workers()
+
+    # Only the render the dead worker may have taken: a live worker holds the other, and the rest were queued
+    # in the last heartbeat (their messages may well be in flight).
+    assert recovery.renders_requeued == 1 and len(sent) == 1
+
+
 def _sip_call_on_the_line(call: Call) -> CallAttempt:
     Call.objects.filter(pk=call.pk).update(state=Call.State.IN_PROGRESS, attempts_made=1)
     return CallAttempt.objects.create(
