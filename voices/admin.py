@@ -167,6 +167,17 @@ class VoiceAdmin(admin.ModelAdmin):
             else gettext("MISSING: cannot be used")
         )
 
+    def get_fieldsets(self, request: HttpRequest, obj: Voice | None = None) -> list:
+        """A saved voice shows its own engine's section open and the other engine's folded (still there, for a
+        voice whose engine is being changed); a new voice shows both open."""
+        sections = {1: Voice.Engine.GPT_SOVITS, 2: Voice.Engine.RECORDED}
+        if obj is None:
+            return self.fieldsets
+        return [
+            (name, {**options, "classes": ["collapse"]}) if sections.get(i, obj.engine) != obj.engine else (name, options)
+            for i, (name, options) in enumerate(self.fieldsets)
+        ]
+
     def get_inlines(self, request: HttpRequest, obj: Voice | None) -> list:
         """A recorded voice has recordings (added once it exists) and no consent of its own (its fill voice's
         counts); every other voice has the speaker's consent."""
