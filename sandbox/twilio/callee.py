@@ -16,8 +16,30 @@ GREETING_SECONDS = (5.0, 15.0)  # machine greeting, waited out with DetectMessag
 PRESS_DELAY_SECONDS = (0.5, 3.0)
 
 
-def draw_plan(rng: random.Random, weights: dict[str, float], hangup_early: float) -> dict:
-    """Every up-front draw, always in the same order (determinism)."""
+# What answering-machine detection reports for a machine with DetectMessageEnd (with Enable: machine_start, or fax).
+MACHINE_ANSWERS = ("machine_end_beep", "machine_end_silence", "machine_end_other", "fax")
+
+
+def _pick(rng: random.Random, weights: dict[str, float]) -> str:
+    u, acc = rng.random(), 0.0
+    for name, p in weights.items():
+        acc += p
+        if u < acc:
+            return name
+    return next(reversed(weights))  # rounding left the draw past every weight
+
+
+def draw_plan(
+    rng: random.Random,
+    weights: dict[str, float],
+    hangup_early: float,
+    *,
+    machine_answers: dict[str, float] | None = None,
+    amd_unknown: float = 0.0,
+) -> dict:
+    """Every up-front draw, always in the same order (determinism). The draws for a machine's kind and for
+    detection that cannot decide come last, and only when asked for: a sandbox without them draws what it
+    always drew."""
     u = rng.random()
     outcome = OUTCOMES[-1]
     acc = 0.0
@@ -31,7 +53,7 @@ def draw_plan(rng: random.Random, weights: dict[str, float], hangup_early: float
     amd = rng.uniform(*AMD_SECONDS)
     greeting = rng.uniform(*GREETING_SECONDS)
     early = rng.random() < hangup_early
-    return {
+    plan = {
         "outcome": outcome,
         "ring": ring,
         "busy": busy,
@@ -39,6 +61,26 @@ def draw_plan(rng: random.Random, weights: dict[str, float], hangup_early: float
         "greeting": greeting,
         "hangup_early": early,
     }
+    if machine_answers:
+        plan["machine_answer"] = _pick(rng, machine_answers)
+    if amd_unknown:
+        plan["amd_unknown"] = rng.random() < amd_unknown
+    return plan
+
+
+def detected(plan: dict, human: bool, mode: str) -> tuple[str, bool]:
+    """What detection reports in `mode` ("Enable" or "DetectMessageEnd"), and whether it waited out a greeting
+    to say so (a message end is only found after it)."""
+    if plan.get("amd_unknown"):
+        return "unknown", False
+    if human:
+        return "human", False
+    kind = plan.get("machine_answer", "machine_end_beep")
+    if kind == "fax":
+        return "fax", False
+    if mode == "DetectMessageEnd":
+        return kind, True
+    return "machine_start", False
 
 
 def draw_digit(rng: random.Random, digits: dict[str, float]) -> tuple[str | None, float]:

@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="D:P,...",
         help='e.g. "1:0.5,2:0.2,9:0.05"; "" presses nothing',
     )
+    parser.add_argument(
+        "--machine-answer", type=_parse_fault, action="append", default=[], metavar="KIND:P",
+        help="what a machine is found to be, repeatable: machine_end_beep, machine_end_silence, "
+        "machine_end_other, fax (default: machine_end_beep)",
+    )
+    parser.add_argument("--amd-unknown", type=float, default=0.0, metavar="P",
+                        help="probability that detection cannot decide (AnsweredBy=unknown)")
     parser.add_argument("--hangup-early", type=float, default=0.1)
     parser.add_argument("--transfer-answer", type=float, default=0.8, metavar="P")
     parser.add_argument("--menu-hangup", type=float, default=0.0, metavar="P",
@@ -145,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             reorder_callbacks=args.reorder_callbacks,
             queue_delay=args.queue_delay,
             numbers=_numbers(args.number),
+            machine_answers=dict(args.machine_answer),
+            amd_unknown=args.amd_unknown,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -181,7 +181,8 @@ class RestApi:
             n = store.per_number.get(to, 0)
             store.per_number[to] = n + 1
             rng = random.Random(f"{sandbox.seed}:{to}:{n}")
-            plan = draw_plan(rng, sandbox.weights, sandbox.hangup_early)
+            plan = draw_plan(rng, sandbox.weights, sandbox.hangup_early, machine_answers=sandbox.machine_answers,
+                             amd_unknown=sandbox.amd_unknown)
             sid = "CA" + secrets.token_hex(16)
             call = Call(
                 sid=sid,

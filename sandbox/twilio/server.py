@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 from http.server import ThreadingHTTPServer
 
+from sandbox.twilio.callee import MACHINE_ANSWERS
 from sandbox.twilio.clock import Clock
 from sandbox.twilio.errors import ANSWERED_BY
 from sandbox.twilio.rest import CREATE_FAULTS, RestApi
@@ -29,7 +30,10 @@ class TwilioSandbox:
     normalised. ``amd_script`` maps a To number to what answering-machine
     detection reports for its calls (any Twilio AnsweredBy: ``fax``,
     ``unknown``, ``machine_end_silence``, ...) instead of the drawn
-    ``human`` / ``machine_start`` / ``machine_end_beep``. ``digits`` maps a DTMF key to the probability that a human
+    ``human`` / ``machine_start`` / ``machine_end_beep``; ``machine_answers`` weighs what a machine is
+    found to be with ``DetectMessageEnd`` (``machine_end_beep``, ``machine_end_silence``,
+    ``machine_end_other``, ``fax``; with ``Enable`` a machine is ``machine_start``, a fax ``fax``), and
+    ``amd_unknown`` is the probability that detection cannot decide (``unknown``). ``digits`` maps a DTMF key to the probability that a human
     presses it at the first ``<Gather>`` (the remainder presses nothing);
     ``hangup_early`` is the probability that a human hangs up halfway through
     the first ``<Play>``/``<Say>``; ``transfer_answer`` that the person a
@@ -80,6 +84,8 @@ class TwilioSandbox:
         menu_hangup: float = 0.0,
         amd_script: dict[str, str] | None = None,
         numbers: dict[str, list[str]] | None = None,
+        machine_answers: dict[str, float] | None = None,
+        amd_unknown: float = 0.0,
     ):
         if not accounts:
             raise ValueError("at least one account (sid -> auth token) is required")
@@ -112,6 +118,16 @@ class TwilioSandbox:
         unknown_answers = set(amd_script.values()) - set(ANSWERED_BY)
         if unknown_answers:
             raise ValueError(f"unknown AnsweredBy {sorted(unknown_answers)}; known: {', '.join(ANSWERED_BY)}")
+        machine_answers = dict(machine_answers or {})
+        if set(machine_answers) - set(MACHINE_ANSWERS):
+            raise ValueError(
+                f"unknown machine answers {sorted(set(machine_answers) - set(MACHINE_ANSWERS))}; known: "
+                f"{', '.join(MACHINE_ANSWERS)}"
+            )
+        if machine_answers and (any(p < 0 for p in machine_answers.values()) or sum(machine_answers.values()) <= 0):
+            raise ValueError("machine answer probabilities must be >= 0 and not all zero")
+        if not 0.0 <= amd_unknown <= 1.0:
+            raise ValueError("amd_unknown must be within [0, 1]")
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0")
         create_faults = dict(create_faults or {})
@@ -141,6 +157,9 @@ class TwilioSandbox:
         self.transfer_answer = transfer_answer
         self.menu_hangup = menu_hangup
         self.amd_script = amd_script
+        total = sum(machine_answers.values())
+        self.machine_answers = {k: v / total for k, v in machine_answers.items()} if machine_answers else None
+        self.amd_unknown = amd_unknown
         self.time_scale = time_scale
         self.host = host
         self.port = port

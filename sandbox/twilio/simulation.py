@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import requests
 
 from sandbox.twilio.call import Call, utc_now
+from sandbox.twilio.callee import detected
 from sandbox.twilio.errors import (
     CARRIER_FAILURE,
     HTTP_RETRIEVAL_FAILURE,
@@ -127,13 +128,9 @@ class Simulator:
             call.amd_thread.start()
         elif call.machine_detection:
             self.clock.sleep(call, plan["amd"])  # detection time is billed
-            if call.human:
-                answered_by = "human"
-            elif call.machine_detection == "DetectMessageEnd":
+            answered_by, after_greeting = detected(plan, call.human, call.machine_detection)
+            if after_greeting:
                 self.clock.sleep(call, plan["greeting"])
-                answered_by = "machine_end_beep"
-            else:
-                answered_by = "machine_start"
             answered_by = self.sandbox.amd_script.get(call.to, answered_by)
         with self.store.lock:
             if call.api_hangup:
@@ -149,13 +146,9 @@ class Simulator:
     def _run_async_amd(self, call: Call) -> None:
         """Wait out detection (and a machine's greeting, with DetectMessageEnd), then post the result."""
         seconds = call.plan["amd"]
-        if call.human:
-            answered_by = "human"
-        elif call.machine_detection == "DetectMessageEnd":
+        answered_by, after_greeting = detected(call.plan, call.human, call.machine_detection)
+        if after_greeting:
             seconds += call.plan["greeting"]
-            answered_by = "machine_end_beep"
-        else:
-            answered_by = "machine_start"
         answered_by = self.sandbox.amd_script.get(call.to, answered_by)
         deadline = time.monotonic() + seconds * self.sandbox.time_scale
         while (remaining := deadline - time.monotonic()) > 0:

@@ -3,9 +3,12 @@ numbers the carrier does not know, and every AnsweredBy detection can report. Th
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from sandbox.twilio import TwilioSandbox
+from sandbox.twilio.callee import draw_plan
 from tests.sandbox.test_sandbox_amd import create as create_with_async_amd
 from tests.sandbox.test_sandbox_amd import wait_for
 from tests.sandbox.test_twilio_sandbox import (
@@ -79,3 +82,62 @@ def test_detection_reports_the_scripted_answered_by(herald, make_sandbox, answer
 def test_an_unknown_answered_by_is_refused():
     with pytest.raises(ValueError, match="unknown AnsweredBy"):
         TwilioSandbox({SID: TOKEN}, amd_script={"+15551231004": "robot"})
+
+
+def create_with_detection(sandbox, herald, to: str, mode: str):
+    return client_for(sandbox).calls.create(
+        to=to, from_=FROM, twiml=play_gather_twiml(herald), status_callback=herald.url("/status"),
+        status_callback_event=["initiated", "ringing", "answered", "completed"], timeout=10, machine_detection=mode,
+    )
+
+
+@pytest.mark.parametrize(
+    ("drawn", "mode", "reported"),
+    [("machine_end_silence", "DetectMessageEnd", "machine_end_silence"),
+     ("machine_end_other", "DetectMessageEnd", "machine_end_other"),
+     ("machine_end_silence", "Enable", "machine_start"),  # Enable stops at the start of the greeting
+     ("fax", "DetectMessageEnd", "fax"), ("fax", "Enable", "fax")],
+)
+def test_machines_are_drawn_as_every_kind_detection_reports(herald, make_sandbox, drawn, mode, reported):
+    sandbox = make_sandbox(**{**NONE, "machine": 1.0}, machine_answers={drawn: 1.0}, time_scale=0.001)
+    call = create_with_detection(sandbox, herald, "+15551231005", mode)
+    assert sandbox.wait_idle(10)
+    answered = next(h for h in herald.hits_for(call.sid, "/status") if h["params"]["CallStatus"] == "in-progress")
+    assert answered["params"]["AnsweredBy"] == reported
+    assert record_for(sandbox, call.sid)["answered_by"] == reported
+
+
+def test_detection_that_cannot_decide_says_unknown_for_people_and_machines(herald, make_sandbox):
+    sandbox = make_sandbox(**{**NONE, "answer": 0.5, "machine": 0.5}, amd_unknown=1.0, time_scale=0.001)
+    calls = [create_with_detection(sandbox, herald, f"+1555123101{i}", "DetectMessageEnd") for i in range(6)]
+    assert sandbox.wait_idle(10)
+    records = [record_for(sandbox, call.sid) for call in calls]
+    assert {r["outcome"] for r in records} == {"answered", "machine"}  # both kinds of callee were drawn
+    assert {r["answered_by"] for r in records} == {"unknown"}
+
+
+def test_a_mix_draws_each_kind_and_a_sandbox_without_one_draws_as_before():
+    weights = {"answered": 0.2, "machine": 0.8}
+    mix = {"machine_end_beep": 0.4, "machine_end_silence": 0.3, "machine_end_other": 0.2, "fax": 0.1}
+    drawn = [draw_plan(random.Random(f"7:+1555:{n}"), weights, 0.1, machine_answers=mix)["machine_answer"]
+             for n in range(400)]
+    assert set(drawn) == set(mix) and 0.3 < drawn.count("machine_end_beep") / 400 < 0.5
+    # The new draws come after the old ones: a sandbox without a mix draws exactly the plan it always drew.
+    plain = draw_plan(random.Random("7:+1555:0"), weights, 0.1)
+    mixed = draw_plan(random.Random("7:+1555:0"), weights, 0.1, machine_answers=mix, amd_unknown=0.5)
+    assert {k: mixed[k] for k in plain} == plain and set(mixed) - set(plain) == {"machine_answer", "amd_unknown"}
+
+
+def test_a_machine_answer_twilio_does_not_report_is_refused():
+    with pytest.raises(ValueError, match="unknown machine answers"):
+        TwilioSandbox({SID: TOKEN}, machine_answers={"machine_start": 1.0})
+    with pytest.raises(ValueError, match="amd_unknown"):
+        TwilioSandbox({SID: TOKEN}, amd_unknown=1.5)
+
+
+def test_the_command_line_takes_the_mix_and_names_a_wrong_kind(capsys):
+    from sandbox.twilio.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["--account", f"{SID}:{TOKEN}", "--port", "0", "--machine-answer", "voicemail:0.5"])
+    assert refused.value.code == 2 and "unknown machine answers ['voicemail']" in capsys.readouterr().err
