@@ -437,6 +437,10 @@ class CampaignAdmin(PreflightAdminMixin, admin.ModelAdmin):  # + the Preflight p
             "holidays": lambda: rule_fields.HolidaysField(
                 label=gettext_lazy("No calls on"), help_text=gettext_lazy("Callee-local dates, one per line, like 2026-10-01.")
             ),
+            "caller_id_pool": lambda: rule_fields.CallerIdPoolField(
+                label=gettext_lazy("More caller ids"), required=False,
+                help_text=Campaign._meta.get_field("caller_id_pool").help_text,
+            ),
             "retry_policy": lambda: rule_fields.RetryPolicyField(
                 label=gettext_lazy("Retry by outcome"),
                 help_text=gettext_lazy("Minutes before another attempt. Blank: the retry delay above (answering machines: never)."),
@@ -476,6 +480,10 @@ class CampaignAdmin(PreflightAdminMixin, admin.ModelAdmin):  # + the Preflight p
             problem = caller_id_problem(caller_id, account) if account is not None and caller_id else None
             if problem:
                 self.add_error("caller_id", problem)
+            pool = cleaned.get("caller_id_pool") or []
+            pool_problems = [p for n in pool if account is not None and (p := caller_id_problem(n, account))]
+            if pool_problems:
+                self.add_error("caller_id_pool", pool_problems)
             if any(name in self.errors for name in self.RULE_FIELDS):
                 return cleaned
             rules = {name: cleaned.get(name, getattr(self.instance, name)) for name in self.RULE_FIELDS}
@@ -513,7 +521,8 @@ class CampaignAdmin(PreflightAdminMixin, admin.ModelAdmin):  # + the Preflight p
     readonly_fields = ["status", "paused_reason", "created_by", "launched_at", "finished_at"]
     actions = ["launch", "pause", "resume", "cancel"]
     fieldsets = [
-        (None, {"fields": ["name", "status", "paused_reason", "contact_list", "telephony_account", "caller_id"]}),
+        (None, {"fields": ["name", "status", "paused_reason", "contact_list", "telephony_account", "caller_id",
+                           "caller_id_pool"]}),
         (
             gettext_lazy("Schedule"),
             {
@@ -563,7 +572,7 @@ class CampaignAdmin(PreflightAdminMixin, admin.ModelAdmin):  # + the Preflight p
         # The list, account and caller id are what the planned calls were made for: fixed once launched too.
         locked = obj is not None and obj.status != Campaign.Status.DRAFT
         if locked:
-            return [*self.readonly_fields, "flow", "contact_list", "telephony_account", "caller_id"]
+            return [*self.readonly_fields, "flow", "contact_list", "telephony_account", "caller_id", "caller_id_pool"]
         return list(self.readonly_fields)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:

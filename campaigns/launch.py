@@ -114,9 +114,10 @@ def check_launchable(campaign: Campaign) -> None:
     if clash:
         raise LaunchError(clash)
     account = campaign.telephony_account
-    problem = caller_id_problem(campaign.caller_id, account)
-    if problem:
-        raise LaunchError(gettext("caller id %(problem)s") % {"problem": problem})
+    for number in campaign.caller_ids():  # the caller id and its pool
+        problem = caller_id_problem(number, account)
+        if problem:
+            raise LaunchError(gettext("caller id %(problem)s") % {"problem": problem})
     if account.kind == account.Kind.SIP and not account.sip_host:
         raise LaunchError(
             gettext("SIP trunk account %(account)s has no SIP server (host) set") % {"account": account.name}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import uuid
 import zoneinfo
 from datetime import timedelta
@@ -394,6 +396,14 @@ class Campaign(models.Model):
         verbose_name=gettext_lazy("telephony account"),
     )
     caller_id = models.CharField(max_length=20, help_text=gettext_lazy("E.164 number presented to callees"), verbose_name=gettext_lazy("caller id"))
+    caller_id_pool = models.JSONField(
+        default=list, blank=True, verbose_name=gettext_lazy("more caller ids"),
+        help_text=gettext_lazy(
+            "More of the account's numbers to spread the calls over, one per line. Each callee is shown one number, "
+            "the same on every attempt: the one sharing the most leading digits with the callee's own (its area), "
+            "else one picked by the callee's number. Blank: the caller id alone."
+        ),
+    )
     status = models.CharField(
         gettext_lazy("status"), max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True
     )
@@ -548,6 +558,22 @@ class Campaign(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def caller_ids(self) -> list[str]:
+        """The numbers this campaign presents: its caller id, then its pool, each once."""
+        return list(dict.fromkeys([self.caller_id, *(self.caller_id_pool or [])]))
+
+    def caller_id_for(self, phone: str) -> str:
+        """The number `phone` is shown: among the campaign's numbers, those sharing the most leading digits with
+        it (a local number where there is one), then one of them by a hash of the callee's number, so that a
+        callee sees the same number on every attempt and in every campaign with the same numbers."""
+        numbers = self.caller_ids()
+        if len(numbers) == 1:
+            return numbers[0]
+        shared = {n: len(os.path.commonprefix([n, phone])) for n in numbers}
+        best = max(shared.values())
+        local = sorted(n for n in numbers if shared[n] == best)
+        return local[int(hashlib.sha256(phone.encode()).hexdigest()[:12], 16) % len(local)]
 
 
 class Variant(models.Model):

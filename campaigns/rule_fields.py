@@ -17,6 +17,7 @@ from django.utils.text import format_lazy
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from campaigns import phones
 from campaigns.policy import MAX_RETRY_MINUTES, RETRY_OUTCOMES
 
 WEEKDAYS = tuple(gettext_lazy(day) for day in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"))
@@ -259,3 +260,28 @@ class CallerIdInput(forms.TextInput):
         context = super().get_context(name, value, attrs)
         context["widget"]["numbers"] = self.numbers
         return context
+
+
+class CallerIdPoolField(forms.Field):
+    """More caller ids, one per line, in any usual spelling; each stored in E.164 (every bad line named)."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "cols": 24, "placeholder": "+862161234568"})
+
+    def prepare_value(self, value: Any) -> str:
+        return "\n".join(value) if isinstance(value, list) else (value or "")
+
+    def to_python(self, value: Any) -> list[str]:
+        numbers, errors = [], []
+        for n, line in enumerate(str(value or "").splitlines(), start=1):
+            if not line.strip():
+                continue
+            number, why = phones.parse_phone(line.strip(), None)
+            if number is None:
+                errors.append(_("line %(n)s: %(value)r is not a number in E.164 form (%(why)s)") % {
+                    "n": n, "value": line.strip(), "why": why
+                })
+            else:
+                numbers.append(phones.e164(number))
+        if errors:
+            raise forms.ValidationError(errors)
+        return list(dict.fromkeys(numbers))

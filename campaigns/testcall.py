@@ -97,7 +97,7 @@ def place_test_call(campaign: Campaign, number: str, *, user_id: int) -> TestCal
             % {"seconds": f"{settings.PREFLIGHT_TEST_CALL_INTERVAL:g}"}
         )
     dial = Dial(
-        attempt_id=TEST_ATTEMPT_ID, to=to, caller_id=campaign.caller_id, audio_url=signed_audio_url(audio.render_key)
+        attempt_id=TEST_ATTEMPT_ID, to=to, caller_id=campaign.caller_id_for(to), audio_url=signed_audio_url(audio.render_key)
     )
     try:
         sid = get_provider(account).place(dial)

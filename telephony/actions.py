@@ -84,7 +84,7 @@ def place_call(call_id: int) -> str:
     dial = Dial(
         attempt_id=attempt.pk,
         to=call.phone,
-        caller_id=campaign.caller_id,
+        caller_id=campaign.caller_id_for(call.phone),
         audio_url=signed_audio_url(call.audio_id),
         wait_for_beep=campaign.machine_action == Campaign.MachineAction.VOICEMAIL and call.voicemail_audio_id is not None,
         audio_path=str(Path(settings.MEDIA_ROOT) / call.audio.telephony_file) if call.audio.telephony_file else "",
@@ -291,7 +291,7 @@ def _look_up(attempt: CallAttempt, now) -> str | None:
     dial = Dial(
         attempt_id=attempt.pk,
         to=attempt.call.phone,
-        caller_id=campaign.caller_id,
+        caller_id=campaign.caller_id_for(attempt.call.phone),  # the number it was dialled from
         audio_url="",
     )
     try:

@@ -92,6 +92,21 @@ def test_places_a_claimed_call_with_the_attempt_written_first(claimed, make_sand
 
 
 @pytest.mark.django_db
+def test_a_callee_is_called_from_the_campaigns_number_that_shares_the_most_digits_with_theirs(
+    claimed, make_sandbox, unreachable_public_url
+):
+    sandbox = make_sandbox(answer=1.0, busy=0, no_answer=0, machine=0)
+    mobile = "+8613800000000"  # the callee is +8613800138000: a mobile number, like this one
+    claimed.campaign.caller_id_pool = ["+862161234568", mobile]
+    claimed.campaign.save(update_fields=["caller_id_pool"])
+
+    assert place_call(claimed.pk) == "placed"
+
+    (dialled,) = sandbox.calls()
+    assert (dialled["to"], dialled["from"]) == (PHONE, mobile)
+
+
+@pytest.mark.django_db
 def test_the_provider_is_asked_with_signed_urls_for_this_attempt(claimed, make_sandbox, unreachable_public_url):
     sandbox = make_sandbox(answer=1.0, busy=0, no_answer=0, machine=0)
     place_call(claimed.pk)
