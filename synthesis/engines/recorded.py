@@ -156,6 +156,8 @@ def join(pieces: list[Piece], recorded: dict[int, Waveform], spoken: list[Wavefo
     ``recorded`` maps a recording's index to its audio; ``spoken`` holds one waveform per "speech" piece, in
     order."""
     waves = list(recorded.values()) + spoken
+    if not waves:
+        raise AudioError("nothing to say: the text is only punctuation")
     rate = max(w.sample_rate for w in waves)
     recorded_levels = [gated_rms_dbfs(w.samples, w.sample_rate) for w in recorded.values()]
     recorded_levels = [level for level in recorded_levels if level != float("-inf")]
@@ -206,8 +208,6 @@ class RecordedEngine(Engine):
                 "speak what the recordings do not: add a recording of those words, or choose a fill voice",
                 permanent=True,
             )
-        if not any(piece.kind == "recording" for plan in plans for piece in plan) and voice.fill is None:
-            raise EngineError("this recorded voice has no recordings yet", permanent=True)
         spoken = _fill_engine(voice).synthesize(voice.fill, speech) if speech else []
         if len(spoken) != len(speech):
             raise EngineError(f"the fill voice returned {len(spoken)} waveforms for {len(speech)} texts", permanent=True)

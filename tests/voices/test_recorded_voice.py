@@ -18,7 +18,7 @@ from django.urls import reverse
 from campaigns.launch import LaunchError, launch_campaign
 from campaigns.models import Call
 from synthesis import actions
-from synthesis.audio import Waveform, gated_rms_dbfs, read_info
+from synthesis.audio import AudioError, Waveform, gated_rms_dbfs, read_info
 from synthesis.engines import EngineError, VoiceSpec, get_engine
 from synthesis.engines.recorded import Piece, cover, join, recordings_digest
 from synthesis.frontend.marks import mark
@@ -147,6 +147,12 @@ def test_without_a_fill_voice_an_unrecorded_part_fails_with_the_words_named(reco
     with pytest.raises(EngineError, match="no recording says “张伟”") as failed:
         engine.synthesize(voice, [f"您好{mark('张伟', 'name')}，您的订单明天送达。"])
     assert failed.value.permanent
+
+
+def test_a_text_of_punctuation_alone_fails_with_that_said(recordings):
+    voice = VoiceSpec(voice_id=2, language="zh", recordings=tuple(recordings), fill=FILL, fill_engine="embedded")
+    (result,) = get_engine("recorded").synthesize_each(voice, ["。！"])
+    assert isinstance(result, AudioError) and "only punctuation" in str(result)
 
 
 def test_a_recorded_voice_takes_no_parameters_of_its_own():
