@@ -75,16 +75,16 @@ def import_contacts(
             else:
                 new.append(contact)
         total, saved = len(new) + len(changed), 0
-        for start in range(0, len(new), SAVE_BATCH):
-            Contact.objects.bulk_create(new[start : start + SAVE_BATCH])
-            saved += len(new[start : start + SAVE_BATCH])
-            if progress:
-                progress("saving", saved, total)
-        for start in range(0, len(changed), SAVE_BATCH):
-            Contact.objects.bulk_update(changed[start : start + SAVE_BATCH], ["name", "timezone", "fields", "source_line"])
-            saved += len(changed[start : start + SAVE_BATCH])
-            if progress:
-                progress("saving", saved, total)
+        writes = [(new, Contact.objects.bulk_create), (changed, lambda batch: Contact.objects.bulk_update(
+            batch, ["name", "timezone", "fields", "source_line"]
+        ))]
+        for contacts, write in writes:
+            for start in range(0, len(contacts), SAVE_BATCH):
+                batch = contacts[start : start + SAVE_BATCH]
+                write(batch)
+                saved += len(batch)
+                if progress:
+                    progress("saving", saved, total)
         record.created, record.updated = len(new), len(changed)
         record.save()
     if progress:
@@ -98,7 +98,7 @@ def import_contacts(
 
 # --- a big file's progress, for the import page to show while the upload is being imported --------------------
 
-PROGRESS_TOKEN = re.compile(r"[A-Za-z0-9-]{8,64}")
+PROGRESS_TOKEN = re.compile(r"\A[A-Za-z0-9-]{8,64}\Z")
 PROGRESS_SECONDS = 3600  # how long a progress record is kept
 PROGRESS_INTERVAL = 0.25  # at most this often written within one stage
 

@@ -27,7 +27,8 @@ XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 _FRACTION_SUFFIXES = ("_rate", "_rate_low", "_rate_high", "ci_low", "ci_high", "difference")
 
 
-# Every fixed column of the downloads (rates, their intervals, final actions and keys are named from their parts).
+# Every fixed column of the downloads (rates, their intervals, final actions and keys are named from their parts),
+# written out: makemessages finds only literal msgids.
 COLUMNS = {
     "campaign": pgettext_lazy("export column", "campaign"),
     "variant": pgettext_lazy("export column", "variant"),

@@ -12,6 +12,7 @@ from django.utils.functional import lazy
 from django.utils.translation import gettext, gettext_lazy
 
 from campaigns import phones
+from campaigns.contacts import PROGRESS_TOKEN
 from campaigns.launch import validate_script
 from campaigns.models import Campaign, Contact, ContactList, DoNotCall, ScriptTemplate
 from campaigns.preflight import variables_problem
@@ -59,7 +60,7 @@ class ContactImportForm(forms.Form):
     )
 
     # Set by the page's script: the token its progress bar asks about (campaigns.contacts.progress_to_cache).
-    progress = forms.RegexField(regex=r"^[A-Za-z0-9-]{8,64}$", required=False, widget=forms.HiddenInput)
+    progress = forms.RegexField(regex=PROGRESS_TOKEN, required=False, widget=forms.HiddenInput)
 
     def clean_duplicates(self) -> str:
         return self.cleaned_data.get("duplicates") or "combine"

@@ -197,9 +197,8 @@ def recover_dead_workers(now: datetime | None = None) -> Recovery:
     Then the orphans: a worker killed in the instant between taking a message and recording it leaves work
     that no heartbeat names. Calls claimed, and pending renders of waiting calls queued, before its last
     heartbeat or before one heartbeat ago, that are still claimed or pending and that no live worker holds, are
-    handed on as well. A pending render
-    still in the broker's queue behind others is sent a second time; the copy that comes second claims
-    nothing and does nothing.
+    handed on as well. A pending render still in the broker's queue behind others is sent a second time; the
+    copy that comes second claims nothing and does nothing.
     """
     now = now or timezone.now()
     result = Recovery()
@@ -269,13 +268,14 @@ def _hand_on_orphans(last_seen: dict[str, datetime], now: datetime, result: Reco
         calls, keys = held_work(held)
         live_calls |= calls
         live_keys.update(keys)
+    one_heartbeat_ago = now - timedelta(seconds=settings.WORKER_HEARTBEAT_SECONDS)
     with transaction.atomic():
         if "telephony" in last_seen:
             # Claimed before its last heartbeat, or before one heartbeat ago: a live worker records a dial it
             # receives at once, and the dead worker took no message later than one interval after its last
             # write. A claim whose message still waits in the broker is released too; its copy then finds the
             # call claimed again, or dialled, and does nothing.
-            before = max(last_seen["telephony"], now - timedelta(seconds=settings.WORKER_HEARTBEAT_SECONDS))
+            before = max(last_seen["telephony"], one_heartbeat_ago)
             orphans = set(
                 Call.objects.filter(state=Call.State.DIALING, claimed_at__lte=before).values_list("pk", flat=True)
             )
@@ -294,7 +294,7 @@ def _hand_on_orphans(last_seen: dict[str, datetime], now: datetime, result: Reco
             # above: the dead worker may have taken the message in its last interval. A render still waiting in
             # the broker's queue is sent a second time; the copy that comes second claims nothing and renders
             # nothing (one no-op task per batch of keys).
-            before = max(last_seen["synthesis"], now - timedelta(seconds=settings.WORKER_HEARTBEAT_SECONDS))
+            before = max(last_seen["synthesis"], one_heartbeat_ago)
             pending = RenderedAudio.objects.filter(waiting, state=RenderedAudio.State.PENDING, created_at__lte=before)
             keys = [k for k in dict.fromkeys(pending.values_list("render_key", flat=True)) if k not in live_keys]
             if keys:

@@ -92,7 +92,7 @@ def _db_to_lin(db: float) -> float:
     return float(10.0 ** (db / 20.0))
 
 
-def _frame_power(x: np.ndarray, frame: int) -> np.ndarray:
+def frame_power(x: np.ndarray, frame: int) -> np.ndarray:
     """Mean square of consecutive frames (the last, partial frame zero-padded)."""
     n_frames = max(1, -(-len(x) // frame))
     padded = np.zeros(n_frames * frame, dtype=np.float64)
@@ -109,7 +109,7 @@ def gated_rms_dbfs(samples: np.ndarray, sample_rate: int) -> float:
     x = np.asarray(samples, dtype=np.float64)
     if x.size == 0:
         return float("-inf")
-    power = _frame_power(x, max(1, round(_FRAME_SECONDS * sample_rate)))
+    power = frame_power(x, max(1, round(_FRAME_SECONDS * sample_rate)))
     active = power > 10.0 ** (_ABSOLUTE_GATE_DBFS / 10.0)
     if not active.any():
         return float("-inf")
@@ -145,7 +145,7 @@ def _highpass(x: np.ndarray, rate: int) -> np.ndarray:
 def _trim_and_pad(x: np.ndarray, rate: int) -> np.ndarray:
     """Keep the sound plus exactly ``_EDGE_SECONDS`` before and after it (original audio, or zero padding)."""
     frame = max(1, round(_FRAME_SECONDS * rate))
-    power = _frame_power(x, frame)
+    power = frame_power(x, frame)
     loudest = float(np.max(power))
     floor = max(loudest * 10.0 ** (-_TRIM_RANGE_DB / 10.0), 10.0 ** (_ABSOLUTE_GATE_DBFS / 10.0))
     sound = np.flatnonzero(power > floor)
@@ -217,7 +217,7 @@ def to_telephony(wave: Waveform, *, target_rms_dbfs: float = -20.0, peak_dbfs: f
             raise AudioError(f"audio is too short to resample ({len(wave.samples)} samples)")
     x = _highpass(x, TELEPHONY_RATE)
 
-    power = _frame_power(x, round(_FRAME_SECONDS * TELEPHONY_RATE))
+    power = frame_power(x, round(_FRAME_SECONDS * TELEPHONY_RATE))
     if float(np.max(power)) < 10.0 ** (_SILENT_BELOW_DBFS / 10.0):
         raise AudioError(
             f"audio is silent: loudest 20 ms is {10 * np.log10(max(float(np.max(power)), 1e-30)):.1f} dBFS "

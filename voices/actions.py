@@ -4,6 +4,7 @@ stops every campaign that speaks with that voice)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from dataclasses import dataclass
 
@@ -96,13 +97,12 @@ def store_recordings(voice: Voice) -> str:
     import soundfile as sf
 
     for recording in voice.recordings.all():
-        part = hashlib.sha256()
         with recording.audio.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                part.update(chunk)
-        with recording.audio.open("rb") as handle:
-            duration = sf.info(handle).duration
-        VoiceRecording.objects.filter(pk=recording.pk).update(sha256=part.hexdigest(), duration=round(duration, 2))
+            data = handle.read()  # one read for both: uploads are bounded (MAX_REFERENCE_UPLOAD_BYTES)
+        duration = sf.info(io.BytesIO(data)).duration
+        VoiceRecording.objects.filter(pk=recording.pk).update(
+            sha256=hashlib.sha256(data).hexdigest(), duration=round(duration, 2)
+        )
     voice.weights_digest = voice_digest(voice)
     Voice.objects.filter(pk=voice.pk).update(weights_digest=voice.weights_digest)
     return voice.weights_digest

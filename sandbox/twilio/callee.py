@@ -40,14 +40,7 @@ def draw_plan(
     """Every up-front draw, always in the same order (determinism). The draws for a machine's kind and for
     detection that cannot decide come last, and only when asked for: a sandbox without them draws what it
     always drew."""
-    u = rng.random()
-    outcome = OUTCOMES[-1]
-    acc = 0.0
-    for name in OUTCOMES:
-        acc += weights.get(name, 0.0)
-        if u < acc:
-            outcome = name
-            break
+    outcome = _pick(rng, {name: weights.get(name, 0.0) for name in OUTCOMES})
     ring = rng.uniform(*RING_SECONDS)
     busy = rng.uniform(*BUSY_SECONDS)
     amd = rng.uniform(*AMD_SECONDS)

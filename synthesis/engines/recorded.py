@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from synthesis.audio import AudioError, Waveform, gated_rms_dbfs, load_audio
+from synthesis.audio import AudioError, Waveform, frame_power, gated_rms_dbfs, load_audio
 from synthesis.engines.base import Engine, EngineError, VoiceSpec
 from synthesis.frontend.marks import CLOSE, OPEN, split_marks
 from synthesis.keys import normalise_text
@@ -117,10 +117,7 @@ def _gap(text: str) -> Piece:
 def _trim(x: np.ndarray, rate: int) -> np.ndarray:
     """The piece's sound, with a few ms either side; silence is kept out of the joints."""
     frame = max(1, round(_FRAME_SECONDS * rate))
-    frames = -(-len(x) // frame)
-    padded = np.zeros(frames * frame)
-    padded[: len(x)] = x
-    power = np.mean(padded.reshape(frames, frame) ** 2, axis=1)
+    power = frame_power(x, frame)
     loudest = float(np.max(power))
     if loudest <= 0.0:
         return x[:0]
