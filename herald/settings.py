@@ -191,6 +191,10 @@ WORKER_DEAD_SECONDS = env_float(
 # Result webhooks out (campaigns.webhooks): beat sends due deliveries this often; a new event waits at most this
 # long, and a delivery whose worker died or whose message was lost is taken up again when its lease runs out.
 WEBHOOK_SWEEP_INTERVAL = env_float("HERALD_WEBHOOK_SWEEP_INTERVAL", 2.0, minimum=0.1)
+# SIP trunks with several servers (telephony.trunks): OPTIONS to each this often (0: never), and the DNS servers
+# SRV lookups ask ("ip[:port]", comma-separated; blank: the system's resolver).
+SIP_HEALTH_SECONDS = env_float("HERALD_SIP_HEALTH_SECONDS", 30.0, minimum=0.0)
+SIP_DNS_SERVERS = tuple(env_list("HERALD_SIP_DNS_SERVERS", []))
 CELERY_BEAT_SCHEDULE = {
     "worker-recovery": {
         "task": "campaigns.tasks.recover_workers",
@@ -206,6 +210,12 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": WEBHOOK_SWEEP_INTERVAL},
     },
 }
+if SIP_HEALTH_SECONDS:
+    CELERY_BEAT_SCHEDULE["sip-trunk-health"] = {
+        "task": "telephony.tasks.check_trunks",
+        "schedule": SIP_HEALTH_SECONDS,
+        "options": {"expires": SIP_HEALTH_SECONDS},
+    }
 
 # --- Herald -------------------------------------------------------------------------------------
 # Base URL at which carriers reach this deployment (webhooks and signed audio URLs).

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.timezone import localtime
 from django.utils.translation import gettext, gettext_lazy
 
 from campaigns.getting_started import tell_imported
+from telephony import trunks
 from telephony.accounts import check_credentials
 from telephony.actions import set_auth_token
 from telephony.forms import TelephonyAccountForm
@@ -31,7 +37,7 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
     ]
     list_filter = ["kind"]
     search_fields = ["name", "account_sid", "sip_host"]
-    readonly_fields = ["token_source"]
+    readonly_fields = ["token_source", "server_health"]
     fieldsets = [
         (None, {"fields": ["name", "kind"]}),
         (
@@ -45,6 +51,16 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
                 "fields": ["sip_host", "sip_port", "sip_transport", "sip_domain"],
                 "description": gettext_lazy(
                     "SIP trunk accounts only: the username and password above are the trunk's digest credentials."
+                ),
+            },
+        ),
+        (
+            gettext_lazy("SIP trunk servers"),
+            {
+                "fields": ["sip_srv", "sip_backup_hosts", "sip_health_checks", "server_health"],
+                "description": gettext_lazy(
+                    "SIP trunk accounts only: more servers for the same trunk. A call that one server cannot "
+                    "take goes to the next, never after the callee's phone rang."
                 ),
             },
         ),
@@ -64,7 +80,7 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
         ),
     ]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    actions = ["test_credentials", "import_numbers"]
+    actions = ["test_credentials", "import_numbers", "check_servers"]
 
     @admin.action(description=gettext_lazy("Test credentials (no call is placed)"), permissions=["view"])
     def test_credentials(self, request: HttpRequest, queryset: QuerySet[TelephonyAccount]) -> None:
@@ -78,6 +94,40 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
     def import_numbers(self, request: HttpRequest, queryset: QuerySet[TelephonyAccount]) -> None:
         for account in queryset.order_by("name"):
             tell_imported(request, account)
+
+    @admin.action(description=gettext_lazy("Check the SIP trunk's servers now"), permissions=["view"])
+    def check_servers(self, request: HttpRequest, queryset: QuerySet[TelephonyAccount]) -> None:
+        for account in queryset.filter(kind=TelephonyAccount.Kind.SIP).exclude(sip_host="").order_by("name"):
+            checked = trunks.check_trunk(account)["servers"]
+            down = [server for server in checked if not server["up"]]
+            summary = "; ".join(f"{server['server']} {server['said']}" for server in checked)
+            self.message_user(
+                request,
+                gettext("%(account)s: %(up)d of %(total)d servers answer (%(summary)s).")
+                % {"account": account.name, "up": len(checked) - len(down), "total": len(checked), "summary": summary},
+                messages.WARNING if down else messages.SUCCESS,
+            )
+
+    @admin.display(description=gettext_lazy("server health"))
+    def server_health(self, obj: TelephonyAccount) -> str:
+        if obj.pk is None or obj.kind != TelephonyAccount.Kind.SIP:
+            return "-"
+        found = trunks.health(obj)
+        if found is None:
+            return gettext("No recent check (checks run every %(seconds)g s on beat; or use the action on the list).") % {
+                "seconds": settings.SIP_HEALTH_SECONDS,
+            }
+        lines = [
+            format_html(
+                "{} — {} ({})", server["server"], gettext("up") if server["up"] else gettext("down"), server["said"]
+            )
+            for server in found["servers"]
+        ]
+        when = localtime(datetime.fromtimestamp(found["checked_at"], tz=UTC)).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(gettext("checked %(when)s") % {"when": when})
+        if found.get("note"):
+            lines.append(gettext("SRV records not used: %(why)s") % {"why": found["note"]})
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 
     @admin.display(description=gettext_lazy("endpoint"))
     def endpoint(self, obj: TelephonyAccount) -> str:

@@ -63,6 +63,36 @@ def api_base_url_problem(url: str) -> str | None:
     return None
 
 
+def parse_backup_hosts(text: str, default_port: int) -> list[tuple[str, int]]:
+    """The backup servers field, one `host` or `host:port` ('[v6]:port') per line, blank lines skipped.
+    ValidationError naming every bad line by its number."""
+    hops: list[tuple[str, int]] = []
+    errors = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        host, port_text = line, ""
+        if line.startswith("["):
+            host, _, rest = line.partition("]")
+            host, port_text = host + "]", rest.removeprefix(":")
+        elif line.count(":") == 1:
+            host, _, port_text = line.partition(":")
+        port = default_port
+        if port_text:
+            port = int(port_text) if port_text.isascii() and port_text.isdigit() else 0
+        if not _is_host(host) or not 0 < port < 65536:
+            errors.append(
+                gettext("Line %(number)d (%(line)s) is not host or host:port, e.g. sip2.example.com:5060.")
+                % {"number": number, "line": line[:80]}
+            )
+            continue
+        hops.append((host.strip("[]"), port))
+    if errors:
+        raise ValidationError(errors)
+    return hops
+
+
 class TelephonyAccount(models.Model):
     class Kind(models.TextChoices):
         TWILIO = "twilio", "Twilio"
@@ -146,6 +176,33 @@ class TelephonyAccount(models.Model):
             "one; blank = the SIP server."
         ),
     )
+    # More servers of one trunk (telephony.sip.srv): DNS SRV records of the host, backup hosts, and their health.
+    sip_srv = models.BooleanField(
+        gettext_lazy("look up SRV records"),
+        default=False,
+        help_text=gettext_lazy(
+            "SIP trunk: use the servers the host's DNS SRV records name (_sip._udp, _sip._tcp or _sips._tcp), "
+            "by priority and weight, for carriers that publish several servers under one domain. The port "
+            "above is used only when the domain has no SRV records."
+        ),
+    )
+    sip_backup_hosts = models.TextField(
+        gettext_lazy("backup servers"),
+        blank=True,
+        help_text=gettext_lazy(
+            "SIP trunk: more servers of the same trunk, one per line as host or host:port, tried in order when "
+            "the ones before cannot be reached, stay silent, or answer 408 or 5xx before the callee's phone "
+            "rings. A call is never tried twice once it rang."
+        ),
+    )
+    sip_health_checks = models.BooleanField(
+        gettext_lazy("health checks"),
+        default=True,
+        help_text=gettext_lazy(
+            "SIP trunk: send each server an OPTIONS request every half minute; a server that does not answer "
+            "is tried last until it answers again."
+        ),
+    )
     # SIP trunk caller presentation: the INVITE's From display name, P-Asserted-Identity and Privacy (RFC 3325).
     sip_display_name = models.CharField(
         gettext_lazy("sip display name"),
@@ -185,6 +242,16 @@ class TelephonyAccount(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
 
+    def backup_hops(self) -> list[tuple[str, int]]:
+        """The backup servers as (host, port); lines saved before validation that cannot be read are left out."""
+        hops = []
+        for line in self.sip_backup_hosts.splitlines():
+            try:
+                hops += parse_backup_hosts(line, self.sip_port)
+            except ValidationError:
+                continue
+        return hops
+
     def clean(self) -> None:
         if self.kind == self.Kind.TWILIO:
             problem = api_base_url_problem(self.api_base_url)
@@ -204,6 +271,11 @@ class TelephonyAccount(models.Model):
         problems = {field: problem for field, problem in problems.items() if problem}
         if problems:
             raise ValidationError(problems)
+        if self.sip_backup_hosts:
+            try:
+                parse_backup_hosts(self.sip_backup_hosts, self.sip_port)
+            except ValidationError as exc:
+                raise ValidationError({"sip_backup_hosts": exc.messages}) from None
         for field in ("sip_host", "sip_domain"):
             value = getattr(self, field)
             if value and not _is_host(value):

@@ -40,7 +40,7 @@ from campaigns import callflow
 from campaigns.models import CallAttempt
 from herald.logmask import mask_phone, mask_text
 from synthesis.audio import AudioError, read_mulaw_wav
-from telephony import outcomes
+from telephony import outcomes, trunks
 from telephony.credentials import CredentialsError, auth_token
 from telephony.providers.base import CallEvents, Dial, Ending, Provider, ProviderError, ProviderStatus
 from telephony.providers.twilio import GATHER_TIMEOUT
@@ -78,6 +78,8 @@ def describe(result: sip.CallResult) -> str:
         parts.append(f"the call ended {result.outcome}")
     if result.retry_after:
         parts.append(f"the trunk asked us to retry after {result.retry_after:g} s")
+    if result.failovers:
+        parts.append(f"at {result.trunk}, after " + "; ".join(result.failovers))
     return "; ".join(parts)
 
 
@@ -445,10 +447,6 @@ def _drain_on_shutdown(**kwargs: object) -> None:
 atexit.register(RUNTIME.drain)
 
 
-def _sip_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
 def read_clip(path: str) -> bytes:
     """The call's 8 kHz μ-law payload; ProviderError (nothing dialled, tried later) when it cannot be read."""
     if not path:
@@ -510,8 +508,8 @@ class SipProvider(Provider):
                 f"account {account.name} has no SIP server host", permanent=True, code="config"
             )
         password = self._password()
-        to = f"sip:{dial.to}@{_sip_host(account.sip_host)}:{account.sip_port}"
-        from_uri = f"sip:{dial.caller_id}@{_sip_host(account.sip_domain or account.sip_host)}"
+        to = f"sip:{dial.to}@{trunks.uri_host(account.sip_host)}:{account.sip_port}"
+        from_uri = f"sip:{dial.caller_id}@{trunks.uri_host(account.sip_domain or account.sip_host)}"
         for uri in (to, from_uri):
             try:
                 ua.parse_uri(uri)
@@ -542,6 +540,8 @@ class SipProvider(Provider):
             asserted_identity=account.sip_asserted_identity,
             privacy=account.sip_privacy,
             announcements=announcement_library(),
+            down_hops=trunks.down_servers(account),
+            **trunks.routing(account),
         )
         try:
             ua.check_presentation(spec)

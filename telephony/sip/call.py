@@ -3,6 +3,7 @@
     python -m telephony.sip.call --to sip:1001@127.0.0.1:5060 --audio clip.wav [--username U --password P]
         [--transport udp|tcp|tls] [--ring-timeout S] [--digit-timeout S] [--from sip:...]
         [--display-name NAME] [--asserted-identity sip:...|tel:+...] [--privacy id|none]
+        [--srv [--dns-server IP[:PORT]]] [--backup HOST:PORT ...]
 
 Exit status 0 whenever the call reached an outcome (busy and failed included), 2 for bad arguments or an
 audio file that cannot be played. The password may also come from the SIP_PASSWORD environment variable,
@@ -18,6 +19,7 @@ import logging
 import os
 import sys
 
+from telephony.sip.srv import split_server
 from telephony.sip.transport import TRANSPORTS
 from telephony.sip.types import PRIVACY_VALUES, CallSpec, display_name_problem
 from telephony.sip.ua import asserted_identity_problem, parse_uri, place_call
@@ -63,6 +65,14 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _dns_server(text: str) -> str:
+    try:
+        split_server(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m telephony.sip.call", description=__doc__.split("\n")[0])
     parser.add_argument("--to", required=True, type=_uri, help="request URI, sip:USER@HOST[:PORT]")
@@ -82,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--privacy", choices=[value for value in PRIVACY_VALUES if value], default="", help="Privacy header"
     )
     parser.add_argument("--proxy", default=None, type=_host_port, help="outbound proxy HOST:PORT (requests go there)")
+    parser.add_argument(
+        "--srv", action="store_true", help="look up the host's DNS SRV records and try the servers they name in order"
+    )
+    parser.add_argument(
+        "--dns-server", dest="dns_servers", action="append", default=[], type=_dns_server,
+        help="DNS server for --srv, IP or IP:PORT (repeatable; default: the system's resolver)",
+    )
+    parser.add_argument(
+        "--backup", dest="backup_hops", action="append", default=[], type=_host_port,
+        help="another server of the trunk, HOST:PORT, tried when the ones before cannot take the call (repeatable)",
+    )
     parser.add_argument(
         "--max-hold", type=_positive, default=120.0, help="seconds the far end may hold the call before we hang up"
     )
@@ -117,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         proxy=args.proxy,
         max_hold=args.max_hold,
         rtcp_interval=max(0.0, args.rtcp_interval),
+        srv=args.srv,
+        dns_servers=tuple(args.dns_servers),
+        backup_hops=tuple(args.backup_hops),
     )
     result = asyncio.run(place_call(spec))
     print(json.dumps(result.as_json(), ensure_ascii=False))

@@ -41,11 +41,13 @@ async def ping(
     password: str = "",
     timeout: float = 8.0,
     t1: float = T1,
+    tls_name: str = "",
 ) -> OptionsAnswer:
     """Send OPTIONS sip:<domain or host> and return the final answer. Raises TransportError when no connection
-    can be made (TCP, TLS) or the host does not resolve."""
+    can be made (TCP, TLS) or the host does not resolve. `tls_name`: the name the server's certificate must show
+    when `host` is an address (an SRV target resolved here); default `host`."""
     try:
-        link = await asyncio.wait_for(open_transport(transport, host, port), timeout)
+        link = await asyncio.wait_for(open_transport(transport, host, port, server_hostname=tls_name), timeout)
     except TransportError:
         raise
     except (TimeoutError, OSError) as exc:

@@ -163,7 +163,7 @@ class StreamTransport(Transport):
             self._writer.close()
 
 
-async def open_transport(kind: str, host: str, port: int, local_ip: str = "") -> Transport:
+async def open_transport(kind: str, host: str, port: int, local_ip: str = "", *, server_hostname: str = "") -> Transport:
     if kind not in TRANSPORTS:
         raise ValueError(f"transport {kind!r} is not one of {', '.join(TRANSPORTS)}")
     remote = await resolve(host, port)
@@ -173,6 +173,6 @@ async def open_transport(kind: str, host: str, port: int, local_ip: str = "") ->
         transport = UdpTransport(remote)
         await transport.open(local_ip)
     else:
-        transport = StreamTransport(remote, tls=kind == "tls", server_hostname=host)
+        transport = StreamTransport(remote, tls=kind == "tls", server_hostname=server_hostname or host)
         await transport.open(local_ip)
     return transport

@@ -74,6 +74,15 @@ class CallSpec:
     password: str = field(default="", repr=False)
     transport: str = "udp"  # udp | tcp | tls
     proxy: tuple[str, int] | None = None  # where requests go; default: the host and port of `to`
+    # More places requests may go (RFC 3263): `srv` looks up the DNS SRV records of `to`'s host (through
+    # `dns_servers`, "ip[:port]" each, or the system's resolver; `to`'s port is used only when the domain has no
+    # records, and no lookup is made for an address or with a `proxy`); `backup_hops` ((host, port), …) come
+    # after. A hop that cannot be reached, stays silent (Timer B), or answers 408 or 5xx before anything rang is
+    # left for the next. Hops in `down_hops` ("host:port", from a health check) are tried last.
+    srv: bool = False
+    dns_servers: tuple[str, ...] = ()
+    backup_hops: tuple[tuple[str, int], ...] = ()
+    down_hops: frozenset[str] = frozenset()
     ring_timeout: float = 30.0  # seconds from the first provisional response to a final answer before we CANCEL
     digit_timeout: float = 5.0  # seconds to wait for digits after playback ends
     max_digits: int = 0  # 0: collect until digit_timeout; n: hang up once n digits arrived
@@ -140,6 +149,9 @@ class CallResult:
     announcement: str = ""  # the outcome a carrier announcement meant (invalid_number, suspended, powered_off,
     announcement_name: str = ""  # unreachable, busy) and the library recording it matched
     redirects: list[str] = field(default_factory=list)  # request URIs a 3xx sent the call to, in order
+    trunk: str = ""  # the server that gave the last answer: "host:port (transport)"
+    failovers: list[str] = field(default_factory=list)  # each server left for the next, and why
+    route_note: str = ""  # why the SRV records were not used, when they were asked for
     held_seconds: float = 0.0  # time the far end held the call (a=sendonly / inactive); the clip waited meanwhile
     transfer: str = ""  # flow calls: "connected" or "refused: <why>" once a transfer was tried
     received_audio: bytes = field(default=b"", repr=False)  # with CallSpec.capture_audio

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
-from telephony.sip import digest, sdp
+from telephony.sip import digest, sdp, srv
 from telephony.sip.announce import AnnouncementMatcher, SitListener
 from telephony.sip.g711 import ulaw_to_alaw
 from telephony.sip.message import (
@@ -166,16 +166,52 @@ async def place_call(
     if not spec.audio:
         raise ValueError("the call has no audio to play")
     check_presentation(spec)
-    call = _Call(spec, to, on_progress, abort)
-    try:
-        return await call.run()
-    finally:
-        call.close()
+    hops, route_note = await next_hops(spec, to)
+    spec = replace(spec, call_id=spec.call_id or f"{secrets.token_hex(12)}@herald")  # one Call-ID on every hop
+    started_at = time.time()
+    failovers: list[str] = []
+    for index, hop in enumerate(hops):
+        call = _Call(spec, to, on_progress, abort, hop)
+        try:
+            result = await call.run()
+        finally:
+            call.close()
+        why = call.failover_reason()
+        if why is None or index == len(hops) - 1:
+            break
+        failovers.append(f"{call.trunk}: {why}")
+        log.warning("call %s: %s %s; trying %s next", spec.call_id, call.trunk, why, hops[index + 1])
+    result.started_at, result.failovers, result.route_note = started_at, failovers, route_note
+    return result
+
+
+async def next_hops(spec: CallSpec, to: SipUri) -> tuple[list[srv.Hop], str]:
+    """The servers to try, in order (telephony.sip.srv), and why SRV records were not used when asked for."""
+    note = ""
+    # RFC 3263 4.2: without a port, sip: over TLS (and sips:) goes to 5061, the rest to 5060.
+    direct = srv.Hop(to.host, to.port or (5061 if spec.transport == "tls" else to.default_port))
+    if spec.proxy is not None:
+        hops = [srv.Hop(*spec.proxy)]
+    elif spec.srv and not srv.is_address(to.host):
+        hops, note = await srv.lookup(to.host, spec.transport, servers=spec.dns_servers)
+        if not hops:
+            hops = [direct]
+            log.info("SRV: %s; sending to %s", note, direct)
+    else:
+        hops = [direct]
+    for host, port in spec.backup_hops:
+        if srv.Hop(host, port) not in hops:
+            hops.append(srv.Hop(host, port))
+    return srv.order_by_health(hops[: srv.MAX_HOPS], spec.down_hops), note
 
 
 class _Call:
-    def __init__(self, spec: CallSpec, to: SipUri, on_progress: ProgressCallback | None, abort) -> None:
+    def __init__(
+        self, spec: CallSpec, to: SipUri, on_progress: ProgressCallback | None, abort, hop: srv.Hop | None = None
+    ) -> None:
         self.spec, self.to = spec, to
+        self.hop = hop or srv.Hop(*(spec.proxy or (to.host, to.default_port)))
+        self.rang = False  # an 18x arrived: the callee's phone may have rung, so no other server is tried
         self.target = spec.to  # the INVITE's request URI: `to`, or where a 3xx redirected the call
         self.on_progress = on_progress
         # Set by the caller (shutdown) through `caller_abort`, or by the user agent itself when it gives the call up
@@ -320,10 +356,11 @@ class _Call:
     async def run(self) -> CallResult:
         result = self.result
         result.started_at = time.time()
-        host, port = self.spec.proxy or (self.to.host, self.to.default_port)
-        self.trunk = f"{_host(host)}:{port} ({self.spec.transport})"
+        self.trunk = result.trunk = f"{self.hop} ({self.spec.transport})"
         try:
-            self.transport = await open_transport(self.spec.transport, host, port, self.spec.local_ip)
+            self.transport = await open_transport(
+                self.spec.transport, self.hop.host, self.hop.port, self.spec.local_ip, server_hostname=self.hop.tls_name
+            )
             self.rtp = await RtpStream.open(self.transport.local[0])
         except (TransportError, OSError) as exc:
             result.error = str(exc)
@@ -371,6 +408,23 @@ class _Call:
                     "max": round(ordered[-1], 3),
                 }
         return result
+
+    def failover_reason(self) -> str | None:
+        """Why another server should get this call, or None when this one's answer stands. Only before anything
+        rang (an 18x) and before we CANCELled: the callee's phone must never ring twice for one call. A server we
+        cannot reach, one that stays silent (Timer B), a 408 and any 5xx (a 503 after its one retry) say the server
+        could not take the call; 6xx, 4xx, a SIT tone or an announcement say something about the callee."""
+        result = self.result
+        if self.rang or self.cancel_sent or self.abort.is_set() or result.answered_at is not None:
+            return None
+        if result.announcement or result.sit:
+            return None
+        code = result.sip_code
+        if code is None:
+            return (result.error or "no answer") if result.outcome == FAILED else None
+        if code == 408 or 500 <= code < 600:
+            return f"answered {code} {result.sip_reason}".strip()
+        return None
 
     async def invite(self) -> bool:
         """INVITE until a final answer; True when the call was answered."""
@@ -587,6 +641,7 @@ class _Call:
         if response.status == 100:
             await self.progress(TRYING)
             return
+        self.rang = True
         if "100rel" in {t.strip().lower() for t in (response.get("require", "") or "").split(",")}:
             self.acknowledge_reliable(response)
         if response.status == 183 and response.body and self.media is None:

@@ -1,0 +1,114 @@
+"""The servers of a SIP trunk and their health: OPTIONS to each, on beat, so calls try live servers first.
+
+A trunk's servers are its host (or the servers its DNS SRV records name) and its backup hosts, in the order a
+call tries them (telephony.sip.srv). Every HERALD_SIP_HEALTH_SECONDS, check_trunks sends each an OPTIONS request
+at once; a server that cannot be reached, stays silent or answers 5xx is marked down, and calls try it after
+the others until a check finds it answering. Any other answer (401, 403, 404, 405 …) means it is there.
+
+The marks live in the shared cache for three rounds: when beat stops, they expire and calls go back to the
+configured order instead of trusting a stale view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+
+from herald.logmask import mask_text
+from telephony.credentials import CredentialsError, auth_token
+from telephony.models import TelephonyAccount
+from telephony.sip import options, ua
+from telephony.sip.srv import Hop
+from telephony.sip.transport import TransportError
+from telephony.sip.types import CallSpec
+
+log = logging.getLogger(__name__)
+PING_SECONDS = 4.0  # each server's answer to OPTIONS; all servers of a trunk are asked at once
+ROUNDS_KEPT = 3  # a health mark outlives this many missed rounds, then calls stop trusting it
+
+
+def _key(account: TelephonyAccount) -> str:
+    return f"sip-trunk-health:{account.pk}"
+
+
+def uri_host(host: str) -> str:
+    """A host as a SIP URI writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def routing(account: TelephonyAccount) -> dict:
+    """The CallSpec fields that say where a call to this trunk may go: SRV, backup hosts, DNS servers."""
+    return {
+        "srv": account.sip_srv,
+        "dns_servers": settings.SIP_DNS_SERVERS,
+        "backup_hops": tuple(account.backup_hops()),
+    }
+
+
+async def servers(account: TelephonyAccount) -> tuple[list[Hop], str]:
+    """The trunk's servers in the order a call tries them (no health applied), and why SRV was not used."""
+    uri = f"sip:herald@{uri_host(account.sip_host)}:{account.sip_port}"
+    spec = CallSpec(to=uri, audio=b"\xff", transport=account.sip_transport, **routing(account))
+    return await ua.next_hops(spec, ua.parse_uri(uri))
+
+
+async def _ping(account: TelephonyAccount, hop: Hop, password: str) -> dict:
+    try:
+        answer = await options.ping(
+            host=hop.host, port=hop.port, transport=account.sip_transport, domain=account.sip_domain or account.sip_host,
+            username=account.account_sid, password=password, timeout=PING_SECONDS, tls_name=hop.tls_name,
+        )  # fmt: skip
+    except TransportError as exc:
+        return {"server": str(hop), "up": False, "said": str(exc)}
+    if answer.status == 0:
+        return {"server": str(hop), "up": False, "said": f"no answer to OPTIONS within {PING_SECONDS:g} s"}
+    said = f"{answer.status} {answer.reason}".strip()
+    return {"server": str(hop), "up": not 500 <= answer.status < 600, "said": said}
+
+
+def check_trunk(account: TelephonyAccount) -> dict:
+    """Ask every server of the trunk now; store and return {"checked_at", "servers": [{server, up, said}], "note"}."""
+    try:
+        password = auth_token(account) if account.account_sid else ""
+    except CredentialsError:
+        password = ""  # a server that challenges us still answered: up
+
+    async def ask_all() -> tuple[list[dict], str]:
+        hops, note = await servers(account)
+        return list(await asyncio.gather(*(_ping(account, hop, password) for hop in hops))), note
+
+    checked, note = asyncio.run(ask_all())
+    health = {"checked_at": time.time(), "servers": checked, "note": note}
+    lifetime = max(settings.SIP_HEALTH_SECONDS, PING_SECONDS) * ROUNDS_KEPT
+    cache.set(_key(account), health, timeout=lifetime)
+    for server in checked:
+        if not server["up"]:
+            log.warning("SIP trunk %s: server %s is down: %s", account.name, server["server"], mask_text(server["said"]))
+    return health
+
+
+def check_trunks() -> int:
+    """One round over every SIP account with health checks on; the number of servers found down."""
+    down = 0
+    for account in TelephonyAccount.objects.filter(kind=TelephonyAccount.Kind.SIP, sip_health_checks=True):
+        if not account.sip_host:
+            continue
+        down += sum(not server["up"] for server in check_trunk(account)["servers"])
+    return down
+
+
+def health(account: TelephonyAccount) -> dict | None:
+    """The latest check of this trunk, or None when none is recent."""
+    return cache.get(_key(account))
+
+
+def down_servers(account: TelephonyAccount) -> frozenset[str]:
+    """The servers ("host:port") the latest recent check found down; empty when checks are off or none is recent."""
+    if not account.sip_health_checks:
+        return frozenset()
+    found = health(account) or {}
+    return frozenset(server["server"] for server in found.get("servers", ()) if not server["up"])
