@@ -40,6 +40,12 @@ def set_auth_token(account: TelephonyAccount, token: str) -> None:
     account.save(update_fields=["auth_token_encrypted"])
 
 
+def set_tls_client_key(account: TelephonyAccount, key_pem: str) -> None:
+    """Store the TLS client key encrypted ("" removes it); it is never shown again."""
+    account.sip_tls_client_key_encrypted = encrypt(key_pem) if key_pem else ""
+    account.save(update_fields=["sip_tls_client_key_encrypted"])
+
+
 def place_call(call_id: int) -> str:
     """Dial a call the sweep claimed, within its account's pacing and its number's daily cap.
 

@@ -18,9 +18,10 @@ from django.utils.translation import gettext, gettext_lazy
 from campaigns.getting_started import tell_imported
 from telephony import trunks
 from telephony.accounts import check_credentials
-from telephony.actions import set_auth_token
+from telephony.actions import set_auth_token, set_tls_client_key
 from telephony.forms import TelephonyAccountForm
 from telephony.models import ProviderEvent, TelephonyAccount
+from telephony.sip import tls
 
 
 @admin.register(TelephonyAccount)
@@ -37,7 +38,7 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
     ]
     list_filter = ["kind"]
     search_fields = ["name", "account_sid", "sip_host"]
-    readonly_fields = ["token_source", "server_health"]
+    readonly_fields = ["token_source", "server_health", "tls_certificates"]
     fieldsets = [
         (None, {"fields": ["name", "kind"]}),
         (
@@ -62,6 +63,13 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
                     "SIP trunk accounts only: more servers for the same trunk. A call that one server cannot "
                     "take goes to the next, never after the callee's phone rang."
                 ),
+            },
+        ),
+        (
+            gettext_lazy("SIP over TLS"),
+            {
+                "fields": ["sip_tls_ca", "sip_tls_client_cert", "tls_client_key", "tls_certificates"],
+                "description": gettext_lazy("SIP trunk accounts with transport TLS only, all optional."),
             },
         ),
         (
@@ -129,6 +137,20 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
             lines.append(gettext("SRV records not used: %(why)s") % {"why": found["note"]})
         return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 
+    @admin.display(description=gettext_lazy("TLS certificates"))
+    def tls_certificates(self, obj: TelephonyAccount) -> str:
+        lines = []
+        for label, pem in ((gettext("CA"), obj.sip_tls_ca), (gettext("client"), obj.sip_tls_client_cert)):
+            lines += [f"{label}: {line}" for line in tls.describe(pem).splitlines()]
+        if obj.sip_tls_client_cert.strip():
+            lines.append(
+                gettext("client key: stored (encrypted)") if obj.sip_tls_client_key_encrypted
+                else gettext("client key: not set")
+            )
+        if not lines:
+            return gettext("none: the system's CAs, no client certificate")
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
+
     @admin.display(description=gettext_lazy("endpoint"))
     def endpoint(self, obj: TelephonyAccount) -> str:
         if obj.kind == TelephonyAccount.Kind.SIP:
@@ -146,6 +168,11 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
         token = form.cleaned_data.get("auth_token")
         if token:
             set_auth_token(obj, token)
+        key = form.cleaned_data.get("tls_client_key")
+        if key:
+            set_tls_client_key(obj, key)
+        elif not obj.sip_tls_client_cert.strip() and obj.sip_tls_client_key_encrypted:
+            set_tls_client_key(obj, "")  # no certificate, no key
 
 
 @admin.register(ProviderEvent)

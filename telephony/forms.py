@@ -8,7 +8,9 @@ from django import forms
 from django.db import models
 from django.utils.translation import gettext, gettext_lazy
 
+from telephony.credentials import CredentialsError, decrypt
 from telephony.models import TelephonyAccount
+from telephony.sip import tls
 
 
 def https_urls(field: models.Field, **kwargs: Any) -> forms.Field | None:
@@ -27,6 +29,17 @@ class TelephonyAccountForm(forms.ModelForm):
         help_text=gettext_lazy(
             "Write-only: stored encrypted and never shown again. Leave blank to keep the current one. "
             "In production prefer naming an environment variable below."
+        ),
+    )
+
+    tls_client_key = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),
+        label=gettext_lazy("TLS client key"),
+        help_text=gettext_lazy(
+            "Write-only: the client certificate's private key (unencrypted PEM), stored encrypted and never "
+            "shown again. Leave blank to keep the current one; clearing the certificate removes it."
         ),
     )
 
@@ -50,6 +63,9 @@ class TelephonyAccountForm(forms.ModelForm):
             "sip_srv",
             "sip_backup_hosts",
             "sip_health_checks",
+            "sip_tls_ca",
+            "sip_tls_client_cert",
+            "tls_client_key",
             "sip_display_name",
             "sip_asserted_identity",
             "sip_privacy",
@@ -77,7 +93,24 @@ class TelephonyAccountForm(forms.ModelForm):
             and not cleaned.get("auth_token")
         ):
             self.add_error("auth_token", gettext("Re-enter the auth token to change the API base URL."))
+        self._check_tls(cleaned)
         return cleaned
+
+    def _check_tls(self, cleaned: dict[str, Any]) -> None:
+        """The CA bundle, client certificate and key must load together (telephony.sip.tls); each problem is
+        put on the field it is about."""
+        ca, cert = cleaned.get("sip_tls_ca") or "", cleaned.get("sip_tls_client_cert") or ""
+        key = cleaned.get("tls_client_key") or ""
+        if not key and cert and self.instance.sip_tls_client_key_encrypted:
+            try:
+                key = decrypt(self.instance.sip_tls_client_key_encrypted, what=gettext("the stored TLS client key"))
+            except CredentialsError as exc:
+                self.add_error("tls_client_key", str(exc))
+                return
+        fields = {tls.CA: "sip_tls_ca", tls.CERT: "sip_tls_client_cert", tls.KEY: "tls_client_key"}
+        for part, problem in tls.problems(tls.TlsSettings(ca_pem=ca, cert_pem=cert, key_pem=key)):
+            field = fields[part]
+            self.add_error(field, problem)
 
     def clean_sip_port(self) -> int:
         port = self.cleaned_data.get("sip_port")

@@ -203,6 +203,24 @@ class TelephonyAccount(models.Model):
             "is tried last until it answers again."
         ),
     )
+    # TLS as the carrier sets it up (telephony.sip.tls): its CA, and our client certificate for mutual TLS.
+    sip_tls_ca = models.TextField(
+        gettext_lazy("TLS CA certificates"),
+        blank=True,
+        help_text=gettext_lazy(
+            "SIP trunk over TLS: the carrier's CA certificates (PEM) to trust instead of the public ones. "
+            "Blank = the system's CAs. The server's name is always checked."
+        ),
+    )
+    sip_tls_client_cert = models.TextField(
+        gettext_lazy("TLS client certificate"),
+        blank=True,
+        help_text=gettext_lazy(
+            "SIP trunk over TLS: our certificate (PEM, with its chain) for carriers that admit us by "
+            "certificate. Its private key goes in the field below."
+        ),
+    )
+    sip_tls_client_key_encrypted = models.TextField(blank=True, editable=False)
     # SIP trunk caller presentation: the INVITE's From display name, P-Asserted-Identity and Privacy (RFC 3325).
     sip_display_name = models.CharField(
         gettext_lazy("sip display name"),

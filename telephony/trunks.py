@@ -19,10 +19,11 @@ from django.conf import settings
 from django.core.cache import cache
 
 from herald.logmask import mask_text
-from telephony.credentials import CredentialsError, auth_token
+from telephony.credentials import CredentialsError, auth_token, decrypt
 from telephony.models import TelephonyAccount
 from telephony.sip import options, ua
 from telephony.sip.srv import Hop
+from telephony.sip.tls import TlsSettings
 from telephony.sip.transport import TransportError
 from telephony.sip.types import CallSpec
 
@@ -38,6 +39,19 @@ def _key(account: TelephonyAccount) -> str:
 def uri_host(host: str) -> str:
     """A host as a SIP URI writes it: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def tls_settings(account: TelephonyAccount) -> TlsSettings | None:
+    """The account's TLS settings for a tls trunk, None when it uses the defaults (system CAs, no client
+    certificate). CredentialsError when the stored client key cannot be decrypted."""
+    if account.sip_transport != TelephonyAccount.Transport.TLS:
+        return None
+    key = ""
+    if account.sip_tls_client_key_encrypted:
+        key = decrypt(account.sip_tls_client_key_encrypted, what=f"account {account.name}: the TLS client key")
+    if not (account.sip_tls_ca.strip() or account.sip_tls_client_cert.strip() or key):
+        return None
+    return TlsSettings(ca_pem=account.sip_tls_ca, cert_pem=account.sip_tls_client_cert, key_pem=key)
 
 
 def routing(account: TelephonyAccount) -> dict:
@@ -56,11 +70,11 @@ async def servers(account: TelephonyAccount) -> tuple[list[Hop], str]:
     return await ua.next_hops(spec, ua.parse_uri(uri))
 
 
-async def _ping(account: TelephonyAccount, hop: Hop, password: str) -> dict:
+async def _ping(account: TelephonyAccount, hop: Hop, password: str, tls: TlsSettings | None) -> dict:
     try:
         answer = await options.ping(
             host=hop.host, port=hop.port, transport=account.sip_transport, domain=account.sip_domain or account.sip_host,
-            username=account.account_sid, password=password, timeout=PING_SECONDS, tls_name=hop.tls_name,
+            username=account.account_sid, password=password, timeout=PING_SECONDS, tls_name=hop.tls_name, tls=tls,
         )  # fmt: skip
     except TransportError as exc:
         return {"server": str(hop), "up": False, "said": str(exc)}
@@ -76,10 +90,15 @@ def check_trunk(account: TelephonyAccount) -> dict:
         password = auth_token(account) if account.account_sid else ""
     except CredentialsError:
         password = ""  # a server that challenges us still answered: up
+    try:
+        tls = tls_settings(account)
+    except CredentialsError as exc:
+        log.error("SIP trunk %s: checked with the system's TLS defaults: %s", account.name, exc)
+        tls = None
 
     async def ask_all() -> tuple[list[dict], str]:
         hops, note = await servers(account)
-        return list(await asyncio.gather(*(_ping(account, hop, password) for hop in hops))), note
+        return list(await asyncio.gather(*(_ping(account, hop, password, tls) for hop in hops))), note
 
     checked, note = asyncio.run(ask_all())
     health = {"checked_at": time.time(), "servers": checked, "note": note}

@@ -495,6 +495,12 @@ class SipProvider(Provider):
         except CredentialsError as exc:
             raise ProviderError(str(exc), permanent=True, code="credentials") from exc
 
+    def _tls(self) -> sip.TlsSettings | None:
+        try:
+            return trunks.tls_settings(self.account)
+        except CredentialsError as exc:
+            raise ProviderError(str(exc), permanent=True, code="credentials") from exc
+
     def call_spec(self, dial: Dial, call_id: str) -> sip.CallSpec:
         """What the user agent needs for this call: trunk, credentials, clip, and Twilio's one-key gather."""
         account = self.account
@@ -508,6 +514,7 @@ class SipProvider(Provider):
                 f"account {account.name} has no SIP server host", permanent=True, code="config"
             )
         password = self._password()
+        tls = self._tls()
         to = f"sip:{dial.to}@{trunks.uri_host(account.sip_host)}:{account.sip_port}"
         from_uri = f"sip:{dial.caller_id}@{trunks.uri_host(account.sip_domain or account.sip_host)}"
         for uri in (to, from_uri):
@@ -541,6 +548,7 @@ class SipProvider(Provider):
             privacy=account.sip_privacy,
             announcements=announcement_library(),
             down_hops=trunks.down_servers(account),
+            tls=tls,
             **trunks.routing(account),
         )
         try:
@@ -562,7 +570,7 @@ class SipProvider(Provider):
             answer = asyncio.run(options.ping(
                 host=account.sip_host, port=account.sip_port, transport=account.sip_transport,
                 domain=account.sip_domain, username=account.account_sid, password=password,
-                timeout=OPTIONS_TIMEOUT,
+                timeout=OPTIONS_TIMEOUT, tls=self._tls(),
             ))  # fmt: skip
         except TransportError as exc:
             raise ProviderError(str(exc), permanent=False, code="unreachable") from exc

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from telephony.sip import digest
 from telephony.sip.message import Message, new_branch, new_tag, serialise
+from telephony.sip.tls import TlsSettings
 from telephony.sip.transport import Transport, TransportError, open_transport
 
 T1 = 0.5
@@ -42,12 +43,13 @@ async def ping(
     timeout: float = 8.0,
     t1: float = T1,
     tls_name: str = "",
+    tls: TlsSettings | None = None,
 ) -> OptionsAnswer:
     """Send OPTIONS sip:<domain or host> and return the final answer. Raises TransportError when no connection
     can be made (TCP, TLS) or the host does not resolve. `tls_name`: the name the server's certificate must show
     when `host` is an address (an SRV target resolved here); default `host`."""
     try:
-        link = await asyncio.wait_for(open_transport(transport, host, port, server_hostname=tls_name), timeout)
+        link = await asyncio.wait_for(open_transport(transport, host, port, server_hostname=tls_name, tls=tls), timeout)
     except TransportError:
         raise
     except (TimeoutError, OSError) as exc:

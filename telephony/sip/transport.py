@@ -12,6 +12,7 @@ import socket
 import ssl
 
 from telephony.sip.message import Message, SipParseError, StreamFramer, parse
+from telephony.sip.tls import TlsSettings, TlsSettingsError, client_context
 
 log = logging.getLogger(__name__)
 TRANSPORTS = ("udp", "tcp", "tls")
@@ -108,17 +109,20 @@ class UdpTransport(Transport):
 class StreamTransport(Transport):
     reliable = True
 
-    def __init__(self, remote: tuple[str, int], *, tls: bool, server_hostname: str) -> None:
+    def __init__(
+        self, remote: tuple[str, int], *, tls: bool, server_hostname: str, tls_settings: TlsSettings | None = None
+    ) -> None:
         super().__init__()
         self.kind = "tls" if tls else "tcp"
         self.remote, self.tls, self.server_hostname = remote, tls, server_hostname
+        self.tls_settings = tls_settings
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
         self.closed = asyncio.Event()
 
     async def open(self, local_ip: str, *, timeout: float = 10.0) -> None:
-        context = ssl.create_default_context() if self.tls else None
         try:
+            context = client_context(self.tls_settings) if self.tls else None
             reader, self._writer = await asyncio.wait_for(
                 asyncio.open_connection(
                     self.remote[0],
@@ -129,6 +133,8 @@ class StreamTransport(Transport):
                 ),
                 timeout,
             )
+        except TlsSettingsError as exc:
+            raise TransportError(f"cannot connect over tls: {exc}") from None
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise TransportError(f"cannot connect to {self.remote[0]}:{self.remote[1]} over {self.kind}: {exc}") from None
         self.local = self._writer.get_extra_info("sockname")[:2]
@@ -163,7 +169,9 @@ class StreamTransport(Transport):
             self._writer.close()
 
 
-async def open_transport(kind: str, host: str, port: int, local_ip: str = "", *, server_hostname: str = "") -> Transport:
+async def open_transport(
+    kind: str, host: str, port: int, local_ip: str = "", *, server_hostname: str = "", tls: TlsSettings | None = None
+) -> Transport:
     if kind not in TRANSPORTS:
         raise ValueError(f"transport {kind!r} is not one of {', '.join(TRANSPORTS)}")
     remote = await resolve(host, port)
@@ -173,6 +181,8 @@ async def open_transport(kind: str, host: str, port: int, local_ip: str = "", *,
         transport = UdpTransport(remote)
         await transport.open(local_ip)
     else:
-        transport = StreamTransport(remote, tls=kind == "tls", server_hostname=server_hostname or host)
+        transport = StreamTransport(
+            remote, tls=kind == "tls", server_hostname=server_hostname or host, tls_settings=tls
+        )
         await transport.open(local_ip)
     return transport

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
+from telephony.sip.tls import TlsSettings
+
 # The outcome vocabulary shared with the Twilio provider.
 ANSWERED = "answered"
 BUSY = "busy"
@@ -80,6 +82,7 @@ class CallSpec:
     # after. A hop that cannot be reached, stays silent (Timer B), or answers 408 or 5xx before anything rang is
     # left for the next. Hops in `down_hops` ("host:port", from a health check) are tried last.
     srv: bool = False
+    tls: TlsSettings | None = None  # transport "tls": the carrier's CA bundle and our client certificate
     dns_servers: tuple[str, ...] = ()
     backup_hops: tuple[tuple[str, int], ...] = ()
     down_hops: frozenset[str] = frozenset()

@@ -359,8 +359,9 @@ class _Call:
         self.trunk = result.trunk = f"{self.hop} ({self.spec.transport})"
         try:
             self.transport = await open_transport(
-                self.spec.transport, self.hop.host, self.hop.port, self.spec.local_ip, server_hostname=self.hop.tls_name
-            )
+                self.spec.transport, self.hop.host, self.hop.port, self.spec.local_ip,
+                server_hostname=self.hop.tls_name, tls=self.spec.tls,
+            )  # fmt: skip
             self.rtp = await RtpStream.open(self.transport.local[0])
         except (TransportError, OSError) as exc:
             result.error = str(exc)
