@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -70,3 +71,28 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_port_range(name: str) -> tuple[int, int] | None:
+    """A port range `FIRST-LAST` (both 1024-65535, at least one even/odd pair wide), or None when unset/blank."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    first, sep, last = raw.partition("-")
+    if not (sep and first.strip().isdigit() and last.strip().isdigit()):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a port range like 10000-20000")
+    low, high = int(first), int(last)
+    if not 1024 <= low < high <= 65535:
+        raise ImproperlyConfigured(f"{name}={raw!r}: ports must run upwards within 1024-65535, at least two ports")
+    return low, high
+
+
+def env_ip(name: str) -> str:
+    """An IP address setting ('' when unset)."""
+    raw = os.environ.get(name, "").strip()
+    if raw:
+        try:
+            ipaddress.ip_address(raw)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={raw!r} is not an IP address") from None
+    return raw

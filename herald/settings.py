@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from herald.env import env_bool, env_float, env_int, env_list, env_str
+from herald.env import env_bool, env_float, env_int, env_ip, env_list, env_port_range, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("HERALD_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -195,6 +195,12 @@ WEBHOOK_SWEEP_INTERVAL = env_float("HERALD_WEBHOOK_SWEEP_INTERVAL", 2.0, minimum
 # SRV lookups ask ("ip[:port]", comma-separated; blank: the system's resolver).
 SIP_HEALTH_SECONDS = env_float("HERALD_SIP_HEALTH_SECONDS", 30.0, minimum=0.0)
 SIP_DNS_SERVERS = tuple(env_list("HERALD_SIP_DNS_SERVERS", []))
+# SIP from behind a NAT or firewall (telephony.sip): the public address put in Contact and SDP (or a STUN server,
+# host[:port], to learn it from), the UDP port range RTP and RTCP may use (FIRST-LAST), and symmetric RTP.
+SIP_EXTERNAL_ADDRESS = env_ip("HERALD_SIP_EXTERNAL_ADDRESS")
+SIP_STUN_SERVER = env_str("HERALD_SIP_STUN_SERVER", "")
+SIP_RTP_PORTS = env_port_range("HERALD_SIP_RTP_PORTS")
+SIP_SYMMETRIC_RTP = env_bool("HERALD_SIP_SYMMETRIC_RTP", True)
 CELERY_BEAT_SCHEDULE = {
     "worker-recovery": {
         "task": "campaigns.tasks.recover_workers",

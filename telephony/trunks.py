@@ -55,11 +55,17 @@ def tls_settings(account: TelephonyAccount) -> TlsSettings | None:
 
 
 def routing(account: TelephonyAccount) -> dict:
-    """The CallSpec fields that say where a call to this trunk may go: SRV, backup hosts, DNS servers."""
+    """The CallSpec fields that say where a call to this trunk goes and how it gets back: SRV, backup hosts, DNS
+    servers, and the deployment's NAT settings."""
     return {
         "srv": account.sip_srv,
         "dns_servers": settings.SIP_DNS_SERVERS,
         "backup_hops": tuple(account.backup_hops()),
+        # Where this deployment sits (the same for every trunk): its NAT and firewall.
+        "external_ip": settings.SIP_EXTERNAL_ADDRESS,
+        "stun_server": settings.SIP_STUN_SERVER,
+        "rtp_port_range": settings.SIP_RTP_PORTS,
+        "symmetric_rtp": settings.SIP_SYMMETRIC_RTP,
     }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from herald.env import env_bool, env_int, env_list, env_str
+from herald.env import env_bool, env_int, env_ip, env_list, env_port_range, env_str
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +31,29 @@ def test_env_helpers_fail_loudly(monkeypatch, tmp_path):
         env_str("X_REQUIRED")
     monkeypatch.setenv("X_LIST", "a, b,,c")
     assert env_list("X_LIST", []) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [("10000", "is not a port range like 10000-20000"), ("a-b", "is not a port range"),
+     ("20000-10000", "must run upwards"), ("80-90", "within 1024-65535"), ("10000-10000", "at least two ports")],
+)
+def test_an_rtp_port_range_is_checked(monkeypatch, raw, message):
+    monkeypatch.setenv("X_PORTS", raw)
+    with pytest.raises(ImproperlyConfigured, match=message):
+        env_port_range("X_PORTS")
+
+
+def test_nat_settings_parse(monkeypatch):
+    monkeypatch.setenv("X_PORTS", " 10000-20000 ")
+    assert env_port_range("X_PORTS") == (10000, 20000)
+    monkeypatch.setenv("X_PORTS", "")
+    assert env_port_range("X_PORTS") is None
+    monkeypatch.setenv("X_IP", "203.0.113.5")
+    assert env_ip("X_IP") == "203.0.113.5"
+    monkeypatch.setenv("X_IP", "nat.example.com")
+    with pytest.raises(ImproperlyConfigured, match="X_IP='nat.example.com' is not an IP address"):
+        env_ip("X_IP")
 
 
 def test_secrets_can_come_from_files(monkeypatch, tmp_path):

@@ -4,6 +4,7 @@
         [--transport udp|tcp|tls] [--ring-timeout S] [--digit-timeout S] [--from sip:...]
         [--display-name NAME] [--asserted-identity sip:...|tel:+...] [--privacy id|none]
         [--srv [--dns-server IP[:PORT]]] [--backup HOST:PORT ...]
+        [--external-ip IP | --stun-server HOST[:PORT]] [--rtp-ports FIRST-LAST] [--no-symmetric-rtp]
 
 Exit status 0 whenever the call reached an outcome (busy and failed included), 2 for bad arguments or an
 audio file that cannot be played. The password may also come from the SIP_PASSWORD environment variable,
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
 import sys
 
 from telephony.sip.srv import split_server
+from telephony.sip.stun import split_server as stun_server
 from telephony.sip.transport import TRANSPORTS
 from telephony.sip.types import PRIVACY_VALUES, CallSpec, display_name_problem
 from telephony.sip.ua import asserted_identity_problem, parse_uri, place_call
@@ -73,6 +76,33 @@ def _dns_server(text: str) -> str:
     return text
 
 
+def _ip(text: str) -> str:
+    if not text:  # argparse passes the "" default through here
+        return text
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+    return text
+
+
+def _stun(text: str) -> str:
+    if not text:
+        return text
+    try:
+        stun_server(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    first, sep, last = text.partition("-")
+    if not (sep and first.isdigit() and last.isdigit() and 0 < int(first) < int(last) < 65536):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port range FIRST-LAST, e.g. 10000-20000")
+    return int(first), int(last)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m telephony.sip.call", description=__doc__.split("\n")[0])
     parser.add_argument("--to", required=True, type=_uri, help="request URI, sip:USER@HOST[:PORT]")
@@ -102,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backup", dest="backup_hops", action="append", default=[], type=_host_port,
         help="another server of the trunk, HOST:PORT, tried when the ones before cannot take the call (repeatable)",
+    )
+    parser.add_argument("--external-ip", default="", type=_ip, help="the NAT's public address, for Contact and SDP")
+    parser.add_argument("--stun-server", default="", type=_stun, help="learn the public address from this STUN server")
+    parser.add_argument("--rtp-ports", default=None, type=_port_range, help="RTP/RTCP port range, FIRST-LAST")
+    parser.add_argument(
+        "--no-symmetric-rtp", dest="symmetric_rtp", action="store_false",
+        help="always send RTP to the SDP's address, even when the far end's comes from another",
     )
     parser.add_argument(
         "--max-hold", type=_positive, default=120.0, help="seconds the far end may hold the call before we hang up"
@@ -141,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         srv=args.srv,
         dns_servers=tuple(args.dns_servers),
         backup_hops=tuple(args.backup_hops),
+        external_ip=args.external_ip,
+        stun_server=args.stun_server,
+        rtp_port_range=args.rtp_ports,
+        symmetric_rtp=args.symmetric_rtp,
     )
     result = asyncio.run(place_call(spec))
     print(json.dumps(result.as_json(), ensure_ascii=False))

@@ -224,12 +224,34 @@ class Pacer:
             await asyncio.sleep(0)  # let the loop breathe when we are behind
 
 
+def _pair_in_range(family: int, local_ip: str, port_range: tuple[int, int]) -> tuple[socket.socket, socket.socket]:
+    first, last = port_range
+    evens = list(range(first + first % 2, last, 2))  # port + 1 must be inside the range too
+    random.shuffle(evens)
+    for port in evens:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((local_ip, port))
+        except OSError:
+            sock.close()
+            continue
+        rtcp_sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            rtcp_sock.bind((local_ip, port + 1))
+        except OSError:
+            sock.close()
+            rtcp_sock.close()
+            continue
+        return sock, rtcp_sock
+    raise OSError(f"no free RTP port pair in {first}-{last}: every port of the range is in use")
+
+
 class _Rtcp(asyncio.DatagramProtocol):
     def __init__(self, stream: RtpStream) -> None:
         self.stream = stream
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.stream.rtcp_received(data)
+        self.stream.rtcp_received(data, addr[:2])
 
     def error_received(self, exc: Exception) -> None:  # ICMP port unreachable: the far end does no RTCP
         pass
@@ -241,7 +263,13 @@ class RtpStream(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.sock: socket.socket | None = None
-        self.remote: tuple[str, int] | None = None
+        self.remote: tuple[str, int] | None = None  # where our RTP goes: the SDP's address, or the latched one
+        self.sdp_remote: tuple[str, int] | None = None
+        # Symmetric RTP (RFC 4961, "comedia"): behind a NAT the far end's SDP names an address its packets do not
+        # come from; ours then go where its packets come from. Latched once per SDP address.
+        self.symmetric = True
+        self.latched: tuple[str, int] | None = None
+        self.rtcp_latched = False
         self.event_pts: frozenset[int] = frozenset()
         self.tones: DtmfDetector | None = None  # in-band keys, when no telephone-event was negotiated
         self.audio_pts: frozenset[int] = frozenset({0, 8})
@@ -267,12 +295,29 @@ class RtpStream(asyncio.DatagramProtocol):
         self._last_seq: int | None = None
         self._seq_cycles = 0
 
+    def aim(self, address: tuple[str, int]) -> None:
+        """Send to `address` (from the far end's SDP); a new address is latched anew."""
+        if address != self.sdp_remote:
+            self.sdp_remote = self.remote = address
+            self.latched = None
+
+    def _latch(self, source: tuple[str, int]) -> None:
+        if self.symmetric and self.latched is None and self.remote is not None and source[1] != 0:
+            self.latched = source
+            if source != self.remote:
+                log.info("RTP from %s:%s, not the SDP's %s:%s: sending there (symmetric RTP)", *source, *self.remote)
+                self.remote = source
+
     @classmethod
-    async def open(cls, local_ip: str) -> RtpStream:
+    async def open(cls, local_ip: str, port_range: tuple[int, int] | None = None) -> RtpStream:
         """An even RTP port with RTCP on the odd port after it (RFC 3550 11); without a free pair after a few
-        tries, the even port alone (RTCP is then off: it is advisory)."""
+        tries, the even port alone (RTCP is then off: it is advisory). With `port_range` (first, last), only
+        pairs inside it (a firewall's opening), tried in random order; OSError when every pair is taken."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
+        if port_range is not None:
+            sock, rtcp_sock = _pair_in_range(family, local_ip, port_range)
+            return await cls._started(loop, sock, rtcp_sock)
         rtcp_sock = None
         for _ in range(20):
             sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -294,6 +339,12 @@ class RtpStream(asyncio.DatagramProtocol):
                 if sock.getsockname()[1] % 2 == 0:
                     break
                 sock.close()
+        return await cls._started(loop, sock, rtcp_sock)
+
+    @classmethod
+    async def _started(
+        cls, loop: asyncio.AbstractEventLoop, sock: socket.socket, rtcp_sock: socket.socket | None
+    ) -> RtpStream:
         sock.setblocking(False)
         _, stream = await loop.create_datagram_endpoint(cls, sock=sock)
         stream.sock = sock
@@ -318,9 +369,11 @@ class RtpStream(asyncio.DatagramProtocol):
             return
         self.rtcp_sent += 1
 
-    def rtcp_received(self, data: bytes) -> None:
+    def rtcp_received(self, data: bytes, source: tuple[str, int] | None = None) -> None:
         reports, _ = rtcp.reports_about(data, self.ssrc)
         self.rtcp_packets_received += 1
+        if self.symmetric and not self.rtcp_latched and source is not None and self.rtcp_remote is not None:
+            self.rtcp_latched, self.rtcp_remote = True, source
         if reports:
             self.reception = reports[-1]
 
@@ -336,6 +389,8 @@ class RtpStream(asyncio.DatagramProtocol):
         packet = parse(data)
         if packet is None:
             return
+        if self.latched is None and (packet.pt in self.event_pts or packet.pt in self.audio_pts):
+            self._latch(addr[:2])
         if packet.pt in self.event_pts:
             if self.answered:
                 digits = self.decoder.feed(packet)

@@ -81,6 +81,13 @@ class CallSpec:
     # records, and no lookup is made for an address or with a `proxy`); `backup_hops` ((host, port), …) come
     # after. A hop that cannot be reached, stays silent (Timer B), or answers 408 or 5xx before anything rang is
     # left for the next. Hops in `down_hops` ("host:port", from a health check) are tried last.
+    # Behind a NAT: `external_ip` goes into Contact and SDP instead of the local address (Via keeps the local one,
+    # with rport); `rtp_port_range` (first, last) holds RTP/RTCP to the ports a firewall opens; `symmetric_rtp`
+    # sends our audio where the far end's comes from when that is not its SDP's address.
+    external_ip: str = ""
+    stun_server: str = ""  # host[:port]: learn `external_ip` from it (cached) when none is given
+    rtp_port_range: tuple[int, int] | None = None
+    symmetric_rtp: bool = True
     srv: bool = False
     tls: TlsSettings | None = None  # transport "tls": the carrier's CA bundle and our client certificate
     dns_servers: tuple[str, ...] = ()
@@ -152,6 +159,7 @@ class CallResult:
     announcement: str = ""  # the outcome a carrier announcement meant (invalid_number, suspended, powered_off,
     announcement_name: str = ""  # unreachable, busy) and the library recording it matched
     redirects: list[str] = field(default_factory=list)  # request URIs a 3xx sent the call to, in order
+    rtp_latched: str = ""  # "ip:port" our RTP went to instead of the SDP's address (symmetric RTP), if it did
     trunk: str = ""  # the server that gave the last answer: "host:port (transport)"
     failovers: list[str] = field(default_factory=list)  # each server left for the next, and why
     route_note: str = ""  # why the SRV records were not used, when they were asked for

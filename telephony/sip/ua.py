@@ -28,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
-from telephony.sip import digest, sdp, srv
+from telephony.sip import digest, sdp, srv, stun
 from telephony.sip.announce import AnnouncementMatcher, SitListener
 from telephony.sip.g711 import ulaw_to_alaw
 from telephony.sip.message import (
@@ -211,6 +211,7 @@ class _Call:
     ) -> None:
         self.spec, self.to = spec, to
         self.hop = hop or srv.Hop(*(spec.proxy or (to.host, to.default_port)))
+        self.external_ip = spec.external_ip  # or what the STUN server says, once run() asked it
         self.rang = False  # an 18x arrived: the callee's phone may have rung, so no other server is tried
         self.target = spec.to  # the INVITE's request URI: `to`, or where a 3xx redirected the call
         self.on_progress = on_progress
@@ -274,8 +275,13 @@ class _Call:
         return self.transport.local[0]
 
     @property
+    def advertised_ip(self) -> str:
+        """The address the far end should reach us at (Contact, SDP): the NAT's public one when configured."""
+        return self.external_ip or self.local_ip
+
+    @property
     def from_uri(self) -> str:
-        return self.spec.from_uri or f"sip:herald@{_host(self.local_ip)}"
+        return self.spec.from_uri or f"sip:herald@{_host(self.advertised_ip)}"
 
     @property
     def from_header(self) -> str:
@@ -301,7 +307,7 @@ class _Call:
 
     def contact(self) -> str:
         assert self.transport is not None
-        ip, port = self.transport.local
+        ip, port = self.advertised_ip, self.transport.local[1]
         suffix = "" if self.transport.kind == "udp" else f";transport={self.transport.kind}"
         return f"<sip:herald@{_host(ip)}:{port}{suffix}>"
 
@@ -362,11 +368,17 @@ class _Call:
                 self.spec.transport, self.hop.host, self.hop.port, self.spec.local_ip,
                 server_hostname=self.hop.tls_name, tls=self.spec.tls,
             )  # fmt: skip
-            self.rtp = await RtpStream.open(self.transport.local[0])
+            self.rtp = await RtpStream.open(self.transport.local[0], self.spec.rtp_port_range)
+            self.rtp.symmetric = self.spec.symmetric_rtp
         except (TransportError, OSError) as exc:
             result.error = str(exc)
             result.ended_at = time.time()
             return result
+        if self.spec.stun_server and not self.external_ip:
+            try:
+                self.external_ip = await stun.public_ip(self.spec.stun_server)
+            except (stun.StunError, OSError, ValueError) as exc:
+                log.warning("call %s: advertising the local address %s: %s", result.call_id, self.local_ip, exc)
         if self.sit is not None or self.matcher is not None:
             self.rtp.on_audio = self.listen
         self.spawn(self.dispatch(), "sip-dispatch")
@@ -399,6 +411,8 @@ class _Call:
                     result.far_end_cumulative_lost = report.cumulative_lost
                     result.far_end_jitter_ms = report.jitter_ms
                 result.early_media_packets = self.rtp.early_packets
+                if self.rtp.latched is not None and self.rtp.latched != self.rtp.sdp_remote:
+                    result.rtp_latched = f"{_host(self.rtp.latched[0])}:{self.rtp.latched[1]}"
                 if self.spec.capture_audio:
                     result.received_audio = self.rtp.captured_audio()
             if result.send_lateness_ms:
@@ -436,7 +450,7 @@ class _Call:
         while True:
             self.cseq += 1
             self.invite_cseq, branch = self.cseq, new_branch()
-            offer = sdp.offer(self.local_ip, self.rtp.local_port, session_id=self.session_id)  # type: ignore[union-attr]
+            offer = sdp.offer(self.advertised_ip, self.rtp.local_port, session_id=self.session_id)  # type: ignore[union-attr]
             invite = self.request(
                 "INVITE", self.target, branch=branch, cseq=self.cseq, extra=tuple(self.auth.items()), body=offer
             )
@@ -648,7 +662,7 @@ class _Call:
         if response.status == 183 and response.body and self.media is None:
             with contextlib.suppress(sdp.SdpError):  # no usable early media is not a failure
                 self.media = sdp.parse(response.body)
-                self.rtp.remote = (self.media.ip, self.media.port)  # type: ignore[union-attr]
+                self.rtp.aim((self.media.ip, self.media.port))  # type: ignore[union-attr]
         await self.progress(TRYING)
         await self.progress(RINGING)
 
@@ -847,7 +861,7 @@ class _Call:
         """Play the clip (or run the flow), collect digits, hang up (or be hung up on)."""
         assert self.rtp is not None and self.media is not None
         result, spec, rtp = self.result, self.spec, self.rtp
-        rtp.remote = (self.media.ip, self.media.port)
+        rtp.aim((self.media.ip, self.media.port))
         rtp.listen_for_keys(self.media.event_pts)
         rtp.capture = spec.capture_audio
         rtp.answered = True
@@ -1336,14 +1350,14 @@ class _Call:
                 media = replace(media, ip=self.media.ip, port=self.media.port)  # c= 0.0.0.0: keep where it was
             self.media = media
             if self.rtp is not None:
-                self.rtp.remote = (media.ip, media.port)
+                self.rtp.aim((media.ip, media.port))
                 self.rtp.listen_for_keys(media.event_pts)
             self.set_hold(media.on_hold)
             self.aim_rtcp()
         assert self.media is not None and self.rtp is not None
         self.session_version += 1
         body = sdp.answer(
-            self.local_ip, self.rtp.local_port, session_id=self.session_id, version=self.session_version,
+            self.advertised_ip, self.rtp.local_port, session_id=self.session_id, version=self.session_version,
             codec=self.media.codec, event_pt=self.media.event_pt,
             direction=self.media.answer_direction if request.body else "sendrecv",
         )

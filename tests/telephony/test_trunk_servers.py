@@ -73,6 +73,15 @@ def test_the_user_agent_gets_the_trunks_servers_and_their_health(account, audio,
     assert spec.down_hops == frozenset()
 
 
+def test_the_deployments_nat_settings_reach_every_call(account, audio, settings):  # noqa: F811
+    settings.SIP_EXTERNAL_ADDRESS, settings.SIP_STUN_SERVER = "203.0.113.5", "stun.example.com"
+    settings.SIP_RTP_PORTS, settings.SIP_SYMMETRIC_RTP = (10000, 10999), False
+    spec = SipProvider(account).call_spec(dial_for(audio), "abc")
+    assert (spec.external_ip, spec.stun_server, spec.rtp_port_range, spec.symmetric_rtp) == (
+        "203.0.113.5", "stun.example.com", (10000, 10999), False,
+    )
+
+
 # --- the health check ---------------------------------------------------------------------------------------
 
 
