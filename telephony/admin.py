@@ -38,7 +38,7 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
     ]
     list_filter = ["kind"]
     search_fields = ["name", "account_sid", "sip_host"]
-    readonly_fields = ["token_source", "server_health", "tls_certificates"]
+    readonly_fields = ["token_source", "server_health", "tls_certificates", "registration_state"]
     fieldsets = [
         (None, {"fields": ["name", "kind"]}),
         (
@@ -62,6 +62,18 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
                 "description": gettext_lazy(
                     "SIP trunk accounts only: more servers for the same trunk. A call that one server cannot "
                     "take goes to the next, never after the callee's phone rang."
+                ),
+            },
+        ),
+        (
+            gettext_lazy("SIP registration"),
+            {
+                "fields": ["sip_local_port", "sip_register", "sip_registrar", "sip_register_expires",
+                           "registration_state"],
+                "description": gettext_lazy(
+                    "SIP trunk accounts over UDP only, for carriers that know us by one port or accept calls "
+                    "only from a registered contact. A telephony worker registers with its first call and keeps "
+                    "the registration fresh until it stops."
                 ),
             },
         ),
@@ -135,6 +147,25 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
         lines.append(gettext("checked %(when)s") % {"when": when})
         if found.get("note"):
             lines.append(gettext("SRV records not used: %(why)s") % {"why": found["note"]})
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
+
+    @admin.display(description=gettext_lazy("registration state"))
+    def registration_state(self, obj: TelephonyAccount) -> str:
+        if obj.pk is None or not obj.sip_register:
+            return "-"
+        found = trunks.registration(obj)
+        if found is None:
+            return gettext("Not registered yet: a telephony worker registers with its first call.")
+        words = {
+            "registered": gettext("registered"), "registering": gettext("registering"),
+            "failed": gettext("failed"), "unregistered": gettext("unregistered"),
+        }  # fmt: skip
+        lines = [f"{words.get(found['state'], found['state'])}: {found['detail']}"]
+        if found.get("contact"):
+            lines.append(gettext("contact %(contact)s") % {"contact": found["contact"]})
+        if found.get("expires_at"):
+            until = localtime(datetime.fromtimestamp(found["expires_at"], tz=UTC)).strftime("%Y-%m-%d %H:%M:%S")
+            lines.append(gettext("until %(when)s") % {"when": until})
         return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 
     @admin.display(description=gettext_lazy("TLS certificates"))

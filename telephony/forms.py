@@ -63,6 +63,10 @@ class TelephonyAccountForm(forms.ModelForm):
             "sip_srv",
             "sip_backup_hosts",
             "sip_health_checks",
+            "sip_local_port",
+            "sip_register",
+            "sip_registrar",
+            "sip_register_expires",
             "sip_tls_ca",
             "sip_tls_client_cert",
             "tls_client_key",
@@ -80,7 +84,7 @@ class TelephonyAccountForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Only SIP accounts use these: a Twilio account saved without them keeps the defaults.
-        for name in ("sip_port", "sip_transport"):
+        for name in ("sip_port", "sip_transport", "sip_local_port", "sip_register_expires"):
             self.fields[name].required = False
 
     def clean(self) -> dict[str, Any]:
@@ -115,6 +119,13 @@ class TelephonyAccountForm(forms.ModelForm):
     def clean_sip_port(self) -> int:
         port = self.cleaned_data.get("sip_port")
         return TelephonyAccount._meta.get_field("sip_port").default if port is None else port
+
+    def clean_sip_local_port(self) -> int:
+        return self.cleaned_data.get("sip_local_port") or 0
+
+    def clean_sip_register_expires(self) -> int:
+        expires = self.cleaned_data.get("sip_register_expires")
+        return TelephonyAccount._meta.get_field("sip_register_expires").default if expires is None else expires
 
     def clean_sip_transport(self) -> str:
         return self.cleaned_data.get("sip_transport") or TelephonyAccount.Transport.UDP

@@ -203,6 +203,36 @@ class TelephonyAccount(models.Model):
             "is tried last until it answers again."
         ),
     )
+    # Registration trunks (telephony.sip.register): one fixed SIP port for every call, and REGISTER on it.
+    sip_local_port = models.PositiveIntegerField(
+        gettext_lazy("fixed SIP port"),
+        default=0,
+        validators=[MaxValueValidator(65535, _PORT_MESSAGE)],
+        help_text=gettext_lazy(
+            "SIP trunk over UDP: send and listen on this local port for every call (for trunks and firewalls "
+            "that know us by one port). 0 = a new port for each call. One telephony worker per host can hold it."
+        ),
+    )
+    sip_register = models.BooleanField(
+        gettext_lazy("register"),
+        default=False,
+        help_text=gettext_lazy(
+            "SIP trunk: register with the carrier (REGISTER, refreshed before it runs out) from the fixed SIP "
+            "port, for carriers that accept calls only from a registered contact. Needs UDP and a fixed port."
+        ),
+    )
+    sip_registrar = models.CharField(
+        gettext_lazy("registrar"),
+        max_length=255,
+        blank=True,
+        help_text=gettext_lazy("SIP trunk: the registrar, host or host:port. Blank = the SIP server."),
+    )
+    sip_register_expires = models.PositiveIntegerField(
+        gettext_lazy("registration lifetime"),
+        default=3600,
+        validators=[MinValueValidator(60, gettext_lazy("At least 60 seconds.")), MaxValueValidator(86400)],
+        help_text=gettext_lazy("SIP trunk: the seconds a registration is asked to last; refreshed before it ends."),
+    )
     # TLS as the carrier sets it up (telephony.sip.tls): its CA, and our client certificate for mutual TLS.
     sip_tls_ca = models.TextField(
         gettext_lazy("TLS CA certificates"),
@@ -289,6 +319,21 @@ class TelephonyAccount(models.Model):
         problems = {field: problem for field, problem in problems.items() if problem}
         if problems:
             raise ValidationError(problems)
+        if self.sip_register or self.sip_local_port:
+            if self.sip_transport != self.Transport.UDP:
+                field = "sip_register" if self.sip_register else "sip_local_port"
+                raise ValidationError({field: gettext("A fixed SIP port and registration work over UDP only.")})
+            if self.sip_register and not self.sip_local_port:
+                raise ValidationError(
+                    {"sip_local_port": gettext("Registration needs a fixed SIP port: the contact we register.")}
+                )
+        if self.sip_registrar:
+            try:
+                parse_backup_hosts(self.sip_registrar, self.sip_port)
+            except ValidationError:
+                raise ValidationError(
+                    {"sip_registrar": gettext("Enter the registrar as host or host:port, e.g. reg.example.com:5060.")}
+                ) from None
         if self.sip_backup_hosts:
             try:
                 parse_backup_hosts(self.sip_backup_hosts, self.sip_port)

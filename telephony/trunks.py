@@ -12,16 +12,19 @@ configured order instead of trusting a stale view.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 
 from herald.logmask import mask_text
 from telephony.credentials import CredentialsError, auth_token, decrypt
-from telephony.models import TelephonyAccount
+from telephony.models import TelephonyAccount, parse_backup_hosts
 from telephony.sip import options, ua
+from telephony.sip.register import RegistrationSpec
 from telephony.sip.srv import Hop
 from telephony.sip.tls import TlsSettings
 from telephony.sip.transport import TransportError
@@ -54,6 +57,30 @@ def tls_settings(account: TelephonyAccount) -> TlsSettings | None:
     return TlsSettings(ca_pem=account.sip_tls_ca, cert_pem=account.sip_tls_client_cert, key_pem=key)
 
 
+def registration_spec(account: TelephonyAccount, password: str) -> RegistrationSpec:
+    """What the account's registration sends: to its registrar (or SIP server), for account_sid@domain."""
+    registrar = (account.sip_host, account.sip_port)
+    if account.sip_registrar:
+        with contextlib.suppress(ValidationError):  # saved before validation: the SIP server instead
+            registrar = (parse_backup_hosts(account.sip_registrar, account.sip_port) or [registrar])[0]
+    return RegistrationSpec(
+        registrar=registrar, domain=account.sip_domain or account.sip_host, user=account.account_sid or "herald",
+        local_port=account.sip_local_port, username=account.account_sid, password=password,
+        external_ip=settings.SIP_EXTERNAL_ADDRESS, expires=account.sip_register_expires,
+    )
+
+
+def publish_registration(account_id: int, state: dict) -> None:
+    """A worker's registration state for the account page (telephony.providers.sip's runtime calls this)."""
+    lifetime = max(600.0, 2.0 * (state.get("expires_at") or 0) - 2.0 * time.time())
+    cache.set(f"sip-registration:{account_id}", state | {"published_at": time.time()}, timeout=lifetime)
+
+
+def registration(account: TelephonyAccount) -> dict | None:
+    """The latest registration state a worker published for this account, or None."""
+    return cache.get(f"sip-registration:{account.pk}")
+
+
 def routing(account: TelephonyAccount) -> dict:
     """The CallSpec fields that say where a call to this trunk goes and how it gets back: SRV, backup hosts, DNS
     servers, and the deployment's NAT settings."""
@@ -61,6 +88,7 @@ def routing(account: TelephonyAccount) -> dict:
         "srv": account.sip_srv,
         "dns_servers": settings.SIP_DNS_SERVERS,
         "backup_hops": tuple(account.backup_hops()),
+        "local_port": account.sip_local_port if account.sip_transport == TelephonyAccount.Transport.UDP else 0,
         # Where this deployment sits (the same for every trunk): its NAT and firewall.
         "external_ip": settings.SIP_EXTERNAL_ADDRESS,
         "stun_server": settings.SIP_STUN_SERVER,

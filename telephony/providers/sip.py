@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 
 from celery import signals
@@ -44,7 +45,7 @@ from telephony import outcomes, trunks
 from telephony.credentials import CredentialsError, auth_token
 from telephony.providers.base import CallEvents, Dial, Ending, Provider, ProviderError, ProviderStatus
 from telephony.providers.twilio import GATHER_TIMEOUT
-from telephony.sip import announce, options, ua
+from telephony.sip import announce, options, register, ua
 from telephony.sip import types as sip
 from telephony.sip.transport import TransportError
 
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 OPTIONS_TIMEOUT = 8.0  # seconds for a trunk to answer the credentials check's OPTIONS
 S = CallAttempt.Status
 
+REGISTRATION_WAIT_SECONDS = 5.0  # a call waits this long for its trunk's first REGISTER to be answered
+REGISTRATION_PUBLISH_SECONDS = 2.0
 CANCEL_GRACE_SECONDS = 5.0  # then time for the user agent's CANCEL or BYE, and for the last writes
 DB_THREADS = 4
 RECORD_TRIES = 3  # a call's final result is written again after a database error, with backoff
@@ -232,12 +235,18 @@ class SipRuntime:
         self._unwritten: dict[str, ProviderStatus] = {}  # ended calls whose end the database refused
         self._calls: set[asyncio.Task] = set()
         self._recorders: set[asyncio.Task] = set()
+        # account id -> its registration on this process's fixed SIP port, and the task publishing its state
+        self._registrations: dict[int, tuple[register.Registration, asyncio.Task]] = {}
 
-    def start_call(self, attempt_id: int, spec: sip.CallSpec, events: CallEvents) -> None:
-        """Hand a call to the event loop; returns at once. Its progress and end are reported to `events`."""
+    def start_call(
+        self, attempt_id: int, spec: sip.CallSpec, events: CallEvents,
+        registration: tuple[int, register.RegistrationSpec] | None = None,
+    ) -> None:  # fmt: skip
+        """Hand a call to the event loop; returns at once. Its progress and end are reported to `events`. With
+        `registration` (account id, spec), the account's registration runs first, and keeps running."""
         loop, db = self._running()
         self._held[spec.call_id] = _Held(attempt_id, S.QUEUED)
-        future = asyncio.run_coroutine_threadsafe(self._run(db, attempt_id, spec, events), loop)
+        future = asyncio.run_coroutine_threadsafe(self._run(db, attempt_id, spec, events, registration), loop)
         future.add_done_callback(partial(_log_failure, spec.call_id))
 
     def status(self, call_id: str) -> ProviderStatus | None:
@@ -268,6 +277,7 @@ class SipRuntime:
                     self._owner = os.getpid()
                 self._calls.clear()
                 self._recorders.clear()
+                self._registrations.clear()
                 loop = asyncio.new_event_loop()
                 loop.set_exception_handler(self._on_loop_error)
                 thread = threading.Thread(target=loop.run_forever, name="sip-runtime", daemon=True)
@@ -283,7 +293,40 @@ class SipRuntime:
             "SIP runtime: %s", mask_text(str(context.get("message"))), exc_info=context.get("exception")
         )
 
-    async def _run(self, db: ThreadPoolExecutor, attempt_id: int, spec: sip.CallSpec, events: CallEvents) -> None:
+    def _registered(self, db: ThreadPoolExecutor, account_id: int, spec: register.RegistrationSpec) -> register.Registration:
+        """The account's registration in this process, started (or restarted when its settings changed)."""
+        running = self._registrations.get(account_id)
+        if running is not None and running[0].spec == spec:
+            return running[0]
+        if running is not None:
+            running[1].cancel()
+            asyncio.get_running_loop().create_task(running[0].stop())
+        registration = register.Registration(spec)
+        registration.start()
+        publisher = asyncio.get_running_loop().create_task(self._publish(db, account_id, registration))
+        self._registrations[account_id] = (registration, publisher)
+        return registration
+
+    @staticmethod
+    async def _publish(db: ThreadPoolExecutor, account_id: int, registration: register.Registration) -> None:
+        """The registration's state for the account page, written (from a thread) whenever it changes."""
+        loop, last = asyncio.get_running_loop(), None
+        while True:
+            state = asdict(registration.status)
+            if state != last:
+                with contextlib.suppress(Exception):  # a cache that is down must not stop the registration
+                    await loop.run_in_executor(db, partial(trunks.publish_registration, account_id, state))
+                last = state
+            await asyncio.sleep(REGISTRATION_PUBLISH_SECONDS)
+
+    async def _run(
+        self, db: ThreadPoolExecutor, attempt_id: int, spec: sip.CallSpec, events: CallEvents,
+        registration: tuple[int, register.RegistrationSpec] | None = None,
+    ) -> None:  # fmt: skip
+        if registration is not None:
+            registered = self._registered(db, *registration)
+            with contextlib.suppress(TimeoutError):  # the first REGISTER's answer, or the call goes on without it
+                await asyncio.wait_for(asyncio.shield(registered.attempted.wait()), REGISTRATION_WAIT_SECONDS)
         task = asyncio.current_task()
         assert task is not None
         self._calls.add(task)
@@ -431,6 +474,11 @@ class SipRuntime:
         rest = self._calls | self._recorders
         if rest:
             await asyncio.wait(rest, timeout=CANCEL_GRACE_SECONDS)
+        for registration, publisher in self._registrations.values():
+            publisher.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(registration.stop(), CANCEL_GRACE_SECONDS)  # Expires: 0 to the registrar
+        self._registrations.clear()
         return len(pending)
 
 
@@ -602,8 +650,11 @@ class SipProvider(Provider):
             self.account.sip_port,
             self.account.sip_transport,
         )
+        registration = None
+        if self.account.sip_register:
+            registration = (self.account.pk, trunks.registration_spec(self.account, spec.password))
         try:
-            RUNTIME.start_call(dial.attempt_id, spec, events)
+            RUNTIME.start_call(dial.attempt_id, spec, events, registration)
         except RuntimeError as exc:  # the event loop could not take the call: nothing was sent
             raise ProviderError(f"the SIP runtime is not running: {exc}", permanent=False) from exc
         return call_id

@@ -5,6 +5,7 @@
         [--display-name NAME] [--asserted-identity sip:...|tel:+...] [--privacy id|none]
         [--srv [--dns-server IP[:PORT]]] [--backup HOST:PORT ...]
         [--external-ip IP | --stun-server HOST[:PORT]] [--rtp-ports FIRST-LAST] [--no-symmetric-rtp]
+        [--local-port PORT]
 
 Exit status 0 whenever the call reached an outcome (busy and failed included), 2 for bad arguments or an
 audio file that cannot be played. The password may also come from the SIP_PASSWORD environment variable,
@@ -137,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stun-server", default="", type=_stun, help="learn the public address from this STUN server")
     parser.add_argument("--rtp-ports", default=None, type=_port_range, help="RTP/RTCP port range, FIRST-LAST")
     parser.add_argument(
+        "--local-port", type=int, default=0, choices=range(0, 65536), metavar="PORT",
+        help="UDP: send and listen on this fixed local SIP port (default: a new one)",
+    )
+    parser.add_argument(
         "--no-symmetric-rtp", dest="symmetric_rtp", action="store_false",
         help="always send RTP to the SDP's address, even when the far end's comes from another",
     )
@@ -182,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         stun_server=args.stun_server,
         rtp_port_range=args.rtp_ports,
         symmetric_rtp=args.symmetric_rtp,
+        local_port=args.local_port if args.transport == "udp" else 0,
     )
     result = asyncio.run(place_call(spec))
     print(json.dumps(result.as_json(), ensure_ascii=False))

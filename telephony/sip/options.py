@@ -61,7 +61,7 @@ async def ping(
         extra: tuple[tuple[str, str], ...] = ()
         challenged = False
         for cseq in (1, 2):
-            answer = await _transaction(link, _request(link, uri, username or "herald", call_id, tag, cseq, extra),
+            answer = await transaction(link, _request(link, uri, username or "herald", call_id, tag, cseq, extra),
                                         deadline, t1)  # fmt: skip
             if answer is None:
                 return OptionsAnswer(0, "no answer", challenged)
@@ -101,7 +101,7 @@ def _request(
     return branch, serialise(f"OPTIONS {uri} SIP/2.0", headers)
 
 
-async def _transaction(link: Transport, request: tuple[str, bytes], deadline: float, t1: float) -> Message | None:
+async def transaction(link: Transport, request: tuple[str, bytes], deadline: float, t1: float) -> Message | None:
     """RFC 3261 17.1.2: the final response to this request (its Via branch), or None by the deadline."""
     branch, data = request
     link.send(data)

@@ -11,7 +11,7 @@ import logging
 import socket
 import ssl
 
-from telephony.sip.message import Message, SipParseError, StreamFramer, parse
+from telephony.sip.message import Message, SipParseError, StreamFramer, parse, serialise
 from telephony.sip.tls import TlsSettings, TlsSettingsError, client_context
 
 log = logging.getLogger(__name__)
@@ -169,14 +169,122 @@ class StreamTransport(Transport):
             self._writer.close()
 
 
+class SharedUdp(asyncio.DatagramProtocol):
+    """One UDP socket on a fixed port, shared by every call of the process through it and by its registrations:
+    a registration trunk (and a NAT's port forward) knows us by this one port. What arrives goes to the call whose
+    Call-ID it carries; a request for no call we hold gets 481, and the trunk's OPTIONS probes get 200."""
+
+    _open: dict[tuple[asyncio.AbstractEventLoop, str, int], SharedUdp] = {}
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.views: dict[str, SharedView] = {}
+        self.local: tuple[str, int] = ("", 0)
+        self.dropped = self.unmatched = 0
+
+    @classmethod
+    async def bound(cls, local_ip: str, port: int) -> SharedUdp:
+        """The shared socket on local_ip:port in this event loop, bound on first use. TransportError when the
+        port is taken by another program (or another worker process on this host)."""
+        loop = asyncio.get_running_loop()
+        key = (loop, local_ip, port)
+        shared = cls._open.get(key)
+        if shared is None or shared.transport is None or shared.transport.is_closing():
+            family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
+            try:
+                _, shared = await loop.create_datagram_endpoint(cls, local_addr=(local_ip, port), family=family)
+            except OSError as exc:
+                raise TransportError(
+                    f"cannot listen for SIP on {local_ip}:{port} (udp): {exc.strerror or exc}; another process "
+                    "holds the port"
+                ) from None
+            cls._open[key] = shared
+        return shared
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.local = self.transport.get_extra_info("sockname")[:2]
+
+    def view(self, remote: tuple[str, int], call_id: str) -> SharedView:
+        if call_id in self.views:
+            raise TransportError(f"Call-ID {call_id} is already in use on {self.local[0]}:{self.local[1]}")
+        view = SharedView(self, remote, call_id)
+        self.views[call_id] = view
+        return view
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if not data.strip(b"\r\n\x00"):
+            return  # CRLF keep-alives
+        try:
+            message = parse(data)
+        except SipParseError as exc:
+            self.dropped += 1
+            log.log(logging.WARNING if self.dropped == 1 else logging.DEBUG,
+                    "dropped a malformed SIP message on the shared port (%d so far): %s", self.dropped, exc)
+            return  # fmt: skip
+        view = self.views.get(message.get("call-id", "") or "")
+        if view is not None:
+            view.incoming.put_nowait(message)
+            return
+        self.unmatched += 1
+        if message.is_request and message.method != "ACK" and self.transport is not None:
+            status, reason = (200, "OK") if message.method == "OPTIONS" else (481, "Call/Transaction Does Not Exist")
+            self.transport.sendto(_stateless_response(message, status, reason), addr)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP errors of one destination say nothing about the others
+
+    def release(self, call_id: str) -> None:
+        self.views.pop(call_id, None)
+
+
+class SharedView(Transport):
+    """One call's (or one registration's) share of a SharedUdp socket: its own incoming queue, the same port."""
+
+    kind, reliable = "udp", False
+
+    def __init__(self, shared: SharedUdp, remote: tuple[str, int], call_id: str) -> None:
+        super().__init__()
+        self.shared, self.remote, self.call_id = shared, remote, call_id
+        self.local = shared.local
+
+    def send(self, data: bytes) -> None:
+        transport = self.shared.transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data, self.remote)
+
+    def close(self) -> None:
+        self.shared.release(self.call_id)
+
+
+def _stateless_response(request: Message, status: int, reason: str) -> bytes:
+    to = request.get("to", "") or ""
+    if ";tag=" not in to:
+        to += ";tag=herald-shared"
+    headers = [
+        *(("Via", via) for via in request.get_all("via")),
+        ("From", request.get("from", "") or ""),
+        ("To", to),
+        ("Call-ID", request.get("call-id", "") or ""),
+        ("CSeq", request.get("cseq", "") or ""),
+    ]
+    return serialise(f"SIP/2.0 {status} {reason}", headers)
+
+
 async def open_transport(
-    kind: str, host: str, port: int, local_ip: str = "", *, server_hostname: str = "", tls: TlsSettings | None = None
+    kind: str, host: str, port: int, local_ip: str = "", *, server_hostname: str = "", tls: TlsSettings | None = None,
+    local_port: int = 0, call_id: str = "",
 ) -> Transport:
+    """A transport to host:port. With `local_port` (UDP only), a view of the process's shared socket on that port
+    for `call_id`, instead of a socket of the call's own."""
     if kind not in TRANSPORTS:
         raise ValueError(f"transport {kind!r} is not one of {', '.join(TRANSPORTS)}")
     remote = await resolve(host, port)
     local_ip = local_ip or local_ip_towards(remote[0])
     transport: Transport
+    if local_port and kind == "udp":
+        shared = await SharedUdp.bound(local_ip, local_port)
+        return shared.view(remote, call_id)
     if kind == "udp":
         transport = UdpTransport(remote)
         await transport.open(local_ip)

@@ -85,6 +85,7 @@ class CallSpec:
     # with rport); `rtp_port_range` (first, last) holds RTP/RTCP to the ports a firewall opens; `symmetric_rtp`
     # sends our audio where the far end's comes from when that is not its SDP's address.
     external_ip: str = ""
+    local_port: int = 0  # UDP: send and listen on this fixed port (shared with every call and registration)
     stun_server: str = ""  # host[:port]: learn `external_ip` from it (cached) when none is given
     rtp_port_range: tuple[int, int] | None = None
     symmetric_rtp: bool = True

@@ -366,7 +366,8 @@ class _Call:
         try:
             self.transport = await open_transport(
                 self.spec.transport, self.hop.host, self.hop.port, self.spec.local_ip,
-                server_hostname=self.hop.tls_name, tls=self.spec.tls,
+                server_hostname=self.hop.tls_name, tls=self.spec.tls, local_port=self.spec.local_port,
+                call_id=result.call_id,
             )  # fmt: skip
             self.rtp = await RtpStream.open(self.transport.local[0], self.spec.rtp_port_range)
             self.rtp.symmetric = self.spec.symmetric_rtp

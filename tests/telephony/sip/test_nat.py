@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from telephony.sip.types import ANSWERED, FAILED
-from tests.sipp import HOST, SCENARIOS, Sipp
+from tests.sipp import HOST, SCENARIOS, Sipp, free_port
 from tests.stun_server import StunServer
 from tests.telephony.sip.test_sipp import call, received, sipp_ok
 
@@ -207,14 +207,16 @@ def test_the_cli_takes_the_nat_settings(tmp_path):
     from tests.telephony.sip.test_sipp import cli, write_wav
 
     wav = write_wav(tmp_path / "clip.wav")
-    first = _free_even_pair()
+    first, sip_port = _free_even_pair(), free_port()
     with Sipp("answer.xml") as uas:
         done = cli("--to", uas.uri("alice"), "--audio", str(wav), "--digit-timeout", "0.3",
-                   "--external-ip", PUBLIC, "--rtp-ports", f"{first}-{first + 3}", "--no-symmetric-rtp")  # fmt: skip
+                   "--external-ip", PUBLIC, "--rtp-ports", f"{first}-{first + 3}", "--no-symmetric-rtp",
+                   "--local-port", str(sip_port))  # fmt: skip
         sipp_ok(uas)
     assert done.returncode == 0, done.stderr
     [invite] = received(uas, "INVITE")
     assert f"c=IN IP4 {PUBLIC}" in invite and sdp_port(invite) in (first, first + 2)
+    assert f"SIP/2.0/UDP {HOST}:{sip_port};" in invite
     for bad, message in ((["--external-ip", "nat.example"], "is not an IP address"),
                          (["--rtp-ports", "9-3"], "is not a port range"),
                          (["--stun-server", "a b"], "is not a STUN server")):  # fmt: skip
