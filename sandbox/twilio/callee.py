@@ -20,6 +20,21 @@ PRESS_DELAY_SECONDS = (0.5, 3.0)
 MACHINE_ANSWERS = ("machine_end_beep", "machine_end_silence", "machine_end_other", "fax")
 
 
+# What a failed call turns out to be, as carriers and Twilio report it, when the sandbox is asked to vary it
+# (``failures``): the final status, Twilio's ErrorCode (None where Twilio reports the status alone) and the
+# carrier's final SIP response (SipResponseCode). Without ``failures`` every failure is "carrier-error".
+FAILURES = {
+    "carrier-error": ("failed", 31005, 503),  # the carrier could not connect the call
+    "server-error": ("failed", 31005, 500),
+    "unavailable": ("no-answer", None, 480),  # switched off or out of coverage: nobody could answer
+    "timeout": ("no-answer", None, 408),
+    "declined": ("busy", None, 603),  # the callee rejected the call
+    "not-found": ("failed", 13224, 404),  # the number does not exist
+    "gone": ("failed", 13224, 410),  # the number no longer exists
+    "incomplete": ("failed", 13224, 484),  # too few digits for the network
+}
+
+
 def _pick(rng: random.Random, weights: dict[str, float]) -> str:
     u, acc = rng.random(), 0.0
     for name, p in weights.items():
@@ -36,10 +51,11 @@ def draw_plan(
     *,
     machine_answers: dict[str, float] | None = None,
     amd_unknown: float = 0.0,
+    failures: dict[str, float] | None = None,
 ) -> dict:
-    """Every up-front draw, always in the same order (determinism). The draws for a machine's kind and for
-    detection that cannot decide come last, and only when asked for: a sandbox without them draws what it
-    always drew."""
+    """Every up-front draw, always in the same order (determinism). The draws for a machine's kind, for
+    detection that cannot decide and for what a failure is come last, and only when asked for: a sandbox
+    without them draws what it always drew."""
     outcome = _pick(rng, {name: weights.get(name, 0.0) for name in OUTCOMES})
     ring = rng.uniform(*RING_SECONDS)
     busy = rng.uniform(*BUSY_SECONDS)
@@ -58,6 +74,8 @@ def draw_plan(
         plan["machine_answer"] = _pick(rng, machine_answers)
     if amd_unknown:
         plan["amd_unknown"] = rng.random() < amd_unknown
+    if failures:
+        plan["failure"] = _pick(rng, failures)
     return plan
 
 

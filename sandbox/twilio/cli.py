@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         help="what a machine is found to be, repeatable: machine_end_beep, machine_end_silence, "
         "machine_end_other, fax (default: machine_end_beep)",
     )
+    parser.add_argument(
+        "--failure", type=_parse_fault, action="append", default=[], metavar="KIND:P",
+        help="what a failed call turns out to be, repeatable: carrier-error, server-error, unavailable, timeout, "
+        "declined, not-found, gone, incomplete (default: carrier-error)",
+    )
     parser.add_argument("--amd-unknown", type=float, default=0.0, metavar="P",
                         help="probability that detection cannot decide (AnsweredBy=unknown)")
     parser.add_argument("--hangup-early", type=float, default=0.1)
@@ -154,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             numbers=_numbers(args.number),
             machine_answers=dict(args.machine_answer),
             amd_unknown=args.amd_unknown,
+            failures=dict(args.failure),
         )
     except ValueError as exc:
         parser.error(str(exc))

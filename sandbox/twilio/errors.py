@@ -4,6 +4,10 @@ from __future__ import annotations
 
 # Error codes used in status callbacks and the call resource.
 CARRIER_FAILURE = (31005, "Connection error: the call could not be connected (simulated carrier failure)")
+ERROR_MESSAGES = {
+    31005: CARRIER_FAILURE[1],
+    13224: "The number you are attempting to call is not valid or cannot be reached (simulated)",
+}
 # A number the carrier does not know: Twilio reports it with the carrier's final SIP response (SipResponseCode).
 INVALID_NUMBER = (13224, "The number you are attempting to call is not valid or cannot be reached (simulated)")
 HTTP_RETRIEVAL_FAILURE = 11200

@@ -182,7 +182,7 @@ class RestApi:
             store.per_number[to] = n + 1
             rng = random.Random(f"{sandbox.seed}:{to}:{n}")
             plan = draw_plan(rng, sandbox.weights, sandbox.hangup_early, machine_answers=sandbox.machine_answers,
-                             amd_unknown=sandbox.amd_unknown)
+                             amd_unknown=sandbox.amd_unknown, failures=sandbox.failures)
             sid = "CA" + secrets.token_hex(16)
             call = Call(
                 sid=sid,

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from http.server import ThreadingHTTPServer
 
-from sandbox.twilio.callee import MACHINE_ANSWERS
+from sandbox.twilio.callee import FAILURES, MACHINE_ANSWERS
 from sandbox.twilio.clock import Clock
 from sandbox.twilio.errors import ANSWERED_BY
 from sandbox.twilio.rest import CREATE_FAULTS, RestApi
@@ -33,7 +33,9 @@ class TwilioSandbox:
     ``human`` / ``machine_start`` / ``machine_end_beep``; ``machine_answers`` weighs what a machine is
     found to be with ``DetectMessageEnd`` (``machine_end_beep``, ``machine_end_silence``,
     ``machine_end_other``, ``fax``; with ``Enable`` a machine is ``machine_start``, a fax ``fax``), and
-    ``amd_unknown`` is the probability that detection cannot decide (``unknown``). ``digits`` maps a DTMF key to the probability that a human
+    ``amd_unknown`` is the probability that detection cannot decide (``unknown``); ``failures`` weighs
+    what a failed call turns out to be (``callee.FAILURES``: the status, ErrorCode and SipResponseCode each
+    reports, e.g. ``not-found`` 13224 / 404, ``unavailable`` no-answer / 480, ``declined`` busy / 603). ``digits`` maps a DTMF key to the probability that a human
     presses it at the first ``<Gather>`` (the remainder presses nothing);
     ``hangup_early`` is the probability that a human hangs up halfway through
     the first ``<Play>``/``<Say>``; ``transfer_answer`` that the person a
@@ -86,6 +88,7 @@ class TwilioSandbox:
         numbers: dict[str, list[str]] | None = None,
         machine_answers: dict[str, float] | None = None,
         amd_unknown: float = 0.0,
+        failures: dict[str, float] | None = None,
     ):
         if not accounts:
             raise ValueError("at least one account (sid -> auth token) is required")
@@ -128,6 +131,11 @@ class TwilioSandbox:
             raise ValueError("machine answer probabilities must be >= 0 and not all zero")
         if not 0.0 <= amd_unknown <= 1.0:
             raise ValueError("amd_unknown must be within [0, 1]")
+        failures = dict(failures or {})
+        if set(failures) - set(FAILURES):
+            raise ValueError(f"unknown failures {sorted(set(failures) - set(FAILURES))}; known: {', '.join(FAILURES)}")
+        if failures and (any(p < 0 for p in failures.values()) or sum(failures.values()) <= 0):
+            raise ValueError("failure probabilities must be >= 0 and not all zero")
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0")
         create_faults = dict(create_faults or {})
@@ -157,6 +165,7 @@ class TwilioSandbox:
         self.transfer_answer = transfer_answer
         self.menu_hangup = menu_hangup
         self.amd_script = amd_script
+        self.failures = {kind: p / sum(failures.values()) for kind, p in failures.items()} if failures else {}
         total = sum(machine_answers.values())
         self.machine_answers = {k: v / total for k, v in machine_answers.items()} if machine_answers else None
         self.amd_unknown = amd_unknown

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import requests
 
 from sandbox.twilio.call import Call, utc_now
-from sandbox.twilio.callee import detected
+from sandbox.twilio.callee import FAILURES, detected
 from sandbox.twilio.errors import (
-    CARRIER_FAILURE,
+    ERROR_MESSAGES,
     HTTP_RETRIEVAL_FAILURE,
     INVALID_NUMBER,
     ApiHangup,
@@ -105,7 +105,17 @@ class Simulator:
         if plan["outcome"] == "invalid-number":
             raise AppError(*INVALID_NUMBER, sip_response=404)
         if plan["outcome"] == "failed":
-            raise AppError(*CARRIER_FAILURE)
+            status, code, sip = FAILURES[plan.get("failure", "carrier-error")]
+            if status == "failed":
+                raise AppError(code, ERROR_MESSAGES[code], sip_response=sip)
+            if status == "no-answer":  # it rang out, or the network said at once that nobody can answer
+                self._set_status(call, "ringing")
+                self.webhooks.status_callback(call, session, "ringing", "ringing")
+                self.clock.sleep(call, min(plan["ring"], call.timeout), count=False)
+            else:
+                self.clock.sleep(call, plan["busy"], count=False)
+            self._finish(call, session, status, sip_response=sip)
+            return
         if plan["outcome"] == "busy":
             self.clock.sleep(call, plan["busy"], count=False)
             self._finish(call, session, "busy")
@@ -177,7 +187,9 @@ class Simulator:
             call.status = status
             call.date_updated = utc_now()
 
-    def _finish(self, call: Call, session, status: str, error: tuple | None = None) -> None:
+    def _finish(
+        self, call: Call, session, status: str, error: tuple | None = None, sip_response: int | None = None
+    ) -> None:
         """Set the final status once and post the final ("completed" event) callback."""
         with self.store.lock:
             if call.finished:
@@ -196,7 +208,9 @@ class Simulator:
                 call.duration = 0
             if error:
                 call.error_code, call.error_message = error
-            if call.sip_response is None or error is None:  # nothing more specific than what the status implies
+            if sip_response is not None and not call.api_hangup:
+                call.sip_response = sip_response
+            elif call.sip_response is None or error is None:  # nothing more specific than what the status implies
                 call.sip_response = 200 if call.answered else SIP_RESPONSES.get(status, 487)
             duration, sip_response = call.duration, call.sip_response
         extra = {

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from sandbox.twilio import TwilioSandbox
-from sandbox.twilio.callee import draw_plan
+from sandbox.twilio.callee import FAILURES, draw_plan
 from tests.sandbox.test_sandbox_amd import create as create_with_async_amd
 from tests.sandbox.test_sandbox_amd import wait_for
 from tests.sandbox.test_twilio_sandbox import (
@@ -141,3 +141,64 @@ def test_the_command_line_takes_the_mix_and_names_a_wrong_kind(capsys):
     with pytest.raises(SystemExit) as refused:
         main(["--account", f"{SID}:{TOKEN}", "--port", "0", "--machine-answer", "voicemail:0.5"])
     assert refused.value.code == 2 and "unknown machine answers ['voicemail']" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["--account", f"{SID}:{TOKEN}", "--port", "0", "--failure", "not-found:0.5", "--failure", "lost:0.5"])
+    assert refused.value.code == 2 and "unknown failures ['lost']" in capsys.readouterr().err
+
+
+# What Herald makes of each failure the sandbox reports: the status, the error code it stores (its Twilio
+# status_error), and whether campaigns.policy calls it an invalid number or counts it against the provider.
+HERALD_READS = {
+    "carrier-error": ("failed", "31005", False, True),
+    "server-error": ("failed", "31005", False, True),
+    "unavailable": ("no-answer", "", False, False),
+    "timeout": ("no-answer", "", False, False),
+    "declined": ("busy", "", False, False),
+    "not-found": ("failed", "sip-404", True, False),
+    "gone": ("failed", "sip-410", True, False),
+    "incomplete": ("failed", "sip-484", True, False),
+}
+
+
+@pytest.mark.parametrize("kind", list(FAILURES))
+def test_each_kind_of_failure_reports_its_status_error_and_sip_response(herald, make_sandbox, kind):
+    from campaigns.policy import is_invalid_number, is_provider_failure
+    from telephony.providers.twilio import status_error
+
+    status, code, sip = FAILURES[kind]
+    sandbox = make_sandbox(**{**NONE, "failed": 1.0}, failures={kind: 1.0}, time_scale=0.001)
+    call = create(sandbox, herald, "+15551231020")
+    assert sandbox.wait_idle(10)
+
+    hits = herald.hits_for(call.sid, "/status")
+    assert all(hit["valid"] for hit in hits)
+    final = hits[-1]["params"]
+    assert (final["CallStatus"], final["SipResponseCode"], final.get("ErrorCode")) == (
+        status, str(sip), str(code) if code else None,
+    )
+    assert statuses(hits)[:-1] == (["initiated", "ringing"] if status == "no-answer" else ["initiated"])
+    assert final["CallDuration"] == "0"
+    assert client_for(sandbox).calls(call.sid).fetch().status == status
+
+    herald_status, herald_code, invalid, provider_failure = HERALD_READS[kind]
+    stored, _message = status_error(final["CallStatus"], final)
+    assert (final["CallStatus"], stored) == (herald_status, herald_code)
+    assert is_invalid_number(stored) is invalid
+    assert is_provider_failure(final["CallStatus"], stored) is provider_failure
+
+
+def test_failures_are_drawn_after_every_other_draw_and_by_weight():
+    weights = {"failed": 1.0}
+    mix = {"not-found": 0.5, "unavailable": 0.3, "declined": 0.2}
+    drawn = [draw_plan(random.Random(f"7:+1555:{n}"), weights, 0.1, failures=mix)["failure"] for n in range(500)]
+    assert set(drawn) == set(mix) and 0.4 < drawn.count("not-found") / 500 < 0.6
+    plain = draw_plan(random.Random("7:+1555:0"), weights, 0.1)
+    mixed = draw_plan(random.Random("7:+1555:0"), weights, 0.1, failures=mix)
+    assert {k: mixed[k] for k in plain} == plain and set(mixed) - set(plain) == {"failure"}
+
+
+def test_an_unknown_failure_is_refused():
+    with pytest.raises(ValueError, match="unknown failures"):
+        TwilioSandbox({SID: TOKEN}, failures={"exploded": 1.0})
+    with pytest.raises(ValueError, match="failure probabilities"):
+        TwilioSandbox({SID: TOKEN}, failures={"gone": 0.0})
