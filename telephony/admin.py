@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db import models
@@ -19,9 +20,11 @@ from campaigns.getting_started import tell_imported
 from telephony import trunks
 from telephony.accounts import check_credentials
 from telephony.actions import set_auth_token, set_tls_client_key
+from telephony.announcements import MAX_UPLOAD_BYTES, check_clip, library_seconds
 from telephony.forms import TelephonyAccountForm
-from telephony.models import ProviderEvent, TelephonyAccount
+from telephony.models import CarrierAnnouncement, ProviderEvent, TelephonyAccount
 from telephony.sip import tls
+from telephony.sip.announce import MAX_LIBRARY_S, LibraryError
 
 
 @admin.register(TelephonyAccount)
@@ -231,3 +234,57 @@ class ProviderEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class CarrierAnnouncementForm(forms.ModelForm):
+    """The upload is checked as calls will use it, and the library must stay within what a packet is compared
+    with (telephony.sip.announce.MAX_LIBRARY_S)."""
+
+    class Meta:
+        model = CarrierAnnouncement
+        fields = ["name", "carrier", "outcome", "audio", "enabled"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        upload = cleaned.get("audio")
+        if upload is None or not cleaned.get("outcome") or "audio" not in self.changed_data:
+            if "enabled" in self.changed_data and cleaned.get("enabled"):
+                self._check_room(self.instance.seconds)
+            return cleaned
+        upload.seek(0)
+        data = upload.read(MAX_UPLOAD_BYTES + 1)
+        upload.seek(0)
+        try:
+            _, seconds = check_clip(cleaned.get("name") or upload.name, cleaned["outcome"], data)
+        except LibraryError as exc:
+            self.add_error("audio", str(exc).replace("the recording: ", ""))
+            return cleaned
+        self.instance.seconds = seconds
+        if cleaned.get("enabled"):
+            self._check_room(seconds)
+        return cleaned
+
+    def _check_room(self, seconds: float) -> None:
+        total = library_seconds(exclude_pk=self.instance.pk) + seconds
+        if total > MAX_LIBRARY_S:
+            self.add_error(
+                None,
+                gettext(
+                    "The announcements listened for would last %(total)d s; at most %(limit)d s (every packet of "
+                    "every call is compared with all of them). Switch some off first."
+                )
+                % {"total": total, "limit": MAX_LIBRARY_S},
+            )
+
+
+@admin.register(CarrierAnnouncement)
+class CarrierAnnouncementAdmin(admin.ModelAdmin):
+    form = CarrierAnnouncementForm
+    list_display = ["name", "carrier", "outcome", "seconds_shown", "enabled", "updated_at"]
+    list_filter = ["outcome", "enabled", "carrier"]
+    search_fields = ["name", "carrier"]
+    readonly_fields = ["seconds_shown", "created_at", "updated_at"]
+
+    @admin.display(description=gettext_lazy("length"))
+    def seconds_shown(self, obj: CarrierAnnouncement) -> str:
+        return f"{obj.seconds:.1f} s" if obj.seconds else "-"

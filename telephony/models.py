@@ -352,6 +352,47 @@ class TelephonyAccount(models.Model):
                 )
 
 
+class CarrierAnnouncement(models.Model):
+    """A carrier's recorded announcement ("您拨打的电话已关机") that SIP calls listen for in early media and just
+    after an answer (telephony.sip.announce): what it means decides the call's outcome and its retries."""
+
+    class Outcome(models.TextChoices):  # telephony.sip.announce.OUTCOMES
+        INVALID_NUMBER = "invalid_number", gettext_lazy("Invalid number (空号)")
+        SUSPENDED = "suspended", gettext_lazy("Suspended (停机)")
+        POWERED_OFF = "powered_off", gettext_lazy("Powered off (关机)")
+        UNREACHABLE = "unreachable", gettext_lazy("Unreachable (无法接通)")
+        BUSY = "busy", gettext_lazy("Busy (正在通话中)")
+
+    name = models.CharField(
+        gettext_lazy("name"),
+        max_length=80,
+        unique=True,
+        help_text=gettext_lazy("How calls that match it say so, e.g. china-mobile/powered-off."),
+    )
+    carrier = models.CharField(gettext_lazy("carrier"), max_length=100, blank=True)
+    outcome = models.CharField(gettext_lazy("means"), max_length=20, choices=Outcome.choices)
+    audio = models.FileField(
+        gettext_lazy("recording"),
+        upload_to="announcements/",
+        help_text=gettext_lazy(
+            "A WAV of the announcement as the carrier plays it (0.8-30 s, mono, any rate; a recording from a "
+            "real call is best). Checked on upload."
+        ),
+    )
+    seconds = models.FloatField(gettext_lazy("seconds"), default=0.0, editable=False)
+    enabled = models.BooleanField(gettext_lazy("listened for"), default=True)
+    created_at = models.DateTimeField(gettext_lazy("created at"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(gettext_lazy("updated at"), auto_now=True)
+
+    class Meta:
+        ordering = ["outcome", "name"]
+        verbose_name = gettext_lazy("carrier announcement")
+        verbose_name_plural = gettext_lazy("carrier announcements")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_outcome_display()})"
+
+
 class ProviderEvent(models.Model):
     """Every webhook as it arrived, verified or not: facts first, state changes after."""
 

@@ -41,11 +41,11 @@ from campaigns import callflow
 from campaigns.models import CallAttempt
 from herald.logmask import mask_phone, mask_text
 from synthesis.audio import AudioError, read_mulaw_wav
-from telephony import outcomes, trunks
+from telephony import announcements, outcomes, trunks
 from telephony.credentials import CredentialsError, auth_token
 from telephony.providers.base import CallEvents, Dial, Ending, Provider, ProviderError, ProviderStatus
 from telephony.providers.twilio import GATHER_TIMEOUT
-from telephony.sip import announce, options, register, ua
+from telephony.sip import options, register, ua
 from telephony.sip import types as sip
 from telephony.sip.transport import TransportError
 
@@ -84,26 +84,6 @@ def describe(result: sip.CallResult) -> str:
     if result.failovers:
         parts.append(f"at {result.trunk}, after " + "; ".join(result.failovers))
     return "; ".join(parts)
-
-
-_library: tuple[str, tuple] | None = None  # (directory, references): loaded once per process and directory
-
-
-def announcement_library() -> tuple:
-    """The carrier recordings SIP calls listen for (settings.ANNOUNCEMENT_DIR), loaded once. A library that
-    cannot be used is logged with what is wrong, and calls go on listening for SIT tones only."""
-    global _library
-    directory = settings.ANNOUNCEMENT_DIR
-    if not directory:
-        return ()
-    if _library is None or _library[0] != directory:
-        try:
-            references = tuple(announce.load_library_dir(directory))
-        except announce.LibraryError as exc:
-            log.error("carrier announcements not listened for: %s", exc)
-            references = ()
-        _library = (directory, references)
-    return _library[1]
 
 
 def ending_for(result: sip.CallResult, *, flow: bool = False) -> Ending:
@@ -594,7 +574,7 @@ class SipProvider(Provider):
             display_name=account.sip_display_name,
             asserted_identity=account.sip_asserted_identity,
             privacy=account.sip_privacy,
-            announcements=announcement_library(),
+            announcements=announcements.library(),
             down_hops=trunks.down_servers(account),
             tls=tls,
             **trunks.routing(account),
