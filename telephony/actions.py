@@ -40,6 +40,12 @@ def set_auth_token(account: TelephonyAccount, token: str) -> None:
     account.save(update_fields=["auth_token_encrypted"])
 
 
+def _telephony_path(audio: RenderedAudio | None) -> str:
+    if audio is None or not audio.telephony_file:
+        return ""
+    return str(Path(settings.MEDIA_ROOT) / audio.telephony_file)
+
+
 def set_tls_client_key(account: TelephonyAccount, key_pem: str) -> None:
     """Store the TLS client key encrypted ("" removes it); it is never shown again."""
     account.sip_tls_client_key_encrypted = encrypt(key_pem) if key_pem else ""
@@ -87,12 +93,14 @@ def place_call(call_id: int) -> str:
             "render_key", "telephony_file"
         ))
         clip_paths = {name: str(Path(settings.MEDIA_ROOT) / files[key]) for name, key in run.clips.items() if files.get(key)}
+    wait_for_beep = campaign.machine_action == Campaign.MachineAction.VOICEMAIL and call.voicemail_audio_id is not None
     dial = Dial(
         attempt_id=attempt.pk,
         to=call.phone,
         caller_id=campaign.caller_id_for(call.phone),
         audio_url=signed_audio_url(call.audio_id),
-        wait_for_beep=campaign.machine_action == Campaign.MachineAction.VOICEMAIL and call.voicemail_audio_id is not None,
+        wait_for_beep=wait_for_beep,
+        voicemail_path=_telephony_path(call.voicemail_audio) if wait_for_beep else "",
         audio_path=str(Path(settings.MEDIA_ROOT) / call.audio.telephony_file) if call.audio.telephony_file else "",
         flow_token=flows.node_token(attempt.pk, callflow.ROOT, 1) if run is not None else "",
         input_timeout=run.input_timeout if run is not None else 5,

@@ -60,6 +60,7 @@ class TelephonyAccountForm(forms.ModelForm):
             "sip_port",
             "sip_transport",
             "sip_domain",
+            "sip_amd",
             "sip_srv",
             "sip_backup_hosts",
             "sip_health_checks",

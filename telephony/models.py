@@ -233,6 +233,14 @@ class TelephonyAccount(models.Model):
         validators=[MinValueValidator(60, gettext_lazy("At least 60 seconds.")), MaxValueValidator(86400)],
         help_text=gettext_lazy("SIP trunk: the seconds a registration is asked to last; refreshed before it ends."),
     )
+    sip_amd = models.BooleanField(
+        gettext_lazy("detect answering machines"),
+        default=False,
+        help_text=gettext_lazy(
+            "SIP trunk: listen after the answer for a voicemail greeting, so campaigns can hang up on machines "
+            "or leave their voicemail after the beep, as with Twilio. Off: every answer counts as a person."
+        ),
+    )
     # TLS as the carrier sets it up (telephony.sip.tls): its CA, and our client certificate for mutual TLS.
     sip_tls_ca = models.TextField(
         gettext_lazy("TLS CA certificates"),

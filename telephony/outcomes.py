@@ -211,6 +211,7 @@ def record_ending(attempt_id: int, ending: Ending) -> None:
     apply_status(
         attempt_id,
         ending.status,
+        answered_by=ending.answered_by,
         duration=ending.duration,
         error_code=ending.error_code,
         error_message=ending.error_message,

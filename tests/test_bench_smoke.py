@@ -128,3 +128,12 @@ def test_the_announcement_bench_runs_at_a_tiny_size():
     assert set(got["confusion"]) == labels and all(set(row) == labels for row in got["confusion"].values())
     assert sum(sum(row.values()) for row in got["confusion"].values()) == 12
     assert got["references"] == 15 and got["us_per_packet"]["announcement"] > 0 and got["us_per_packet"]["sit"] > 0
+
+
+def test_the_machine_detection_bench_runs_at_a_tiny_size():
+    got = figures(run("bench/amd.py", "--smoke"))
+
+    # Six held-out examples: every one is in the confusion table once, and the packets cost something.
+    assert got["examples"] == 6 and sum(got["confusion"].values()) == 6
+    assert set(key.split("->")[0] for key in got["confusion"]) <= {"human", "silent", "machine"}
+    assert 0.0 <= got["accuracy"] <= 1.0 and got["us_per_packet"] > 0

@@ -42,6 +42,7 @@ class Dial:
     audio_url: str
     ring_timeout: int = 30
     wait_for_beep: bool = False  # a voicemail follows: detection waits for the end of a machine's greeting
+    voicemail_path: str = ""  # with wait_for_beep: the voicemail's local telephony μ-law WAV (SIP plays it itself)
     audio_path: str = ""  # the local telephony μ-law WAV that audio_url serves (SIP plays it itself)
     # A campaign with a call flow: the signed token of its first key wait (Twilio's gather action carries it)
     # and seconds to wait for a key. Blank: the call ends after the message's key.
@@ -66,6 +67,7 @@ class Ending:
     # The trunk refused the account, not the call (its credentials): nobody was dialled, and every call of the
     # campaign would meet the same refusal. The campaign pauses with error_message; the call keeps its place.
     account: bool = False
+    answered_by: str = ""  # answering-machine detection's word, where the provider ran it within the call (SIP)
 
 
 class CallEvents(Protocol):

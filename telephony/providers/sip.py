@@ -95,7 +95,7 @@ def ending_for(result: sip.CallResult, *, flow: bool = False) -> Ending:
         if not flow and (result.played_to_end or result.digits):
             key = result.digits[:1]
             gather = "" if key == FINISH_KEY else key
-        return Ending(S.COMPLETED, duration=duration, gather=gather)
+        return Ending(S.COMPLETED, duration=duration, gather=gather, answered_by=result.answered_by)
     code = result.sip_code
     error = {"error_code": f"sip-{code}" if code else "sip", "error_message": describe(result)}
     if result.announcement or result.sit:
@@ -579,6 +579,9 @@ class SipProvider(Provider):
             tls=tls,
             **trunks.routing(account),
         )
+        if account.sip_amd:
+            voicemail = read_clip(dial.voicemail_path) if dial.wait_for_beep and dial.voicemail_path else b""
+            spec = replace(spec, amd="DetectMessageEnd" if voicemail else "Enable", voicemail=voicemail)
         try:
             ua.check_presentation(spec)
         except ValueError as exc:  # saved before validation existed, or edited outside the admin

@@ -18,6 +18,7 @@ DECLINED = "declined"
 INVALID_NUMBER = "invalid-number"
 CANCELED = "canceled"
 OUTCOMES = (ANSWERED, BUSY, NO_ANSWER, FAILED, DECLINED, INVALID_NUMBER, CANCELED)
+AMD_MODES = ("", "Enable", "DetectMessageEnd")
 
 # Privacy header values a call may send (RFC 3323 / RFC 3325): "id" asks the trunk to withhold the asserted
 # identity from the callee, "none" asks it to pass it on; "" sends no Privacy header (the trunk's default).
@@ -114,6 +115,12 @@ class CallSpec:
     detect_sit: bool = True
     announcements: tuple = field(default=(), repr=False)
     listen_after_answer: float = 6.0
+    # Answering-machine detection after the answer (telephony.sip.amd), in Twilio's modes: "Enable" decides person
+    # or machine, "DetectMessageEnd" also waits for the end of a machine's greeting; "" does none. A machine stops
+    # the message: with a `voicemail` clip (μ-law) and DetectMessageEnd, the clip plays after the beep; else we
+    # hang up.
+    amd: str = ""
+    voicemail: bytes = field(default=b"", repr=False)
     rtcp_interval: float = 5.0  # seconds between our RTCP sender reports (RFC 3550's minimum); 0: none
     max_hold: float = 120.0  # seconds the far end may hold the call (the clip waits) before we hang up
     refer_timeout: float = 5.0  # seconds for the trunk to answer a REFER before the transfer counts as refused
@@ -160,6 +167,9 @@ class CallResult:
     announcement: str = ""  # the outcome a carrier announcement meant (invalid_number, suspended, powered_off,
     announcement_name: str = ""  # unreachable, busy) and the library recording it matched
     redirects: list[str] = field(default_factory=list)  # request URIs a 3xx sent the call to, in order
+    answered_by: str = ""  # answering-machine detection's word (Twilio's AnsweredBy), when it ran
+    amd_reason: str = ""  # what made it say so, and when
+    voicemail_played: bool = False  # the voicemail clip played to its end after a machine's greeting
     rtp_latched: str = ""  # "ip:port" our RTP went to instead of the SDP's address (symmetric RTP), if it did
     trunk: str = ""  # the server that gave the last answer: "host:port (transport)"
     failovers: list[str] = field(default_factory=list)  # each server left for the next, and why

@@ -28,7 +28,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
-from telephony.sip import digest, sdp, srv, stun
+from telephony.sip import amd, digest, sdp, srv, stun
+from telephony.sip.amd import AmdDetector
 from telephony.sip.announce import AnnouncementMatcher, SitListener
 from telephony.sip.g711 import ulaw_to_alaw
 from telephony.sip.message import (
@@ -46,6 +47,7 @@ from telephony.sip.message import (
 from telephony.sip.rtp import PTIME, Playback, RtpStream
 from telephony.sip.transport import Transport, TransportError, open_transport
 from telephony.sip.types import (
+    AMD_MODES,
     ANSWER,
     ANSWERED,
     BUSY,
@@ -166,6 +168,8 @@ async def place_call(
     if not spec.audio:
         raise ValueError("the call has no audio to play")
     check_presentation(spec)
+    if spec.amd not in AMD_MODES:
+        raise ValueError(f"amd must be one of {', '.join(map(repr, AMD_MODES))}, not {spec.amd[:20]!r}")
     hops, route_note = await next_hops(spec, to)
     spec = replace(spec, call_id=spec.call_id or f"{secrets.token_hex(12)}@herald")  # one Call-ID on every hop
     started_at = time.time()
@@ -243,6 +247,10 @@ class _Call:
         self.sit = SitListener() if spec.detect_sit else None
         self.matcher = AnnouncementMatcher(list(spec.announcements)) if spec.announcements else None
         self.announced = asyncio.Event()
+        self.carrier_listening = self.sit is not None or self.matcher is not None
+        self.amd = AmdDetector(wait_for_end=spec.amd == "DetectMessageEnd") if spec.amd else None
+        self.machine = asyncio.Event()  # detection found a machine: the message stops
+        self.greeting_ended = asyncio.Event()  # DetectMessageEnd: its greeting ended (the beep)
         self.heard_seq: int | None = None
         self.stop_listening_at = float("inf")  # time.monotonic() to stop: the answer + listen_after_answer
         self.remote_bye = asyncio.Event()
@@ -380,8 +388,8 @@ class _Call:
                 self.external_ip = await stun.public_ip(self.spec.stun_server)
             except (stun.StunError, OSError, ValueError) as exc:
                 log.warning("call %s: advertising the local address %s: %s", result.call_id, self.local_ip, exc)
-        if self.sit is not None or self.matcher is not None:
-            self.rtp.on_audio = self.listen
+        if self.carrier_listening or self.amd is not None:
+            self.rtp.on_audio = self.received
         self.spawn(self.dispatch(), "sip-dispatch")
         self.spawn(self.watch_abort(), "sip-abort")
         if self.caller_abort is not None:
@@ -878,6 +886,8 @@ class _Call:
             finally:
                 self.listening = False
                 rtp.on_digits = lambda digits: None
+            if self.machine.is_set() and not self.call_over():
+                await self.machine_answered()
             if self.remote_bye.is_set():
                 result.hangup_by = "remote"
                 return
@@ -886,10 +896,12 @@ class _Call:
             return
         clip = spec.audio if self.media.codec == sdp.PCMU else ulaw_to_alaw(spec.audio)
         self.playback = rtp.play(clip, self.media.codec, result.send_lateness_ms)
-        await self.await_playback(self.remote_bye, self.enough_digits, self.abort, what="the message")
+        await self.await_playback(self.remote_bye, self.enough_digits, self.abort, self.machine, what="the message")
         self.playback.stop()
-        result.played_to_end = self.playback.done.result()
-        if not (self.remote_bye.is_set() or self.enough_digits.is_set() or self.abort.is_set()):
+        result.played_to_end = self.playback.done.result() and not self.machine.is_set()
+        if self.machine.is_set() and not self.call_over():
+            await self.machine_answered()
+        elif not (self.remote_bye.is_set() or self.enough_digits.is_set() or self.abort.is_set()):
             filler = rtp.play_silence(self.media.codec, spec.digit_timeout + 1)
             with contextlib.suppress(TimeoutError):  # the clip ended (or a digit stopped it): wait for digits
                 await asyncio.wait_for(
@@ -904,19 +916,40 @@ class _Call:
         result.hangup_by = "local"
         await self.hang_up()
 
+    async def machine_answered(self) -> None:
+        """A machine took the call: the message stopped. With DetectMessageEnd and a voicemail clip, wait for the
+        end of its greeting (the beep) and play the clip; then the caller hangs up."""
+        assert self.rtp is not None and self.media is not None and self.amd is not None
+        result, spec = self.result, self.spec
+        if not (spec.voicemail and self.amd.wait_for_end and result.answered_by != amd.FAX):
+            return
+        filler = self.rtp.play_silence(self.media.codec, amd.END_LIMIT_MS / 1000 + 1)
+        with contextlib.suppress(TimeoutError):  # the detector itself gives up at END_LIMIT_MS after the answer
+            await asyncio.wait_for(
+                self.first_of(self.greeting_ended, self.remote_bye, self.abort), amd.END_LIMIT_MS / 1000 + 1
+            )
+        filler.stop()
+        if self.call_over():
+            return
+        clip = spec.voicemail if self.media.codec == sdp.PCMU else ulaw_to_alaw(spec.voicemail)
+        self.playback = self.rtp.play(clip, self.media.codec, result.send_lateness_ms)
+        await self.await_playback(self.remote_bye, self.abort, what="the voicemail")
+        self.playback.stop()
+        result.voicemail_played = self.playback.done.result()
+
     # --- call flows ---------------------------------------------------------------------------------------
     async def run_flow(self, flow: FlowDriver) -> None:
         """Each step's clips, then a key (or silence) for the flow, until a step ends the call."""
         result = self.result
         step: FlowStep = flow.start()
-        while not self.call_over():
+        while not self.flow_over():
             menu = step.gather
             self.listening = menu is not None
             if menu is None:  # keys typed ahead of the last menu have nowhere to go
                 self.keys.clear()
                 self.key_pressed.clear()
             await self.play_clips(step.play, stop_on_key=menu is not None)
-            if self.call_over():
+            if self.flow_over():
                 return
             if step.transfer_to:
                 connected, why = await self.transfer(step.transfer_to)
@@ -929,13 +962,13 @@ class _Call:
                 except Exception:  # the caller's bookkeeping: the callee still hears the fallback we can find
                     log.exception("call %s: the flow failed on the transfer's end", result.call_id)
                     after = None
-                if not connected and after is not None and not self.call_over():
+                if not connected and after is not None and not self.flow_over():
                     await self.play_clips(after.play, stop_on_key=False)
                 return
             if menu is None:
                 return
             key = await self.next_key()
-            if self.call_over():
+            if self.flow_over():
                 return  # hung up while the menu waited: the walk stops where it is
             try:
                 step = await flow.press(menu, step.prompts, key)
@@ -945,6 +978,10 @@ class _Call:
 
     def call_over(self) -> bool:
         return self.remote_bye.is_set() or self.abort.is_set()
+
+    def flow_over(self) -> bool:
+        """The flow stops: the call is over, or a machine answered (the caller decides what it hears)."""
+        return self.call_over() or self.machine.is_set()
 
     def clip(self, name: str) -> bytes:
         if name == "message":
@@ -956,7 +993,7 @@ class _Call:
         assert self.rtp is not None and self.media is not None
         result = self.result
         for name in names:
-            if self.call_over() or (stop_on_key and self.keys):
+            if self.flow_over() or (stop_on_key and self.keys):
                 return
             clip = self.clip(name)
             if not clip:
@@ -965,7 +1002,8 @@ class _Call:
             payload = clip if self.media.codec == sdp.PCMU else ulaw_to_alaw(clip)
             self.playback = self.rtp.play(payload, self.media.codec, result.send_lateness_ms)
             await self.await_playback(
-                self.remote_bye, self.abort, *([self.key_pressed] if stop_on_key else []), what=f"clip {name!r}"
+                self.remote_bye, self.abort, self.machine, *([self.key_pressed] if stop_on_key else []),
+                what=f"clip {name!r}",
             )
             self.playback.stop()
             complete = self.playback.done.result()
@@ -974,12 +1012,35 @@ class _Call:
                 result.played_to_end = result.played_to_end or complete
 
     # --- what the carrier plays ------------------------------------------------------------------------------
+    def received(self, seq: int, payload: bytes, pt: int) -> None:
+        """Each received audio packet: to the carrier's detectors while they listen, and after the answer to
+        answering-machine detection until it has said all it will."""
+        if self.carrier_listening:
+            self.listen(seq, payload, pt)
+        if self.amd is not None and self.rtp is not None and self.rtp.answered and not self.amd.done:
+            self.detect(payload, pt)
+        if not self.carrier_listening and (self.amd is None or self.amd.done) and self.rtp is not None:
+            self.rtp.on_audio = None
+
+    def detect(self, payload: bytes, pt: int) -> None:
+        assert self.amd is not None
+        decision = self.amd.feed_payload(payload, pt)
+        if decision is None:
+            return
+        result = self.result
+        result.answered_by, result.amd_reason = decision.answered_by, f"{decision.reason} (at {decision.at_ms} ms)"
+        log.info("call %s: answered by %s: %s", result.call_id, decision.answered_by, result.amd_reason)
+        if decision is self.amd.end:
+            self.greeting_ended.set()
+        elif decision.answered_by in (amd.MACHINE_START, amd.FAX):
+            self.machine.set()
+
     def listen(self, seq: int, payload: bytes, pt: int) -> None:
         """Each received audio packet, to the SIT and announcement detectors (on the event loop: ~60-180 µs a
         packet, during early media and the first seconds after the answer only). A few lost packets are fed as
         silence, so the detectors' sense of time stays right."""
         if self.announced.is_set() or time.monotonic() > self.stop_listening_at:
-            self.rtp.on_audio = None  # type: ignore[union-attr]
+            self.carrier_listening = False
             return
         if self.heard_seq is not None and 1 < seq - self.heard_seq <= 10:
             silence = (b"\xff" if pt == sdp.PCMU else b"\xd5") * len(payload)
@@ -1092,7 +1153,7 @@ class _Call:
             filler = self.rtp.play_silence(self.media.codec, self.spec.digit_timeout + 1)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self.first_of(self.key_pressed, self.remote_bye, self.abort), self.spec.digit_timeout
+                    self.first_of(self.key_pressed, self.remote_bye, self.abort, self.machine), self.spec.digit_timeout
                 )
             filler.stop()
         if not self.keys:
