@@ -83,8 +83,11 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
         (
             gettext_lazy("SIP over TLS"),
             {
-                "fields": ["sip_tls_ca", "sip_tls_client_cert", "tls_client_key", "tls_certificates"],
-                "description": gettext_lazy("SIP trunk accounts with transport TLS only, all optional."),
+                "fields": ["sip_srtp", "sip_tls_ca", "sip_tls_client_cert", "tls_client_key", "tls_certificates"],
+                "description": gettext_lazy(
+                    "SIP trunk accounts, all optional: encrypted audio (SRTP), and for transport TLS the carrier's "
+                    "CA and our client certificate."
+                ),
             },
         ),
         (

@@ -61,6 +61,7 @@ class TelephonyAccountForm(forms.ModelForm):
             "sip_transport",
             "sip_domain",
             "sip_amd",
+            "sip_srtp",
             "sip_srv",
             "sip_backup_hosts",
             "sip_health_checks",

@@ -233,6 +233,23 @@ class TelephonyAccount(models.Model):
         validators=[MinValueValidator(60, gettext_lazy("At least 60 seconds.")), MaxValueValidator(86400)],
         help_text=gettext_lazy("SIP trunk: the seconds a registration is asked to last; refreshed before it ends."),
     )
+    class Srtp(models.TextChoices):  # telephony.sip.types.SRTP_MODES
+        OFF = "", gettext_lazy("Off: plain RTP")
+        OPTIONAL = "optional", gettext_lazy("When the trunk requires it")
+        REQUIRED = "required", gettext_lazy("Always")
+
+    sip_srtp = models.CharField(
+        gettext_lazy("SRTP"),
+        max_length=10,
+        choices=Srtp.choices,
+        blank=True,
+        default=Srtp.OFF,
+        help_text=gettext_lazy(
+            "SIP trunk: encrypt the call's audio (SRTP, AES_CM_128_HMAC_SHA1_80, keys in the SDP). 'When the trunk "
+            "requires it' offers plain RTP and switches to SRTP when the trunk refuses it. The keys travel in the "
+            "SIP messages: use TLS for them to stay secret."
+        ),
+    )
     sip_amd = models.BooleanField(
         gettext_lazy("detect answering machines"),
         default=False,

@@ -94,6 +94,7 @@ def routing(account: TelephonyAccount) -> dict:
         "stun_server": settings.SIP_STUN_SERVER,
         "rtp_port_range": settings.SIP_RTP_PORTS,
         "symmetric_rtp": settings.SIP_SYMMETRIC_RTP,
+        "srtp": account.sip_srtp,
     }
 
 

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from telephony.sip import rtcp
+from telephony.sip import rtcp, srtp
 from telephony.sip.dtmf import DtmfDetector
 from telephony.sip.g711 import alaw_to_ulaw, ulaw_to_alaw
 
@@ -270,6 +270,9 @@ class RtpStream(asyncio.DatagramProtocol):
         self.symmetric = True
         self.latched: tuple[str, int] | None = None
         self.rtcp_latched = False
+        # SRTP (telephony.sip.srtp), once keys were agreed: ours protect what we send, theirs check what arrives.
+        self.srtp_out: srtp.Sender | None = None
+        self.srtp_in: srtp.Receiver | None = None
         self.event_pts: frozenset[int] = frozenset()
         self.tones: DtmfDetector | None = None  # in-band keys, when no telephone-event was negotiated
         self.audio_pts: frozenset[int] = frozenset({0, 8})
@@ -363,6 +366,8 @@ class RtpStream(asyncio.DatagramProtocol):
         report = rtcp.sender_report(
             self.ssrc, rtp_timestamp=self.ts, packets=packets, octets=packets * SAMPLES, cname=cname, bye=bye
         )
+        if self.srtp_out is not None:
+            report = self.srtp_out.protect_rtcp(report)
         try:
             self.rtcp_transport.sendto(report, self.rtcp_remote)
         except OSError:
@@ -370,6 +375,10 @@ class RtpStream(asyncio.DatagramProtocol):
         self.rtcp_sent += 1
 
     def rtcp_received(self, data: bytes, source: tuple[str, int] | None = None) -> None:
+        if self.srtp_in is not None:
+            data = self.srtp_in.unprotect_rtcp(data)  # type: ignore[assignment]
+            if data is None:
+                return
         reports, _ = rtcp.reports_about(data, self.ssrc)
         self.rtcp_packets_received += 1
         if self.symmetric and not self.rtcp_latched and source is not None and self.rtcp_remote is not None:
@@ -386,6 +395,10 @@ class RtpStream(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if self.srtp_in is not None:
+            data = self.srtp_in.unprotect(data)  # type: ignore[assignment]
+            if data is None:
+                return  # not authentic (or a replay): dropped, counted by the receiver
         packet = parse(data)
         if packet is None:
             return
@@ -450,6 +463,9 @@ class RtpStream(asyncio.DatagramProtocol):
     def send_packet(self, packet: bytes, *, filler: bool = False) -> None:
         if self.transport is None or self.sock is None or self.remote is None or self.transport.is_closing():
             return
+        payload = len(packet) - 12
+        if self.srtp_out is not None:
+            packet = self.srtp_out.protect(packet)
         try:  # straight to the socket: the asyncio transport's bookkeeping costs microseconds per packet
             self.sock.sendto(packet, self.remote)
         except (BlockingIOError, InterruptedError):
@@ -460,7 +476,7 @@ class RtpStream(asyncio.DatagramProtocol):
             self.silence_packets_sent += 1
             return
         self.packets_sent += 1
-        self.bytes_sent += len(packet) - 12
+        self.bytes_sent += payload
 
     def play(self, payload: bytes, pt: int, lateness: list[float]) -> Playback:
         playback = Playback(self, payload, pt, lateness)

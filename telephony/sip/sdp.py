@@ -1,4 +1,5 @@
-"""SDP offer/answer for one audio stream (RFC 4566, RFC 3264): G.711 μ-law/A-law plus RFC 4733 events."""
+"""SDP offer/answer for one audio stream (RFC 4566, RFC 3264): G.711 μ-law/A-law plus RFC 4733 events, as RTP or
+as SRTP with SDES keys (RTP/SAVP, RFC 4568)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ class Media:
     codecs: tuple[int, ...] = field(default=(), compare=False)  # PCMU / PCMA as offered, in its order of preference
     hold_address: bool = field(default=False, compare=False)  # c= 0.0.0.0: the old (RFC 2543) way to put on hold
     rtcp_port: int | None = field(default=None, compare=False)  # a=rtcp (RFC 3605); else the RTP port + 1
+    profile: str = field(default="RTP/AVP", compare=False)  # RTP/SAVP: the media is SRTP
+    crypto: tuple[str, ...] = field(default=(), compare=False)  # its a=crypto values (RFC 4568), in order
 
     @property
     def on_hold(self) -> bool:
@@ -71,20 +74,22 @@ class Media:
         return frozenset({self.event_pt, TELEPHONE_EVENT}) - self.other_pts - {PCMU, PCMA}
 
 
-def offer(ip: str, port: int, *, session_id: int, version: int = 1) -> bytes:
-    return _body(ip, port, session_id, version, [PCMU, PCMA], TELEPHONE_EVENT)
+def offer(ip: str, port: int, *, session_id: int, version: int = 1, crypto: str = "") -> bytes:
+    """Our offer: PCMU, PCMA and telephone-event; with `crypto` (an a=crypto value), as SRTP (RTP/SAVP)."""
+    return _body(ip, port, session_id, version, [PCMU, PCMA], TELEPHONE_EVENT, crypto=crypto)
 
 
 def answer(
-    ip: str, port: int, *, session_id: int, version: int, codec: int, event_pt: int | None, direction: str = "sendrecv"
+    ip: str, port: int, *, session_id: int, version: int, codec: int, event_pt: int | None, direction: str = "sendrecv",
+    crypto: str = "",
 ) -> bytes:
     """Our answer to an offer inside the dialog (a re-INVITE): the codec in use, its event type, our direction."""
-    return _body(ip, port, session_id, version, [codec], event_pt, direction)
+    return _body(ip, port, session_id, version, [codec], event_pt, direction, crypto=crypto)
 
 
 def _body(
     ip: str, port: int, session_id: int, version: int, codecs: list[int], event_pt: int | None,
-    direction: str = "sendrecv",
+    direction: str = "sendrecv", *, crypto: str = "",
 ) -> bytes:
     family = "IP6" if ":" in ip else "IP4"
     pts = [*codecs, *([event_pt] if event_pt is not None else [])]
@@ -94,12 +99,12 @@ def _body(
         "s=Herald",
         f"c=IN {family} {ip}",
         "t=0 0",
-        f"m=audio {port} RTP/AVP {' '.join(map(str, pts))}",
+        f"m=audio {port} {'RTP/SAVP' if crypto else 'RTP/AVP'} {' '.join(map(str, pts))}",
         *(f"a=rtpmap:{pt} {CODECS[pt]}/8000" for pt in codecs),
     ]
     if event_pt is not None:
         lines += [f"a=rtpmap:{event_pt} telephone-event/8000", f"a=fmtp:{event_pt} 0-16"]
-    lines += ["a=ptime:20", f"a={direction}"]
+    lines += ["a=ptime:20", f"a={direction}", *([f"a={crypto}"] if crypto else [])]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
@@ -115,6 +120,8 @@ def parse(body: bytes) -> Media:
     names: dict[int, str] = {}
     direction = "sendrecv"
     rtcp_port: int | None = None
+    profile = "RTP/AVP"
+    crypto: list[str] = []
     in_audio = seen_audio = False
     for raw in text.splitlines():
         line = raw.strip()
@@ -132,9 +139,11 @@ def parse(body: bytes) -> Media:
                 if len(fields) < 4:
                     raise SdpError(f"malformed media line m={value[:80]}", "m= line")
                 port = _number(fields[1].split("/")[0], where="m= port", limit=65535)
-                if fields[2].upper() not in ("RTP/AVP", "RTP/AVPF"):
+                profile = fields[2].upper()
+                if profile not in ("RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF"):
                     raise SdpError(
-                        f"media transport {fields[2][:40]} is not RTP/AVP (SRTP and others are not supported)", "m= line"
+                        f"media transport {fields[2][:40]} is not RTP/AVP or RTP/SAVP (DTLS and others are not "
+                        "supported)", "m= line"
                     )
                 pts = [_number(f, where="m= payload type", limit=127) for f in fields[3:]]
         elif kind == "c":
@@ -153,6 +162,8 @@ def parse(body: bytes) -> Media:
                 names[_number(pt_text, where="a=rtpmap payload type", limit=127)] = encoding.split("/")[0].strip()
             elif attr in ("sendrecv", "sendonly", "recvonly", "inactive"):
                 direction = attr
+            elif attr == "crypto" and in_audio:
+                crypto.append(rest.strip())
             elif attr == "rtcp" and in_audio and rest.strip():
                 rtcp_port = _number(rest.split()[0], where="a=rtcp port", limit=65535)
     if port is None:
@@ -175,4 +186,5 @@ def parse(body: bytes) -> Media:
     event_pt = next((pt for pt in pts if name(pt) == "TELEPHONE-EVENT"), None)
     others = frozenset(pt for pt in pts if name(pt) != "TELEPHONE-EVENT")
     return Media(ip=ip, port=port, codec=codec, event_pt=event_pt, direction=direction, other_pts=others,
-                 codecs=codecs, hold_address=ip in ("0.0.0.0", "::"), rtcp_port=rtcp_port)
+                 codecs=codecs, hold_address=ip in ("0.0.0.0", "::"), rtcp_port=rtcp_port,
+                 profile=profile.removesuffix("F"), crypto=tuple(crypto))

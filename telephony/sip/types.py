@@ -19,6 +19,7 @@ INVALID_NUMBER = "invalid-number"
 CANCELED = "canceled"
 OUTCOMES = (ANSWERED, BUSY, NO_ANSWER, FAILED, DECLINED, INVALID_NUMBER, CANCELED)
 AMD_MODES = ("", "Enable", "DetectMessageEnd")
+SRTP_MODES = ("", "optional", "required")
 
 # Privacy header values a call may send (RFC 3323 / RFC 3325): "id" asks the trunk to withhold the asserted
 # identity from the callee, "none" asks it to pass it on; "" sends no Privacy header (the trunk's default).
@@ -120,6 +121,9 @@ class CallSpec:
     # the message: with a `voicemail` clip (μ-law) and DetectMessageEnd, the clip plays after the beep; else we
     # hang up.
     amd: str = ""
+    # SRTP with SDES keys (RFC 3711, RFC 4568; telephony.sip.srtp): "" plain RTP; "optional" offers RTP and, when
+    # the trunk refuses it (488), SRTP; "required" offers SRTP only and fails a call answered without it.
+    srtp: str = ""
     voicemail: bytes = field(default=b"", repr=False)
     rtcp_interval: float = 5.0  # seconds between our RTCP sender reports (RFC 3550's minimum); 0: none
     max_hold: float = 120.0  # seconds the far end may hold the call (the clip waits) before we hang up
@@ -170,6 +174,8 @@ class CallResult:
     answered_by: str = ""  # answering-machine detection's word (Twilio's AnsweredBy), when it ran
     amd_reason: str = ""  # what made it say so, and when
     voicemail_played: bool = False  # the voicemail clip played to its end after a machine's greeting
+    srtp: bool = False  # the media was encrypted (SRTP)
+    srtp_rejected: int = 0  # received packets dropped because they were not authentic (or replayed)
     rtp_latched: str = ""  # "ip:port" our RTP went to instead of the SDP's address (symmetric RTP), if it did
     trunk: str = ""  # the server that gave the last answer: "host:port (transport)"
     failovers: list[str] = field(default_factory=list)  # each server left for the next, and why

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
-from telephony.sip import amd, digest, sdp, srv, stun
+from telephony.sip import amd, digest, sdp, srtp, srv, stun
 from telephony.sip.amd import AmdDetector
 from telephony.sip.announce import AnnouncementMatcher, SitListener
 from telephony.sip.g711 import ulaw_to_alaw
@@ -58,6 +58,7 @@ from telephony.sip.types import (
     NO_ANSWER,
     PRIVACY_VALUES,
     RINGING,
+    SRTP_MODES,
     TRYING,
     CallResult,
     CallSpec,
@@ -168,6 +169,8 @@ async def place_call(
     if not spec.audio:
         raise ValueError("the call has no audio to play")
     check_presentation(spec)
+    if spec.srtp not in SRTP_MODES:
+        raise ValueError(f"srtp must be one of {', '.join(map(repr, SRTP_MODES))}, not {spec.srtp[:20]!r}")
     if spec.amd not in AMD_MODES:
         raise ValueError(f"amd must be one of {', '.join(map(repr, AMD_MODES))}, not {spec.amd[:20]!r}")
     hops, route_note = await next_hops(spec, to)
@@ -251,6 +254,9 @@ class _Call:
         self.amd = AmdDetector(wait_for_end=spec.amd == "DetectMessageEnd") if spec.amd else None
         self.machine = asyncio.Event()  # detection found a machine: the message stops
         self.greeting_ended = asyncio.Event()  # DetectMessageEnd: its greeting ended (the beep)
+        self.srtp_key = srtp.MasterKey.random() if spec.srtp else None  # ours, for what we send
+        self.offer_srtp = spec.srtp == "required"  # "optional" starts with plain RTP and turns on after a 488
+        self.their_key: srtp.MasterKey | None = None
         self.heard_seq: int | None = None
         self.stop_listening_at = float("inf")  # time.monotonic() to stop: the answer + listen_after_answer
         self.remote_bye = asyncio.Event()
@@ -420,6 +426,8 @@ class _Call:
                     result.far_end_cumulative_lost = report.cumulative_lost
                     result.far_end_jitter_ms = report.jitter_ms
                 result.early_media_packets = self.rtp.early_packets
+                if self.rtp.srtp_in is not None:
+                    result.srtp_rejected = self.rtp.srtp_in.rejected
                 if self.rtp.latched is not None and self.rtp.latched != self.rtp.sdp_remote:
                     result.rtp_latched = f"{_host(self.rtp.latched[0])}:{self.rtp.latched[1]}"
                 if self.spec.capture_audio:
@@ -432,6 +440,31 @@ class _Call:
                     "max": round(ordered[-1], 3),
                 }
         return result
+
+    def our_crypto(self) -> str:
+        """Our a=crypto value when we offer SRTP, else ""."""
+        return srtp.crypto_attribute(1, self.srtp_key) if self.offer_srtp and self.srtp_key is not None else ""
+
+    def use_keys(self, media: sdp.Media) -> None:
+        """Agree SRTP from an answer (RFC 4568 6.3): it must accept our suite under our tag with its own key. An
+        answer without SRTP to an SRTP offer cannot be used (SrtpError); with SRTP keys from then on, in and out."""
+        if not self.offer_srtp:
+            if media.profile == "RTP/SAVP":
+                raise srtp.SrtpError("the far end answered SRTP (RTP/SAVP) to an offer of plain RTP")
+            return
+        if media.profile != "RTP/SAVP":
+            raise srtp.SrtpError(f"the far end answered {media.profile}, not SRTP, to an offer of SRTP")
+        keys = [srtp.parse_crypto(value) for value in media.crypto]
+        key = next((key for tag, suite, key in keys if tag == 1 and key is not None), None)
+        if key is None:
+            offered = ", ".join(f"{tag} {suite}" for tag, suite, _ in keys) or "none"
+            raise srtp.SrtpError(f"the far end accepted no crypto suite we offered ({srtp.SUITE}); it sent: {offered}")
+        assert self.rtp is not None and self.srtp_key is not None
+        if self.rtp.srtp_out is None:
+            self.rtp.srtp_out = srtp.Sender(self.srtp_key)
+        if key != self.their_key:
+            self.rtp.srtp_in, self.their_key = srtp.Receiver(key), key
+        self.result.srtp = True
 
     def failover_reason(self) -> str | None:
         """Why another server should get this call, or None when this one's answer stands. Only before anything
@@ -459,7 +492,10 @@ class _Call:
         while True:
             self.cseq += 1
             self.invite_cseq, branch = self.cseq, new_branch()
-            offer = sdp.offer(self.advertised_ip, self.rtp.local_port, session_id=self.session_id)  # type: ignore[union-attr]
+            offer = sdp.offer(
+                self.advertised_ip, self.rtp.local_port, session_id=self.session_id,  # type: ignore[union-attr]
+                crypto=self.our_crypto(),
+            )
             invite = self.request(
                 "INVITE", self.target, branch=branch, cseq=self.cseq, extra=tuple(self.auth.items()), body=offer
             )
@@ -511,6 +547,10 @@ class _Call:
             if final.status in (401, 407):
                 result.error = f"the trunk asks for credentials ({final.status}) and none are configured"
                 return False
+            if final.status == 488 and self.spec.srtp == "optional" and not self.offer_srtp:
+                log.info("call %s: 488 to plain RTP; offering SRTP", result.call_id)
+                self.offer_srtp = True  # the trunk wants its media encrypted
+                continue
             if final.status == 422 and not self.min_se:
                 try:
                     min_se = ascii_number(
@@ -669,8 +709,10 @@ class _Call:
         if "100rel" in {t.strip().lower() for t in (response.get("require", "") or "").split(",")}:
             self.acknowledge_reliable(response)
         if response.status == 183 and response.body and self.media is None:
-            with contextlib.suppress(sdp.SdpError):  # no usable early media is not a failure
-                self.media = sdp.parse(response.body)
+            with contextlib.suppress(sdp.SdpError, srtp.SrtpError):  # no usable early media is not a failure
+                media = sdp.parse(response.body)
+                self.use_keys(media)
+                self.media = media
                 self.rtp.aim((self.media.ip, self.media.port))  # type: ignore[union-attr]
         await self.progress(TRYING)
         await self.progress(RINGING)
@@ -854,8 +896,12 @@ class _Call:
             if not ok.body and self.media is None:
                 raise sdp.SdpError("the answer carries no SDP")
             if ok.body:
-                self.media = sdp.parse(ok.body)
-        except sdp.SdpError as exc:
+                media = sdp.parse(ok.body)
+                self.use_keys(media)
+                self.media = media
+            elif self.offer_srtp and self.their_key is None:
+                raise srtp.SrtpError("the answer has no SRTP keys")
+        except (sdp.SdpError, srtp.SrtpError) as exc:
             result.outcome, result.error = FAILED, f"answered, but the media cannot be used: {exc}"
             await self.hang_up()
             return False
@@ -1398,7 +1444,8 @@ class _Call:
         if request.body:
             try:
                 media = sdp.parse(request.body)
-            except sdp.SdpError as exc:
+                self.use_keys(media)
+            except (sdp.SdpError, srtp.SrtpError) as exc:
                 return response_to(request, 488, "Not Acceptable Here", extra=[("Warning", f'399 herald "{exc}"')])
             if self.media is not None and self.media.codec in media.codecs:
                 media = replace(media, codec=self.media.codec)  # the codec the clip already flows in, still offered
@@ -1421,7 +1468,7 @@ class _Call:
         body = sdp.answer(
             self.advertised_ip, self.rtp.local_port, session_id=self.session_id, version=self.session_version,
             codec=self.media.codec, event_pt=self.media.event_pt,
-            direction=self.media.answer_direction if request.body else "sendrecv",
+            direction=self.media.answer_direction if request.body else "sendrecv", crypto=self.our_crypto(),
         )
         extra = [("Contact", self.contact()), ("Allow", ALLOW), *self.session_answer_headers(request),
                  ("Content-Type", "application/sdp")]

@@ -163,3 +163,11 @@ def test_a_call_every_server_refuses_names_each_of_them(account, claimed):  # no
         f"at {HOST}:{second} (tcp), after {HOST}:{first} (tcp): cannot connect to {HOST}:{first} over tcp: "
         f"[Errno 111] Connect call failed ('{HOST}', {first})"
     )
+
+
+def test_the_accounts_srtp_choice_reaches_every_call(account, audio):  # noqa: F811
+    assert SipProvider(account).call_spec(dial_for(audio), "abc").srtp == ""
+    account.sip_srtp = TelephonyAccount.Srtp.REQUIRED
+    assert SipProvider(account).call_spec(dial_for(audio), "abc").srtp == "required"
+    form = account_form(sip_srtp="sometimes")
+    assert not form.is_valid() and "sip_srtp" in form.errors

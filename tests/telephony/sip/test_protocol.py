@@ -217,7 +217,7 @@ def test_an_offer_says_whether_it_holds_the_call_and_our_answer_mirrors_it(direc
         (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n", "no common codec.*G729"),
         (b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n", "no connection address"),
         (b"v=0\r\nc=IN IP4 1.2.3.4\r\n", "no audio stream"),
-        (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/SAVP 0\r\n", "is not RTP/AVP"),
+        (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 UDP/TLS/RTP/SAVP 0\r\n", "is not RTP/AVP"),
     ],
 )
 def test_unusable_sdp_says_why(body, why):
