@@ -52,7 +52,10 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
         (
             gettext_lazy("SIP trunk"),
             {
-                "fields": ["sip_host", "sip_port", "sip_transport", "sip_domain", "sip_amd"],
+                "fields": [
+                    "sip_host", "sip_port", "sip_transport", "sip_domain", "sip_outbound_proxy", "sip_request_domain",
+                    "sip_amd",
+                ],
                 "description": gettext_lazy(
                     "SIP trunk accounts only: the username and password above are the trunk's digest credentials."
                 ),

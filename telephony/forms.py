@@ -60,6 +60,8 @@ class TelephonyAccountForm(forms.ModelForm):
             "sip_port",
             "sip_transport",
             "sip_domain",
+            "sip_outbound_proxy",
+            "sip_request_domain",
             "sip_amd",
             "sip_srtp",
             "sip_srv",

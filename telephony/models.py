@@ -176,6 +176,24 @@ class TelephonyAccount(models.Model):
             "one; blank = the SIP server."
         ),
     )
+    sip_outbound_proxy = models.CharField(
+        gettext_lazy("outbound proxy"),
+        max_length=255,
+        blank=True,
+        help_text=gettext_lazy(
+            "SIP trunk: send every request through this proxy (host or host:port); the request URI still names "
+            "the SIP server. Blank = straight to the SIP server."
+        ),
+    )
+    sip_request_domain = models.CharField(
+        gettext_lazy("request URI domain"),
+        max_length=255,
+        blank=True,
+        help_text=gettext_lazy(
+            "SIP trunk: the domain the INVITE's request URI names (sip:+number@domain), when the carrier wants "
+            "its domain there rather than the server's address. Blank = the SIP server and port."
+        ),
+    )
     # More servers of one trunk (telephony.sip.srv): DNS SRV records of the host, backup hosts, and their health.
     sip_srv = models.BooleanField(
         gettext_lazy("look up SRV records"),
@@ -352,6 +370,15 @@ class TelephonyAccount(models.Model):
                 raise ValidationError(
                     {"sip_local_port": gettext("Registration needs a fixed SIP port: the contact we register.")}
                 )
+        if self.sip_outbound_proxy:
+            try:
+                parse_backup_hosts(self.sip_outbound_proxy, self.sip_port)
+            except ValidationError:
+                raise ValidationError(
+                    {"sip_outbound_proxy": gettext("Enter the proxy as host or host:port, e.g. proxy.example.com:5060.")}
+                ) from None
+        if self.sip_request_domain and not _is_host(self.sip_request_domain):
+            raise ValidationError({"sip_request_domain": gettext("Enter a domain only, e.g. ims.example.com.")})
         if self.sip_registrar:
             try:
                 parse_backup_hosts(self.sip_registrar, self.sip_port)

@@ -81,10 +81,28 @@ def registration(account: TelephonyAccount) -> dict | None:
     return cache.get(f"sip-registration:{account.pk}")
 
 
+def request_uri(account: TelephonyAccount, user: str) -> str:
+    """The INVITE's request URI for `user`: at the request URI domain when the carrier names one, else at the
+    SIP server and port."""
+    if account.sip_request_domain:
+        return f"sip:{user}@{uri_host(account.sip_request_domain)}"
+    return f"sip:{user}@{uri_host(account.sip_host)}:{account.sip_port}"
+
+
+def outbound_proxy(account: TelephonyAccount) -> tuple[str, int] | None:
+    """Where every request goes when the account routes through a proxy (saved unreadable: none)."""
+    if not account.sip_outbound_proxy:
+        return None
+    with contextlib.suppress(ValidationError):
+        return (parse_backup_hosts(account.sip_outbound_proxy, account.sip_port) or [None])[0]
+    return None
+
+
 def routing(account: TelephonyAccount) -> dict:
     """The CallSpec fields that say where a call to this trunk goes and how it gets back: SRV, backup hosts, DNS
     servers, and the deployment's NAT settings."""
     return {
+        "proxy": outbound_proxy(account),
         "srv": account.sip_srv,
         "dns_servers": settings.SIP_DNS_SERVERS,
         "backup_hops": tuple(account.backup_hops()),

@@ -543,7 +543,7 @@ class SipProvider(Provider):
             )
         password = self._password()
         tls = self._tls()
-        to = f"sip:{dial.to}@{trunks.uri_host(account.sip_host)}:{account.sip_port}"
+        to = trunks.request_uri(account, dial.to)
         from_uri = f"sip:{dial.caller_id}@{trunks.uri_host(account.sip_domain or account.sip_host)}"
         for uri in (to, from_uri):
             try:

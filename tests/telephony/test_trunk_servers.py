@@ -171,3 +171,28 @@ def test_the_accounts_srtp_choice_reaches_every_call(account, audio):  # noqa: F
     assert SipProvider(account).call_spec(dial_for(audio), "abc").srtp == "required"
     form = account_form(sip_srtp="sometimes")
     assert not form.is_valid() and "sip_srtp" in form.errors
+
+
+def test_a_call_through_the_outbound_proxy_names_the_carriers_domain(account, claimed):  # noqa: F811
+    with Sipp("answer.xml", transport="tcp") as proxy:
+        TelephonyAccount.objects.filter(pk=account.pk).update(
+            sip_host="sip.carrier.test", sip_outbound_proxy=f"{HOST}:{proxy.port}", sip_request_domain="ims.carrier.test"
+        )
+        place_call(claimed.pk)
+        attempt = finished(claimed)
+        assert proxy.wait(10) == 0, proxy.report()
+    assert attempt.status == S.COMPLETED, attempt.error_message
+    [invite] = received(proxy, "INVITE")
+    assert invite.startswith(f"INVITE sip:{PHONE}@ims.carrier.test SIP/2.0")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"sip_outbound_proxy": "sip:proxy"}, "sip_outbound_proxy", "host or host:port"),
+        ({"sip_request_domain": "ims example"}, "sip_request_domain", "Enter a domain only"),
+    ],
+)
+def test_proxy_and_request_domain_are_checked(fields, field, message):
+    form = account_form(**fields)
+    assert not form.is_valid() and any(message in error for error in form.errors[field]), form.errors
