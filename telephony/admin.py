@@ -84,7 +84,7 @@ class TelephonyAccountAdmin(admin.ModelAdmin):
             },
         ),
         (
-            gettext_lazy("SIP over TLS"),
+            gettext_lazy("SIP encryption (SRTP and TLS)"),
             {
                 "fields": ["sip_srtp", "sip_tls_ca", "sip_tls_client_cert", "tls_client_key", "tls_certificates"],
                 "description": gettext_lazy(

@@ -16,7 +16,8 @@ NAMES = {
     "Herald", "Twilio", "SIP", "CSV", "Excel", "xlsx", "GPT", "SoVITS", "DTMF", "TLS", "UDP", "TCP", "URL", "API", "JSON",
     "HTTP", "HTTPS", "https", "http", "OPTIONS", "REGISTER", "WAV", "PCM", "SRTP", "RTP", "STUN", "NAT", "IVR", "UTC",
     "AMD", "Hz", "kHz", "RTF", "ASR", "AB", "Webhook", "Webhooks", "PID", "SID", "Auth", "Token", "GBK", "UTF", "eSpeak", "NG",
-    "IANA", "ISO", "ckpt", "pth", "PDF", "GPT-SoVITS", "FLAC", "OGG",
+    "IANA", "ISO", "ckpt", "pth", "PDF", "GPT-SoVITS", "FLAC", "OGG", "SRV", "DNS", "PEM", "CA", "URI", "INVITE",
+    "SDP",
 }
 # Words a page shows because staff type them as they are: the CSV header names the importer recognises, and the
 # reading hints of the script syntax ({order_id:digits}).

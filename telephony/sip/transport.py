@@ -137,7 +137,11 @@ class StreamTransport(Transport):
             raise TransportError(f"cannot connect over tls: {exc}") from None
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise TransportError(f"cannot connect to {self.remote[0]}:{self.remote[1]} over {self.kind}: {exc}") from None
-        self.local = self._writer.get_extra_info("sockname")[:2]
+        sockname = self._writer.get_extra_info("sockname")
+        if sockname is None:  # the far end closed it at once (a TLS server refusing our certificate, say)
+            self._writer.close()
+            raise TransportError(f"{self.remote[0]}:{self.remote[1]} closed the {self.kind} connection as it opened")
+        self.local = sockname[:2]
         self._reader_task = asyncio.get_running_loop().create_task(self._read(reader), name="sip-stream-reader")
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
