@@ -22,7 +22,7 @@ from telephony.accounts import check_credentials
 from telephony.actions import set_auth_token, set_tls_client_key
 from telephony.announcements import MAX_UPLOAD_BYTES, check_clip, library_seconds
 from telephony.forms import TelephonyAccountForm
-from telephony.models import CarrierAnnouncement, ProviderEvent, TelephonyAccount
+from telephony.models import AnnouncementKeyword, CarrierAnnouncement, ProviderEvent, TelephonyAccount
 from telephony.sip import tls
 from telephony.sip.announce import MAX_LIBRARY_S, LibraryError
 
@@ -294,3 +294,11 @@ class CarrierAnnouncementAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("length"))
     def seconds_shown(self, obj: CarrierAnnouncement) -> str:
         return f"{obj.seconds:.1f} s" if obj.seconds else "-"
+
+
+@admin.register(AnnouncementKeyword)
+class AnnouncementKeywordAdmin(admin.ModelAdmin):
+    list_display = ["phrase", "outcome", "enabled"]
+    list_editable = ["outcome", "enabled"]
+    list_filter = ["outcome", "enabled"]
+    search_fields = ["phrase"]

@@ -10,13 +10,17 @@ read any more is left out and logged, never the whole library.
 from __future__ import annotations
 
 import logging
+import os
+from functools import partial
 
 import numpy as np
 from django.conf import settings
 from django.db.models import Count, Max
 
-from telephony.models import CarrierAnnouncement
+from telephony.models import AnnouncementKeyword, CarrierAnnouncement
 from telephony.sip import announce
+from telephony.sip import keywords as phrases
+from voices import asr
 
 log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
@@ -80,3 +84,36 @@ def library() -> tuple[announce.Reference, ...]:
         references.append(reference)
     _cache = (version, tuple(references))
     return _cache[1]
+
+
+_transcriber: tuple[str, asr.Transcriber | None] | None = None  # (model directory, loaded recogniser)
+
+
+def transcriber() -> asr.Transcriber | None:
+    """The speech recogniser in $HERALD_ASR_MODEL_DIR, loaded once per process; None when none is configured or
+    it cannot be loaded (logged once, and calls listen without it)."""
+    global _transcriber
+    directory = os.environ.get(asr.ENV_VARIABLE, "").strip()
+    if _transcriber is None or _transcriber[0] != directory:
+        loaded = None
+        if directory:
+            try:
+                loaded = asr.Transcriber.load(directory)
+            except asr.ASRUnavailable as exc:
+                log.error("carrier announcements are not recognised by their words: %s", exc)
+        _transcriber = (directory, loaded)
+    return _transcriber[1]
+
+
+def keywords() -> tuple[tuple[str, str], ...]:
+    """The phrases calls listen for: the built-in ones, then the operators' (AnnouncementKeyword)."""
+    added = AnnouncementKeyword.objects.filter(enabled=True).values_list("outcome", "phrase")
+    return (*phrases.DEFAULT_KEYWORDS, *((outcome, phrase) for outcome, phrase in added))
+
+
+def listening() -> dict:
+    """The CallSpec fields for recognising announcements by their words: none without a recogniser."""
+    recogniser = transcriber()
+    if recogniser is None:
+        return {}
+    return {"transcribe": partial(recogniser.transcribe, sr=announce.RATE), "keywords": keywords()}

@@ -445,6 +445,28 @@ class CarrierAnnouncement(models.Model):
         return f"{self.name} ({self.get_outcome_display()})"
 
 
+class AnnouncementKeyword(models.Model):
+    """A phrase a carrier's announcement says, and what it means, for calls where a speech recogniser hears the
+    carrier (telephony.sip.keywords): added to the built-in phrases (空号, 停机, 关机, 无法接通, 正在通话中 …)."""
+
+    phrase = models.CharField(
+        gettext_lazy("phrase"),
+        max_length=60,
+        unique=True,
+        help_text=gettext_lazy("As the announcement says it, e.g. 已欠费 or not in service; spaces and punctuation ignored."),
+    )
+    outcome = models.CharField(gettext_lazy("means"), max_length=20, choices=CarrierAnnouncement.Outcome.choices)
+    enabled = models.BooleanField(gettext_lazy("listened for"), default=True)
+
+    class Meta:
+        ordering = ["outcome", "phrase"]
+        verbose_name = gettext_lazy("announcement phrase")
+        verbose_name_plural = gettext_lazy("announcement phrases")
+
+    def __str__(self) -> str:
+        return f"{self.phrase} ({self.get_outcome_display()})"
+
+
 class ProviderEvent(models.Model):
     """Every webhook as it arrived, verified or not: facts first, state changes after."""
 

@@ -575,6 +575,7 @@ class SipProvider(Provider):
             asserted_identity=account.sip_asserted_identity,
             privacy=account.sip_privacy,
             announcements=announcements.library(),
+            **announcements.listening(),
             down_hops=trunks.down_servers(account),
             tls=tls,
             **trunks.routing(account),

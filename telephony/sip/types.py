@@ -116,6 +116,10 @@ class CallSpec:
     detect_sit: bool = True
     announcements: tuple = field(default=(), repr=False)
     listen_after_answer: float = 6.0
+    # And by their words (telephony.sip.keywords), where a recogniser is configured: `transcribe` takes 8 kHz float
+    # samples (±1.0) and returns the text; it runs in a thread, every few seconds of what the carrier plays.
+    transcribe: Callable[[object], str] | None = field(default=None, repr=False, compare=False)
+    keywords: tuple[tuple[str, str], ...] = ()  # (outcome, phrase) pairs; () = telephony.sip.keywords' defaults
     # Answering-machine detection after the answer (telephony.sip.amd), in Twilio's modes: "Enable" decides person
     # or machine, "DetectMessageEnd" also waits for the end of a machine's greeting; "" does none. A machine stops
     # the message: with a `voicemail` clip (μ-law) and DetectMessageEnd, the clip plays after the beep; else we

@@ -28,9 +28,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
-from telephony.sip import amd, digest, sdp, srtp, srv, stun
+import numpy as np
+
+from telephony.sip import amd, digest, keywords, sdp, srtp, srv, stun
 from telephony.sip.amd import AmdDetector
-from telephony.sip.announce import AnnouncementMatcher, SitListener
+from telephony.sip.announce import AnnouncementMatcher, SitListener, decode
 from telephony.sip.g711 import ulaw_to_alaw
 from telephony.sip.message import (
     Message,
@@ -81,6 +83,9 @@ ANNOUNCED_OUTCOMES = {
 # SIT codes (Telcordia): vacant code and intercept say the number is wrong; no circuit and reorder, a network
 # that could not complete the call now. Others: a failure with the code kept.
 SIT_GRACE = 5.0  # seconds after a SIT for the announcement that follows it to be recognised
+ASR_EVERY = 3.0  # seconds of new carrier audio between transcriptions
+ASR_WINDOW = 12.0  # seconds of the latest carrier audio transcribed each time
+ASR_FINAL_WAIT = 5.0  # seconds a call waits at its end for the recogniser's last word
 SIT_OUTCOMES = {"VC": INVALID_NUMBER, "IC": INVALID_NUMBER, "NC": FAILED, "RO": FAILED, "IO": FAILED}
 FINISH_KEY = "#"  # ends a flow's key wait without a key, like Twilio's <Gather> finishOnKey
 _SIPFRAG = re.compile(r"\s*SIP/2\.0 ([1-6][0-9]{2})\b")
@@ -250,7 +255,11 @@ class _Call:
         self.sit = SitListener() if spec.detect_sit else None
         self.matcher = AnnouncementMatcher(list(spec.announcements)) if spec.announcements else None
         self.announced = asyncio.Event()
-        self.carrier_listening = self.sit is not None or self.matcher is not None
+        # Early media (and the first seconds after an answer) for the recogniser: 8 kHz floats, at most ASR_WINDOW.
+        self.asr_samples: list[np.ndarray] = []
+        self.asr_new = 0  # samples since the last transcription
+        self.asr_task: asyncio.Task | None = None
+        self.carrier_listening = self.sit is not None or self.matcher is not None or spec.transcribe is not None
         self.amd = AmdDetector(wait_for_end=spec.amd == "DetectMessageEnd") if spec.amd else None
         self.machine = asyncio.Event()  # detection found a machine: the message stops
         self.greeting_ended = asyncio.Event()  # DetectMessageEnd: its greeting ended (the beep)
@@ -404,6 +413,7 @@ class _Call:
             if await self.invite():
                 await self.talk()
         finally:
+            await self.last_words()
             result.ended_at = time.time()
             if result.announcement or result.sit:
                 self.take_announcement()
@@ -1103,7 +1113,7 @@ class _Call:
         if sit is not None and not result.sit:
             result.sit = sit.code
             log.info("call %s: SIT %s heard", result.call_id, sit.code)
-            if self.matcher is None:
+            if self.matcher is None and self.spec.transcribe is None:
                 self.announce()  # without a library, the tones alone end the call
             else:  # the announcement after the tones says more; the tones alone decide if none is recognised
                 asyncio.get_running_loop().call_later(SIT_GRACE, lambda: self.announced.is_set() or self.announce())
@@ -1112,6 +1122,43 @@ class _Call:
             log.info("call %s: carrier announcement %s (%s, score %.2f)", result.call_id, match.name, match.outcome,
                      match.score)
             self.announce()
+        if self.spec.transcribe is not None and not result.announcement:
+            self.asr_samples.append(decode(payload, pt) / 32768.0)
+            self.asr_new += len(payload)
+            while sum(chunk.size for chunk in self.asr_samples) > ASR_WINDOW * 8000:
+                self.asr_samples.pop(0)
+            if self.asr_new >= ASR_EVERY * 8000 and (self.asr_task is None or self.asr_task.done()):
+                self.asr_new = 0
+                self.asr_task = self.spawn(self.recognise(), "sip-asr")
+
+    async def recognise(self) -> None:
+        """Transcribe what the carrier played so far (in a thread) and look for its words."""
+        if not self.asr_samples or self.result.announcement or self.spec.transcribe is None:
+            return
+        samples = np.concatenate(self.asr_samples)
+        try:
+            text = await asyncio.get_running_loop().run_in_executor(None, self.spec.transcribe, samples)
+        except Exception as exc:  # the recogniser's failure must not take the call down
+            log.warning("call %s: speech recognition failed: %s", self.result.call_id, exc)
+            return
+        found = keywords.find(text, self.spec.keywords or keywords.DEFAULT_KEYWORDS)
+        if found is None or self.result.announcement:
+            return
+        result = self.result
+        result.announcement, result.announcement_name = found[0], f"words:{found[1]}"
+        log.info("call %s: carrier announcement by its words %r (%s)", result.call_id, found[1], found[0])
+        self.announce()
+
+    async def last_words(self) -> None:
+        """At the end of a call the carrier was heard on: what is still unheard goes to the recogniser once
+        (bounded: a call ends within ASR_FINAL_WAIT of its hang-up)."""
+        if self.spec.transcribe is None or self.result.announcement or not self.asr_samples:
+            return
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            if self.asr_task is not None and not self.asr_task.done():
+                await asyncio.wait_for(asyncio.shield(self.asr_task), ASR_FINAL_WAIT)
+            if not self.result.announcement and self.asr_new >= 8000:  # a second or more not yet heard
+                await asyncio.wait_for(self.recognise(), ASR_FINAL_WAIT)
 
     def announce(self) -> None:
         self.announced.set()

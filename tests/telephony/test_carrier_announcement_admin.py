@@ -110,3 +110,38 @@ def test_a_clip_whose_file_is_gone_is_left_out_not_the_library(admin_client, set
     (settings.MEDIA_ROOT / gone.audio.name).unlink()
     assert [reference.name for reference in announcements.library()] == ["two"]
     assert "carrier announcement one left out" in caplog.text
+
+
+def test_with_a_recogniser_calls_listen_for_the_built_in_and_the_operators_phrases(account, audio, settings, monkeypatch):  # noqa: F811
+    from telephony.models import AnnouncementKeyword
+    from telephony.sip.keywords import DEFAULT_KEYWORDS
+
+    dial_ = Dial(attempt_id=1, to=PHONE, caller_id=CALLER_ID, audio_url="",
+                 audio_path=f"{settings.MEDIA_ROOT}/{audio.telephony_file}")  # fmt: skip
+    assert SipProvider(account).call_spec(dial_, "abc").transcribe is None  # no model configured: no words
+
+    class Recogniser:
+        def transcribe(self, clip, sr=32000):
+            return f"{sr}:{len(clip)}"
+
+    monkeypatch.setattr(announcements, "transcriber", lambda: Recogniser())
+    AnnouncementKeyword.objects.create(phrase="已欠费", outcome="suspended")
+    AnnouncementKeyword.objects.create(phrase="旧说法", outcome="busy", enabled=False)
+    spec = SipProvider(account).call_spec(dial_, "abc")
+    assert spec.transcribe(np.zeros(80)) == "8000:80"  # handed 8 kHz audio
+    assert spec.keywords == (*DEFAULT_KEYWORDS, ("suspended", "已欠费"))
+
+
+def test_an_asr_model_that_cannot_load_leaves_calls_without_words(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("HERALD_ASR_MODEL_DIR", str(tmp_path))  # an empty directory: no model files
+    monkeypatch.setattr(announcements, "_transcriber", None)
+    assert announcements.transcriber() is None and announcements.listening() == {}
+    assert "not recognised by their words" in caplog.text
+
+
+def test_the_phrases_are_kept_in_the_admin(admin_client):
+    response = admin_client.post(
+        "/admin/telephony/announcementkeyword/add/", {"phrase": "已欠费", "outcome": "suspended", "enabled": "on"}
+    )
+    assert response.status_code == 302
+    assert admin_client.get("/admin/telephony/announcementkeyword/").status_code == 200
