@@ -13,6 +13,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy
 
+from telephony.sip.message import split_host_port
 from telephony.sip.types import display_name_problem
 from telephony.sip.ua import asserted_identity_problem
 
@@ -72,22 +73,17 @@ def parse_backup_hosts(text: str, default_port: int) -> list[tuple[str, int]]:
         line = raw.strip()
         if not line:
             continue
-        host, port_text = line, ""
-        if line.startswith("["):
-            host, _, rest = line.partition("]")
-            host, port_text = host + "]", rest.removeprefix(":")
-        elif line.count(":") == 1:
-            host, _, port_text = line.partition(":")
-        port = default_port
-        if port_text:
-            port = int(port_text) if port_text.isascii() and port_text.isdigit() else 0
-        if not _is_host(host) or not 0 < port < 65536:
+        try:
+            host, port = split_host_port(line, default_port)
+        except ValueError:
+            host, port = "", 0
+        if not host or not _is_host(host):
             errors.append(
                 gettext("Line %(number)d (%(line)s) is not host or host:port, e.g. sip2.example.com:5060.")
                 % {"number": number, "line": line[:80]}
             )
             continue
-        hops.append((host.strip("[]"), port))
+        hops.append((host, port))
     if errors:
         raise ValidationError(errors)
     return hops

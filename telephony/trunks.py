@@ -24,6 +24,7 @@ from herald.logmask import mask_text
 from telephony.credentials import CredentialsError, auth_token, decrypt
 from telephony.models import TelephonyAccount, parse_backup_hosts
 from telephony.sip import options, ua
+from telephony.sip.message import uri_host
 from telephony.sip.register import RegistrationSpec
 from telephony.sip.srv import Hop
 from telephony.sip.tls import TlsSettings
@@ -37,11 +38,6 @@ ROUNDS_KEPT = 3  # a health mark outlives this many missed rounds, then calls st
 
 def _key(account: TelephonyAccount) -> str:
     return f"sip-trunk-health:{account.pk}"
-
-
-def uri_host(host: str) -> str:
-    """A host as a SIP URI writes it: an IPv6 address in brackets."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def tls_settings(account: TelephonyAccount) -> TlsSettings | None:

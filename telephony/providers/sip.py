@@ -47,6 +47,7 @@ from telephony.providers.base import CallEvents, Dial, Ending, Provider, Provide
 from telephony.providers.twilio import GATHER_TIMEOUT
 from telephony.sip import options, register, ua
 from telephony.sip import types as sip
+from telephony.sip.message import uri_host
 from telephony.sip.transport import TransportError
 
 log = logging.getLogger(__name__)
@@ -544,7 +545,7 @@ class SipProvider(Provider):
         password = self._password()
         tls = self._tls()
         to = trunks.request_uri(account, dial.to)
-        from_uri = f"sip:{dial.caller_id}@{trunks.uri_host(account.sip_domain or account.sip_host)}"
+        from_uri = f"sip:{dial.caller_id}@{uri_host(account.sip_domain or account.sip_host)}"
         for uri in (to, from_uri):
             try:
                 ua.parse_uri(uri)

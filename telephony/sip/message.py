@@ -305,6 +305,32 @@ class StreamFramer:
             out.append(parse(chunk))
 
 
+def uri_host(host: str) -> str:
+    """A host as a SIP URI or Via writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]' or '[v6]:port' (a bare IPv6 address takes the default port) as (host, port);
+    ValueError when there is no host or the port is not 1-65535."""
+    text, port_text = text.strip(), None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{text[:80]!r}: nothing may follow ] but :port")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host = text
+    if port_text is not None and not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"{text[:80]!r}: the port is not a number")
+    port = int(port_text) if port_text is not None else default_port
+    if not host or not 0 < port < 65536:
+        raise ValueError(f"{text[:80]!r} is not host or host:port")
+    return host, port
+
+
 def serialise(start_line: str, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
     lines = [start_line]
     lines += [f"{name}: {value}" for name, value in headers if canonical(name) != "content-length"]

@@ -25,6 +25,7 @@ from telephony.sip.message import (
     new_tag,
     serialise,
     split_values,
+    uri_host,
     uri_of,
 )
 from telephony.sip.options import transaction
@@ -77,8 +78,7 @@ class Registration:
     def contact_uri(self) -> str:
         assert self.link is not None
         ip = self.spec.external_ip or self.link.local[0]
-        host = f"[{ip}]" if ":" in ip else ip
-        return f"sip:{self.spec.user}@{host}:{self.link.local[1]}"
+        return f"sip:{self.spec.user}@{uri_host(ip)}:{self.link.local[1]}"
 
     def start(self) -> asyncio.Task:
         if self.task is None or self.task.done():
@@ -181,9 +181,8 @@ class Registration:
     def _request(self, branch: str, expires: int, extra: tuple[tuple[str, str], ...]) -> bytes:
         assert self.link is not None
         ip, port = self.link.local
-        host = f"[{ip}]" if ":" in ip else ip
         headers = [
-            ("Via", f"SIP/2.0/UDP {host}:{port};branch={branch};rport"),
+            ("Via", f"SIP/2.0/UDP {uri_host(ip)}:{port};branch={branch};rport"),
             ("Max-Forwards", "70"),
             ("From", f"<{self.aor}>;tag={self.tag}"),
             ("To", f"<{self.aor}>"),

@@ -22,6 +22,8 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
+from telephony.sip.message import split_host_port, uri_host
+
 log = logging.getLogger(__name__)
 MAX_HOPS = 8  # servers one call may try; an SRV set bigger than this is cut after its best ones
 LOOKUP_SECONDS = 2.0  # the whole SRV lookup, retries included: a call never waits longer for DNS
@@ -38,8 +40,7 @@ class Hop:
     name: str = ""
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return f"{uri_host(self.host)}:{self.port}"
 
     @property
     def tls_name(self) -> str:
@@ -108,16 +109,11 @@ def _resolver(servers: tuple[str, ...]) -> dns.asyncresolver.Resolver:
 
 def split_server(server: str) -> tuple[str, int]:
     """'ip' or 'ip:port' ('[v6]:port') as (ip, port); ValueError when it is not an address."""
-    text = server.strip()
-    host, port = text, 53
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest:
-            port = int(rest.removeprefix(":"))
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        port = int(port_text)
-    if not is_address(host) or not 0 < port < 65536:
+    try:
+        host, port = split_host_port(server, 53)
+    except ValueError:
+        host, port = "", 0
+    if not is_address(host):
         raise ValueError(f"{server!r} is not a DNS server address (IP or IP:PORT)")
     return host, port
 

@@ -15,6 +15,8 @@ import socket
 import struct
 import time
 
+from telephony.sip.message import split_host_port
+
 log = logging.getLogger(__name__)
 MAGIC = 0x2112A442
 BINDING_REQUEST, BINDING_SUCCESS = 0x0001, 0x0101
@@ -29,15 +31,11 @@ class StunError(OSError):
 
 def split_server(server: str) -> tuple[str, int]:
     """'host', 'host:port' or '[v6]:port' (3478 by default); ValueError when it is none of these."""
-    text, port_text = server.strip(), ""
-    host = text
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    port = (int(port_text) if port_text.isascii() and port_text.isdigit() else 0) if port_text else 3478
-    if not host or not 0 < port < 65536 or any(char.isspace() for char in host):
+    try:
+        host, port = split_host_port(server, 3478)
+    except ValueError:
+        host, port = "", 0
+    if not host or any(char.isspace() for char in host):
         raise ValueError(f"{server!r} is not a STUN server (host or host:port)")
     return host, port
 

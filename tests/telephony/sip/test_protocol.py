@@ -341,3 +341,24 @@ def test_rtcp_reports_round_trip_and_garbage_yields_nothing():
     assert len(sr) % 4 == 0 and rtcp.reports_about(sr, 7) == ([], True)
     for junk in (b"", b"\x00" * 3, b"\x40\xc8\x00\x01", report[:-4], b"\x81\xc9\xff\xff" + report[4:]):
         assert rtcp.reports_about(junk, 0xABCD) == ([], False)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("sip.example.com", ("sip.example.com", 5060)), ("10.0.0.1:5070", ("10.0.0.1", 5070)),
+     ("[2001:db8::1]:5062", ("2001:db8::1", 5062)), ("[2001:db8::1]", ("2001:db8::1", 5060)),
+     ("2001:db8::1", ("2001:db8::1", 5060)), (" host:1 ", ("host", 1))],
+)
+def test_host_and_port_are_read_one_way_everywhere(text, expected):
+    from telephony.sip.message import split_host_port, uri_host
+
+    assert split_host_port(text, 5060) == expected
+    assert uri_host(expected[0]) == (f"[{expected[0]}]" if ":" in expected[0] else expected[0])
+
+
+@pytest.mark.parametrize("text", ["", ":5060", "host:0", "host:65536", "host:x", "host:", "[2001:db8::1]x", "[::1]:"])
+def test_a_host_and_port_that_is_neither_is_refused(text):
+    from telephony.sip.message import split_host_port
+
+    with pytest.raises(ValueError):
+        split_host_port(text, 5060)
