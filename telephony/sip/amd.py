@@ -74,7 +74,8 @@ class AmdDetector:
         self.heard = False  # any word yet
         self.in_word = False
         self.tone_ms = 0
-        self.tone_hz = 0.0
+        self.tone_hz = 0.0  # the current steady tone's frequency
+        self.beep_hz = 0.0  # the last steady tone's, once it stops (the beep that ended a greeting)
         self.decision: Decision | None = None  # human / unknown / machine_start / fax
         self.end: Decision | None = None  # with wait_for_end, once a machine's greeting ended
 
@@ -174,9 +175,9 @@ class AmdDetector:
         before = self.tone_ms
         steady = self._steady(tone)
         if before >= BEEP_MIN_MS and not steady:  # a beep just stopped: the voicemail starts now
-            return self._ended(END_BEEP, f"a {self.tone_hz_was:.0f} Hz beep of {before} ms")
+            return self._ended(END_BEEP, f"a {self.beep_hz:.0f} Hz beep of {before} ms")
         if steady:
-            self.tone_hz_was = self.tone_hz
+            self.beep_hz = self.tone_hz
             self.quiet_ms = 0
             return None
         self._words(speech)
@@ -185,8 +186,6 @@ class AmdDetector:
         if self.ms >= END_LIMIT_MS:
             return self._ended(END_OTHER, f"no end of the greeting within {END_LIMIT_MS} ms")
         return None
-
-    tone_hz_was = 0.0
 
     def _ended(self, answered_by: str, reason: str) -> Decision:
         self.end = Decision(answered_by, self.ms, reason)
