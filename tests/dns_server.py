@@ -11,52 +11,31 @@ reads queries and never answers (a DNS server that is down). Each question asked
 
 from __future__ import annotations
 
-import socket
-import threading
-
 import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+from tests.udp_server import UdpServer
 
-class DnsServer:
+
+class DnsServer(UdpServer):
+    name = "test-dns"
+
     def __init__(self, records: dict[tuple[str, str], list[str]], *, additional: bool = False, silent: bool = False):
+        super().__init__(silent=silent)
         self.records = {(name.lower().rstrip("."), kind): values for (name, kind), values in records.items()}
         self.additional = additional  # send the SRV targets' A records with an SRV answer
-        self.silent = silent
         self.asked: list[tuple[str, str]] = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="test-dns", daemon=True)
 
-    def __enter__(self) -> DnsServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            query = dns.message.from_wire(data)
-            question = query.question[0]
-            name = question.name.to_text(omit_final_dot=True).lower()
-            kind = dns.rdatatype.to_text(question.rdtype)
-            self.asked.append((name, kind))
-            if self.silent:
-                continue
-            self.sock.sendto(self._answer(query, name, kind).to_wire(), peer)
+    def handle(self, data: bytes) -> bytes | None:
+        query = dns.message.from_wire(data)
+        question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True).lower()
+        kind = dns.rdatatype.to_text(question.rdtype)
+        self.asked.append((name, kind))
+        return self._answer(query, name, kind).to_wire()
 
     def _answer(self, query: dns.message.Message, name: str, kind: str) -> dns.message.Message:
         response = dns.message.make_response(query)

@@ -5,45 +5,27 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 import struct
-import threading
+
+from tests.udp_server import UdpServer
 
 MAGIC = 0x2112A442
 
 
-class StunServer:
+class StunServer(UdpServer):
+    name = "test-stun"
+
     def __init__(self, public: tuple[str, int], *, silent: bool = False, xor: bool = True) -> None:
-        self.public, self.silent, self.xor = public, silent, xor
+        super().__init__(silent=silent)
+        self.public, self.xor = public, xor
         self.requests = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="test-stun", daemon=True)
 
-    def __enter__(self) -> StunServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            kind, _, cookie = struct.unpack("!HHI", data[:8])
-            if kind != 0x0001 or cookie != MAGIC:
-                continue
-            self.requests += 1
-            if not self.silent:
-                self.sock.sendto(self.answer(data[8:20]), peer)
+    def handle(self, data: bytes) -> bytes | None:
+        kind, _, cookie = struct.unpack("!HHI", data[:8])
+        if kind != 0x0001 or cookie != MAGIC:
+            return None
+        self.requests += 1
+        return self.answer(data[8:20])
 
     def answer(self, transaction: bytes) -> bytes:
         ip, port = self.public
