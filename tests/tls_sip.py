@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from telephony.sip.message import Message, StreamFramer, serialise
+from telephony.sip.message import Message, StreamFramer, response_to
 
 HOST = "127.0.0.1"
 SERVER_NAME = "sip.trunk.test"
@@ -173,7 +173,7 @@ class TlsTrunk:
                         continue
                     self.requests.append(message)
                     for status, reason in self._answers(message):
-                        writer.write(self._response(message, status, reason))
+                        writer.write(response_to(message, status, reason, to_tag="tls-trunk" if status > 100 else ""))
                     await writer.drain()
         except (ssl.SSLError, ConnectionError) as exc:
             self.handshake_errors.append(str(exc))
@@ -187,17 +187,3 @@ class TlsTrunk:
         if request.method == "INVITE":
             return [(100, "Trying"), (486, "Busy Here")]
         return []  # ACK
-
-    @staticmethod
-    def _response(request: Message, status: int, reason: str) -> bytes:
-        to = request.get("to", "") or ""
-        if status > 100 and ";tag=" not in to:
-            to += ";tag=tls-trunk"
-        headers = [
-            *(("Via", via) for via in request.get_all("via")),
-            ("From", request.get("from", "") or ""),
-            ("To", to),
-            ("Call-ID", request.get("call-id", "") or ""),
-            ("CSeq", request.get("cseq", "") or ""),
-        ]
-        return serialise(f"SIP/2.0 {status} {reason}", headers)

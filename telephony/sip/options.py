@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from telephony.sip import digest
-from telephony.sip.message import Message, new_branch, new_tag, serialise
+from telephony.sip.message import Message, new_branch, new_tag, serialise, uri_host
 from telephony.sip.tls import TlsSettings
 from telephony.sip.transport import Transport, TransportError, open_transport
 
@@ -27,9 +27,6 @@ class OptionsAnswer:
     reason: str
     challenged: bool  # the trunk asked for credentials (and was answered once)
 
-
-def _host(ip: str) -> str:
-    return f"[{ip}]" if ":" in ip else ip
 
 
 async def ping(
@@ -87,13 +84,13 @@ def _request(
     branch = new_branch()
     suffix = "" if link.kind == "udp" else f";transport={link.kind}"
     headers = [
-        ("Via", f"SIP/2.0/{link.kind.upper()} {_host(ip)}:{port};branch={branch};rport"),
+        ("Via", f"SIP/2.0/{link.kind.upper()} {uri_host(ip)}:{port};branch={branch};rport"),
         ("Max-Forwards", "70"),
         ("From", f"<sip:{user}@{uri.removeprefix('sip:')}>;tag={tag}"),
         ("To", f"<{uri}>"),
         ("Call-ID", call_id),
         ("CSeq", f"{cseq} OPTIONS"),
-        ("Contact", f"<sip:{user}@{_host(ip)}:{port}{suffix}>"),
+        ("Contact", f"<sip:{user}@{uri_host(ip)}:{port}{suffix}>"),
         ("Accept", "application/sdp"),
         ("User-Agent", "Herald"),
         *extra,

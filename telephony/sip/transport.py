@@ -11,7 +11,7 @@ import logging
 import socket
 import ssl
 
-from telephony.sip.message import Message, SipParseError, StreamFramer, parse, serialise
+from telephony.sip.message import Message, SipParseError, StreamFramer, parse, response_to
 from telephony.sip.tls import TlsSettings, TlsSettingsError, client_context
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class SharedUdp(asyncio.DatagramProtocol):
         self.unmatched += 1
         if message.is_request and message.method != "ACK" and self.transport is not None:
             status, reason = (200, "OK") if message.method == "OPTIONS" else (481, "Call/Transaction Does Not Exist")
-            self.transport.sendto(_stateless_response(message, status, reason), addr)
+            self.transport.sendto(response_to(message, status, reason, to_tag="herald-shared"), addr)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP errors of one destination say nothing about the others
@@ -259,20 +259,6 @@ class SharedView(Transport):
 
     def close(self) -> None:
         self.shared.release(self.call_id)
-
-
-def _stateless_response(request: Message, status: int, reason: str) -> bytes:
-    to = request.get("to", "") or ""
-    if ";tag=" not in to:
-        to += ";tag=herald-shared"
-    headers = [
-        *(("Via", via) for via in request.get_all("via")),
-        ("From", request.get("from", "") or ""),
-        ("To", to),
-        ("Call-ID", request.get("call-id", "") or ""),
-        ("CSeq", request.get("cseq", "") or ""),
-    ]
-    return serialise(f"SIP/2.0 {status} {reason}", headers)
 
 
 async def open_transport(

@@ -44,6 +44,7 @@ from telephony.sip.message import (
     response_to,
     serialise,
     split_values,
+    uri_host,
     uri_of,
 )
 from telephony.sip.rtp import PTIME, Playback, RtpStream
@@ -304,7 +305,7 @@ class _Call:
 
     @property
     def from_uri(self) -> str:
-        return self.spec.from_uri or f"sip:herald@{_host(self.advertised_ip)}"
+        return self.spec.from_uri or f"sip:herald@{uri_host(self.advertised_ip)}"
 
     @property
     def from_header(self) -> str:
@@ -326,13 +327,13 @@ class _Call:
     def via(self, branch: str) -> str:
         assert self.transport is not None
         ip, port = self.transport.local
-        return f"SIP/2.0/{self.transport.kind.upper()} {_host(ip)}:{port};branch={branch};rport"
+        return f"SIP/2.0/{self.transport.kind.upper()} {uri_host(ip)}:{port};branch={branch};rport"
 
     def contact(self) -> str:
         assert self.transport is not None
         ip, port = self.advertised_ip, self.transport.local[1]
         suffix = "" if self.transport.kind == "udp" else f";transport={self.transport.kind}"
-        return f"<sip:herald@{_host(ip)}:{port}{suffix}>"
+        return f"<sip:herald@{uri_host(ip)}:{port}{suffix}>"
 
     def send(self, data: bytes) -> None:
         assert self.transport is not None
@@ -439,7 +440,7 @@ class _Call:
                 if self.rtp.srtp_in is not None:
                     result.srtp_rejected = self.rtp.srtp_in.rejected
                 if self.rtp.latched is not None and self.rtp.latched != self.rtp.sdp_remote:
-                    result.rtp_latched = f"{_host(self.rtp.latched[0])}:{self.rtp.latched[1]}"
+                    result.rtp_latched = f"{uri_host(self.rtp.latched[0])}:{self.rtp.latched[1]}"
                 if self.spec.capture_audio:
                     result.received_audio = self.rtp.captured_audio()
             if result.send_lateness_ms:
@@ -1263,7 +1264,7 @@ class _Call:
         if target.startswith(("sip:", "sips:")):
             return target
         port = f":{self.to.port}" if self.to.port else ""
-        return f"{self.to.scheme}:{target}@{_host(self.to.host)}{port}"
+        return f"{self.to.scheme}:{target}@{uri_host(self.to.host)}{port}"
 
     async def transfer(self, target: str) -> tuple[bool, str]:
         """REFER the callee to `target` (RFC 3515): whether the trunk connected them, and if not, why not."""
@@ -1551,9 +1552,6 @@ class _Call:
         if self.transport is not None:
             self.transport.close()
 
-
-def _host(ip: str) -> str:
-    return f"[{ip}]" if ":" in ip else ip
 
 
 def _retry_after(value: str | None) -> float | None:
