@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.core.cache import cache
 
 from campaigns.models import CallAttempt
 from telephony import trunks
@@ -18,17 +17,11 @@ from telephony.providers.sip import RUNTIME
 from tests.sipp import HOST, Sipp, free_port
 from tests.telephony.sip.test_sipp import PASSWORD, USER, received
 from tests.telephony.test_sip_provider import account, account_form, audio, claimed, finished  # noqa: F401
+from tests.telephony.test_trunk_servers import fresh_cache  # noqa: F401
 from tests.wait import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = CallAttempt.Status
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ S = CallAttempt.Status
 
 
 @pytest.fixture(autouse=True)
-def fresh_health():
+def fresh_cache():
+    """Each test starts with no health marks or registration states (the shared cache outlives tests)."""
     cache.clear()
     yield
     cache.clear()

@@ -5,7 +5,6 @@ write-only and stored encrypted), checked on save, and used by calls, the creden
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 
 from campaigns.models import CallAttempt
 from telephony import trunks
@@ -14,6 +13,7 @@ from telephony.actions import place_call
 from telephony.credentials import decrypt
 from telephony.models import TelephonyAccount
 from tests.telephony.test_sip_provider import account, account_form, audio, claimed, finished  # noqa: F401
+from tests.telephony.test_trunk_servers import fresh_cache  # noqa: F401
 from tests.tls_sip import CLIENT_NAME, HOST, Pki, TlsTrunk
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,13 +23,6 @@ S = CallAttempt.Status
 @pytest.fixture(scope="module")
 def pki() -> Pki:
     return Pki()
-
-
-@pytest.fixture(autouse=True)
-def fresh_health():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def tls_form(pki: Pki, **fields):

@@ -12,7 +12,7 @@ from telephony.sip import amd
 from telephony.sip.types import ANSWERED, CallSpec
 from telephony.sip.ua import place_call
 from tests.telephony.sip.test_announce import at_level, noisy, silence, speech, tone
-from tests.telephony.sip.test_carrier_announcements import Trunk
+from tests.telephony.sip.test_carrier_announcements import dial as dial_trunk
 
 GREETING = "您好，我现在不方便接听电话，请在提示音后留言，谢谢。"
 VOICEMAIL = bytes(range(0, 256, 2)) * 125  # 2 s of μ-law that is neither silence nor the message
@@ -83,25 +83,7 @@ def test_line_noise_alone_is_never_speech():
 
 def dial(heard: np.ndarray, *, message: bytes, **spec):
     """A call to a trunk that answers (200) and plays `heard` as RTP; the message is `message`."""
-
-    async def go():
-        loop = asyncio.get_running_loop()
-        transport, trunk = await loop.create_datagram_endpoint(lambda: Trunk(heard, answer=True),
-                                                               local_addr=("127.0.0.1", 0))  # fmt: skip
-        port = transport.get_extra_info("sockname")[1]
-        try:
-            result = await asyncio.wait_for(place_call(CallSpec(
-                to=f"sip:13800138000@127.0.0.1:{port}", audio=message, t1=0.05, digit_timeout=0.3, detect_sit=False,
-                **spec,
-            )), 60)  # fmt: skip
-        finally:
-            if trunk.player is not None:
-                trunk.player.cancel()
-            transport.close()
-            trunk.rtp.close()
-        return result, trunk
-
-    return asyncio.run(go())
+    return dial_trunk(heard, answer=True, message=message, detect_sit=False, **spec)
 
 
 def test_a_voicemail_gets_the_clip_after_the_beep():

@@ -64,7 +64,9 @@ class Trunk(asyncio.DatagramProtocol):
             await asyncio.sleep(0.002)
 
 
-def dial(audio: np.ndarray, *, answer: bool = False, **spec) -> tuple:
+def dial(audio: np.ndarray, *, answer: bool = False, message: bytes = CLIP, **spec) -> tuple:
+    """A call to a trunk that plays `audio` as RTP (in early media, or after a 200 with `answer`); the message
+    is `message`, and `spec` overrides the CallSpec's short timeouts."""
     async def run():
         loop = asyncio.get_running_loop()
         transport, trunk = await loop.create_datagram_endpoint(lambda: Trunk(audio, answer=answer),
@@ -72,8 +74,8 @@ def dial(audio: np.ndarray, *, answer: bool = False, **spec) -> tuple:
         port = transport.get_extra_info("sockname")[1]
         try:
             result = await asyncio.wait_for(
-                place_call(CallSpec(to=f"sip:13800138000@127.0.0.1:{port}", audio=CLIP, t1=0.05, ring_timeout=20,
-                                    digit_timeout=0.3, **spec)), 30)  # fmt: skip
+                place_call(CallSpec(**{"to": f"sip:13800138000@127.0.0.1:{port}", "audio": message, "t1": 0.05,
+                                       "ring_timeout": 20, "digit_timeout": 0.3, **spec})), 30)  # fmt: skip
         finally:
             if trunk.player is not None:
                 trunk.player.cancel()
