@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -84,6 +85,14 @@ class Engine(ABC):
 
         Goes into the render cache key. Raises EngineError(permanent=True) for invalid parameters.
         """
+
+    def stream(self, voice: VoiceSpec, text: str) -> Iterator[Waveform]:
+        """Render one text as consecutive chunks of one sample rate, the first as early as the engine can.
+
+        Joined end to end the chunks are the text's audio. An engine that cannot stream yields its whole
+        render as one chunk (this default). Raises EngineError like ``synthesize``.
+        """
+        yield from self.synthesize(voice, [text])
 
     def synthesize_each(self, voice: VoiceSpec, texts: list[str]) -> list[Waveform | Exception]:
         """Render each text, one result per text: its Waveform, or the exception that failed that text alone.
