@@ -3,7 +3,8 @@
 Fixed job: a 40-phone sentence (plus a 20-phone prompt transcript), a 150-token prompt, 200 semantic tokens
 generated with EOS masked, decoded to 8.0 s of 32 kHz audio. Prints seconds per stage, the real-time factor
 at batch 1, and aggregate throughput (audio seconds per wall second) at batch 8 and 32, for fp32 and for the
-reduced-precision mode (bf16 GPT + bf16 vocoder). The last line is one JSON object with every figure.
+reduced-precision mode (bf16 GPT + bf16 vocoder). Then it streams a 4 s sentence (100 codes, batch 1) and
+prints the first-audio latency. The last line is one JSON object with every figure.
 
 v2Pro / v2ProPlus use the same v2 GPT; their SoVITS decode also takes a speaker embedding from the
 ERes2NetV2 speaker-verification model. Herald computes that once per voice (cached with the prompt, fp32 in
@@ -26,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,7 @@ from synthesis.gptsovits.loading import load_gpt, load_sovits  # noqa: E402
 from synthesis.gptsovits.randomweights import write_random_pair, write_random_sovits  # noqa: E402
 from synthesis.gptsovits.sovits import spectrogram  # noqa: E402
 from synthesis.gptsovits.speaker import ERes2NetV2, SpeakerEncoder  # noqa: E402
+from synthesis.gptsovits.streaming import FrameNoise, stream_audio  # noqa: E402
 
 SHARED = Path(os.environ.get("HERALD_GPTSOVITS_REFERENCE", ROOT.parent / "shared" / "gptsovits"))
 SHARED_PRO = SHARED.parent / "gptsovits-v2pro"  # manifest_v2pro_sovits.json, manifest_v2proplus_sovits.json
@@ -42,6 +45,7 @@ VERSIONS = ("v2", "v2Pro", "v2ProPlus")
 SV_SECONDS = 5.0  # the speaker-verification reference: 5 s at 16 kHz
 TARGET_PHONES, PROMPT_PHONES, PROMPT_TOKENS, STEPS = 40, 20, 150, 200
 SMOKE_STEPS = 16
+STREAM_STEPS = 100  # a 4 s sentence, streamed
 
 
 def sync(device: str) -> None:
@@ -89,6 +93,58 @@ def run(gpt, sovits, device: str, batch: int, bf16: bool, spec, sv_emb=None, ste
         "audio_seconds_per_second": round(audio / wall, 2),
         "semantic_tokens_per_second": round(steps * batch / t2s, 1),
     }
+
+
+def first_audio(gpt, sovits, device: str, bf16: bool, spec, sv_emb=None, steps: int = STREAM_STEPS) -> dict:
+    """Stream a 4 s sentence (100 codes) at batch 1: time to the first chunk, the whole stream's RTF, and how
+    far the joined chunks are from one decode of the same codes and noise."""
+    generator = torch.Generator().manual_seed(11)
+    phones, bert, prompt = job(1, generator)
+    bert = bert[0].to(device, gpt.bert_proj.weight.dtype)
+    text = phones[0][PROMPT_PHONES:].view(1, -1).to(device)
+    sv_embs = None if sv_emb is None else [sv_emb]
+
+    def noise() -> FrameNoise:
+        return FrameNoise(sovits.config.inter_channels, torch.Generator().manual_seed(12), device)
+
+    sync(device)
+    start = time.perf_counter()
+    codes = gpt.stream(phones[0], bert, prompt, max_steps=steps + 1, allow_eos=False,
+                       generator=torch.Generator(device=device).manual_seed(13))
+    chunks, first = [], None
+    for chunk in stream_audio(codes_kept := _Recorder(codes), sovits, text, [spec], noise=noise(),
+                              vocoder_bf16=bf16, sv_embs=sv_embs):
+        if first is None:
+            sync(device)
+            first = time.perf_counter() - start
+        chunks.append(chunk)
+    sync(device)
+    wall = time.perf_counter() - start
+    streamed = np.concatenate(chunks)
+    whole = sovits.decode(torch.tensor(codes_kept.codes, device=device).view(1, 1, -1), text, [spec],
+                          noise=noise().upto(2 * len(codes_kept.codes)), vocoder_bf16=bf16, sv_embs=sv_embs)
+    whole = whole.view(-1).cpu().numpy()
+    audio = len(whole) / 32000
+    return {
+        "audio_seconds": round(audio, 2),
+        "first_audio_ms": round(1000 * first, 1),
+        "chunks": len(chunks),
+        "stream_rtf": round(wall / audio, 3),
+        "max_abs_vs_whole": float(f"{np.abs(streamed - whole).max():.2e}"),
+        "rel_rms_vs_whole": float(f"{np.sqrt(np.mean((streamed - whole) ** 2) / np.mean(whole ** 2)):.2e}"),
+    }
+
+
+class _Recorder:
+    """Passes codes through and keeps them."""
+
+    def __init__(self, codes):
+        self.source, self.codes = codes, []
+
+    def __iter__(self):
+        for code in self.source:
+            self.codes.append(code)
+            yield code
 
 
 def speaker_embedding(device: str) -> tuple[torch.Tensor, float, int]:
@@ -170,7 +226,17 @@ def main() -> None:
                     f"ms/token, {row['semantic_tokens_per_second']:8.1f} tok/s)  decode {row['decode_seconds']:6.2f} s  "
                     f"RTF {row['rtf']:.3f}  {row['audio_seconds_per_second']:.2f}x real time"
                 )
-            results[mode] = {"load_seconds": round(load, 2), "runs": rows}
+            stream_steps = SMOKE_STEPS if args.smoke else STREAM_STEPS
+            cold = first_audio(gpt, sovits, device, low, spec, sv_emb, stream_steps)  # a new worker's first stream
+            stream = first_audio(gpt, sovits, device, low, spec, sv_emb, stream_steps)
+            stream["cold_first_audio_ms"] = cold["first_audio_ms"]
+            print(
+                f"{mode:>4} streaming a {stream['audio_seconds']:.1f} s sentence: first audio "
+                f"{stream['first_audio_ms']:.0f} ms (the worker's first stream: {cold['first_audio_ms']:.0f} ms), "
+                f"{stream['chunks']} chunks, RTF {stream['stream_rtf']:.3f}; "
+                f"joined vs whole decode: max {stream['max_abs_vs_whole']:.1e}, rel RMS {stream['rel_rms_vs_whole']:.1e}"
+            )
+            results[mode] = {"load_seconds": round(load, 2), "runs": rows, "stream": stream}
             del gpt, sovits
     print(json.dumps(results))
 

@@ -18,6 +18,7 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -238,6 +239,87 @@ class GptSovitsEngine(Engine):
             joined.append(Waveform(np.concatenate(pieces), SAMPLE_RATE))
         return joined
 
+    def stream(self, voice: VoiceSpec, text: str) -> Iterator[Waveform]:
+        """The text's audio in chunks: the first after a few semantic codes, then about every 200 ms of audio
+        (synthesis.gptsovits.streaming), sentence after sentence with the usual pause between them.
+
+        The codes are the ones the cached render samples (same per-text seed); the latent's noise is drawn
+        frame by frame, so the waveform is a different draw of the same codes, not the cached bytes. Another
+        speed than 1 cannot stream: such a text comes as one chunk.
+        """
+        from synthesis.frontend.pipeline import split_sentences
+
+        params = self.describe_parameters(voice)
+        if float(params["speed"]) != 1.0:
+            yield from super().stream(voice, text)
+            return
+        frontend = self._frontend()
+        resident = self.models.get(voice)
+        speaker = self.models.speaker() if resident.sovits.config.is_pro else None
+        prompt = frontend.prompt(voice, resident.sovits, speaker)
+        pause = Waveform(np.zeros(int(SENTENCE_PAUSE * SAMPLE_RATE), dtype=np.float32), SAMPLE_RATE)
+        for i, sentence in enumerate(split_sentences(text) or [text]):
+            item = frontend.features(sentence, voice.language)
+            if i:
+                yield pause
+            yield from self._locked(self._stream_item(resident, params, prompt, item))
+
+    def _locked(self, chunks: Iterator[Waveform]) -> Iterator[Waveform]:
+        """Advance `chunks` holding the engine's lock, and let go of it while the caller has a chunk."""
+        while True:
+            with self._lock:
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    def _stream_item(
+        self, resident: ResidentVoice, params: dict, prompt: VoicePrompt, item: TextFeatures
+    ) -> Iterator[Waveform]:
+        import torch
+
+        from synthesis.gptsovits.streaming import FrameNoise, stream_audio
+
+        device = self.models.device
+        gpt, sovits = resident.gpt, resident.sovits
+        generator = torch.Generator(device=device).manual_seed(_seed_for(int(params["seed"]), _text_key(item)))
+        codes = gpt.stream(
+            torch.cat([prompt.phones, item.phones]), torch.cat([prompt.bert, item.bert], dim=1).to(gpt.dtype),
+            prompt.semantic, top_k=int(params["top_k"]), top_p=float(params["top_p"]),
+            temperature=float(params["temperature"]), repetition_penalty=float(params["repetition_penalty"]),
+            max_steps=int(params["max_steps"]), generator=generator,
+        )
+        noise = FrameNoise(
+            sovits.config.inter_channels,
+            torch.Generator().manual_seed(_seed_for(int(params["seed"]), b"noise:" + _text_key(item))),
+            device,
+        )
+        chunks = stream_audio(
+            codes, sovits, item.phones.view(1, -1).to(device), [s.to(device) for s in prompt.refer_specs],
+            noise=noise, noise_scale=float(params["noise_scale"]), vocoder_bf16=self.models.precision == "bf16",
+            sv_embs=self._sv_embs(resident, prompt),
+        )
+        produced = False
+        try:
+            for chunk in chunks:
+                produced = True
+                yield Waveform(chunk, SAMPLE_RATE)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise EngineError("GPU out of memory streaming a text", permanent=False) from exc
+        if not produced:
+            raise EngineError("the GPT stopped before any audio: nothing to say for this text", permanent=True)
+
+    def _sv_embs(self, resident: ResidentVoice, prompt: VoicePrompt) -> list | None:
+        """A Pro voice's speaker embeddings on the device, one per reference clip (None for v2)."""
+        if not resident.sovits.config.is_pro:
+            return None
+        if len(prompt.sv_embs) != len(prompt.refer_specs):
+            raise EngineError(
+                f"a {resident.sovits.config.version} voice needs a speaker embedding per reference clip "
+                f"({len(prompt.refer_specs)} clips, {len(prompt.sv_embs)} embeddings)", permanent=True,
+            )
+        return [e.to(self.models.device) for e in prompt.sv_embs]
+
     def synthesize_phones(self, voice: VoiceSpec, prompt: VoicePrompt, items: list[TextFeatures]) -> list[Waveform]:
         """Render texts already turned into phones + features, all in one batched GPT pass."""
         params = self.describe_parameters(voice)  # fail on bad parameters before loading anything
@@ -268,14 +350,7 @@ class GptSovitsEngine(Engine):
                 )
                 waves = []
                 specs = [s.to(device) for s in prompt.refer_specs]
-                sv_embs = None
-                if resident.sovits.config.is_pro:
-                    if len(prompt.sv_embs) != len(specs):
-                        raise EngineError(
-                            f"a {resident.sovits.config.version} voice needs a speaker embedding per reference clip "
-                            f"({len(specs)} clips, {len(prompt.sv_embs)} embeddings)", permanent=True,
-                        )
-                    sv_embs = [e.to(device) for e in prompt.sv_embs]
+                sv_embs = self._sv_embs(resident, prompt)
                 for item, generation in zip(items, generations, strict=True):
                     codes = generation.tokens.view(1, 1, -1)  # (1, 1, T25)
                     noise_seed = _seed_for(int(params["seed"]), b"noise:" + _text_key(item))

@@ -218,7 +218,26 @@ class SynthesizerTrn(nn.Module):
         tolerance 1e-2 absolute against fp32 (2.4e-3 observed on the reference vectors). `sv_embs`: one
         speaker embedding (1, 20480) per reference, required for v2Pro/v2ProPlus (speaker.py).
         """
-        ge = self.reference_embedding(refer_specs, sv_embs)  # (1, gin, 1)
+        z, ge = self.latent(codes, text, refer_specs, noise_scale=noise_scale, speed=speed, noise=noise, sv_embs=sv_embs)
+        return self.vocode(z, ge, bf16=vocoder_bf16)
+
+    @torch.inference_mode()
+    def latent(
+        self,
+        codes: Tensor,
+        text: Tensor,
+        refer_specs: list[Tensor],
+        *,
+        noise_scale: float = 0.5,
+        speed: float = 1.0,
+        noise: Tensor | None = None,
+        sv_embs: list[Tensor] | None = None,
+        ge: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The first half of `decode`: the vocoder's input z (1, inter, T') and the reference embedding ge
+        (1, gin, 1); pass `ge` to reuse one already computed from the same references."""
+        if ge is None:
+            ge = self.reference_embedding(refer_specs, sv_embs)  # (1, gin, 1)
         ge_text = self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if self.config.is_pro else ge  # (1, 512, 1)
         # codes are (B, n_q, T25) as extract_latent returns them; the official passes them as (n_q, B, T25)
         quantized = self.quantizer.decode(codes.transpose(0, 1))  # (1, 768, T25)
@@ -228,10 +247,12 @@ class SynthesizerTrn(nn.Module):
         if noise is None:
             noise = torch.randn_like(m_p)  # drawn even at noise_scale 0, like the official (RNG stream)
         z_p = m_p + noise * torch.exp(logs_p) * noise_scale
-        z = self.flow(z_p, ge, reverse=True)  # (1, inter, T')
-        autocast = (
-            torch.autocast(z.device.type, dtype=torch.bfloat16) if vocoder_bf16 else contextlib.nullcontext()
-        )
+        return self.flow(z_p, ge, reverse=True), ge  # (1, inter, T'), (1, gin, 1)
+
+    @torch.inference_mode()
+    def vocode(self, z: Tensor, ge: Tensor, *, bf16: bool = False) -> Tensor:
+        """The HiFi-GAN half of `decode`: z (1, inter, T') -> waveform (1, 1, 640 * T'), fp32."""
+        autocast = torch.autocast(z.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with autocast:
             wav = self.dec(z, ge)  # (1, 1, 640 * T')
         return wav.float()

@@ -23,6 +23,7 @@ batch and the cache.
 from __future__ import annotations
 
 import math
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -419,6 +420,63 @@ class Text2SemanticDecoder(nn.Module):
         record: bool,
     ) -> list[_Run]:
         """Decode all items as one batch; each row stops on its own and leaves the batch."""
+        steps = self._decode_steps(phones, bert, prompt, max_steps, sampling, generator, record)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                return stop.value
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        phones: torch.Tensor,
+        bert: torch.Tensor,
+        prompt: torch.Tensor,
+        *,
+        top_k: int = 15,
+        top_p: float = 1.0,
+        temperature: float = 1.0,
+        repetition_penalty: float = 1.35,
+        max_steps: int = MAX_STEPS,
+        generator: torch.Generator | None = None,
+        allow_eos: bool = True,
+    ) -> Iterator[int]:
+        """One item's kept semantic codes, each yielded as soon as it is certain: the same codes, in the same
+        order, as `generate([phones], [bert], prompt, mode="batched", generator=[generator])[0].tokens`.
+
+        The batched path drops the token of the step that stops, so every token sampled by a step that does
+        not stop is kept, and is yielded at once. Needs a prompt (reference-free decoding keeps every token, on the naive path: use `generate`).
+        """
+        if prompt is None or prompt.numel() == 0:
+            raise ValueError("streaming needs the reference's prompt codes")
+        if not 1 <= max_steps <= MAX_STEPS:
+            raise ValueError(f"max_steps must be in 1..{MAX_STEPS}")
+        device = self.bert_proj.weight.device
+        sampling = dict(
+            top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty,
+            allow_eos=allow_eos,
+        )
+        steps = self._decode_steps(
+            [phones.to(device).long()], [bert.to(device)], prompt.to(device).long(), max_steps, sampling,
+            generator, False,
+        )
+        for token in steps:  # the stopping step's token is never yielded: the batched path drops it
+            if token.numel():
+                yield int(token[0])
+
+    def _decode_steps(
+        self,
+        phones: list[torch.Tensor],
+        bert: list[torch.Tensor],
+        prompt: torch.Tensor,
+        max_steps: int,
+        sampling: dict,
+        generator: torch.Generator | list[torch.Generator] | None,
+        record: bool,
+    ) -> Generator[torch.Tensor, None, list[_Run]]:
+        """`_decode` one step at a time: yields each step's sampled tokens (b,) of the rows still decoding
+        after it (empty once every row has stopped), and returns the runs."""
         cfg = self.config
         xy, attend, real = self.prefill_inputs(phones, bert, prompt)  # (B, S, C), (B, 1, S, S), (B, S)
         B, S, _ = xy.shape
@@ -460,12 +518,14 @@ class Text2SemanticDecoder(nn.Module):
                     )
                 keep = (~done).nonzero()[:, 0]  # (b',)
                 if keep.numel() == 0:
+                    yield token[:0]
                     break
                 if isinstance(generator, list):
                     generator = [generator[r] for r in keep.tolist()]
                 rows = [rows[r] for r in keep.tolist()]
                 generated, seen, token = generated[keep], seen[keep], token[keep]
                 cache.keep(keep)
+            yield token
             seen.scatter_(1, token[:, None], True)
             x = self.embed_audio(token[:, None], P + t)  # (b, 1, C)
             cache.reserve(1)
