@@ -25,11 +25,12 @@ import contextlib
 import ctypes
 import logging
 import os
+import queue
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,7 +51,28 @@ _EE_OK = 0
 _BUFFER_MS = 200  # callback chunk length (only affects how the samples arrive, not the samples)
 _RAND_SEED = 1  # fixed seed for the noise generator (aspiration, breathy variants)
 
-_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_EVENT_LIST_TERMINATED, _EVENT_SENTENCE = 0, 2  # espeak_EVENT_TYPE
+
+
+class _Event(ctypes.Structure):
+    """espeak_EVENT: what the synthesis callback is told besides the samples (a list ending with type 0)."""
+
+    class _Id(ctypes.Union):
+        _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),  # ms
+        ("sample", ctypes.c_int),  # samples since the start of the text
+        ("user_data", ctypes.c_void_p),
+        ("id", _Id),
+    ]
+
+
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 # Parameters
 RATE_RANGE = (80, 450)  # words per minute (espeakRATE_MINIMUM..MAXIMUM)
@@ -258,19 +280,32 @@ def _voice_exists(voice: str) -> bool:
     return known
 
 
-def _render(params: dict[str, Any], text: str) -> tuple[np.ndarray, int]:
-    """One utterance on a fresh library instance: int16 samples and their rate."""
-    _, data_path = _loader_paths()
-    chunks: list[bytes] = []
+# Told each piece of audio as it is made: (sample rate, int16 samples as bytes, where sentences after the first
+# start, in samples from the start of the text); returns whether to go on (False aborts the utterance).
+AudioSink = Callable[[int, bytes, list[int]], bool]
 
-    def collect(wav, n, _events):  # called synchronously from espeak_Synth, in this thread
-        if n > 0 and wav:
-            chunks.append(ctypes.string_at(wav, n * ctypes.sizeof(ctypes.c_short)))
+
+def _synthesise(params: dict[str, Any], text: str, sink: AudioSink) -> int:
+    """One utterance on a fresh library instance, its audio handed to ``sink`` as the library makes it (in this
+    thread, with the library lock held); returns the sample rate."""
+    _, data_path = _loader_paths()
+    rate = 0
+
+    def collect(wav, n, events):  # called synchronously from espeak_Synth, in this thread
+        starts = []
+        i = 0
+        while events and events[i].type != _EVENT_LIST_TERMINATED:
+            if events[i].type == _EVENT_SENTENCE and events[i].sample > 0:
+                starts.append(int(events[i].sample))
+            i += 1
+        samples = ctypes.string_at(wav, n * ctypes.sizeof(ctypes.c_short)) if n > 0 and wav else b""
+        if samples or starts:
+            return 0 if sink(rate, samples, starts) else 1  # 1: abort the synthesis (espeak_Synth returns OK)
         return 0
 
     callback = _SynthCallback(collect)  # referenced until the library is unloaded
     with _lock, _fresh_library() as lib:
-        sample_rate = _initialise(lib, data_path)
+        rate = _initialise(lib, data_path)
         lib.espeak_SetSynthCallback(callback)
         if lib.espeak_SetVoiceByName(params["voice"].encode()) != _EE_OK:
             raise EngineError(f"eSpeak NG has no voice {params['voice']!r}", permanent=True)
@@ -291,6 +326,18 @@ def _render(params: dict[str, Any], text: str) -> tuple[np.ndarray, int]:
         status = lib.espeak_Synchronize()
         if status != _EE_OK:
             raise EngineError(f"espeak_Synchronize failed with status {status}", permanent=False)
+    return rate
+
+
+def _render(params: dict[str, Any], text: str) -> tuple[np.ndarray, int]:
+    """One utterance on a fresh library instance: int16 samples and their rate."""
+    chunks: list[bytes] = []
+
+    def keep(_rate: int, samples: bytes, _starts: list[int]) -> bool:
+        chunks.append(samples)
+        return True
+
+    sample_rate = _synthesise(params, text, keep)
     return np.frombuffer(b"".join(chunks), dtype=np.int16), sample_rate
 
 
@@ -397,6 +444,42 @@ class EmbeddedEngine(Engine):
             waves.append(Waveform(samples.astype(np.float32) / 32768.0, rate))
         return waves
 
+    def stream(self, voice: VoiceSpec, text: str) -> Iterator[Waveform]:
+        """Sentence by sentence, as eSpeak NG itself divides the text.
+
+        The library says the whole text as one utterance, exactly as ``synthesize`` does, on a thread of its own;
+        its synthesis callback reports where each sentence starts (a SENTENCE event, to the sample), and a
+        sentence is yielded as soon as the library has begun the next one. Joined, the chunks are
+        ``synthesize``'s audio sample for sample. Closing the iterator stops the library at its next buffer
+        (about 200 ms of audio), so a listener who hangs up does not keep the library lock.
+        """
+        if not isinstance(text, str):
+            raise EngineError(f"text must be a string, got {type(text).__name__}", permanent=True)
+        params = self.describe_parameters(voice)
+        spoken = self._check_text(spoken_text(text, voice.language))
+        pieces: queue.SimpleQueue[tuple[int, bytes, list[int]] | BaseException | None] = queue.SimpleQueue()
+        stop = threading.Event()
+
+        def sink(rate: int, samples: bytes, starts: list[int]) -> bool:
+            pieces.put((rate, samples, starts))
+            return not stop.is_set()
+
+        def run() -> None:
+            try:
+                _synthesise(params, spoken, sink)
+            except BaseException as exc:  # handed to the reader, which raises it in the caller's thread
+                pieces.put(exc)
+            else:
+                pieces.put(None)
+
+        renderer = threading.Thread(target=run, name="espeak-stream", daemon=True)
+        renderer.start()
+        try:
+            yield from _sentences(pieces, spoken)
+        finally:
+            stop.set()
+            renderer.join()
+
     @staticmethod
     def _check_text(text: object) -> str:
         if not isinstance(text, str):
@@ -410,3 +493,45 @@ class EmbeddedEngine(Engine):
                 f"text is {len(text)} characters, the limit is {MAX_TEXT_CHARS}", permanent=True
             )
         return text
+
+
+def _sentences(
+    pieces: queue.SimpleQueue[tuple[int, bytes, list[int]] | BaseException | None], text: str
+) -> Iterator[Waveform]:
+    """The library's audio as it arrives, cut where its sentences start; silent sentences before the first
+    sound are held back, and a text that never sounds fails as it does in ``synthesize``."""
+    pending = bytearray()  # int16 samples not yet yielded
+    start = 0  # where pending begins, in samples from the start of the text
+    cuts: list[int] = []
+    held: list[Waveform] = []
+    audible = False  # something with sound was yielded
+    rate = 0
+
+    def wave(samples: bytes) -> Waveform:
+        return Waveform(np.frombuffer(samples, dtype=np.int16).astype(np.float32) / 32768.0, rate)
+
+    while True:
+        item = pieces.get()
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        rate, samples, starts = item
+        pending += samples
+        cuts.extend(starts)
+        while cuts and cuts[0] <= start + len(pending) // 2:
+            size = (cuts.pop(0) - start) * 2
+            if size <= 0:
+                continue
+            held.append(wave(bytes(pending[:size])))
+            del pending[:size]
+            start += size // 2
+            if np.any(held[-1].samples):
+                yield from held
+                held.clear()
+                audible = True
+    if pending:
+        held.append(wave(bytes(pending)))
+    if not audible and not any(np.any(w.samples) for w in held):
+        raise EngineError(f"eSpeak NG produced no audio for {text[:60]!r}", permanent=True)
+    yield from held

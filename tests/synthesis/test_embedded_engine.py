@@ -225,3 +225,66 @@ def test_file_copy_fallback_without_memfd(engine, monkeypatch):
     copy = Path(embedded._state["copy_path"])
     assert copy.is_file() and copy.parent.name.startswith("herald-espeak-")
     assert engine.synthesize(voice, [SHORT_EN])[0].samples.tobytes() == first
+
+
+# --- streaming ------------------------------------------------------------------------------------------------
+
+THREE_SENTENCES_EN = "Hello Mister Zhang. Your parcel arrives tomorrow afternoon. Press one to confirm."
+
+
+@pytest.mark.parametrize(
+    ("language", "text", "parameters"),
+    [
+        ("en-US", THREE_SENTENCES_EN, {}),
+        ("en-US", "Your code is 4 4 7 1! Please keep your phone on?", {"voice": "en-us+whisper"}),  # noise seeded
+        ("en-US", SHORT_EN, {}),  # one sentence: one chunk
+        ("zh-CN", DELIVERY_ZH, {}),
+    ],
+)
+def test_the_stream_joined_is_the_render_sample_for_sample(engine, language, text, parameters):
+    # Exact, not within a tolerance: the stream is the same single utterance on a fresh library instance, only
+    # handed over sentence by sentence.
+    voice = _voice(language, **parameters)
+    (whole,) = engine.synthesize(voice, [text])
+    chunks = list(engine.stream(voice, text))
+    assert all(c.sample_rate == whole.sample_rate for c in chunks)
+    assert np.concatenate([c.samples for c in chunks]).tobytes() == whole.samples.tobytes()
+    if text == SHORT_EN:
+        assert len(chunks) == 1
+
+
+def test_the_stream_yields_each_sentence_as_a_chunk(engine):
+    chunks = list(engine.stream(_voice("en-US"), THREE_SENTENCES_EN))
+    assert len(chunks) == 3
+    alone = [engine.synthesize(_voice("en-US"), [s])[0] for s in THREE_SENTENCES_EN.split(". ")]
+    for chunk, sentence in zip(chunks, alone, strict=True):
+        # Said in one utterance, a sentence is cut where eSpeak starts the next: about as long as said alone
+        # (give or take the pause between them), and it carries speech, not only a pause.
+        assert abs(chunk.duration - sentence.duration) < 0.6
+        assert _rms(chunk) > 0.02
+
+
+def test_closing_the_stream_stops_the_library_and_frees_it(engine):
+    text = " ".join(f"This is sentence number {i}." for i in range(1, 40))
+    stream = engine.stream(_voice("en-US"), text)
+    first = next(stream)
+    assert first.duration > 0.5
+    stream.close()
+    assert not embedded._lock.locked()
+    assert not [t for t in threading.enumerate() if t.name == "espeak-stream"]
+    # the library is free and fresh for the next text
+    (again,) = engine.synthesize(_voice("en-US"), [SHORT_EN])
+    assert again.samples.tobytes() == engine.synthesize(_voice("en-US"), [SHORT_EN])[0].samples.tobytes()
+
+
+def test_the_stream_fails_like_the_render(engine):
+    for voice, text, message in (
+        (_voice("en-US"), "   ", "empty text"),
+        (_voice("en-US"), "a\x00b", "NUL"),
+        (_voice("en-US", voice="nosuchvoice"), SHORT_EN, "no voice 'nosuchvoice'"),
+        (_voice("en-US", rate=10), SHORT_EN, "between 80 and 450"),
+    ):
+        with pytest.raises(EngineError, match=message) as excinfo:
+            next(engine.stream(voice, text))
+        assert excinfo.value.permanent is True
+    assert not embedded._lock.locked()
