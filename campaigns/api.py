@@ -178,13 +178,14 @@ class StaffSessionScheme(OpenApiAuthenticationExtension):
 
 
 class ScopedPermission(BasePermission):
-    """Signed in; a token with the scope the method needs (read, or write for POST); the view's model perms."""
+    """Signed in; a token with the scope the method needs (the view's `scope_for`: read, or write for POST); the
+    view's model perms."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
         if user is None or not user.is_authenticated:
             raise exceptions.NotAuthenticated(MISSING_CREDENTIALS)
-        scope = ApiToken.Scope.READ if request.method in SAFE_METHODS else ApiToken.Scope.WRITE
+        scope = view.scope_for(request.method)
         token = request.auth
         if isinstance(token, ApiToken) and scope not in token.scope_set:
             raise exceptions.PermissionDenied(
@@ -235,8 +236,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     headers: dict[str, str] = {}
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
-    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-        headers["Retry-After"] = str(math.ceil(exc.wait))
+    wait = getattr(exc, "wait", None)  # Throttled, or an ApiError that says when to come back
+    if wait is not None:
+        headers["Retry-After"] = str(math.ceil(wait))
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail
         if isinstance(detail, dict):
@@ -262,9 +264,10 @@ def _first_error(detail: Any, where: str = "") -> str:
 class ApiError(exceptions.APIException):
     """A request the API cannot answer, with the status and the words to send back."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status_code = status
+        self.wait = retry_after  # seconds, sent as Retry-After
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -286,8 +289,15 @@ class ApiView(APIView):
     # method -> (permissions needed, what for, in words)
     permissions: dict[str, tuple[list[str], str]] = {"GET": ([VIEW_PERMISSION], "to read reports")}
 
+    # method -> the token scope it needs, where that is not the rule (read for GET, write for the rest)
+    scopes: dict[str, str] = {}
+
     def permissions_for(self, method: str) -> tuple[list[str], str]:
         return self.permissions.get("GET" if method == "HEAD" else method, ([], ""))
+
+    def scope_for(self, method: str) -> str:
+        default = ApiToken.Scope.READ if method in SAFE_METHODS else ApiToken.Scope.WRITE
+        return self.scopes.get(method, default)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # A method this URL does not have is 405 before anything else: no CSRF page, no 401 for it.

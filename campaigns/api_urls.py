@@ -1,8 +1,9 @@
-"""The API, mounted at /api/v1/ (see campaigns.api): reports, contact lists, the OpenAPI schema and its page."""
+"""The API, mounted at /api/v1/ (see campaigns.api): reports, contact lists, campaigns, streamed speech, the OpenAPI
+schema and its page."""
 
 from django.urls import path, re_path
 
-from campaigns import api, api_campaigns, api_contacts, api_docs
+from campaigns import api, api_campaigns, api_contacts, api_docs, api_tts
 
 app_name = "api"
 urlpatterns = [
@@ -24,6 +25,7 @@ urlpatterns = [
     path("contact-lists", api_contacts.ContactListsView.as_view(), name="contact-lists"),
     path("contact-lists/<int:list_id>", api_contacts.ContactListView.as_view(), name="contact-list"),
     path("contact-lists/<int:list_id>/contacts", api_contacts.ContactsView.as_view(), name="contacts"),
+    path("tts", api_tts.SpeechView.as_view(), name="tts"),
     path("schema", api_docs.SchemaView.as_view(), name="schema"),
     path("docs", api_docs.docs, name="docs"),
     # Anything else under /api/v1/ (a mistyped path, an id that is not a number): a JSON 404, not an HTML page.

@@ -18,12 +18,10 @@ from campaigns.policy import validate_retry_policy
 from campaigns.preflight import campaign_scripts, describe_dropped, dropped, variables_problem
 from campaigns.templating import TemplateSyntaxError, parse_template, validate_template
 from campaigns.windows import WindowError, check_rules
-from synthesis.actions import voice_problem
+from synthesis.actions import instant_voice_problem, voice_problem
 from synthesis.engines.base import EngineError
-from synthesis.gptsovits import basemodels
 from telephony.credentials import CredentialsError, auth_token
 from telephony.models import TelephonyAccount
-from voices.models import Voice
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +36,6 @@ def validate_script(text: str) -> None:
         validate_template(text)
     except TemplateSyntaxError as exc:
         raise ValidationError(str(exc), code="template") from exc
-
-
-def _instant_voice_problem(voice: Voice) -> str | None:
-    """Why an instant voice's base models cannot serve it (listed against the manifest, not hashed)."""
-    if not voice.is_instant:
-        return None
-    base = basemodels.base_dir()
-    found = basemodels.problems(base, voice.base_version, verify=False)
-    if not found:
-        return None
-    values = {"version": voice.base_version, "dir": base, "problems": "; ".join(found)}
-    if base:
-        return gettext("its %(version)s base models in %(dir)s are incomplete: %(problems)s") % values
-    return gettext("its %(version)s base models are incomplete: %(problems)s") % values
 
 
 def caller_id_problem(caller_id: str, account: TelephonyAccount) -> str | None:
@@ -91,7 +75,7 @@ def check_launchable(campaign: Campaign) -> None:
                 ) % names
             )
         try:
-            problem = voice_problem(variant.voice) or _instant_voice_problem(variant.voice)
+            problem = voice_problem(variant.voice) or instant_voice_problem(variant.voice)
         except EngineError as exc:
             problem = str(exc)
         if problem:

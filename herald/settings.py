@@ -280,6 +280,11 @@ API_RATE_PER_MINUTE = env_int("HERALD_API_RATE_PER_MINUTE", 600, minimum=1)
 # A bulk upsert of 10,000 contacts with a few variables each is 2-4 MB of JSON; larger bodies get 413 unread.
 API_MAX_BODY_BYTES = env_int("HERALD_API_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024)
 CACHE_URL = env_str("HERALD_CACHE_URL", PACING_REDIS_URL)
+# Streamed speech (POST /api/v1/tts, synthesis.streaming): a synthesis worker hands the audio to the web process
+# through a Redis list (the pacing Redis by default; none: the endpoint answers 503). The web process waits this
+# long for the worker's first audio (then 504), and as long again for each next piece.
+TTS_REDIS_URL = env_str("HERALD_TTS_REDIS_URL", PACING_REDIS_URL)
+TTS_WAIT_SECONDS = env_float("HERALD_TTS_WAIT_SECONDS", 15.0, minimum=0.1)
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL, "KEY_PREFIX": "herald"}

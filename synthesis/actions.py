@@ -115,6 +115,20 @@ def voice_problem(voice: Voice) -> str | None:
     return problem
 
 
+def instant_voice_problem(voice: Voice) -> str | None:
+    """Why an instant voice's base models cannot serve it (listed against the manifest, not hashed)."""
+    if not voice.is_instant:
+        return None
+    base = base_dir()
+    found = problems(base, voice.base_version, verify=False)
+    if not found:
+        return None
+    values = {"version": voice.base_version, "dir": base, "problems": "; ".join(found)}
+    if base:
+        return gettext("its %(version)s base models in %(dir)s are incomplete: %(problems)s") % values
+    return gettext("its %(version)s base models are incomplete: %(problems)s") % values
+
+
 def keyer_for(voice: Voice) -> RenderKeyer:
     """The render-key hasher for one voice; computing it loads no model.
 

@@ -475,3 +475,69 @@ def load_audio(path: str | os.PathLike[str]) -> Waveform:
     if data.shape[0] == 0:
         raise AudioError(f"audio file {os.fspath(path)!r} contains no samples")
     return Waveform(data.mean(axis=1, dtype=np.float64).astype(np.float32), int(rate))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Streamed speech: 16-bit PCM made chunk by chunk, and a WAV header for audio of unknown length
+
+UNKNOWN_WAV_SIZE = 0xFFFFFFFF
+
+
+def streaming_wav_header(sample_rate: int) -> bytes:
+    """The 44-byte header of a 16-bit mono PCM WAV whose length is not known yet (it is being made).
+
+    The RIFF and data sizes are 0xFFFFFFFF, the largest a RIFF size can say: readers take the data to run to the
+    end of the stream (libsndfile, so soundfile, clamps it to what is there; Python's ``wave`` reads every frame
+    but reports 2**31 - 1 of them from ``getnframes``; FFmpeg warns "Ignoring maximum wav data size" and reads to
+    the end). Zero, the other convention, is refused by ``wave``.
+    """
+    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)  # PCM, mono, 16-bit
+    return (
+        b"RIFF" + struct.pack("<I", UNKNOWN_WAV_SIZE) + b"WAVE"
+        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+        + b"data" + struct.pack("<I", UNKNOWN_WAV_SIZE)
+    )
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    """Float samples as signed 16-bit little-endian PCM: ×32768 rounded, clipped (the inverse of /32768, so an
+    engine's own 16-bit samples come back unchanged)."""
+    scaled = np.rint(np.asarray(samples, dtype=np.float64) * 32768.0)
+    return np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
+
+
+class PcmStream:
+    """Consecutive Waveforms of one sample rate as 16-bit PCM at ``sample_rate``, resampled by one soxr stream
+    (high quality, as ``to_telephony``), so the joins between chunks are the same as in one resample of the
+    whole: no clicks, no lost samples. ``finish()`` flushes what the resampler holds back."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self.input_rate: int | None = None
+        self._resampler = None
+
+    def feed(self, wave: Waveform) -> bytes:
+        """The PCM bytes of one more chunk (the resampler may keep a few milliseconds back until the next)."""
+        if self.input_rate is None:
+            self.input_rate = wave.sample_rate
+            if wave.sample_rate != self.sample_rate:
+                import soxr
+
+                self._resampler = soxr.ResampleStream(
+                    wave.sample_rate, self.sample_rate, 1, dtype="float32", quality="HQ"
+                )
+        elif wave.sample_rate != self.input_rate:
+            raise AudioError(
+                f"a streamed chunk at {wave.sample_rate} Hz follows chunks at {self.input_rate} Hz: "
+                "an engine streams at one rate"
+            )
+        samples = wave.samples
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(np.asarray(samples, dtype=np.float32))
+        return pcm16(samples)
+
+    def finish(self) -> bytes:
+        """The last bytes: what the resampler still holds."""
+        if self._resampler is None:
+            return b""
+        return pcm16(self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))

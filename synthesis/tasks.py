@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 
 from celery.signals import worker_ready
 from django.conf import settings
 from django.db import transaction
 
 from herald.celery import app
-from synthesis import actions
+from synthesis import actions, streaming
 
 
 @worker_ready.connect
@@ -30,6 +31,13 @@ def check_base_models(**_: object) -> dict[str, list[str]]:
 def render_batch(self, render_keys: list[str]) -> dict[str, int]:
     summary = actions.render(render_keys, claim_token=self.request.id or "")
     return {"rendered": len(summary.rendered), "failed": len(summary.failed), "skipped": len(summary.skipped)}
+
+
+# A live listener's request: worth nothing once its web process has stopped waiting, so it is acknowledged on
+# receipt (never redelivered after a worker died) and sent with an expiry (a worker that takes it late drops it).
+@app.task(acks_late=False)
+def speak(stream_id: str, voice_id: int, text: str, sample_rate: int) -> dict[str, object]:
+    return asdict(streaming.speak(stream_id, voice_id, text, sample_rate))
 
 
 def enqueue_renders(

@@ -17,6 +17,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # The process under test publishes to real Redis; worker processes started by tests/conftest.py consume it.
 CELERY_BROKER_URL = os.environ.get("HERALD_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Streamed speech goes through the broker's Redis when nothing else is named, as in production with a Redis broker
+# (herald.settings read the broker from the environment, before the line above).
+TTS_REDIS_URL = os.environ.get("HERALD_TTS_REDIS_URL") or os.environ.get("HERALD_PACING_REDIS_URL") or CELERY_BROKER_URL
 SWEEP_INTERVAL = 0.5
 # Tests dial the local Twilio sandbox over http, as a demo machine does (the checks of api_base_url set it off).
 TWILIO_SANDBOX = True
