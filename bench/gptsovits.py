@@ -3,14 +3,14 @@
 Fixed job: a 40-phone sentence (plus a 20-phone prompt transcript), a 150-token prompt, 200 semantic tokens
 generated with EOS masked, decoded to 8.0 s of 32 kHz audio. Prints seconds per stage, the real-time factor
 at batch 1, and aggregate throughput (audio seconds per wall second) at batch 8 and 32, for fp32 and for the
-reduced-precision mode (bf16 GPT + bf16 vocoder). Then it streams a 4 s sentence (100 codes, batch 1) and
+reduced-precision modes (bf16 GPT + bf16 vocoder; int8: the same with one-row GPT steps on int8 weights). Then it streams a 4 s sentence (100 codes, batch 1) and
 prints the first-audio latency. The last line is one JSON object with every figure.
 
 v2Pro / v2ProPlus use the same v2 GPT; their SoVITS decode also takes a speaker embedding from the
 ERes2NetV2 speaker-verification model. Herald computes that once per voice (cached with the prompt, fp32 in
 both modes, as the engine loads it), so it is timed apart on a 5 s 16 kHz reference and is not in the RTF.
 
-    python bench/gptsovits.py [--version v2|v2Pro|v2ProPlus] [--batches 1,8,32] [--modes fp32,bf16]
+    python bench/gptsovits.py [--version v2|v2Pro|v2ProPlus] [--batches 1,8,32] [--modes fp32,bf16,int8]
                               [--device cpu|cuda] [--smoke]
 
 --smoke runs the same code on the small shared reference weights for 16 tokens (CI runs it for each
@@ -178,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", default="v2", choices=VERSIONS)
     parser.add_argument("--batches", default="1,8,32")
-    parser.add_argument("--modes", default="fp32,bf16")
+    parser.add_argument("--modes", default="fp32,bf16,int8")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--smoke", action="store_true", help="small shared weights, 16 tokens: CI's check")
     args = parser.parse_args()
@@ -207,10 +207,12 @@ def main() -> None:
             print(f"speaker embedding (ERes2NetV2, {sv_parameters / 1e6:.1f} M, fp32) of a {SV_SECONDS:.0f} s "
                   f"16 kHz reference: {sv_seconds:.2f} s once per voice (not in the RTF)")
         for mode in args.modes.split(","):
-            low = mode == "bf16"
+            low = mode != "fp32"  # bf16 / int8: bf16 vocoder; int8: one-row GPT steps on int8 weights
             gpt_dtype = (torch.float16 if device.startswith("cuda") else torch.bfloat16) if low else torch.float32
             start = time.perf_counter()
             gpt = load_gpt(gpt_path, device=device, dtype=gpt_dtype)
+            if mode == "int8":
+                gpt.quantize_int8()
             sovits = load_sovits(sovits_path, device=device).fuse_weight_norm()
             load = time.perf_counter() - start
             assert sovits.config.version == args.version, sovits.config.version

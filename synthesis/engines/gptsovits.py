@@ -30,6 +30,7 @@ from synthesis.engines.base import Engine, EngineError, VoiceSpec
 from synthesis.gptsovits.basemodels import ENV_BASE, SV_MODEL, base_dir, file_sha256
 
 SAMPLE_RATE = 32000
+PRECISIONS = ("fp32", "bf16", "int8")  # int8: bf16 weights and vocoder, one-row GPT steps on int8 weights
 ENV_SV_MODEL = "HERALD_GPTSOVITS_SV_MODEL"
 SENTENCE_PAUSE = 0.3  # seconds between the sentences of one script (official fragment_interval)
 DEFAULTS: dict[str, Any] = {
@@ -143,9 +144,11 @@ class VoiceModels:
         if self.device.startswith("cuda"):
             dtype = torch.float16
         else:  # bf16 halves the GPT's weight reads on CPUs with AVX-512 BF16 (stated tolerance: README)
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+            dtype = torch.float32 if self.precision == "fp32" else torch.bfloat16
         try:
             gpt = load_gpt(gpt_path, device=self.device, dtype=dtype)
+            if self.precision == "int8" and not self.device.startswith("cuda"):
+                gpt.quantize_int8()  # one-row decoding steps on int8 weights (tolerance: README)
             sovits = load_sovits(sovits_path, device=self.device).fuse_weight_norm()
         except CheckpointError as exc:
             raise EngineError(str(exc), permanent=True) from exc
@@ -183,8 +186,10 @@ class GptSovitsEngine(Engine):
     ):
         budget = budget_mb if budget_mb is not None else int(os.environ.get("HERALD_GPTSOVITS_MEMORY_MB", "4096"))
         precision = precision or os.environ.get("HERALD_GPTSOVITS_PRECISION", "fp32")
-        if precision not in ("fp32", "bf16"):
-            raise EngineError(f"HERALD_GPTSOVITS_PRECISION must be fp32 or bf16, not {precision!r}", permanent=True)
+        if precision not in PRECISIONS:
+            raise EngineError(
+                f"HERALD_GPTSOVITS_PRECISION must be one of {', '.join(PRECISIONS)}, not {precision!r}", permanent=True
+            )
         if device is None:
             device = os.environ.get("HERALD_GPTSOVITS_DEVICE", "")
             if not device:
@@ -247,6 +252,7 @@ class GptSovitsEngine(Engine):
         frame by frame, so the waveform is a different draw of the same codes, not the cached bytes. Another
         speed than 1 cannot stream: such a text comes as one chunk.
         """
+        # The text frontend needs pypinyin and jieba, which only synthesis workers install.
         from synthesis.frontend.pipeline import split_sentences
 
         params = self.describe_parameters(voice)
@@ -276,6 +282,7 @@ class GptSovitsEngine(Engine):
     def _stream_item(
         self, resident: ResidentVoice, params: dict, prompt: VoicePrompt, item: TextFeatures
     ) -> Iterator[Waveform]:
+        # torch and the streaming decoder load with the first stream (only synthesis workers have torch).
         import torch
 
         from synthesis.gptsovits.streaming import FrameNoise, stream_audio
@@ -296,7 +303,7 @@ class GptSovitsEngine(Engine):
         )
         chunks = stream_audio(
             codes, sovits, item.phones.view(1, -1).to(device), [s.to(device) for s in prompt.refer_specs],
-            noise=noise, noise_scale=float(params["noise_scale"]), vocoder_bf16=self.models.precision == "bf16",
+            noise=noise, noise_scale=float(params["noise_scale"]), vocoder_bf16=self.models.precision != "fp32",
             sv_embs=self._sv_embs(resident, prompt),
         )
         produced = False
@@ -359,7 +366,7 @@ class GptSovitsEngine(Engine):
                         wav = resident.sovits.decode(
                             codes, item.phones.view(1, -1).to(device), specs,
                             noise_scale=float(params["noise_scale"]), speed=float(params["speed"]),
-                            vocoder_bf16=self.models.precision == "bf16", sv_embs=sv_embs,
+                            vocoder_bf16=self.models.precision != "fp32", sv_embs=sv_embs,
                         )
                     waves.append(Waveform(np.ascontiguousarray(wav.view(-1).float().cpu().numpy()), SAMPLE_RATE))
             except torch.cuda.OutOfMemoryError as exc:

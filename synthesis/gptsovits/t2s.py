@@ -227,6 +227,53 @@ class KVCache:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# the one-token decoding step
+
+
+class StepWeights:
+    """One layer's four projections as the one-token step multiplies by them, in the fastest form measured
+    for the weights' precision on this CPU (bench/gpt_step.py):
+
+    - fp32 (and any CUDA dtype): F.linear on the module's own weights (MKL's matrix-vector product runs at the
+      memory bandwidth);
+    - bf16 on a CPU: oneDNN's prepacked layout (`mkldnn._linear_pointwise`), 1.2x faster than F.linear for one
+      row; the packed copy replaces nothing, so bf16 holds the weights twice (+151 MB for v2);
+    - int8 (`quantize_int8`): weight-only int8 with one scale per output channel
+      (`aten._weight_int8pack_mm`), bf16 activations; half the bytes of bf16 again. Only one-row steps use
+      it: prefill and steps of 8 rows or more stay on the bf16 weights, where AMX matrix products win.
+    """
+
+    def __init__(self, kind: str, linears: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.kind = kind
+        if kind == "packed":
+            self.weights = [(torch.ops.mkldnn._reorder_linear_weight(w, 1), w, b) for w, b in linears]
+        elif kind == "int8":
+            self.weights = [(*quantize_rows(w), b) for w, b in linears]
+        else:
+            self.weights = [(w, b) for w, b in linears]
+
+    def __call__(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        w = self.weights[i]
+        if self.kind == "packed":
+            return torch.ops.mkldnn._linear_pointwise(x, w[0], w[2], "none", [], "")
+        if self.kind == "int8":
+            return torch.ops.aten._weight_int8pack_mm(x, w[0], w[1]).add_(w[2])
+        return F.linear(x, w[0], w[1])
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output row: weight (N, K) ~ q (N, K) int8 * scale (N,), |q| <= 127."""
+    w = weight.float()
+    scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127  # (N,)
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale.to(weight.dtype)
+
+
+STEP_KINDS = ("linear", "packed", "int8")
+FEW_ROWS = 8  # from this many rows on, a step multiplies by the module's own weights (AMX / MKL GEMM)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # sampling (official `logits_to_probs` / `sample`, with the penalty split out because it feeds the stop test)
 
 
@@ -306,6 +353,70 @@ class Text2SemanticDecoder(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.bert_proj.weight.dtype
+
+    def step_kind(self) -> str:
+        """How one-token steps multiply (StepWeights): what `quantize_int8` chose, else by precision."""
+        kind = getattr(self, "_step_kind", None)
+        if kind is None:
+            cpu = self.bert_proj.weight.device.type == "cpu"
+            packed = cpu and self.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+            kind = "packed" if packed else "linear"
+        return kind
+
+    def quantize_int8(self) -> Text2SemanticDecoder:
+        """Make one-row decoding steps use weight-only int8 projections (CPU; stated tolerance in README and
+        tests/gptsovits/test_reduced_precision.py). The module's own weights stay for prefill and big steps."""
+        if self.bert_proj.weight.device.type != "cpu":
+            raise ValueError("int8 decoding steps run on the CPU only")
+        self._step_kind = "int8"
+        self._step_weights = None
+        return self
+
+    def _layer_steps(self) -> list[StepWeights]:
+        """Each layer's projections in the step kind's form, prepared on the first step (after loading)."""
+        weights = getattr(self, "_step_weights", None)
+        if weights is None:
+            kind = self.step_kind()
+            weights = [
+                StepWeights(kind, [
+                    (layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias),
+                    (layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias),
+                    (layer.linear1.weight, layer.linear1.bias),
+                    (layer.linear2.weight, layer.linear2.bias),
+                ])
+                for layer in self.h.layers
+            ]
+            self._step_weights = weights
+        return weights
+
+    def step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One new position per row: x (b, C) -> hidden (b, C), its keys and values appended to the cache.
+
+        Fewer than FEW_ROWS rows: the transformer's arithmetic for T = 1 written for one query, attention by two
+        small matrix products instead of scaled_dot_product_attention (whose per-call cost exceeds its work
+        here) and the projections through StepWeights. More rows: the transformer's own forward.
+        """
+        b, C = x.shape
+        cache.reserve(1)
+        attend = cache.attend(1)  # (b, 1, 1, n + 1) or None
+        if b >= FEW_ROWS:  # matrix products at full width, and SDPA's batched kernel
+            return self.h(x[:, None], attend, cache)[:, -1]
+        H = self.config.head
+        hd = C // H
+        n = cache.length
+        for i, (layer, project) in enumerate(zip(self.h.layers, self._layer_steps(), strict=True)):
+            qkv = project(0, x).view(b, 3, H, hd)
+            cache.kv[i, :, :, :, n] = qkv[:, 1:].transpose(0, 1)  # (2, b, H, hd)
+            keys = cache.kv[i, 0, :, :, : n + 1]  # (b, H, S, hd)
+            values = cache.kv[i, 1, :, :, : n + 1]
+            scores = torch.matmul(qkv[:, 0].unsqueeze(2), keys.transpose(-1, -2)) * (1.0 / math.sqrt(hd))
+            if attend is not None:
+                scores = scores.masked_fill(~attend, float("-inf"))  # (b, H, 1, S)
+            y = torch.matmul(scores.softmax(-1), values).view(b, C)  # (b, C)
+            x = layer.norm1(x + project(1, y))
+            x = layer.norm2(x + project(3, F.relu(project(2, x))))
+        cache.length += 1
+        return x
 
     # -- inputs ----------------------------------------------------------------------------------------------
 
@@ -528,8 +639,7 @@ class Text2SemanticDecoder(nn.Module):
             yield token
             seen.scatter_(1, token[:, None], True)
             x = self.embed_audio(token[:, None], P + t)  # (b, 1, C)
-            cache.reserve(1)
-            h = self.h(x, cache.attend(1), cache)[:, -1]  # (b, C)
+            h = self.step(x[:, 0], cache)  # (b, C)
         return runs  # type: ignore[return-value]
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""bench/gptsovits.py and bench/train.py run at a tiny size (their figures are for the README, not asserted)."""
+"""bench/gptsovits.py, bench/gpt_step.py and bench/train.py run at a tiny size (their figures are for the README,
+not asserted)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_engine_bench_runs_every_version_at_a_tiny_size(version):
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gptsovits.py"), "--smoke", "--version", version,
-         "--batches", "1,2", "--modes", "fp32,bf16", "--device", "cpu"],
+         "--batches", "1,2", "--modes", "fp32,bf16,int8", "--device", "cpu"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.splitlines()[-1])
     assert figures["version"] == version and figures["smoke"] is True
-    for mode in ("fp32", "bf16"):
+    for mode in ("fp32", "bf16", "int8"):
         assert [run["batch"] for run in figures[mode]["runs"]] == [1, 2]
         assert all(run["rtf"] > 0 for run in figures[mode]["runs"])
+        stream = figures[mode]["stream"]
+        assert stream["chunks"] >= 2 and 0 < stream["first_audio_ms"] < 1000 * stream["stream_rtf"] * stream["audio_seconds"]
     assert ("speaker" in figures) == (version != "v2")  # the SV model is timed once per Pro voice
 
 
@@ -38,3 +41,16 @@ def test_the_training_bench_runs_at_a_tiny_size():
     assert set(figures["stages"]) == {"sovits", "gpt"}
     assert all(stage["steps"] > 0 and stage["seconds"] > 0 for stage in figures["stages"].values())
     assert figures["peak_rss_mb"] > 0 and figures["exported_mb"]["sovits_mb"] > 0
+
+
+def test_the_step_bench_runs_at_a_tiny_size():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpt_step.py"), "--tiny", "--batches", "1,8"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.splitlines()[-1])
+    assert figures["tiny"] is True and figures["layers"] == 2
+    for mode in ("fp32", "bf16", "int8"):
+        assert [row["batch"] for row in figures[mode]] == [1, 8]
+        assert all(row["eager_ms"] > 0 and row["step_ms"] > 0 and row["ratio"] > 0 for row in figures[mode])

@@ -132,10 +132,13 @@ def test_texts_need_the_frontend_and_launch_says_so(monkeypatch):
     assert engine_problem("embedded") is None
 
 
-def test_bf16_mode_renders_close_to_fp32(prompt, items):
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_bf16_and_int8_modes_render_close_to_fp32(prompt, items, precision):
     spec = voice(top_k=1, noise_scale=0.0)
     [exact] = GptSovitsEngine(device="cpu").synthesize_phones(spec, prompt, items[1:2])
-    [low] = GptSovitsEngine(device="cpu", precision="bf16").synthesize_phones(spec, prompt, items[1:2])
+    engine = GptSovitsEngine(device="cpu", precision=precision)
+    [low] = engine.synthesize_phones(spec, prompt, items[1:2])
     assert abs(len(low.samples) - len(exact.samples)) <= 1280 * 2  # a token or two more or less at most
-    with pytest.raises(EngineError, match="fp32 or bf16"):
-        GptSovitsEngine(device="cpu", precision="int8")
+    assert engine.models.get(spec).gpt.step_kind() == ("int8" if precision == "int8" else "packed")
+    with pytest.raises(EngineError, match="fp32, bf16, int8"):
+        GptSovitsEngine(device="cpu", precision="fp16")
