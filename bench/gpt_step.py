@@ -7,6 +7,7 @@ prints the ratio. With --compiled it also times the whole step compiled by torch
 option measured and not taken (see the README): its compile time and its speed.
 
     python bench/gpt_step.py [--modes fp32,bf16,int8] [--batches 1,32] [--steps 30] [--compiled] [--tiny]
+                             [--device cpu|cuda]
 
 --tiny: a 2-layer model and 3 steps (CI's smoke run; its figures mean nothing).
 """
@@ -31,13 +32,20 @@ from synthesis.gptsovits.t2s import KVCache, T2SConfig, Text2SemanticDecoder  # 
 CACHED = 210  # positions already in the cache: a 150-code prompt and 60 phones
 
 
-def timed(fn, steps: int) -> float:
+def timed(fn, steps: int, device: str = "cpu") -> float:
     for _ in range(3):
         fn()
+    sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         fn()
+    sync(device)
     return (time.perf_counter() - start) / steps * 1000
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def compiled_step(model: Text2SemanticDecoder):
@@ -70,25 +78,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--compiled", action="store_true")
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cuda: fp32 and fp16 (bf16 names fp16 there); no int8")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     config = T2SConfig(n_layer=2) if args.tiny else T2SConfig()
     steps = 3 if args.tiny else args.steps
-    results: dict = {"threads": torch.get_num_threads(), "layers": config.n_layer, "cached": CACHED, "tiny": args.tiny}
+    device = args.device
+    results: dict = {"threads": torch.get_num_threads(), "layers": config.n_layer, "cached": CACHED, "tiny": args.tiny,
+                     "device": device}
     torch.manual_seed(0)
     base = Text2SemanticDecoder(config).eval()
     for mode in args.modes.split(","):
-        dtype = torch.float32 if mode == "fp32" else torch.bfloat16
+        cuda = device.startswith("cuda")
+        dtype = torch.float32 if mode == "fp32" else (torch.float16 if cuda else torch.bfloat16)
         model = Text2SemanticDecoder(config).eval()
         model.load_state_dict(base.state_dict())
-        model = model.to(dtype)
+        model = model.to(device, dtype)
         if mode == "int8":
             model.quantize_int8()
         rows = []
         for batch in (int(b) for b in args.batches.split(",")):
-            cache = KVCache(config, torch.ones(batch, CACHED, dtype=torch.bool), CACHED + 8, dtype)
-            model.h(torch.randn(batch, CACHED, config.hidden_dim, dtype=dtype), None, cache)
-            x = torch.randn(batch, config.hidden_dim, dtype=dtype)
+            cache = KVCache(config, torch.ones(batch, CACHED, dtype=torch.bool, device=device), CACHED + 8, dtype)
+            model.h(torch.randn(batch, CACHED, config.hidden_dim, dtype=dtype, device=device), None, cache)
+            x = torch.randn(batch, config.hidden_dim, dtype=dtype, device=device)
 
             def eager(cache=cache, x=x, model=model):
                 cache.reserve(1)
@@ -99,7 +111,8 @@ def main() -> None:
                 model.step(x, cache)
                 cache.length -= 1
 
-            row = {"batch": batch, "eager_ms": round(timed(eager, steps), 2), "step_ms": round(timed(step, steps), 2)}
+            row = {"batch": batch, "eager_ms": round(timed(eager, steps, device), 2),
+                   "step_ms": round(timed(step, steps, device), 2)}
             row["ratio"] = round(row["eager_ms"] / row["step_ms"], 2)
             if args.compiled and mode != "int8":
                 fn = compiled_step(model)
@@ -107,7 +120,8 @@ def main() -> None:
                 start = time.perf_counter()
                 fn(x, kv, model.h.layers)
                 row["compile_seconds"] = round(time.perf_counter() - start, 1)
-                row["compiled_ms"] = round(timed(lambda fn=fn, x=x, kv=kv, m=model: fn(x, kv, m.h.layers), steps), 2)
+                row["compiled_ms"] = round(
+                    timed(lambda fn=fn, x=x, kv=kv, m=model: fn(x, kv, m.h.layers), steps, device), 2)
             rows.append(row)
             extra = (f"  compiled {row['compiled_ms']:6.2f} ms (compile {row['compile_seconds']} s)"
                      if "compiled_ms" in row else "")

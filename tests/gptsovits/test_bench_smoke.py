@@ -54,3 +54,17 @@ def test_the_step_bench_runs_at_a_tiny_size():
     for mode in ("fp32", "bf16", "int8"):
         assert [row["batch"] for row in figures[mode]] == [1, 8]
         assert all(row["eager_ms"] > 0 and row["step_ms"] > 0 and row["ratio"] > 0 for row in figures[mode])
+
+
+def test_the_gpu_bench_script_dry_runs_on_the_cpu(tmp_path):
+    """bench/gpu.sh --device cpu --tiny: every stage of the GPU run, on the CPU at tiny sizes."""
+    result = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh"), "--device", "cpu", "--tiny", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) == {"step", "engine", "engine_pro", "train"} and all(summary.values())
+    assert summary["engine"]["smoke"] and summary["engine_pro"]["version"] == "v2ProPlus"
+    assert "best aggregate" in result.stdout
+    refused = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh"), "--device", "tpu"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--device must be" in refused.stderr
