@@ -47,7 +47,7 @@ class SpeechRequestSerializer(serializers.Serializer):
         choices=FORMATS,
         default="wav",
         help_text="wav: 16-bit mono PCM WAV whose header gives no length (sizes 0xFFFFFFFF: read to the end); "
-        "pcm: the raw samples, signed 16-bit little-endian mono.",
+        "pcm: the raw samples as RFC 2586 audio/L16, signed 16-bit big-endian (network byte order) mono.",
         error_messages={"invalid_choice": '"{input}" is not a format: use "wav" or "pcm".'},
     )
     sample_rate = serializers.ChoiceField(
@@ -135,16 +135,25 @@ class SpeechView(api.ApiView):
                 raise _unavailable(exc.message) from None
             raise api.ApiError(exc.status, exc.message) from None
         if audio_format == "wav":
-            head, content_type = streaming_wav_header(rate), "audio/wav"
-        else:
-            head, content_type = b"", f"audio/L16;rate={rate};channels=1"
-        response = StreamingHttpResponse(_audio(stream, head + first), content_type=content_type)
+            body = _audio(stream, streaming_wav_header(rate) + first)
+            content_type = "audio/wav"
+        else:  # RFC 2586: L16 is in network byte order; the worker hands over WAV's little-endian samples
+            body = (_big_endian(chunk) for chunk in _audio(stream, first))
+            content_type = f"audio/L16;rate={rate};channels=1"
+        response = StreamingHttpResponse(body, content_type=content_type)
         response["X-Accel-Buffering"] = "no"  # a proxy (nginx) passes each chunk on at once
         return response
 
 
 def _unavailable(message: str) -> api.ApiError:
     return api.ApiError(503, message, retry_after=RETRY_AFTER_SECONDS)
+
+
+def _big_endian(samples: bytes) -> bytes:
+    """Little-endian 16-bit samples (whole ones: the worker pushes whole arrays) swapped to big-endian."""
+    swapped = bytearray(len(samples))
+    swapped[0::2], swapped[1::2] = samples[1::2], samples[0::2]
+    return bytes(swapped)
 
 
 def _audio(stream: SpeechStream, first: bytes) -> Iterator[bytes]:

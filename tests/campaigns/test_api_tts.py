@@ -217,7 +217,7 @@ def test_speech_streams_sentence_by_sentence_at_each_rate_as_a_direct_render(cli
             assert read_rate == rate
         else:
             assert response["Content-Type"] == f"audio/L16;rate={rate};channels=1"
-            samples = np.frombuffer(body, dtype="<i2")
+            samples = np.frombuffer(body, dtype=">i2")  # RFC 2586: network byte order
         expected = direct_render(robot, TWO_SENTENCES, rate)
         # Same length, and each sample within one 16-bit step of the whole text rendered at once and resampled at
         # once (a streamed soxr resample, flushed at the end, is the one-shot resample; measured: equal).
