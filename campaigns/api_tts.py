@@ -12,23 +12,19 @@ with which voice), and the voices.view_voice permission.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
-from kombu.exceptions import OperationalError
 from rest_framework import serializers
 from rest_framework.request import Request
 
 from campaigns import api
 from campaigns.models import ApiToken
-from synthesis import tasks
-from synthesis.audio import streaming_wav_header
 from synthesis.keys import normalise_text
-from synthesis.streaming import SpeechFailed, SpeechStream, StreamUnavailable, speech_problem
+from synthesis.speech import speech_response, start_speech
+from synthesis.streaming import SpeechFailed, StreamUnavailable, speech_problem
 from voices.models import Voice
 
 MAX_TEXT_CHARS = 1000  # about a minute of speech: a prompt, not a recording session
@@ -123,46 +119,16 @@ class SpeechView(api.ApiView):
         if problem:
             raise api.ApiError(409, f"Voice {voice.pk} ({voice.name}) cannot speak: {problem}.")
         try:
-            stream = SpeechStream.open()
-            tasks.speak.apply_async((stream.id, voice.pk, text, rate), expires=settings.TTS_WAIT_SECONDS)
-            first = stream.first_audio()
+            stream, first = start_speech(voice.pk, text, rate)
         except StreamUnavailable as exc:
             raise _unavailable(str(exc)) from None
-        except OperationalError as exc:
-            raise _unavailable(f"the synthesis queue cannot be reached: {exc}") from None
         except SpeechFailed as exc:
             if exc.status == 503:
                 raise _unavailable(exc.message) from None
             raise api.ApiError(exc.status, exc.message) from None
-        if audio_format == "wav":
-            body = _audio(stream, streaming_wav_header(rate) + first)
-            content_type = "audio/wav"
-        else:  # RFC 2586: L16 is in network byte order; the worker hands over WAV's little-endian samples
-            body = (_big_endian(chunk) for chunk in _audio(stream, first))
-            content_type = f"audio/L16;rate={rate};channels=1"
-        response = StreamingHttpResponse(body, content_type=content_type)
-        response["X-Accel-Buffering"] = "no"  # a proxy (nginx) passes each chunk on at once
-        return response
+        return speech_response(stream, first, rate, audio_format)
 
 
 def _unavailable(message: str) -> api.ApiError:
     return api.ApiError(503, message, retry_after=RETRY_AFTER_SECONDS)
 
-
-def _big_endian(samples: bytes) -> bytes:
-    """Little-endian 16-bit samples (whole ones: the worker pushes whole arrays) swapped to big-endian."""
-    swapped = bytearray(len(samples))
-    swapped[0::2], swapped[1::2] = samples[1::2], samples[0::2]
-    return bytes(swapped)
-
-
-def _audio(stream: SpeechStream, first: bytes) -> Iterator[bytes]:
-    """The answer's body. Closed before its end (the client went away), it tells the worker to stop."""
-    finished = False
-    try:
-        yield first
-        yield from stream.rest()
-        finished = True
-    finally:
-        if not finished:
-            stream.cancel()

@@ -15,6 +15,8 @@ from django.utils.translation import gettext, gettext_lazy
 
 from campaigns import views
 from synthesis.keys import normalise_text
+from synthesis.speech import speech_response, start_speech
+from synthesis.streaming import SpeechFailed, StreamUnavailable, speech_problem
 from voices import studio_admin  # noqa: F401 - registers the voice studio (VoiceDraftAdmin)
 from voices.actions import PREVIEW_TEXT, preview_voice, revoke_consent, save_voice, store_recordings
 from voices.models import SpeakerConsent, Voice, VoiceRecording
@@ -70,6 +72,13 @@ class PreviewForm(forms.Form):
     text = forms.CharField(
         label=gettext_lazy("Text"), widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=500
     )
+
+
+PREVIEW_STREAM_RATE = 8000  # what a phone line carries, like the rendered preview
+
+
+def _plain(status: int, message: str) -> HttpResponse:
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
 
 
 def consent_line(voice: Voice) -> tuple[bool, str]:
@@ -207,6 +216,11 @@ class VoiceAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self) -> list[URLPattern]:
+        preview_stream = path(
+            "<path:object_id>/preview/stream/",
+            self.admin_site.admin_view(self.preview_stream_view),
+            name="voices_voice_preview_stream",
+        )
         preview = path(
             "<path:object_id>/preview/",
             self.admin_site.admin_view(self.preview_view),
@@ -214,6 +228,7 @@ class VoiceAdmin(admin.ModelAdmin):
         )
         wrap = self.admin_site.admin_view
         return [
+            preview_stream,
             preview,
             path("report/", wrap(self.report_view), name="voices_voice_report"),
             path("<path:object_id>/hours/", wrap(self.heatmap_view), name="voices_voice_heatmap"),
@@ -267,6 +282,29 @@ class VoiceAdmin(admin.ModelAdmin):
             "consent_line": line,
         }
         return TemplateResponse(request, "admin/voices/voice/preview.html", context)
+
+    def preview_stream_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET ?text=…: the sentence said in this voice at 8 kHz, streamed as it is made (the preview page's
+        *Listen as it is made*: an <audio> element plays it while the rest is still being rendered)."""
+        voice = self.get_object(request, object_id)
+        if voice is None:
+            raise Http404("no such voice")
+        if not self.has_change_permission(request, voice):
+            raise PermissionDenied
+        text = normalise_text(request.GET.get("text", ""))
+        limit = PreviewForm.base_fields["text"].max_length
+        if not text or len(text) > limit:
+            return _plain(400, gettext("Type a sentence of 1 to %(limit)d characters to hear.") % {"limit": limit})
+        problem = speech_problem(voice)
+        if problem:
+            return _plain(409, gettext("This voice cannot be previewed: %(problem)s.") % {"problem": problem})
+        try:
+            stream, first = start_speech(voice.pk, text, PREVIEW_STREAM_RATE)
+        except StreamUnavailable as exc:
+            return _plain(503, gettext("Streaming is not available: %(error)s") % {"error": exc})
+        except SpeechFailed as exc:
+            return _plain(exc.status, exc.message)
+        return speech_response(stream, first, PREVIEW_STREAM_RATE)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not SpeakerConsent:

@@ -258,3 +258,48 @@ def test_a_client_that_goes_away_cancels_and_the_worker_stops(client, ivr, robot
     chunks = int(re.search(r"; (\d+) chunks", line).group(1))
     assert 2 <= chunks <= MAX_QUEUED_CHUNKS + 3
     assert not stream_redis.exists(cancel_key.decode().removesuffix(":cancel"))
+
+
+# --- the admin preview's "Listen as it is made": the same path, for staff in the admin ----------------------
+
+
+def staff_client(*, can_change: bool = True) -> Client:
+    user = User.objects.create_user("editor", is_staff=True)
+    codenames = ["view_voice", "change_voice"] if can_change else ["view_voice"]
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_admin_preview_streams_the_sentence_at_phone_rate(robot, worker):
+    client = staff_client()
+    url = reverse("admin:voices_voice_preview_stream", args=[robot.pk])
+    page = client.get(reverse("admin:voices_voice_preview", args=[robot.pk]))
+    assert f'data-url="{url}"' in page.content.decode()  # the page's button plays this URL
+    response = client.get(url, {"text": TWO_SENTENCES})
+    assert response.status_code == 200 and response["Content-Type"] == "audio/wav"
+    chunks = list(response.streaming_content)
+    assert len(chunks) >= 2
+    samples, rate = sf.read(io.BytesIO(b"".join(chunks)), dtype="int16")
+    assert rate == 8000
+    assert np.max(np.abs(samples.astype(np.int32) - direct_render(robot, TWO_SENTENCES, 8000))) <= 1
+
+
+def test_the_admin_preview_stream_says_what_is_wrong(robot, db):
+    client = staff_client()
+    url = reverse("admin:voices_voice_preview_stream", args=[robot.pk])
+    empty = client.get(url, {"text": "  "})
+    assert empty.status_code == 400 and "1 to 500 characters" in empty.content.decode()
+    assert client.get(url, {"text": "x" * 501}).status_code == 400
+    cloned = Voice.objects.create(name="Clone", language="en", engine="gpt-sovits")
+    refused = client.get(reverse("admin:voices_voice_preview_stream", args=[cloned.pk]), {"text": "Hello."})
+    assert refused.status_code == 409 and "cannot be previewed" in refused.content.decode()
+    assert client.get(reverse("admin:voices_voice_preview_stream", args=[99999]), {"text": "Hi."}).status_code == 404
+    assert staff_client_without_change(robot).status_code == 403
+
+
+def staff_client_without_change(voice: Voice):
+    User.objects.filter(username="editor").delete()
+    return staff_client(can_change=False).get(
+        reverse("admin:voices_voice_preview_stream", args=[voice.pk]), {"text": "Hello."})
