@@ -1,6 +1,9 @@
 """Streaming synthesis: semantic codes, as the GPT samples them, turned into audio chunks as they come.
 
-A chunk is decoded from a window of the codes so far: the SoVITS latent (text encoder, MRTE, flow) is
+The first chunk goes out after `first` codes (160 ms of audio), the next ones every `chunk` codes (200 ms),
+and once a second of audio is out, every `steady` codes (400 ms): the listener then has a buffer, and
+longer chunks re-decode fewer context codes per second of audio, which is what keeps an fp32 stream faster
+than real time on a 2-core CPU. A chunk is decoded from a window of the codes so far: the SoVITS latent (text encoder, MRTE, flow) is
 recomputed over `context` codes of left context, and the vocoder runs over `vocoder_context` codes before
 the new ones. The last `hold` codes of every window are only right context: their audio comes with the next
 chunk, which sees the codes after them. Consecutive chunks overlap by `fade` samples, joined by an
@@ -29,14 +32,18 @@ FRAMES_PER_CODE = 2  # 25 Hz codes, 50 Hz latent frames
 @dataclass(frozen=True)
 class ChunkPlan:
     first: int = 4  # codes in the first chunk (160 ms): it goes out once first + hold codes exist
-    chunk: int = 5  # codes per later chunk (200 ms)
+    chunk: int = 5  # codes per chunk after the first (200 ms) until `steady_after` codes have gone out
+    steady_after: int = 25  # codes (1 s of audio, the listener's buffer) after which chunks are `steady` long
+    steady: int = 10  # codes per chunk from then on (400 ms): fewer re-decoded context codes per second
     context: int = 12  # codes of left context the latent is recomputed over (480 ms; more changes nothing)
     vocoder_context: int = 3  # codes of left context the vocoder runs over (120 ms)
     hold: int = 3  # codes of right context held back until the next chunk (or the end): 2 doubles the error
     fade: int = 320  # samples crossfaded at each joint (10 ms at 32 kHz)
 
     def __post_init__(self) -> None:
-        if min(self.first, self.chunk) < 1 or min(self.context, self.vocoder_context, self.hold, self.fade) < 0:
+        if min(self.first, self.chunk, self.steady) < 1 or min(
+            self.context, self.vocoder_context, self.hold, self.fade, self.steady_after
+        ) < 0:
             raise ValueError("chunk sizes must be >= 1 and contexts >= 0")
         if self.vocoder_context > self.context:
             raise ValueError("the vocoder's context cannot be longer than the latent's")
@@ -98,8 +105,9 @@ class ChunkDecoder:
 
     def push(self, code: int) -> list[np.ndarray]:
         self.codes.append(code)
-        ready = len(self.codes) - self.plan.hold - self.done
-        if ready >= (self.plan.first if self.done == 0 else self.plan.chunk):
+        p = self.plan
+        ready = len(self.codes) - p.hold - self.done
+        if ready >= (p.first if self.done == 0 else p.chunk if self.done < p.steady_after else p.steady):
             return [self._decode(len(self.codes), final=False)]
         return []
 

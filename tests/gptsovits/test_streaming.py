@@ -52,9 +52,9 @@ def whole(sovits, codes, text, spec, *, bf16=False, seed=1):
     return wav.view(-1).numpy()
 
 
-def streamed(sovits, codes, text, spec, *, bf16=False, seed=1, plan=ChunkPlan()):
+def streamed(sovits, codes, text, spec, *, bf16=False, seed=1):
     noise = FrameNoise(sovits.config.inter_channels, torch.Generator().manual_seed(seed))
-    return list(stream_audio(codes, sovits, text, [spec], noise=noise, vocoder_bf16=bf16, plan=plan))
+    return list(stream_audio(codes, sovits, text, [spec], noise=noise, vocoder_bf16=bf16))
 
 
 @pytest.mark.parametrize("max_steps,top_k", [(1, 15), (5, 15), (40, 1), (200, 15)])
@@ -87,8 +87,10 @@ def test_streamed_chunks_join_into_the_whole_decode_within_the_stated_tolerance(
     chunks = streamed(sovits, codes, text, spec)
     spc = sovits.config.samples_per_code
     plan = ChunkPlan()
-    assert len(chunks[0]) == plan.first * spc  # the first chunk: 160 ms of audio
-    assert {len(c) for c in chunks[1:-1]} == {plan.chunk * spc}  # then 200 ms chunks
+    sizes = [len(c) // spc for c in chunks]
+    assert sizes[0] == plan.first  # the first chunk: 160 ms of audio
+    assert sizes[1:6] == [plan.chunk] * 5  # then 200 ms chunks until a second of audio is out (4 + 5 x 5 = 29)
+    assert set(sizes[6:-1]) == {plan.steady} and sum(sizes) == len(codes)  # then 400 ms chunks
     joined = np.concatenate(chunks)
     assert joined.shape == reference.shape
     difference = joined - reference
@@ -125,6 +127,8 @@ def test_short_texts_come_whole_and_nothing_gives_nothing(sovits, job):
 def test_bad_plans_are_refused():
     with pytest.raises(ValueError):
         ChunkPlan(chunk=0)
+    with pytest.raises(ValueError):
+        ChunkPlan(steady=0)
     with pytest.raises(ValueError):
         ChunkPlan(context=2, vocoder_context=4)
 
