@@ -359,7 +359,10 @@ class Text2SemanticDecoder(nn.Module):
         kind = getattr(self, "_step_kind", None)
         if kind is None:
             cpu = self.bert_proj.weight.device.type == "cpu"
-            packed = cpu and self.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+            packed = (  # oneDNN's bf16 kernels need AVX-512 (elsewhere F.linear's own bf16 path is the only one)
+                cpu and self.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            )
             kind = "packed" if packed else "linear"
         return kind
 

@@ -86,7 +86,8 @@ def test_bf16_and_int8_steps_stay_within_the_bf16_tolerance(vectors, kind):
     model = load_gpt(SHARED / "gpt.ckpt", dtype=torch.bfloat16)
     if kind == "int8":
         model.quantize_int8()
-    assert model.step_kind() == kind
+    packed = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # without AVX-512, bf16 steps use F.linear
+    assert model.step_kind() == (kind if kind == "int8" or packed else "linear")
     low = stepped_logits(model, vectors)
     assert float((exact - low).abs().max()) <= BF16_LOGITS_ATOL
     agreement = (exact[:, :1024].argmax(-1) == low[:, :1024].argmax(-1)).float().mean()
