@@ -156,6 +156,7 @@ class VoiceModels:
             raise EngineError(f"could not load the voice's models: {exc}", permanent=False) from exc
         self.loads += 1
         nbytes = sum(t.numel() * t.element_size() for m in (gpt, sovits) for t in m.state_dict().values())
+        nbytes += gpt.prepare_steps()  # bf16's prepacked or int8's copies of the projections count too
         return ResidentVoice(gpt=gpt, sovits=sovits, nbytes=nbytes)
 
 

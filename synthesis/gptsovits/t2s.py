@@ -236,8 +236,9 @@ class StepWeights:
 
     - fp32 (and any CUDA dtype): F.linear on the module's own weights (MKL's matrix-vector product runs at the
       memory bandwidth);
-    - bf16 on a CPU: oneDNN's prepacked layout (`mkldnn._linear_pointwise`), 1.2x faster than F.linear for one
-      row; the packed copy replaces nothing, so bf16 holds the weights twice (+151 MB for v2);
+    - bf16 on a CPU with oneDNN's bf16 kernels: their prepacked layout (`mkldnn._linear_pointwise`), faster
+      than F.linear for one row; the packed copy replaces nothing, so bf16 holds the projections twice
+      (+151 MB for v2);
     - int8 (`quantize_int8`): weight-only int8 with one scale per output channel
       (`aten._weight_int8pack_mm`), bf16 activations; half the bytes of bf16 again. Only one-row steps use
       it: prefill and steps of 8 rows or more stay on the bf16 weights, where AMX matrix products win.
@@ -251,6 +252,12 @@ class StepWeights:
             self.weights = [(*quantize_rows(w), b) for w, b in linears]
         else:
             self.weights = [(w, b) for w, b in linears]
+
+    @property
+    def extra_bytes(self) -> int:
+        """Memory held beyond the module's own weights (the packed or int8 copies)."""
+        own = {"linear": 0, "packed": 1, "int8": 2}[self.kind]  # packed: (copy, weight, bias); int8: (q, scale, bias)
+        return sum(t.numel() * t.element_size() for w in self.weights for t in w[:own])
 
     def __call__(self, i: int, x: torch.Tensor) -> torch.Tensor:
         w = self.weights[i]
@@ -269,7 +276,6 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale.to(weight.dtype)
 
 
-STEP_KINDS = ("linear", "packed", "int8")
 FEW_ROWS = 8  # from this many rows on, a step multiplies by the module's own weights (AMX / MKL GEMM)
 
 
@@ -374,6 +380,11 @@ class Text2SemanticDecoder(nn.Module):
         self._step_kind = "int8"
         self._step_weights = None
         return self
+
+    def prepare_steps(self) -> int:
+        """Build the decoding steps' weights now rather than on the first step; returns the bytes they hold
+        beyond the module's own (what a memory budget must count)."""
+        return sum(weights.extra_bytes for weights in self._layer_steps())
 
     def _layer_steps(self) -> list[StepWeights]:
         """Each layer's projections in the step kind's form, prepared on the first step (after loading)."""
