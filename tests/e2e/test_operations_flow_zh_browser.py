@@ -60,7 +60,7 @@ SCRIPT = "您好{name}，您的订单{订单号}明天送达，确认请按1。"
 def test_operations_staff_run_a_campaign_in_chinese(
     live_server, celery_worker, django_user_model, browser, tmp_path: Path, twilio_account_credentials, settings
 ):
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -92,8 +92,16 @@ def test_operations_staff_run_a_campaign_in_chinese(
         wait.until(EC.staleness_of(page))
         wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
+    def clickable(css: str):
+        for attempt in range(3):
+            try:
+                return wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, css)))
+            except WebDriverException as exc:  # Chromium's word for a stale node, which Selenium does not map
+                if "does not belong to the document" not in str(exc) or attempt == 2:
+                    raise
+
     def click(css: str) -> None:
-        load_by(wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, css))).click)
+        load_by(clickable(css).click)
 
     def open_page(path: str) -> None:
         browser.get(f"{live_server.url}{path}")
