@@ -37,7 +37,7 @@ from synthesis.gptsovits.loading import load_gpt, load_sovits  # noqa: E402
 from synthesis.gptsovits.randomweights import write_random_pair, write_random_sovits  # noqa: E402
 from synthesis.gptsovits.sovits import spectrogram  # noqa: E402
 from synthesis.gptsovits.speaker import ERes2NetV2, SpeakerEncoder  # noqa: E402
-from synthesis.gptsovits.streaming import FrameNoise, stream_audio  # noqa: E402
+from synthesis.gptsovits.streaming import ChunkDecoder, FrameNoise  # noqa: E402
 
 SHARED = Path(os.environ.get("HERALD_GPTSOVITS_REFERENCE", ROOT.parent / "shared" / "gptsovits"))
 SHARED_PRO = SHARED.parent / "gptsovits-v2pro"  # manifest_v2pro_sovits.json, manifest_v2proplus_sovits.json
@@ -112,8 +112,8 @@ def first_audio(gpt, sovits, device: str, bf16: bool, spec, sv_emb=None, steps: 
     codes = gpt.stream(phones[0], bert, prompt, max_steps=steps + 1, allow_eos=False,
                        generator=torch.Generator(device=device).manual_seed(13))
     chunks, first = [], None
-    for chunk in stream_audio(codes_kept := _Recorder(codes), sovits, text, [spec], noise=noise(),
-                              vocoder_bf16=bf16, sv_embs=sv_embs):
+    decoder = ChunkDecoder(sovits, text, [spec], noise=noise(), vocoder_bf16=bf16, sv_embs=sv_embs)
+    for chunk in decoder.stream(codes):
         if first is None:
             sync(device)
             first = time.perf_counter() - start
@@ -121,8 +121,8 @@ def first_audio(gpt, sovits, device: str, bf16: bool, spec, sv_emb=None, steps: 
     sync(device)
     wall = time.perf_counter() - start
     streamed = np.concatenate(chunks)
-    whole = sovits.decode(torch.tensor(codes_kept.codes, device=device).view(1, 1, -1), text, [spec],
-                          noise=noise().upto(2 * len(codes_kept.codes)), vocoder_bf16=bf16, sv_embs=sv_embs)
+    whole = sovits.decode(torch.tensor(decoder.codes, device=device).view(1, 1, -1), text, [spec],
+                          noise=noise().upto(2 * len(decoder.codes)), vocoder_bf16=bf16, sv_embs=sv_embs)
     whole = whole.view(-1).cpu().numpy()
     audio = len(whole) / 32000
     return {
@@ -133,18 +133,6 @@ def first_audio(gpt, sovits, device: str, bf16: bool, spec, sv_emb=None, steps: 
         "max_abs_vs_whole": float(f"{np.abs(streamed - whole).max():.2e}"),
         "rel_rms_vs_whole": float(f"{np.sqrt(np.mean((streamed - whole) ** 2) / np.mean(whole ** 2)):.2e}"),
     }
-
-
-class _Recorder:
-    """Passes codes through and keeps them."""
-
-    def __init__(self, codes):
-        self.source, self.codes = codes, []
-
-    def __iter__(self):
-        for code in self.source:
-            self.codes.append(code)
-            yield code
 
 
 def speaker_embedding(device: str) -> tuple[torch.Tensor, float, int]:

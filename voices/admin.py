@@ -256,13 +256,18 @@ class VoiceAdmin(admin.ModelAdmin):
         }
         return views.voice_heatmap_page(request, voice, context)
 
-    def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Type a sentence, hear it in this voice (rendered now through the real engine)."""
+    def _voice_to_preview(self, request: HttpRequest, object_id: str) -> Voice:
+        """The voice both preview views act on: 404 if there is none, 403 without the change permission."""
         voice = self.get_object(request, object_id)
         if voice is None:
             raise Http404("no such voice")
         if not self.has_change_permission(request, voice):
             raise PermissionDenied
+        return voice
+
+    def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Type a sentence, hear it in this voice (rendered now through the real engine)."""
+        voice = self._voice_to_preview(request, object_id)
         preview = None
         if request.method == "POST":
             form = PreviewForm(request.POST)
@@ -286,11 +291,7 @@ class VoiceAdmin(admin.ModelAdmin):
     def preview_stream_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """GET ?text=…: the sentence said in this voice at 8 kHz, streamed as it is made (the preview page's
         *Listen as it is made*: an <audio> element plays it while the rest is still being rendered)."""
-        voice = self.get_object(request, object_id)
-        if voice is None:
-            raise Http404("no such voice")
-        if not self.has_change_permission(request, voice):
-            raise PermissionDenied
+        voice = self._voice_to_preview(request, object_id)
         text = normalise_text(request.GET.get("text", ""))
         limit = PreviewForm.base_fields["text"].max_length
         if not text or len(text) > limit:

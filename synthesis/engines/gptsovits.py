@@ -286,7 +286,7 @@ class GptSovitsEngine(Engine):
         # torch and the streaming decoder load with the first stream (only synthesis workers have torch).
         import torch
 
-        from synthesis.gptsovits.streaming import FrameNoise, stream_audio
+        from synthesis.gptsovits.streaming import ChunkDecoder, FrameNoise
 
         device = self.models.device
         gpt, sovits = resident.gpt, resident.sovits
@@ -302,11 +302,11 @@ class GptSovitsEngine(Engine):
             torch.Generator().manual_seed(_seed_for(int(params["seed"]), b"noise:" + _text_key(item))),
             device,
         )
-        chunks = stream_audio(
-            codes, sovits, item.phones.view(1, -1).to(device), [s.to(device) for s in prompt.refer_specs],
+        chunks = ChunkDecoder(
+            sovits, item.phones.view(1, -1).to(device), [s.to(device) for s in prompt.refer_specs],
             noise=noise, noise_scale=float(params["noise_scale"]), vocoder_bf16=self.models.precision != "fp32",
             sv_embs=self._sv_embs(resident, prompt),
-        )
+        ).stream(codes)
         produced = False
         try:
             for chunk in chunks:

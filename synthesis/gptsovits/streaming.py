@@ -72,8 +72,8 @@ class FrameNoise:
 
 
 class ChunkDecoder:
-    """Feed codes one at a time (`push`), then `finish`; each returns the audio chunks (float32, 32 kHz)
-    that became ready."""
+    """Feed codes one at a time (`push`), then `finish`, each returning the audio chunks (float32, 32 kHz) that
+    became ready; or hand `stream` an iterable of codes. `codes` keeps every code fed."""
 
     def __init__(
         self,
@@ -102,6 +102,12 @@ class ChunkDecoder:
         self.codes: list[int] = []
         self.done = 0  # codes whose audio has gone out (up to the joint)
         self.tail: np.ndarray | None = None  # the last chunk's `fade` samples past the joint
+
+    def stream(self, codes: Iterable[int]) -> Iterator[np.ndarray]:
+        """Audio chunks of `codes` as they arrive (the GPT's `stream`, or any list), then the rest at the end."""
+        for code in codes:
+            yield from self.push(code)
+        yield from self.finish()
 
     def push(self, code: int) -> list[np.ndarray]:
         self.codes.append(code)
@@ -146,24 +152,3 @@ class ChunkDecoder:
         self.done = joint
         return out.astype(np.float32, copy=False)
 
-
-def stream_audio(
-    codes: Iterable[int],
-    sovits,
-    text: Tensor,
-    refer_specs: list[Tensor],
-    *,
-    noise: FrameNoise,
-    noise_scale: float = 0.5,
-    vocoder_bf16: bool = False,
-    sv_embs: list[Tensor] | None = None,
-    plan: ChunkPlan = ChunkPlan(),
-) -> Iterator[np.ndarray]:
-    """Audio chunks (float32, 32 kHz) of `codes` as they arrive (the GPT's `stream`, or any list)."""
-    decoder = ChunkDecoder(
-        sovits, text, refer_specs, noise=noise, noise_scale=noise_scale, vocoder_bf16=vocoder_bf16,
-        sv_embs=sv_embs, plan=plan,
-    )
-    for code in codes:
-        yield from decoder.push(code)
-    yield from decoder.finish()

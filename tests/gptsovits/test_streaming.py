@@ -17,7 +17,7 @@ from synthesis.engines.base import VoiceSpec
 from synthesis.engines.gptsovits import GptSovitsEngine
 from synthesis.gptsovits.loading import load_gpt, load_sovits
 from synthesis.gptsovits.sovits import spectrogram
-from synthesis.gptsovits.streaming import ChunkDecoder, ChunkPlan, FrameNoise, stream_audio
+from synthesis.gptsovits.streaming import ChunkDecoder, ChunkPlan, FrameNoise
 from tests.gptsovits.conftest import SCRIPT, TRANSCRIPT
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "gptsovits"
@@ -54,7 +54,7 @@ def whole(sovits, codes, text, spec, *, bf16=False, seed=1):
 
 def streamed(sovits, codes, text, spec, *, bf16=False, seed=1):
     noise = FrameNoise(sovits.config.inter_channels, torch.Generator().manual_seed(seed))
-    return list(stream_audio(codes, sovits, text, [spec], noise=noise, vocoder_bf16=bf16))
+    return list(ChunkDecoder(sovits, text, [spec], noise=noise, vocoder_bf16=bf16).stream(codes))
 
 
 @pytest.mark.parametrize("max_steps,top_k", [(1, 15), (5, 15), (40, 1), (200, 15)])
